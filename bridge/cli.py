@@ -1,0 +1,144 @@
+"""The ``mint-bridge`` command. Kept thin: each subcommand calls library functions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+from typing import NoReturn
+
+import click
+
+from bridge import __version__
+from bridge.errors import BridgeError, Cancelled, ExitCode
+
+log = logging.getLogger("bridge")
+
+
+def _fail(exc: BridgeError) -> NoReturn:
+    click.echo(f"mint-bridge: error: {exc}", err=True)
+    sys.exit(int(exc.exit_code))
+
+
+def _raise_cancelled(signum: int, frame: FrameType | None) -> None:
+    # Restore defaults so a second signal (PBS's SIGKILL follows anyway) is not swallowed.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    raise Cancelled(f"stopped by signal {signal.Signals(signum).name}; job cancelled at the site")
+
+
+def _setup_stderr_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mint-bridge: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("paramiko").setLevel(logging.WARNING if verbose < 3 else logging.DEBUG)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mint-bridge")
+def main() -> None:
+    """Run MInt workflow steps on external computers, over SSH or through a broker."""
+
+
+@main.command()
+@click.option("--site", "site_name", required=True, help="Site name from the bridge config.")
+@click.option("--command", "command", required=True, help="Command name the site defines.")
+@click.option("-i", "--input", "inputs", multiple=True, help="Input file to send (repeatable).")
+@click.option("-p", "--param", "params", multiple=True, help="Parameter NAME=VALUE (repeatable).")
+@click.option("-o", "--output-dir", default=".", show_default=True, help="Where results land.")
+@click.option("--config", "config_path", default=None, help="Bridge config (TOML).")
+@click.option("--job-id", default=None, help="Job id to use (UUID4); default: a new one.")
+@click.option("--walltime", default=None, help="Upper bound for the job's walltime, e.g. 2h.")
+@click.option("-v", "--verbose", count=True, help="More progress messages (repeatable).")
+def run(
+    site_name: str,
+    command: str,
+    inputs: tuple[str, ...],
+    params: tuple[str, ...],
+    output_dir: str,
+    config_path: str | None,
+    job_id: str | None,
+    walltime: str | None,
+    verbose: int,
+) -> None:
+    """Run COMMAND at SITE with the given inputs; results land in the output dir.
+
+    Exits with the solver's exit code, or with one of the documented bridge codes.
+    """
+    _setup_stderr_logging(verbose)
+    from bridge.client.entry import run_command
+
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    signal.signal(signal.SIGINT, _raise_cancelled)
+    try:
+        code = run_command(
+            config_path=config_path,
+            site_name=site_name,
+            command=command,
+            inputs=list(inputs),
+            params=list(params),
+            output_dir=output_dir,
+            job_id=job_id,
+            walltime=walltime,
+        )
+    except BridgeError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("-o", "--output-dir", default=None, help="Where to put the module dir.")
+def demo(output_dir: str | None) -> None:
+    """Run the sample fatigue job end to end on this machine (the `local` method)."""
+    _setup_stderr_logging(0)
+    from bridge.client.entry import run_demo
+
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    try:
+        sys.exit(run_demo(output_dir))
+    except BridgeError as exc:
+        _fail(exc)
+
+
+@main.group()
+def site() -> None:
+    """Commands that run at a site."""
+
+
+@site.command("serve-ssh")
+@click.option("--config", "config_path", required=True, help="Site config (TOML).")
+def serve_ssh(config_path: str) -> None:
+    """The forced command for MInt's key in authorized_keys: serves one protocol request."""
+    from bridge.site.entry import serve_stdio
+
+    sys.exit(serve_stdio(config_path, os.environ.get("SSH_ORIGINAL_COMMAND")))
+
+
+@site.command("cleanup")
+@click.option("--config", "config_path", required=True, help="Site config (TOML).")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+def cleanup(config_path: str, dry_run: bool) -> None:
+    """Remove work dirs whose retention time has passed."""
+    _setup_stderr_logging(1)
+    from bridge.site.cleanup import remove_expired
+    from bridge.site_config import load_site_config
+
+    try:
+        removed = remove_expired(load_site_config(config_path), dry_run=dry_run)
+    except BridgeError as exc:
+        _fail(exc)
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        click.echo(f"{verb} {path}")
+    click.echo(f"{len(removed)} work dir(s) {verb}")
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["ExitCode", "main"]

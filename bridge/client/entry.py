@@ -1,0 +1,98 @@
+"""What ``mint-bridge run`` and ``mint-bridge demo`` do, callable from tests without a CLI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+
+from bridge.bridge_config import EXAMPLES_DIR, LocalSite, Site, default_config, find_config
+from bridge.client.run import JobRun, build_request, parse_params, prepare_inputs
+from bridge.client.transport import Connector, LocalConnector
+from bridge.errors import BridgeError, ExitCode, ParameterInvalid
+from bridge.job import check_job_id, new_job_id
+from bridge.units import parse_duration
+
+log = logging.getLogger(__name__)
+
+
+def connector_for(site: Site) -> Connector:
+    if isinstance(site, LocalSite):
+        return LocalConnector(site)
+    from bridge.client.ssh import SshConnector
+
+    return SshConnector(site)
+
+
+def run_command(
+    *,
+    config_path: str | None,
+    site_name: str,
+    command: str,
+    inputs: list[str],
+    params: list[str],
+    output_dir: str,
+    job_id: str | None = None,
+    walltime: str | None = None,
+    embedded_default: bool = False,
+) -> int:
+    config = default_config() if embedded_default else find_config(config_path)
+    site = config.site(site_name)
+    job_id = check_job_id(job_id) if job_id else new_job_id()
+    local_inputs = prepare_inputs(inputs)
+    try:
+        values = parse_params(params)
+        walltime_limit = parse_duration(walltime) if walltime else None
+    except (BridgeError, ValueError) as exc:
+        raise ParameterInvalid(str(exc)) from exc
+    metadata = {"bridge_host": socket.gethostname(), "cwd": os.getcwd()}
+    request = build_request(job_id, command, local_inputs, values, metadata)
+    log.info("%s: running %s at site %s", job_id, command, site_name)
+    job = JobRun(
+        connector_for(site),
+        request,
+        local_inputs,
+        output_dir,
+        sys.stdout.buffer,
+        sys.stderr.buffer,
+        reconnect_attempts=site.reconnect_attempts,
+        walltime_limit=walltime_limit,
+    )
+    result = job.run()
+    outcome = result.outcome
+    log.info(
+        "%s: %s (%s); %d result file(s) in %s",
+        job_id, outcome.state.value, outcome.reason, len(result.results), output_dir,
+    )  # fmt: skip
+    if result.exit_code >= int(ExitCode.JOB_LOST) and result.exit_code < 128:
+        log.error("%s: job %s at site %s: %s", job_id, outcome.state.value, site_name, outcome.reason)
+    return result.exit_code
+
+
+def run_demo(output_dir: str | None) -> int:
+    """Copy the sample module inputs into a fresh module dir and run the sample job there."""
+    sample = EXAMPLES_DIR / "kousoku"
+    module_dir = output_dir or tempfile.mkdtemp(prefix="mint-bridge-demo-")
+    os.makedirs(module_dir, exist_ok=True)
+    names = ["yield_strength.dat", "tensile_strength.dat", "reduction_area.dat"]
+    for name in names:
+        shutil.copyfile(sample / "module_inputs" / name, os.path.join(module_dir, name))
+    print(f"mint-bridge demo: module dir {module_dir}", file=sys.stderr)
+    os.chdir(module_dir)
+    code = run_command(
+        config_path=None,
+        embedded_default=True,
+        site_name="local",
+        command="fatigue",
+        inputs=names,
+        params=["cycles=1000"],
+        output_dir=".",
+    )
+    results = sorted(set(os.listdir(module_dir)) - set(names))
+    print(f"mint-bridge demo: exit code {code}; results in {module_dir}:", file=sys.stderr)
+    for name in results:
+        print(f"  {os.path.join(module_dir, name)}", file=sys.stderr)
+    return code

@@ -1,0 +1,91 @@
+"""Transports: how the bridge opens a channel to a site's entry point.
+
+A ``Connection`` is one link to a site (one SSH connection per job); each ``open_channel`` runs
+the site entry once, with our protocol marker as the requested command. The ``local`` method
+starts the same entry point as a child process over pipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from typing import Protocol
+
+from bridge import PROTOCOL_VERSION, defaults
+from bridge.bridge_config import LocalSite
+from bridge.errors import SiteUnreachable, TransportError
+from bridge.protocol import ByteChannel, FdChannel
+
+PROTOCOL_COMMAND = f"{defaults.PROTOCOL_REQUEST} {PROTOCOL_VERSION}"
+
+
+class Channel(ByteChannel, Protocol):
+    def close(self) -> None: ...
+
+
+class Connection(Protocol):
+    def open_channel(self, timeout: float | None = None) -> Channel: ...
+
+    def close(self) -> None: ...
+
+
+class Connector(Protocol):
+    """Makes connections to one site; ``connect`` raises TransportError subclasses."""
+
+    site_name: str
+
+    def connect(self) -> Connection: ...
+
+
+class LocalChannel(FdChannel):
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        super().__init__(proc.stdout.fileno(), proc.stdin.fileno())
+        self.proc = proc
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class LocalConnection:
+    def __init__(self, site: LocalSite) -> None:
+        self.site = site
+
+    def open_channel(self, timeout: float | None = None) -> Channel:
+        env = dict(os.environ, SSH_ORIGINAL_COMMAND=PROTOCOL_COMMAND)
+        argv = [sys.executable, "-m", "bridge.cli", "site", "serve-ssh"]
+        try:
+            proc = subprocess.Popen(
+                [*argv, "--config", self.site.site_config],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise SiteUnreachable(f"cannot start the local site entry: {exc}") from exc
+        return LocalChannel(proc)
+
+    def close(self) -> None:
+        return None
+
+
+class LocalConnector:
+    def __init__(self, site: LocalSite) -> None:
+        self.site = site
+        self.site_name = site.name
+
+    def connect(self) -> Connection:
+        if not os.path.isfile(self.site.site_config):
+            raise TransportError(f"site config {self.site.site_config} of local site is missing")
+        return LocalConnection(self.site)

@@ -1,0 +1,49 @@
+"""Every default value in one place, each with the reason for it."""
+
+from __future__ import annotations
+
+# Work dirs live where the original put them (/tmp/<uuid>), so existing site scripts still work.
+WORK_BASE = "/tmp"
+
+# Kept a week after the job ends: long enough to re-attach after a weekend outage and to debug,
+# short enough that /tmp does not fill up.
+RETENTION_SECONDS = 7 * 24 * 3600
+
+# One MiB moves a large file with few system calls and little memory (both ends stay ~constant).
+CHUNK_SIZE = 1024 * 1024
+
+# The site sends a heartbeat when nothing else happened for this long, so a bridge notices a
+# silent dead connection within HEARTBEAT_TIMEOUT even where TCP keepalives are filtered.
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TIMEOUT = 3 * HEARTBEAT_SECONDS + 5.0
+
+# Log tailing starts fast (a short job finishes with little overhead) and backs off to this.
+LOG_POLL_MIN = 0.01
+LOG_POLL_MAX = 0.25
+
+# SSH: detect dead peers quickly and never hang forever connecting.
+SSH_CONNECT_TIMEOUT = 15.0
+SSH_KEEPALIVE_SECONDS = 15
+
+# Reconnects after a dropped connection: bounded, exponential with jitter, about 4 minutes in all,
+# enough to ride out a site's sshd restart or a short network outage.
+RECONNECT_ATTEMPTS = 8
+RECONNECT_INITIAL_WAIT = 0.5
+RECONNECT_MAX_WAIT = 60.0
+
+# After SIGTERM (qdel), how long the bridge waits for the site to confirm the cancel. PBS sends
+# SIGKILL after its kill_delay (default 2 s, often raised); stay well within a few seconds.
+CANCEL_CONFIRM_SECONDS = 4.0
+
+# Local scheduler: grace between SIGTERM and SIGKILL when a job hits its walltime (time for a
+# solver to write what it has) and when it is cancelled (short: qdel must take effect in seconds).
+KILL_GRACE_SECONDS = 10.0
+CANCEL_GRACE_SECONDS = 3.0
+
+# Staging limits a site may lower or raise in its config.
+MAX_INPUT_FILES = 1000
+MAX_INPUT_BYTES = 1 << 40  # 1 TiB: effectively "no limit" unless the site sets one
+MAX_NAME_LENGTH = 255
+
+# The exec request the bridge sends; a forced command that sees anything else refuses it.
+PROTOCOL_REQUEST = "mint-bridge-protocol"

@@ -1,0 +1,179 @@
+"""Every error mint-bridge raises, and the exit code each one gives ``mint-bridge run``.
+
+Foreign exceptions (paramiko, OSError from pipes, json, tomllib) are converted where they enter
+our code with ``raise ... from exc``; above that line nothing catches library-specific types.
+
+    BridgeError
+    ├── ConfigError                 a config file is missing or invalid (names file and key)
+    ├── InputMissing                a declared input cannot be read on the bridge node
+    ├── JobRejected                 the site refused the request
+    │   ├── CommandNotAllowed       the command name is not in the site's config
+    │   ├── ParameterInvalid        a parameter is unknown, missing or fails its type/range/pattern
+    │   └── InputRejected           an input name is unsafe or not accepted by the command
+    ├── TransportError              the connection failed or dropped (transient: retried)
+    │   ├── SiteUnreachable         DNS, TCP or SSH handshake failed
+    │   ├── HostKeyRejected         host key unknown or changed (never retried)
+    │   └── AuthenticationFailed    the site refused our key (never retried)
+    ├── ProtocolError               the peer broke the protocol
+    │   └── TransferCorrupted       a file arrived truncated or with a wrong SHA-256
+    ├── StagingError                a path is unsafe or a file cannot be written
+    ├── JobUnknown                  the site has no job with that id
+    ├── JobFailedAtSite             the job ended without a solver exit code (walltime, lost, ...)
+    ├── SiteError                   the site entry point failed internally
+    └── Cancelled                   the bridge was told to stop (SIGTERM/SIGINT)
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``mint-bridge run`` for failures on the bridge's side.
+
+    A job that ran exits with the solver's own code (0-63 in practice), or 128+N when the solver
+    was killed by signal N, as a shell reports it. The bridge's own failures use the BSD
+    ``sysexits.h`` range (64-78) and a few codes above it, so a MInt module can tell them apart.
+    """
+
+    OK = 0
+    USAGE = 64
+    PARAMETER_INVALID = 65
+    INPUT_MISSING = 66
+    SITE_UNREACHABLE = 69
+    SITE_ERROR = 70
+    STAGING_FAILED = 73
+    TRANSFER_CORRUPTED = 74
+    PROTOCOL_ERROR = 76
+    COMMAND_NOT_ALLOWED = 77
+    CONFIG_INVALID = 78
+    HOST_KEY_REJECTED = 79
+    AUTH_FAILED = 80
+    JOB_LOST = 81
+    WALLTIME_EXCEEDED = 82
+    OUT_OF_MEMORY = 83
+    NODE_FAILURE = 84
+    PREEMPTED = 85
+    CANCELLED_AT_SITE = 86
+    JOB_UNKNOWN = 87
+    TIMED_OUT = 88
+    CANCELLED = 143  # 128 + SIGTERM: what a shell reports for a job stopped by qdel
+
+
+class BridgeError(Exception):
+    """Root of every mint-bridge error. ``str(err)`` is a one-line reason naming the fix."""
+
+    exit_code: ExitCode = ExitCode.SITE_ERROR
+    transient = False
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_wire(self) -> dict[str, Any]:
+        """The error as the site sends it to the bridge in an ``error`` frame."""
+        wire: dict[str, Any] = {"kind": type(self).__name__, "message": self.message}
+        if self.field is not None:
+            wire["field"] = self.field
+        return wire
+
+
+class ConfigError(BridgeError):
+    exit_code = ExitCode.CONFIG_INVALID
+
+
+class InputMissing(BridgeError):
+    exit_code = ExitCode.INPUT_MISSING
+
+
+class JobRejected(BridgeError):
+    exit_code = ExitCode.PARAMETER_INVALID
+
+
+class CommandNotAllowed(JobRejected):
+    exit_code = ExitCode.COMMAND_NOT_ALLOWED
+
+
+class ParameterInvalid(JobRejected):
+    exit_code = ExitCode.PARAMETER_INVALID
+
+
+class InputRejected(JobRejected):
+    exit_code = ExitCode.PARAMETER_INVALID
+
+
+class TransportError(BridgeError):
+    exit_code = ExitCode.SITE_UNREACHABLE
+    transient = True
+
+
+class SiteUnreachable(TransportError):
+    pass
+
+
+class HostKeyRejected(TransportError):
+    exit_code = ExitCode.HOST_KEY_REJECTED
+    transient = False
+
+
+class AuthenticationFailed(TransportError):
+    exit_code = ExitCode.AUTH_FAILED
+    transient = False
+
+
+class ProtocolError(BridgeError):
+    exit_code = ExitCode.PROTOCOL_ERROR
+
+
+class TransferCorrupted(ProtocolError):
+    exit_code = ExitCode.TRANSFER_CORRUPTED
+
+
+class StagingError(BridgeError):
+    exit_code = ExitCode.STAGING_FAILED
+
+
+class JobUnknown(BridgeError):
+    exit_code = ExitCode.JOB_UNKNOWN
+
+
+class JobFailedAtSite(BridgeError):
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class SiteError(BridgeError):
+    exit_code = ExitCode.SITE_ERROR
+
+
+class Cancelled(BridgeError):
+    exit_code = ExitCode.CANCELLED
+
+
+_WIRE_KINDS: dict[str, type[BridgeError]] = {
+    cls.__name__: cls
+    for cls in (
+        CommandNotAllowed,
+        ParameterInvalid,
+        InputRejected,
+        JobRejected,
+        ProtocolError,
+        TransferCorrupted,
+        StagingError,
+        JobUnknown,
+        SiteError,
+    )
+}
+
+
+def from_wire(wire: Any) -> BridgeError:
+    """Rebuild an error the site sent; unknown kinds become ``SiteError`` (never trust the peer)."""
+    if not isinstance(wire, dict):
+        return ProtocolError(f"site sent a malformed error: {wire!r:.200}")
+    cls = _WIRE_KINDS.get(str(wire.get("kind")), SiteError)
+    message = str(wire.get("message", "site reported an error without a message"))[:2000]
+    field = wire.get("field")
+    return cls(message, field=str(field) if field is not None else None)

@@ -1,0 +1,153 @@
+"""Framing of the request/response protocol spoken over an SSH channel or a pair of pipes.
+
+A conversation is a sequence of frames. Each frame is a 5-byte header (one kind byte, a 4-byte
+big-endian length) and a payload:
+
+- ``J``: a JSON object (control: requests, replies, file headers, exit status, errors);
+- ``O`` / ``E``: bytes of the job's stdout / stderr, in order;
+- ``F``: the body of the file announced by the previous ``J`` file header, in chunks of raw
+  bytes; a
+  zero-length ``F`` frame ends the body. The receiver checks the declared size and the SHA-256
+  that the sender puts in the next ``J`` frame, so a truncated or altered stream never passes.
+
+File bodies are raw bytes, never base64, and are read and written in fixed-size chunks, so
+memory stays constant whatever the file size. This module knows nothing of jobs or files; it
+only moves frames. It never interprets payloads as shell text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from bridge.errors import ProtocolError, TransportError
+
+HEADER = struct.Struct(">cI")
+KIND_JSON = b"J"
+KIND_STDOUT = b"O"
+KIND_STDERR = b"E"
+KIND_FILE = b"F"
+KINDS = {KIND_JSON, KIND_STDOUT, KIND_STDERR, KIND_FILE}
+
+# A JSON control frame is small; a peer announcing more is broken or hostile.
+MAX_JSON_FRAME = 4 * 1024 * 1024
+# Data frames are bounded so a receiver never buffers more than this at once.
+MAX_DATA_FRAME = 4 * 1024 * 1024
+_COALESCE_BELOW = 64 * 1024
+
+
+class ByteChannel(Protocol):
+    """The two operations the protocol needs from a transport."""
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at end of stream."""
+
+    def send_all(self, data: bytes | memoryview) -> None:
+        """All of ``data``, blocking as needed."""
+
+
+class FdChannel:
+    """A ByteChannel over two file descriptors (stdin/stdout of the site entry, or pipes)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return os.read(self.read_fd, size)
+        except OSError as exc:
+            raise TransportError(f"reading from the peer failed: {exc}") from exc
+
+    def send_all(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self.write_fd, view)
+                view = view[written:]
+        except OSError as exc:  # BrokenPipeError when the peer went away
+            raise TransportError(f"writing to the peer failed: {exc}") from exc
+
+
+class FrameReader:
+    """Reads frames from a ByteChannel, keeping whatever it read past the current frame."""
+
+    def __init__(self, channel: ByteChannel) -> None:
+        self._channel = channel
+        self._buffer = bytearray()
+
+    def _read_exact(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            chunk = self._channel.recv(max(size - len(self._buffer), 65536))
+            if not chunk:
+                raise TransportError("the connection closed in the middle of a message")
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def read_frame(self) -> tuple[bytes, bytes]:
+        """The next ``(kind, payload)``; TransportError on end of stream."""
+        kind, length = HEADER.unpack(self._read_exact(HEADER.size))
+        if kind not in KINDS:
+            raise ProtocolError(
+                f"unknown frame kind {kind!r}: the peer does not speak our protocol"
+            )
+        limit = MAX_JSON_FRAME if kind == KIND_JSON else MAX_DATA_FRAME
+        if length > limit:
+            raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
+        return kind, self._read_exact(length)
+
+    def read_json(self) -> dict[str, Any]:
+        """The next frame, which must be a JSON object."""
+        kind, payload = self.read_frame()
+        if kind != KIND_JSON:
+            raise ProtocolError(f"expected a control message, got a {kind!r} frame")
+        return decode_json(payload)
+
+
+def decode_json(payload: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"malformed control message: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("a control message must be a JSON object")
+    return message
+
+
+class FrameWriter:
+    """Writes frames to a ByteChannel."""
+
+    def __init__(self, channel: ByteChannel) -> None:
+        self._channel = channel
+
+    def write_frame(self, kind: bytes, payload: bytes | memoryview) -> None:
+        header = HEADER.pack(kind, len(payload))
+        if len(payload) <= _COALESCE_BELOW:
+            # One write for small frames: fewer SSH packets and syscalls for log lines.
+            self._channel.send_all(header + bytes(payload))
+        else:
+            self._channel.send_all(header)
+            self._channel.send_all(payload)
+
+    def write_json(self, message: dict[str, Any]) -> None:
+        self.write_frame(KIND_JSON, json.dumps(message, separators=(",", ":")).encode())
+
+
+def copy_frames_to(reader: FrameReader, sink: Callable[[bytes], None], expected_size: int) -> int:
+    """Feed ``F`` frames to ``sink`` until the zero-length end frame; returns bytes received."""
+    received = 0
+    while True:
+        kind, payload = reader.read_frame()
+        if kind != KIND_FILE:
+            raise ProtocolError(f"expected file data, got a {kind!r} frame")
+        if not payload:
+            return received
+        received += len(payload)
+        if received > expected_size:
+            raise ProtocolError(f"file is longer than its declared {expected_size} bytes")
+        sink(payload)

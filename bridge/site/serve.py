@@ -1,0 +1,253 @@
+"""``mint-bridge site serve-ssh``: the only thing MInt's key can run at a site.
+
+OpenSSH's forced command (``command="mint-bridge site serve-ssh --config ..."`` in
+``authorized_keys``) runs this for every connection; the client's own request arrives in
+``SSH_ORIGINAL_COMMAND``. Anything but our protocol marker (an interactive shell, ``cat
+/etc/passwd``, scp, sftp) is refused with a message on stderr and a non-zero exit, and logged.
+
+Operations, each a JSON request frame answered on the same channel:
+
+    hello    -> version, site name and the command list (names, descriptions, parameters)
+    submit   -> validate; stage inputs; start once; then stream log, outcome and results
+    attach   -> stream a started job from given log offsets, then its outcome and results
+    cancel   -> stop a job through its scheduler; confirm its final state
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from bridge import PROTOCOL_VERSION, __version__, defaults
+from bridge.errors import BridgeError, JobRejected, ProtocolError, SiteError
+from bridge.job import JobOutcome, JobRequest, check_job_id
+from bridge.protocol import KIND_STDERR, KIND_STDOUT, ByteChannel, FrameReader, FrameWriter
+from bridge.site import jobs
+from bridge.site.workdir import WorkDir
+from bridge.site_config import SiteConfig
+from bridge.staging import collect_results, open_result_for_reading, send_file
+from schedulers import JobHandle, get_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class RefusedRequest(Exception):
+    """The SSH client asked for something other than our protocol."""
+
+
+def check_original_command(original: str | None) -> None:
+    """Accept only ``mint-bridge-protocol <version>``; refuse shells and other commands."""
+    if original is None:
+        raise RefusedRequest(
+            "this key only runs mint-bridge jobs; interactive shells are not allowed"
+        )
+    words = original.split()
+    if not words or words[0] != defaults.PROTOCOL_REQUEST:
+        raise RefusedRequest(
+            f"this key only runs mint-bridge jobs; refused command {original[:200]!r}"
+        )
+
+
+class Session:
+    """One connection: reads one request, answers it, and ends."""
+
+    def __init__(self, site: SiteConfig, channel: ByteChannel) -> None:
+        self.site = site
+        self.reader = FrameReader(channel)
+        self.writer = FrameWriter(channel)
+
+    def serve(self) -> int:
+        try:
+            request = self.reader.read_json()
+            op = request.get("op")
+            handler = {
+                "hello": self._hello,
+                "submit": self._submit,
+                "attach": self._attach,
+                "cancel": self._cancel,
+            }.get(str(op))
+            if handler is None:
+                raise ProtocolError(f"unknown operation {op!r:.40}")
+            _check_protocol(request)
+            handler(request)
+            return 0
+        except BridgeError as exc:
+            log.warning("request failed: %s", exc.message)
+            self._try_send_error(exc)
+            return 2
+
+    def _try_send_error(self, exc: BridgeError) -> None:
+        # If the bridge went away it will re-attach or resubmit; nothing more to do here.
+        with contextlib.suppress(BridgeError):
+            self.writer.write_json({"error": exc.to_wire()})
+
+    # --- operations -------------------------------------------------------------------
+
+    def _hello(self, request: dict[str, Any]) -> None:
+        self.writer.write_json(
+            {
+                "version": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "site": self.site.name,
+                "commands": self.site.describe(),
+            }
+        )
+
+    def _submit(self, message: dict[str, Any]) -> None:
+        request = JobRequest.from_message(_object(message, "request"))
+        try:
+            command, values = self.site.check_request(request)
+        except JobRejected as exc:
+            log.warning("%s: rejected: %s", request.job_id, exc.message)
+            raise
+        wd = WorkDir(self.site.work_base, request.job_id)
+        job = jobs.AcceptedJob(request, command, values, wd)
+        wd.create()
+        with wd.locked():
+            if wd.native_id() is not None:
+                log.info("%s: submit retried; attaching to the running job", request.job_id)
+                self.writer.write_json({"attached": True})
+            else:
+                self._stage_and_start(job, _walltime_limit(message))
+        self._stream(job, {"stdout": 0, "stderr": 0})
+
+    def _stage_and_start(self, job: jobs.AcceptedJob, walltime_limit: float | None) -> None:
+        job.workdir.discard_inputs()  # leftovers of an earlier, interrupted attempt
+        jobs.save_accepted(job)
+        self.writer.write_json({"ready": True})
+        try:
+            jobs.stage_inputs(job, self.reader)
+        except BaseException:
+            job.workdir.discard_inputs()
+            raise
+        native_id = jobs.start(job, walltime_limit)
+        self.writer.write_json(
+            {"started": True, "job_id": job.request.job_id, "native_id": native_id}
+        )
+
+    def _attach(self, message: dict[str, Any]) -> None:
+        wd = WorkDir(self.site.work_base, check_job_id(message.get("job_id")))
+        wd.require_started()
+        job = jobs.load_accepted(self.site, wd)
+        offsets = message.get("offsets", {})
+        if not isinstance(offsets, dict):
+            raise ProtocolError("offsets must be an object")
+        self.writer.write_json({"attached": True})
+        log.info("%s: bridge re-attached at offsets %s", wd.job_id, offsets)
+        self._stream(job, offsets)
+
+    def _cancel(self, message: dict[str, Any]) -> None:
+        wd = WorkDir(self.site.work_base, check_job_id(message.get("job_id")))
+        native_id = wd.require_started()
+        job = jobs.load_accepted(self.site, wd)
+        scheduler = get_scheduler(job.command.scheduler)
+        handle = JobHandle(wd.job_id, native_id, wd.control)
+        scheduler.cancel(handle)
+        log.info("%s: cancel requested by the bridge", wd.job_id)
+        outcome = _wait_final(scheduler, handle, defaults.CANCEL_CONFIRM_SECONDS)
+        self.writer.write_json({"cancel": outcome.to_message()})
+
+    # --- streaming a job --------------------------------------------------------------
+
+    def _stream(self, job: jobs.AcceptedJob, offsets: dict[str, Any]) -> None:
+        wd = job.workdir
+        native_id = wd.require_started()
+        scheduler = get_scheduler(job.command.scheduler)
+        tails = {
+            stream: jobs.LogTail(path, _offset(offsets.get(stream)))
+            for stream, path in jobs.log_paths(wd, job.command).items()
+        }
+        kinds = {"stdout": KIND_STDOUT, "stderr": KIND_STDERR}
+        last_sent = time.monotonic()
+        for event in jobs.follow(scheduler, JobHandle(wd.job_id, native_id, wd.control), tails):
+            if isinstance(event, JobOutcome):
+                self.writer.write_json({"exit": event.to_message()})
+                log.info("%s: ended: %s %s", wd.job_id, event.state.value, event.reason)
+                break
+            if event is None:
+                if time.monotonic() - last_sent >= defaults.HEARTBEAT_SECONDS:
+                    self.writer.write_json({"heartbeat": time.time()})
+                    last_sent = time.monotonic()
+                continue
+            stream, data = event
+            self.writer.write_frame(kinds[stream], data)
+            last_sent = time.monotonic()
+        self._send_results(job)
+
+    def _send_results(self, job: jobs.AcceptedJob) -> None:
+        wd = job.workdir
+        try:
+            unchanged = {k: tuple(v) for k, v in wd.read_json("inputs.json").items()}
+        except FileNotFoundError:
+            unchanged = {}
+        files, skipped = collect_results(wd.path, job.command.returns, unchanged)
+        self.writer.write_json(
+            {
+                "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in files],
+                "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+            }
+        )
+        root_fd = _open_root(wd.path)
+        try:
+            for result in files:
+                with open_result_for_reading(root_fd, result) as source:
+                    send_file(self.writer, result.name, source, result.size, result.mode)
+        finally:
+            os.close(root_fd)
+        self.writer.write_json({"done": True})
+        reply = self.reader.read_json()
+        if reply.get("op") == "ack":
+            wd.mark_delivered()
+            log.info("%s: %d results delivered, %d skipped", wd.job_id, len(files), len(skipped))
+
+
+def _open_root(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _check_protocol(request: dict[str, Any]) -> None:
+    version = request.get("protocol")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"bridge speaks protocol {version!r:.20}, this site speaks {PROTOCOL_VERSION}; "
+            "install the same mint-bridge version on both ends"
+        )
+
+
+def _object(message: dict[str, Any], key: str) -> dict[str, Any]:
+    value = message.get(key)
+    if not isinstance(value, dict):
+        raise ProtocolError(f"request field {key!r} must be an object")
+    return value
+
+
+def _offset(value: object) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError(f"log offset {value!r:.40} must be a non-negative integer")
+    return value
+
+
+def _walltime_limit(message: dict[str, Any]) -> float | None:
+    value = message.get("walltime_limit")
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ProtocolError("walltime_limit must be a positive number of seconds")
+    return float(value)
+
+
+def _wait_final(scheduler: Any, handle: JobHandle, seconds: float) -> JobOutcome:
+    deadline = time.monotonic() + seconds
+    while True:
+        outcome: JobOutcome = scheduler.status([handle])[handle.native_id]
+        if outcome.state.is_final or time.monotonic() >= deadline:
+            return outcome
+        time.sleep(0.05)
+
+
+__all__ = ["RefusedRequest", "Session", "SiteError", "check_original_command"]

@@ -1,0 +1,112 @@
+"""One job, one work dir: ``<work_base>/<job-uuid>``, private (0700), with its control files.
+
+The control files live in ``<work dir>/.mint-bridge/`` and are never returned as results:
+
+    request.json   the accepted request (command, parameter values, input names)
+    inputs.json    size and mtime of each staged input (unchanged inputs are not sent back)
+    native_id      the scheduler's id for the job, written the moment it is known
+    stdout/stderr  the job's output, tailed live to the bridge
+    delivered      written when the bridge confirmed it received the results
+    lock           flock'd while a request stages or starts the job, so it starts once
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from bridge.errors import JobUnknown, SiteError
+from bridge.job import check_job_id
+from bridge.staging import CONTROL_DIR
+from schedulers.local import write_json_atomic
+
+
+class WorkDir:
+    def __init__(self, work_base: str, job_id: str) -> None:
+        self.job_id = check_job_id(job_id)
+        self.path = os.path.join(work_base, job_id)
+        self.control = os.path.join(self.path, CONTROL_DIR)
+
+    def control_file(self, name: str) -> str:
+        return os.path.join(self.control, name)
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.control)
+
+    def create(self) -> bool:
+        """Create the work dir (0700); False if it already existed (a retried submit)."""
+        base = os.path.dirname(self.path)
+        try:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+            os.mkdir(self.path, 0o700)
+        except FileExistsError:
+            if os.path.islink(self.path) or not os.path.isdir(self.path):
+                raise SiteError(f"{self.job_id}: work dir path is not a directory") from None
+            os.makedirs(self.control, mode=0o700, exist_ok=True)
+            return False
+        except OSError as exc:
+            raise SiteError(f"{self.job_id}: cannot create work dir: {exc.strerror}") from exc
+        os.mkdir(self.control, 0o700)
+        return True
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        fd = os.open(self.control_file("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def write_json(self, name: str, data: object) -> None:
+        write_json_atomic(self.control_file(name), data)
+
+    def read_json(self, name: str) -> Any:
+        with open(self.control_file(name), encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def native_id(self) -> str | None:
+        try:
+            with open(self.control_file("native_id"), encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def record_native_id(self, native_id: str) -> None:
+        """Durable before the job is reported started: a restart must find it, not resubmit."""
+        tmp = self.control_file("native_id.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(native_id + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.control_file("native_id"))
+
+    def require_started(self) -> str:
+        native = self.native_id() if self.exists() else None
+        if native is None:
+            raise JobUnknown(f"no started job {self.job_id} at this site")
+        return native
+
+    def discard_inputs(self) -> None:
+        """Remove everything but the control dir (a staging attempt that did not finish)."""
+        for entry in os.scandir(self.path):
+            if entry.name == CONTROL_DIR:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    def mark_delivered(self) -> None:
+        with open(self.control_file("delivered"), "w", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.3f}\n")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,87 @@
+"""Reading TOML config files into typed values, with errors that name the file and the key."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from bridge.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Parse ``path``; a missing or malformed file is a ConfigError saying what to do."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist; create it or pass --config") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+class Section:
+    """A table of a config file being read; remembers its key path for error messages."""
+
+    def __init__(self, source: str, path: str, data: object) -> None:
+        self.source = source
+        self.path = path
+        if not isinstance(data, dict):
+            raise self.error("must be a table")
+        self.data: dict[str, Any] = data
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, message: str, key: str | None = None) -> ConfigError:
+        where = self.key(key) if key else self.path or "top level"
+        return ConfigError(f"{self.source}: {where}: {message}", field=where)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.data) - allowed)
+        if unknown:
+            raise self.error(
+                f"unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(allowed))}"
+            )
+
+    def get(self, name: str, kind: type[T], default: T) -> T:
+        value = self.data.get(name, default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.error(f"must be a {kind.__name__}, not {type(value).__name__}", name)
+        return value
+
+    def require(self, name: str, kind: type[T]) -> T:
+        if name not in self.data:
+            raise self.error("is required", name)
+        value = self.data[name]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.error(f"must be a {kind.__name__}, not {type(value).__name__}", name)
+        return value
+
+    def convert(self, name: str, parse: Callable[[object], T], default: T) -> T:
+        if name not in self.data:
+            return default
+        try:
+            return parse(self.data[name])
+        except ValueError as exc:
+            raise self.error(str(exc), name) from exc
+
+    def section(self, name: str) -> Section:
+        return Section(self.source, self.key(name), self.data.get(name, {}))
+
+    def path_value(self, name: str, default: str) -> str:
+        """A filesystem path, with ``~`` expanded."""
+        return os.path.expanduser(self.get(name, str, default))
+
+    def string_list(self, name: str, default: list[str]) -> list[str]:
+        value = self.data.get(name, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error("must be a list of strings", name)
+        return list(value)

@@ -1,0 +1,143 @@
+"""The ``local`` scheduler: the job runs on the site machine itself, detached from the caller.
+
+``submit`` starts ``schedulers.local_runner`` in a new session. That small supervisor starts
+the solver in its own process group, enforces the walltime, kills the whole process tree on
+cancel (SIGTERM, a grace period, then SIGKILL, found through psutil), and records the solver's
+exit code and signal in ``exit.json`` in the control dir. Because the supervisor is in its own
+session, a dropped SSH connection or a restarted agent does not touch the job.
+
+The native id is ``<supervisor pid>:<its start time>``; the start time guards against a reused
+pid being mistaken for our supervisor.
+
+State table (local supervisor -> our state):
+    exit.json present, exit code 0            -> completed
+    exit.json present, non-zero or signal     -> failed
+    exit.json says cancelled                  -> cancelled
+    exit.json says walltime exceeded          -> timeout
+    supervisor alive, no exit.json            -> running
+    supervisor gone, no exit.json             -> lost (it was killed with SIGKILL, or the
+                                                 machine rebooted: nothing says how the job ended)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import psutil
+
+from bridge.errors import SiteError
+from bridge.job import JobOutcome, JobState
+from schedulers.base import JobHandle, JobSpec, Scheduler
+
+SPEC_FILE = "local-spec.json"
+EXIT_FILE = "exit.json"
+RUNNER_LOG = "runner.log"
+
+
+class LocalScheduler(Scheduler):
+    name = "local"
+    # Reading a file and a /proc entry costs microseconds; poll often so short jobs end fast.
+    poll_interval = 0.02
+
+    def submit(self, spec: JobSpec) -> str:
+        write_json_atomic(os.path.join(spec.control_dir, SPEC_FILE), _spec_to_json(spec))
+        log_path = os.path.join(spec.control_dir, RUNNER_LOG)
+        with open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "schedulers.local_runner", spec.control_dir],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    close_fds=True,
+                    env=_runner_env(),
+                )
+            except OSError as exc:
+                raise SiteError(f"{spec.job_id} could not start the local runner: {exc}") from exc
+        created = psutil.Process(proc.pid).create_time()
+        return f"{proc.pid}:{created:.6f}"
+
+    def status(self, handles: Sequence[JobHandle]) -> dict[str, JobOutcome]:
+        return {handle.native_id: self._status_one(handle) for handle in handles}
+
+    def _status_one(self, handle: JobHandle) -> JobOutcome:
+        recorded = read_exit_file(handle.control_dir)
+        if recorded is not None:
+            return recorded
+        if _runner_process(handle.native_id) is not None:
+            return JobOutcome(JobState.RUNNING)
+        # The runner writes exit.json before it exits, so look once more before calling it lost.
+        recorded = read_exit_file(handle.control_dir)
+        if recorded is not None:
+            return recorded
+        return JobOutcome(
+            JobState.LOST, reason="the local runner ended without recording an exit code"
+        )
+
+    def cancel(self, handle: JobHandle) -> None:
+        runner = _runner_process(handle.native_id)
+        if runner is None:
+            return  # already finished (or lost): nothing to stop
+        try:
+            runner.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            return
+
+
+def read_exit_file(control_dir: str) -> JobOutcome | None:
+    try:
+        with open(os.path.join(control_dir, EXIT_FILE), encoding="utf-8") as handle:
+            return JobOutcome.from_message(json.load(handle))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return JobOutcome(JobState.LOST, reason=f"unreadable exit record: {exc}")
+
+
+def _runner_process(native_id: str) -> psutil.Process | None:
+    try:
+        pid_text, created_text = native_id.split(":", 1)
+        proc = psutil.Process(int(pid_text))
+        if abs(proc.create_time() - float(created_text)) > 0.01:
+            return None  # the pid was reused by another process
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (ValueError, psutil.Error):
+        return None
+
+
+def _spec_to_json(spec: JobSpec) -> dict[str, object]:
+    return {
+        "job_id": spec.job_id,
+        "workdir": spec.workdir,
+        "argv": spec.argv,
+        "env": spec.env,
+        "stdout": spec.stdout_path,
+        "stderr": spec.stderr_path,
+        "walltime": spec.walltime,
+    }
+
+
+def _runner_env() -> dict[str, str]:
+    # The runner imports our package; keep the path that found it, nothing else of ours.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def write_json_atomic(path: str, data: object) -> None:
+    """Write atomically: readers see the old file or the whole new one, never half of it."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

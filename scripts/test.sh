@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian machine (run as root), then run it:
+# Debian packages (OpenSSH server and client), a venv with mint-bridge and its test tools,
+# ruff, mypy and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v /usr/sbin/sshd >/dev/null 2>&1 || need_pkgs+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing ${need_pkgs[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    else
+        echo "missing ${need_pkgs[*]}; install them or run as root" >&2
+    fi
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+.venv/bin/ruff check bridge schedulers node_setup broker tests benchmarks examples
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,164 @@
+"""A real OpenSSH server on loopback, for tests and benchmarks.
+
+Everything lives in one private directory: the server's config and host key, a client key,
+an ``authorized_keys`` whose line forces ``mint-bridge site serve-ssh`` (``restrict`` and
+``from="127.0.0.1"``), a ``known_hosts`` built from the generated host key (tests never trust a
+first connection), and an ``ssh_config`` with a ``site`` alias for the server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+SSHD = "/usr/sbin/sshd"
+
+
+class SshdUnavailable(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def keygen(path: Path, comment: str = "mint-bridge-test") -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+    )
+
+
+def forced_command(site_config: Path) -> str:
+    return f"{sys.executable} -m bridge.cli site serve-ssh --config {site_config}"
+
+
+@dataclass
+class Sshd:
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    client_key: Path
+    known_hosts: Path
+    ssh_config: Path
+    authorized_keys: Path
+    host_key: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def connection_processes(self) -> list[psutil.Process]:
+        """The per-connection sshd children (killing one drops that connection)."""
+        try:
+            return psutil.Process(self.pid).children(recursive=False)
+        except psutil.Error:
+            return []
+
+    def stop(self) -> None:
+        for child in self.connection_processes():
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def authorize(self, line: str) -> None:
+        with open(self.authorized_keys, "a", encoding="utf-8") as handle:
+            handle.write(line.rstrip("\n") + "\n")
+
+    def ssh_argv(self, *extra: str) -> list[str]:
+        """OpenSSH client argv with the test key and pinned host key (for hostile tests)."""
+        return [
+            "ssh", "-F", "/dev/null", "-i", str(self.client_key), "-p", str(self.port),
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", *extra, "127.0.0.1",
+        ]  # fmt: skip
+
+
+def start_sshd(root: Path, site_config: Path, timeout: float = 10.0) -> Sshd:
+    if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
+        raise SshdUnavailable(f"{SSHD} or ssh-keygen is not installed (apt-get install openssh-server)")
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    host_key, client_key = root / "host_ed25519", root / "client_ed25519"
+    keygen(host_key, "host")
+    keygen(client_key)
+    authorized = root / "authorized_keys"
+    pub = client_key.with_suffix(".pub").read_text().strip()
+    authorized.write_text(
+        f'command="{forced_command(site_config)}",restrict,from="127.0.0.1" {pub}\n'
+    )
+    authorized.chmod(0o600)
+    port = free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"PidFile {root / 'sshd.pid'}",
+                f"AuthorizedKeysFile {authorized}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "PermitRootLogin prohibit-password",
+                "UsePAM no",
+                "StrictModes no",
+                "AllowTcpForwarding yes",
+                "LogLevel VERBOSE",
+                "MaxStartups 50",
+                "",
+            ]
+        )
+    )
+    log = open(root / "sshd.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    _wait_listening(proc, port, timeout, root / "sshd.log")
+    host_pub = host_key.with_suffix(".pub").read_text().split()
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    ssh_config = root / "ssh_config"
+    ssh_config.write_text(
+        f"Host site\n  HostName 127.0.0.1\n  Port {port}\n  User {_user()}\n"
+        f"  IdentityFile {client_key}\n"
+    )
+    return Sshd(root, port, proc, client_key, known_hosts, ssh_config, authorized, host_key)
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SshdUnavailable(f"sshd exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SshdUnavailable(f"sshd did not listen on port {port} within {timeout} s")
