@@ -179,7 +179,7 @@ class JobRun:
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, BridgeError) and e.transient),
             stop=tenacity.stop_after_attempt(self.reconnect_attempts),
             wait=tenacity.wait_exponential_jitter(
-                initial=defaults.RECONNECT_INITIAL_WAIT, max=defaults.RECONNECT_MAX_WAIT
+                multiplier=defaults.RECONNECT_INITIAL_WAIT, max=defaults.RECONNECT_MAX_WAIT
             ),
             before_sleep=before_sleep,
             reraise=True,

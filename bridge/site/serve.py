@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from bridge import PROTOCOL_VERSION, __version__, defaults
-from bridge.errors import BridgeError, JobRejected, ProtocolError, SiteError
+from bridge.errors import BridgeError, JobRejected, JobUnknown, ProtocolError, SiteError
 from bridge.job import JobOutcome, JobRequest, check_job_id
 from bridge.protocol import KIND_STDERR, KIND_STDOUT, ByteChannel, FrameReader, FrameWriter
 from bridge.site import jobs
@@ -115,6 +115,8 @@ class Session:
         self._stream(job, {"stdout": 0, "stderr": 0})
 
     def _stage_and_start(self, job: jobs.AcceptedJob, walltime_limit: float | None) -> None:
+        if job.workdir.cancel_requested():
+            raise JobUnknown(f"job {job.request.job_id} was cancelled before it started")
         job.workdir.discard_inputs()  # leftovers of an earlier, interrupted attempt
         jobs.save_accepted(job)
         self.writer.write_json({"ready": True})
@@ -141,6 +143,12 @@ class Session:
 
     def _cancel(self, message: dict[str, Any]) -> None:
         wd = WorkDir(self.site.work_base, check_job_id(message.get("job_id")))
+        if wd.exists():
+            # Wait for a submit that is staging or starting this job, and make sure one that
+            # has not started yet never will: the bridge that sent it is going away.
+            with wd.locked():
+                if wd.native_id() is None:
+                    wd.mark_cancel_requested()
         native_id = wd.require_started()
         job = jobs.load_accepted(self.site, wd)
         scheduler = get_scheduler(job.command.scheduler)

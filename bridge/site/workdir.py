@@ -104,6 +104,13 @@ class WorkDir:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
 
+    def mark_cancel_requested(self) -> None:
+        with open(self.control_file("cancel_requested"), "w", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.3f}\n")
+
+    def cancel_requested(self) -> bool:
+        return os.path.exists(self.control_file("cancel_requested"))
+
     def mark_delivered(self) -> None:
         with open(self.control_file("delivered"), "w", encoding="utf-8") as handle:
             handle.write(f"{time.time():.3f}\n")

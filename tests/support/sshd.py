@@ -84,12 +84,12 @@ class Sshd:
         with open(self.authorized_keys, "a", encoding="utf-8") as handle:
             handle.write(line.rstrip("\n") + "\n")
 
-    def ssh_argv(self, *extra: str) -> list[str]:
+    def ssh_argv(self, *command: str, options: tuple[str, ...] = ()) -> list[str]:
         """OpenSSH client argv with the test key and pinned host key (for hostile tests)."""
         return [
             "ssh", "-F", "/dev/null", "-i", str(self.client_key), "-p", str(self.port),
             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", *extra, "127.0.0.1",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", *options, "127.0.0.1", *command,
         ]  # fmt: skip
 
 

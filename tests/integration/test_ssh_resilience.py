@@ -1,0 +1,103 @@
+"""A dropped connection, a killed bridge: the job runs once, and a cancel reaches the site."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from bridge.errors import ExitCode
+from tests.integration.conftest import SiteEnv
+from tests.support.sshd import Sshd
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_bridge(bridge_config: Path, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "bridge.cli", "run", "--config", str(bridge_config), *args]
+    return subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def counter_lines(site_env: SiteEnv) -> list[str]:
+    path = site_env.private / "counter.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_dropped_connection_reattaches_and_job_runs_once(
+    bridge_config: Path, sshd: Sshd, site_env: SiteEnv, tmp_path: Path
+) -> None:
+    before = len(counter_lines(site_env))
+    job_id = "5d1b3f7a-93c2-4e8b-a0f1-2b3c4d5e6f70"
+    proc = start_bridge(
+        bridge_config, tmp_path, "--site", "site", "--command", "once", "-p", "seconds=3",
+        "--job-id", job_id, "-v",
+    )  # fmt: skip
+    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+    victims = sshd.connection_processes()
+    assert victims, "the bridge's connection must be visible as an sshd child"
+    for child in victims:
+        child.kill()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert b"reconnecting" in err
+    assert b"re-attached" in err
+    assert len(counter_lines(site_env)) == before + 1, "the job must run exactly once"
+    assert (tmp_path / "done.txt").read_text() == "done\n"
+    assert out == b"working 0\nworking 1\nworking 2\n"  # log resumed without gaps or repeats
+
+
+def test_sigterm_cancels_the_job_at_the_site(
+    bridge_config: Path, site_env: SiteEnv, tmp_path: Path
+) -> None:
+    before = len(counter_lines(site_env))
+    job_id = "6e2c4a8b-a4d3-4f9c-b102-3c4d5e6f7a81"
+    proc = start_bridge(
+        bridge_config, tmp_path, "--site", "site", "--command", "once", "-p", "seconds=60",
+        "--job-id", job_id,
+    )  # fmt: skip
+    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+    solver_pid = int(counter_lines(site_env)[-1])
+    assert psutil.pid_exists(solver_pid)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == ExitCode.CANCELLED, err.decode()
+    assert b"cancelled at the site" in err
+    wait_for(lambda: not _alive(solver_pid), timeout=10, what="the solver to be gone")
+    record = json.loads((site_env.work_base / job_id / ".mint-bridge" / "exit.json").read_text())
+    assert record["state"] == "cancelled"
+    assert time.monotonic() - sent < 30
+
+
+def test_sigterm_during_local_site_job_cancels_too(
+    bridge_config: Path, site_env: SiteEnv, tmp_path: Path
+) -> None:
+    before = len(counter_lines(site_env))
+    proc = start_bridge(
+        bridge_config, tmp_path, "--site", "local", "--command", "once", "-p", "seconds=60"
+    )
+    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+    solver_pid = int(counter_lines(site_env)[-1])
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == ExitCode.CANCELLED
+    wait_for(lambda: not _alive(solver_pid), timeout=10, what="the solver to be gone")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
