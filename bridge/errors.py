@@ -20,6 +20,7 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     ├── JobUnknown                  the site has no job with that id
     ├── JobFailedAtSite             the job ended without a solver exit code (walltime, lost, ...)
     ├── SiteError                   the site entry point failed internally
+    │   └── SchedulerError          a scheduler command failed (``transient`` says if retried)
     └── Cancelled                   the bridge was told to stop (SIGTERM/SIGINT)
 """
 
@@ -147,6 +148,15 @@ class JobFailedAtSite(BridgeError):
 
 class SiteError(BridgeError):
     exit_code = ExitCode.SITE_ERROR
+
+
+class SchedulerError(SiteError):
+    """A scheduler command failed. Transient ones (timeouts, controller unreachable) are
+    retried with backoff; others (invalid account, bad resource request) fail the job."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class Cancelled(BridgeError):

@@ -19,9 +19,13 @@ from typing import Any
 from bridge import defaults
 from bridge.errors import CommandNotAllowed, InputRejected, ParameterInvalid
 from bridge.job import JobRequest, ParamValue
+from bridge.site_resources import ResourceTemplate, load_resources
 from bridge.staging import ReturnRule, check_name
 from bridge.tomlconf import Section, load_toml
 from bridge.units import parse_duration, parse_size
+from schedulers import NAMES as SCHEDULER_NAMES
+from schedulers import Scheduler, SchedulerOptions, get_scheduler
+from schedulers.base import Resources
 
 PARAM_TYPES = ("int", "float", "string", "choice", "bool")
 # Default pattern for string parameters: word-like values that cannot start with '-' (so they
@@ -29,7 +33,6 @@ PARAM_TYPES = ("int", "float", "string", "choice", "bool")
 DEFAULT_STRING_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.,:+=@%-]*"
 BUILTIN_FIELDS = ("job_id", "workdir", "config_dir")
 _COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SCHEDULERS = ("local", "slurm", "torque", "pbspro")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class CommandSpec:
     log_file: str | None = None  # original convention: stdout+stderr into this work-dir file
     env: dict[str, str] = field(default_factory=dict)
     config_dir: str = ""  # directory of the site config: {config_dir} in args and env
+    resources: ResourceTemplate = field(default_factory=ResourceTemplate)
 
     def resolve_params(self, given: dict[str, ParamValue]) -> dict[str, ParamValue]:
         """Validated values for every parameter (defaults filled in); rejects unknown names."""
@@ -172,6 +176,9 @@ class CommandSpec:
         fields = self._fields(values, job_id, workdir)
         return {key: value.format_map(fields) for key, value in self.env.items()}
 
+    def render_resources(self, values: dict[str, ParamValue]) -> Resources:
+        return self.resources.render({k: render_value(v) for k, v in values.items()})
+
     def _fields(self, values: dict[str, ParamValue], job_id: str, workdir: str) -> dict[str, str]:
         fields = {name: render_value(value) for name, value in values.items()}
         fields.update(job_id=job_id, workdir=workdir, config_dir=self.config_dir)
@@ -192,6 +199,11 @@ class SiteConfig:
     max_input_files: int = defaults.MAX_INPUT_FILES
     max_input_bytes: int = defaults.MAX_INPUT_BYTES
     commands: dict[str, CommandSpec] = field(default_factory=dict)
+    scheduler_options: SchedulerOptions = field(default_factory=SchedulerOptions)
+
+    def scheduler(self, command: CommandSpec) -> Scheduler:
+        """The adapter that runs ``command``, with this site's scheduler settings."""
+        return get_scheduler(command.scheduler, self.scheduler_options)
 
     def command(self, name: str) -> CommandSpec:
         spec = self.commands.get(name)
@@ -241,7 +253,7 @@ class SiteConfig:
 
 def load_site_config(path: str) -> SiteConfig:
     root = Section(path, "", load_toml(path))
-    root.check_keys({"site", "commands"})
+    root.check_keys({"site", "commands", "scheduler"})
     site = root.section("site")
     site.check_keys(
         {"name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes"}
@@ -264,6 +276,19 @@ def load_site_config(path: str) -> SiteConfig:
         max_input_files=site.get("max_input_files", int, defaults.MAX_INPUT_FILES),
         max_input_bytes=site.convert("max_input_bytes", parse_size, defaults.MAX_INPUT_BYTES),
         commands=commands,
+        scheduler_options=_load_scheduler_options(root.section("scheduler")),
+    )
+
+
+def _load_scheduler_options(sec: Section) -> SchedulerOptions:
+    sec.check_keys({"poll_interval", "command_timeout", "retries"})
+    retries = sec.get("retries", int, SchedulerOptions.retries)
+    if retries < 1:
+        raise sec.error("must be at least 1", "retries")
+    return SchedulerOptions(
+        poll_interval=sec.convert("poll_interval", parse_duration, 0.0) or None,
+        command_timeout=sec.convert("command_timeout", parse_duration, 30.0),
+        retries=retries,
     )
 
 
@@ -279,6 +304,7 @@ _COMMAND_KEYS = {
     "inputs",
     "log_file",
     "env",
+    "resources",
 }
 
 
@@ -295,8 +321,8 @@ def _load_command(parent: Section, name: str, config_dir: str) -> CommandSpec:
     for where, template in [("args", a) for a in args] + [("env", v) for v in env.values()]:
         _check_template(sec, where, template, params)
     scheduler = sec.get("scheduler", str, "local")
-    if scheduler not in _SCHEDULERS:
-        raise sec.error(f"must be one of {', '.join(_SCHEDULERS)}", "scheduler")
+    if scheduler not in SCHEDULER_NAMES:
+        raise sec.error(f"must be one of {', '.join(SCHEDULER_NAMES)}", "scheduler")
     return CommandSpec(
         name=name,
         program=os.path.join(config_dir, sec.path_value("program", "") or _missing(sec, "program")),
@@ -310,6 +336,7 @@ def _load_command(parent: Section, name: str, config_dir: str) -> CommandSpec:
         log_file=_load_log_file(sec),
         env=env,
         config_dir=config_dir,
+        resources=load_resources(sec.section("resources"), set(params)),
     )
 
 

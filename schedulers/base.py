@@ -15,6 +15,28 @@ from bridge.job import JobOutcome
 
 
 @dataclass(frozen=True)
+class SchedulerOptions:
+    """Per-site settings from the site config's ``[scheduler]`` table."""
+
+    poll_interval: float | None = None  # minimum seconds between status calls; None: default
+    command_timeout: float = 30.0  # a scheduler command running longer is a transient failure
+    retries: int = 5  # attempts for a command failing with a transient error
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a command asks of a batch scheduler; every value was validated by the site config."""
+
+    cpus: int | None = None  # CPUs per task
+    nodes: int | None = None
+    tasks: int | None = None
+    memory_mb: int | None = None
+    queue: str | None = None  # Slurm partition, PBS queue
+    account: str | None = None
+    extra: tuple[str, ...] = ()  # extra directive lines the site lists, e.g. "--qos=long"
+
+
+@dataclass(frozen=True)
 class JobSpec:
     job_id: str
     workdir: str
@@ -24,7 +46,7 @@ class JobSpec:
     stdout_path: str
     stderr_path: str  # equal to stdout_path when the command merges both into one log file
     walltime: float | None = None
-    resources: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,11 @@ class Scheduler(abc.ABC):
     name: str = ""
     #: Minimum seconds between two status calls for the same site.
     poll_interval: float = 1.0
+
+    def configure(self, options: SchedulerOptions) -> None:
+        """Apply the site's ``[scheduler]`` settings."""
+        if options.poll_interval is not None:
+            self.poll_interval = options.poll_interval
 
     @abc.abstractmethod
     def submit(self, spec: JobSpec) -> str:

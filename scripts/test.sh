@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine (run as root), then run it:
-# Debian packages (OpenSSH server and client), a venv with mint-bridge and its test tools,
+# Debian packages (OpenSSH server and client, Slurm and munge), a venv with mint-bridge and its test tools,
 # ruff, mypy and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need_pkgs+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+# A real single-node Slurm (controller, node daemon, munge) and its PBS-style wrappers.
+command -v slurmctld >/dev/null 2>&1 || need_pkgs+=(slurmctld)
+command -v slurmd >/dev/null 2>&1 || need_pkgs+=(slurmd)
+command -v sbatch >/dev/null 2>&1 || need_pkgs+=(slurm-client)
+command -v munged >/dev/null 2>&1 || need_pkgs+=(munge)
+[ -x /usr/bin/qsub ] || need_pkgs+=(slurm-wlm-torque)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

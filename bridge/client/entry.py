@@ -68,7 +68,7 @@ def run_command(
         job_id, outcome.state.value, outcome.reason, len(result.results), output_dir,
     )  # fmt: skip
     if result.exit_code >= int(ExitCode.JOB_LOST) and result.exit_code < 128:
-        log.error("%s: job %s at site %s: %s", job_id, outcome.state.value, site_name, outcome.reason)
+        log.error("%s: job %s at %s: %s", job_id, outcome.state.value, site_name, outcome.reason)
     return result.exit_code
 
 

@@ -138,8 +138,8 @@ def connect_endpoint(site: SshSite, endpoint: Endpoint, sock: Any = None) -> par
         client.close()
         keys = ", ".join(endpoint.identity_files) or "(default keys)"
         raise AuthenticationFailed(
-            f"{_where(endpoint)} refused the key {keys} for user {endpoint.user}; ask the site admin to add its public key with our "
-            "forced command to authorized_keys"
+            f"{_where(endpoint)} refused the key {keys} for user {endpoint.user}; ask the site "
+            "admin to add its public key with our forced command to authorized_keys"
         ) from exc
     except paramiko.SSHException as exc:
         client.close()

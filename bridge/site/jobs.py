@@ -20,7 +20,7 @@ from bridge.protocol import FrameReader
 from bridge.site.workdir import WorkDir
 from bridge.site_config import CommandSpec, SiteConfig
 from bridge.staging import FileHeader, receive_file
-from schedulers import JobHandle, JobSpec, Scheduler, get_scheduler
+from schedulers import JobHandle, JobSpec, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ def stage_inputs(job: AcceptedJob, reader: FrameReader) -> None:
     log.info("%s: staged %d inputs", job.request.job_id, len(staged))
 
 
-def start(job: AcceptedJob, walltime_limit: float | None = None) -> str:
+def start(job: AcceptedJob, scheduler: Scheduler, walltime_limit: float | None = None) -> str:
     """Submit the job to its scheduler and record the native id; returns it."""
     spec = build_spec(job, walltime_limit)
     _check_program(job)
-    native_id = get_scheduler(job.command.scheduler).submit(spec)
+    native_id = scheduler.submit(spec)
     job.workdir.record_native_id(native_id)
     log.info("%s: started command %s as %s", job.request.job_id, job.command.name, native_id)
     return native_id
@@ -94,6 +94,7 @@ def build_spec(job: AcceptedJob, walltime_limit: float | None) -> JobSpec:
         stdout_path=stdout,
         stderr_path=stderr,
         walltime=min(walltimes) if walltimes else None,
+        resources=command.render_resources(job.values),
     )
 
 

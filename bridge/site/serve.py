@@ -29,7 +29,7 @@ from bridge.site import jobs
 from bridge.site.workdir import WorkDir
 from bridge.site_config import SiteConfig
 from bridge.staging import collect_results, open_result_for_reading, send_file
-from schedulers import JobHandle, get_scheduler
+from schedulers import JobHandle
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Session:
         except BaseException:
             job.workdir.discard_inputs()
             raise
-        native_id = jobs.start(job, walltime_limit)
+        native_id = jobs.start(job, self.site.scheduler(job.command), walltime_limit)
         self.writer.write_json(
             {"started": True, "job_id": job.request.job_id, "native_id": native_id}
         )
@@ -151,7 +151,7 @@ class Session:
                     wd.mark_cancel_requested()
         native_id = wd.require_started()
         job = jobs.load_accepted(self.site, wd)
-        scheduler = get_scheduler(job.command.scheduler)
+        scheduler = self.site.scheduler(job.command)
         handle = JobHandle(wd.job_id, native_id, wd.control)
         scheduler.cancel(handle)
         log.info("%s: cancel requested by the bridge", wd.job_id)
@@ -163,7 +163,7 @@ class Session:
     def _stream(self, job: jobs.AcceptedJob, offsets: dict[str, Any]) -> None:
         wd = job.workdir
         native_id = wd.require_started()
-        scheduler = get_scheduler(job.command.scheduler)
+        scheduler = self.site.scheduler(job.command)
         tails = {
             stream: jobs.LogTail(path, _offset(offsets.get(stream)))
             for stream, path in jobs.log_paths(wd, job.command).items()

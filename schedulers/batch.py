@@ -1,0 +1,280 @@
+"""What every batch scheduler adapter shares: script, retries, duplicate-submit guard, polling.
+
+Each scheduler module only says how to *build* its commands and how to *parse* their output
+(pure functions, tested on captured real output); this base runs the commands with timeouts,
+retries transient failures with tenacity (exponential backoff with jitter, bounded), and merges
+what the scheduler says with the exit code the job script recorded in the control dir.
+
+Rules kept here for all schedulers:
+- Every value in a batch script goes through ``shlex.quote`` or a strict pattern.
+- A submit that may have reached the scheduler (a timeout, "Socket timed out") is never simply
+  repeated: the job is first looked up by its name, derived from the job id.
+- A scheduler outage holds each job in its last known state; it never fails a job.
+- Non-transient errors (invalid account, bad resource request) fail at once with the
+  scheduler's own message.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import tenacity
+
+from bridge.errors import SchedulerError
+from bridge.job import JobOutcome, JobState
+from schedulers.base import JobHandle, JobSpec, Scheduler, SchedulerOptions
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EXIT_CODE_FILE = "exit_code"
+SCRIPT_FILE = "job.sh"
+SCHEDULER_OUTPUT = "scheduler.out"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Messages that mean "try again later", not "your request is wrong".
+TRANSIENT_PATTERNS = (
+    "socket timed out",
+    "timed out",
+    "slurm_load_jobs error",
+    "unable to contact slurm controller",
+    "connection refused",
+    "communication failure",
+    "temporarily unavailable",
+    "try again",
+    "cannot connect to server",
+    "pbs_server",
+    "server is busy",
+    "end of file",
+)
+
+
+def is_transient(message: str) -> bool:
+    lowered = message.lower()
+    return any(pattern in lowered for pattern in TRANSIENT_PATTERNS)
+
+
+def job_name(job_id: str) -> str:
+    """A name every scheduler accepts: starts with a letter, 15 characters (Torque's limit)."""
+    return "mb" + job_id.replace("-", "")[:13]
+
+
+@dataclass(frozen=True)
+class NativeStatus:
+    """What a scheduler's status output says about one job."""
+
+    state: JobState
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+
+
+def read_exit_code(control_dir: str) -> int | None:
+    """The solver's exit code as the job script recorded it (None if not written yet)."""
+    try:
+        with open(os.path.join(control_dir, EXIT_CODE_FILE), encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def render_script(spec: JobSpec, directives: Sequence[str], shell: str = "/bin/bash") -> str:
+    """The job script: directives, then quoted cd, environment, program and exit-code record."""
+    env_lines = []
+    for key, value in sorted(spec.env.items()):
+        if not _ENV_NAME.match(key):
+            raise SchedulerError(f"{spec.job_id}: environment name {key!r} is not valid")
+        env_lines.append(f"export {key}={shlex.quote(value)}")
+    if spec.stdout_path == spec.stderr_path:
+        redirect = f"> {shlex.quote(spec.stdout_path)} 2>&1"
+    else:
+        redirect = f"> {shlex.quote(spec.stdout_path)} 2> {shlex.quote(spec.stderr_path)}"
+    record = shlex.quote(os.path.join(spec.control_dir, EXIT_CODE_FILE))
+    return "\n".join(
+        [
+            f"#!{shell}",
+            *directives,
+            f"# mint-bridge job {spec.job_id}: every value below is quoted; nothing is pasted raw.",
+            f"cd -- {shlex.quote(spec.workdir)} || exit 200",
+            *env_lines,
+            f"{shlex.join(spec.argv)} < /dev/null {redirect}",
+            "code=$?",
+            f'printf "%d\\n" "$code" > {record}.tmp && mv -f {record}.tmp {record}',
+            'exit "$code"',
+            "",
+        ]
+    )
+
+
+def outcome_from_exit_code(code: int) -> JobOutcome:
+    """Bash reports a solver killed by signal N as 128+N."""
+    if code == 0:
+        return JobOutcome(JobState.COMPLETED, exit_code=0, reason="solver exited with code 0")
+    if 128 < code <= 128 + 64:
+        return JobOutcome(
+            JobState.FAILED, signal=code - 128, reason=f"solver killed by signal {code - 128}"
+        )
+    return JobOutcome(JobState.FAILED, exit_code=code, reason=f"solver exited with code {code}")
+
+
+class BatchScheduler(Scheduler):
+    """A scheduler driven through its command-line tools."""
+
+    poll_interval = 5.0
+    command_timeout = 30.0
+    retries = 5
+    retry_wait = 1.0
+
+    def __init__(self) -> None:
+        self._last_known: dict[str, JobOutcome] = {}
+
+    def configure(self, options: SchedulerOptions) -> None:
+        super().configure(options)
+        self.command_timeout = options.command_timeout
+        self.retries = options.retries
+
+    # --- what each scheduler module fills in ---------------------------------------------
+
+    @abc.abstractmethod
+    def directives(self, spec: JobSpec) -> list[str]:
+        """The scheduler's directive lines for the script (name, dirs, resources)."""
+
+    @abc.abstractmethod
+    def submit_argv(self, script_path: str, spec: JobSpec) -> list[str]: ...
+
+    @abc.abstractmethod
+    def parse_submit(self, stdout: str) -> str:
+        """The native id from the submit command's output."""
+
+    @abc.abstractmethod
+    def status_argv(self, native_ids: Sequence[str]) -> list[str]: ...
+
+    @abc.abstractmethod
+    def parse_status(self, stdout: str) -> dict[str, NativeStatus]: ...
+
+    @abc.abstractmethod
+    def cancel_argv(self, native_id: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def lookup_argv(self, name: str) -> list[str]:
+        """A command listing the ids of live jobs with this name (duplicate-submit guard)."""
+
+    def parse_lookup(self, stdout: str) -> str | None:
+        ids = [line.strip() for line in stdout.splitlines() if line.strip()]
+        return ids[0] if ids else None
+
+    def finished_status(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
+        """Status of jobs the live query no longer lists (e.g. Slurm's sacct); default none."""
+        return {}
+
+    def is_already_finished(self, message: str) -> bool:
+        """Whether a cancel error only says the job has already ended."""
+        return bool(
+            re.search(r"already completed|invalid job id|unknown job id|finished", message, re.I)
+        )
+
+    # --- the shared machinery ----------------------------------------------------------------
+
+    def run(self, argv: list[str], what: str) -> str:
+        """Run a scheduler command; SchedulerError with ``transient`` set when worth retrying."""
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.command_timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SchedulerError(f"{what}: {argv[0]} timed out", transient=True) from exc
+        except OSError as exc:
+            raise SchedulerError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from exc
+        if proc.returncode != 0:
+            message = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+            raise SchedulerError(f"{what}: {message[:500]}", transient=is_transient(message))
+        return proc.stdout
+
+    def _retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, SchedulerError) and e.transient
+            ),
+            stop=tenacity.stop_after_attempt(self.retries),
+            wait=tenacity.wait_exponential_jitter(multiplier=self.retry_wait, max=30, jitter=0.5),
+            before_sleep=lambda state: log.warning(
+                "%s command failed (%s); retrying",
+                self.name,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=True,
+        )
+
+    def submit(self, spec: JobSpec) -> str:
+        script_path = os.path.join(spec.control_dir, SCRIPT_FILE)
+        with open(script_path, "w", encoding="utf-8") as handle:
+            handle.write(render_script(spec, self.directives(spec)))
+        os.chmod(script_path, 0o700)
+        name = job_name(spec.job_id)
+        attempted = False
+        for attempt in self._retrying():
+            with attempt:
+                if attempted:  # the last try may have reached the scheduler: look first
+                    found = self.parse_lookup(self.run(self.lookup_argv(name), "lookup"))
+                    if found:
+                        log.warning(
+                            "%s: submit had reached %s as %s", spec.job_id, self.name, found
+                        )
+                        return found
+                attempted = True
+                return self.parse_submit(self.run(self.submit_argv(script_path, spec), "submit"))
+        raise AssertionError("unreachable")  # tenacity reraises the last error
+
+    def status(self, handles: Sequence[JobHandle]) -> dict[str, JobOutcome]:
+        if not handles:
+            return {}
+        ids = [h.native_id for h in handles]
+        try:
+            native = self._call(
+                lambda: self.parse_status(self.run(self.status_argv(ids), "status"))
+            )
+            missing = [i for i in ids if i not in native]
+            if missing:
+                native.update(self._call(lambda: self.finished_status(missing)))
+        except SchedulerError as exc:
+            if exc.transient:
+                log.warning("%s unavailable (%s); jobs keep their last known state", self.name, exc)
+                return {i: self._last_known.get(i, JobOutcome(JobState.QUEUED)) for i in ids}
+            raise
+        result = {h.native_id: self._merge(h, native.get(h.native_id)) for h in handles}
+        self._last_known.update(result)
+        return result
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        for attempt in self._retrying():
+            with attempt:
+                return fn()
+        raise AssertionError("unreachable")
+
+    def _merge(self, handle: JobHandle, native: NativeStatus | None) -> JobOutcome:
+        recorded = read_exit_code(handle.control_dir)
+        if native is None:
+            if recorded is not None:
+                return outcome_from_exit_code(recorded)
+            return JobOutcome(
+                JobState.LOST,
+                reason=f"{self.name} no longer knows job {handle.native_id}; no exit code left",
+            )
+        if native.state in (JobState.COMPLETED, JobState.FAILED) and recorded is not None:
+            return outcome_from_exit_code(recorded)
+        return JobOutcome(native.state, native.exit_code, native.signal, native.reason)
+
+    def cancel(self, handle: JobHandle) -> None:
+        try:
+            self._call(lambda: self.run(self.cancel_argv(handle.native_id), "cancel"))
+        except SchedulerError as exc:
+            if not self.is_already_finished(exc.message):
+                raise
