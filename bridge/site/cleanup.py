@@ -14,6 +14,8 @@ from bridge.errors import ProtocolError
 from bridge.job import check_job_id
 from bridge.site.workdir import WorkDir
 from bridge.site_config import SiteConfig
+from bridge.site.status_cache import OUTCOME_FILE
+from schedulers.batch import EXIT_CODE_FILE
 from schedulers.local import EXIT_FILE
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,10 @@ def _our_workdir(site: SiteConfig, entry: os.DirEntry[str]) -> WorkDir | None:
 
 def _expired(wd: WorkDir, retention: float, now: float) -> bool:
     """Expired when the job ended (or never started) longer than ``retention`` ago."""
-    ended = wd.control_file(EXIT_FILE)
-    marker = ended if os.path.exists(ended) else None
+    # Whichever record says the job ended: the local runner's, the batch script's exit code,
+    # or the outcome the site entry saw from the scheduler (a walltime kill leaves no code).
+    ends = (wd.control_file(name) for name in (EXIT_FILE, EXIT_CODE_FILE, OUTCOME_FILE))
+    marker = next((path for path in ends if os.path.exists(path)), None)
     if marker is None and wd.native_id() is not None:
         return False  # started and not known to have ended: maybe still running
     reference = marker or wd.control

@@ -17,6 +17,7 @@ from bridge import defaults
 from bridge.errors import ProtocolError, SiteError
 from bridge.job import JobOutcome, JobRequest, ParamValue
 from bridge.protocol import FrameReader
+from bridge.site.status_cache import SCHEDULER_FILE, SharedStatus
 from bridge.site.workdir import WorkDir
 from bridge.site_config import CommandSpec, SiteConfig
 from bridge.staging import FileHeader, receive_file
@@ -61,6 +62,8 @@ def start(job: AcceptedJob, scheduler: Scheduler, walltime_limit: float | None =
     """Submit the job to its scheduler and record the native id; returns it."""
     spec = build_spec(job, walltime_limit)
     _check_program(job)
+    with open(job.workdir.control_file(SCHEDULER_FILE), "w", encoding="utf-8") as stream:
+        stream.write(scheduler.name + "\n")
     native_id = scheduler.submit(spec)
     job.workdir.record_native_id(native_id)
     log.info("%s: started command %s as %s", job.request.job_id, job.command.name, native_id)
@@ -138,7 +141,7 @@ class LogTail:
 
 
 def follow(
-    scheduler: Scheduler, handle: JobHandle, tails: dict[str, LogTail]
+    status: SharedStatus, handle: JobHandle, tails: dict[str, LogTail]
 ) -> Iterator[tuple[str, bytes] | JobOutcome | None]:
     """Yield ``(stream, bytes)`` as the logs grow, ``None`` when idle, and the outcome last."""
     delay = defaults.LOG_POLL_MIN
@@ -151,8 +154,8 @@ def follow(
                 got_data = True
                 yield stream, data
         if time.monotonic() >= next_status:
-            outcome = scheduler.status([handle])[handle.native_id]
-            next_status = time.monotonic() + scheduler.poll_interval
+            outcome = status.get(handle)
+            next_status = time.monotonic() + status.scheduler.poll_interval
             if outcome.state.is_final:
                 yield from _drain(tails)
                 yield outcome

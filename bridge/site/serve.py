@@ -26,6 +26,7 @@ from bridge.errors import BridgeError, JobRejected, JobUnknown, ProtocolError, S
 from bridge.job import JobOutcome, JobRequest, check_job_id
 from bridge.protocol import KIND_STDERR, KIND_STDOUT, ByteChannel, FrameReader, FrameWriter
 from bridge.site import jobs
+from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
 from bridge.site_config import SiteConfig
 from bridge.staging import collect_results, open_result_for_reading, send_file
@@ -170,7 +171,9 @@ class Session:
         }
         kinds = {"stdout": KIND_STDOUT, "stderr": KIND_STDERR}
         last_sent = time.monotonic()
-        for event in jobs.follow(scheduler, JobHandle(wd.job_id, native_id, wd.control), tails):
+        status = SharedStatus(self.site.work_base, scheduler)
+        handle = JobHandle(wd.job_id, native_id, wd.control)
+        for event in jobs.follow(status, handle, tails):
             if isinstance(event, JobOutcome):
                 self.writer.write_json({"exit": event.to_message()})
                 log.info("%s: ended: %s %s", wd.job_id, event.state.value, event.reason)
