@@ -54,6 +54,17 @@ def main() -> None:
 @click.option("--config", "config_path", default=None, help="Bridge config (TOML).")
 @click.option("--job-id", default=None, help="Job id to use (UUID4); default: a new one.")
 @click.option("--walltime", default=None, help="Upper bound for the job's walltime, e.g. 2h.")
+@click.option(
+    "--timeout",
+    default=None,
+    help="Give up (and cancel the job) after this long; default: the MInt job's remaining "
+    "walltime under PBS, else the bridge config's timeout.",
+)
+@click.option(
+    "--no-pbs-walltime",
+    is_flag=True,
+    help="Do not bound the job's walltime by the MInt PBS job's remaining walltime.",
+)
 @click.option("-v", "--verbose", count=True, help="More progress messages (repeatable).")
 def run(
     site_name: str,
@@ -64,6 +75,8 @@ def run(
     config_path: str | None,
     job_id: str | None,
     walltime: str | None,
+    timeout: str | None,
+    no_pbs_walltime: bool,
     verbose: int,
 ) -> None:
     """Run COMMAND at SITE with the given inputs; results land in the output dir.
@@ -85,6 +98,8 @@ def run(
             output_dir=output_dir,
             job_id=job_id,
             walltime=walltime,
+            timeout=timeout,
+            use_pbs_walltime=not no_pbs_walltime,
         )
     except BridgeError as exc:
         _fail(exc)

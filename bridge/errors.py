@@ -22,6 +22,7 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     ├── SiteError                   the site entry point failed internally
     │   └── SchedulerError          a scheduler command failed (``transient`` says if retried)
     └── Cancelled                   the bridge was told to stop (SIGTERM/SIGINT)
+        └── TimedOut                the overall timeout of ``mint-bridge run`` passed
 """
 
 from __future__ import annotations
@@ -161,6 +162,10 @@ class SchedulerError(SiteError):
 
 class Cancelled(BridgeError):
     exit_code = ExitCode.CANCELLED
+
+
+class TimedOut(Cancelled):
+    exit_code = ExitCode.TIMED_OUT
 
 
 _WIRE_KINDS: dict[str, type[BridgeError]] = {

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+from types import FrameType
 
 from bridge.bridge_config import EXAMPLES_DIR, LocalSite, Site, default_config, find_config
+from bridge.client import pbs
 from bridge.client.run import JobRun, build_request, parse_params, prepare_inputs
 from bridge.client.transport import Connector, LocalConnector
-from bridge.errors import BridgeError, ExitCode, ParameterInvalid
+from bridge.errors import BridgeError, ExitCode, ParameterInvalid, TimedOut
 from bridge.job import check_job_id, new_job_id
 from bridge.units import parse_duration
 
@@ -38,6 +41,8 @@ def run_command(
     job_id: str | None = None,
     walltime: str | None = None,
     embedded_default: bool = False,
+    use_pbs_walltime: bool = True,
+    timeout: str | None = None,
 ) -> int:
     config = default_config() if embedded_default else find_config(config_path)
     site = config.site(site_name)
@@ -49,7 +54,16 @@ def run_command(
     except (BridgeError, ValueError) as exc:
         raise ParameterInvalid(str(exc)) from exc
     metadata = {"bridge_host": socket.gethostname(), "cwd": os.getcwd()}
+    pbs_job = pbs.detect()
+    if pbs_job is not None:
+        metadata.update(pbs_job.metadata())
+        log.info("%s: for MInt job %s (module dir %s)", job_id, pbs_job.job_id, pbs_job.module_dir)
+        if use_pbs_walltime and pbs_job.remaining_walltime:
+            walltime_limit = min(filter(None, (walltime_limit, pbs_job.remaining_walltime)))
     request = build_request(job_id, command, local_inputs, values, metadata)
+    limit = _overall_timeout(timeout, pbs_job, config.timeout)
+    if limit:
+        _arm_timeout(limit)
     log.info("%s: running %s at site %s", job_id, command, site_name)
     job = JobRun(
         connector_for(site),
@@ -61,7 +75,10 @@ def run_command(
         reconnect_attempts=site.reconnect_attempts,
         walltime_limit=walltime_limit,
     )
-    result = job.run()
+    try:
+        result = job.run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     outcome = result.outcome
     log.info(
         "%s: %s (%s); %d result file(s) in %s",
@@ -70,6 +87,32 @@ def run_command(
     if result.exit_code >= int(ExitCode.JOB_LOST) and result.exit_code < 128:
         log.error("%s: job %s at %s: %s", job_id, outcome.state.value, site_name, outcome.reason)
     return result.exit_code
+
+
+def _overall_timeout(
+    explicit: str | None, pbs_job: pbs.PbsContext | None, configured: float | None
+) -> float | None:
+    """--timeout, else what is left of the MInt job's walltime, else the bridge config's."""
+    if explicit:
+        try:
+            return parse_duration(explicit)
+        except ValueError as exc:
+            raise ParameterInvalid(f"--timeout: {exc}", field="timeout") from exc
+    if pbs_job is not None and pbs_job.remaining_walltime:
+        return pbs_job.remaining_walltime
+    return configured
+
+
+def _arm_timeout(seconds: float) -> None:
+    def expire(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        raise TimedOut(
+            f"no result within the overall timeout of {seconds:g} s; the job was cancelled at "
+            "the site (raise --timeout or the MInt job's walltime if it needs longer)"
+        )
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
 def run_demo(output_dir: str | None) -> int:

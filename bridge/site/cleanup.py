@@ -12,9 +12,9 @@ import time
 
 from bridge.errors import ProtocolError
 from bridge.job import check_job_id
+from bridge.site.status_cache import OUTCOME_FILE
 from bridge.site.workdir import WorkDir
 from bridge.site_config import SiteConfig
-from bridge.site.status_cache import OUTCOME_FILE
 from schedulers.batch import EXIT_CODE_FILE
 from schedulers.local import EXIT_FILE
 
