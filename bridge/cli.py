@@ -121,6 +121,24 @@ def demo(output_dir: str | None) -> None:
 
 
 @main.group()
+def compat() -> None:
+    """Drop-in entry points with the original MInt scripts' argument forms."""
+
+
+@compat.command(
+    "execute-remote-command", context_settings={"ignore_unknown_options": True}
+)
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def execute_remote_command(arguments: tuple[str, ...]) -> None:
+    """Like execute_remote_command.sample.py: client_name:H client_cmd:P client_files:A,B."""
+    _setup_stderr_logging(0)
+    from bridge.compat.execute_remote_command import main as compat_main
+
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    sys.exit(compat_main(list(arguments)))
+
+
+@main.group()
 def site() -> None:
     """Commands that run at a site."""
 

@@ -45,7 +45,35 @@ def run_command(
     timeout: str | None = None,
 ) -> int:
     config = default_config() if embedded_default else find_config(config_path)
-    site = config.site(site_name)
+    return run_command_at(
+        config.site(site_name),
+        command=command,
+        inputs=inputs,
+        params=params,
+        output_dir=output_dir,
+        job_id=job_id,
+        walltime=walltime,
+        use_pbs_walltime=use_pbs_walltime,
+        timeout=timeout,
+        configured_timeout=config.timeout,
+    )
+
+
+def run_command_at(
+    site: Site,
+    *,
+    command: str,
+    inputs: list[str],
+    params: list[str],
+    output_dir: str,
+    job_id: str | None = None,
+    walltime: str | None = None,
+    use_pbs_walltime: bool = True,
+    timeout: str | None = None,
+    configured_timeout: float | None = None,
+) -> int:
+    """Run one job at ``site``: the body of ``mint-bridge run`` once the site is known."""
+    site_name = site.name
     job_id = check_job_id(job_id) if job_id else new_job_id()
     local_inputs = prepare_inputs(inputs)
     try:
@@ -61,7 +89,7 @@ def run_command(
         if use_pbs_walltime and pbs_job.remaining_walltime:
             walltime_limit = min(filter(None, (walltime_limit, pbs_job.remaining_walltime)))
     request = build_request(job_id, command, local_inputs, values, metadata)
-    limit = _overall_timeout(timeout, pbs_job, config.timeout)
+    limit = _overall_timeout(timeout, pbs_job, configured_timeout)
     if limit:
         _arm_timeout(limit)
     log.info("%s: running %s at site %s", job_id, command, site_name)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.bridge_config import EXAMPLES_DIR
 from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -28,13 +29,14 @@ def service_unavailable(message: str) -> None:
 
 def write_site_config(path: Path, work_base: Path, private: Path) -> None:
     prog = PROGRAMS / "testprog.py"
+    model = EXAMPLES_DIR / "kousoku" / "private" / "Modeldata.inp"
     path.write_text(
         f"""
 [site]
 name = "test-site"
 work_base = "{work_base}"
 retention = "1h"
-log_file = "{path.parent / 'site.log'}"
+log_file = "{path.parent / "site.log"}"
 
 [commands.checksum]
 program = "{prog}"
@@ -72,11 +74,11 @@ default = ""
 
 [commands.links]
 program = "{prog}"
-args = ["links", "{private / 'secret.txt'}"]
+args = ["links", "{private / "secret.txt"}"]
 
 [commands.once]
 program = "{prog}"
-args = ["once", "{private / 'counter.txt'}", "{{seconds}}"]
+args = ["once", "{private / "counter.txt"}", "{{seconds}}"]
 [commands.once.params.seconds]
 type = "float"
 default = 3
@@ -89,8 +91,21 @@ type = "int"
 default = 1048576
 
 [commands.legacy]
-program = "{PROGRAMS / 'execute_remote-side_program_ssh.sh'}"
+program = "{PROGRAMS / "execute_remote-side_program_ssh.sh"}"
 log_file = "remote_program_exec.log"
+
+[commands."execute_remote-side_program_ssh.sh"]
+program = "{PROGRAMS / "execute_remote-side_program_ssh.sh"}"
+log_file = "remote_program_exec.log"
+
+[commands.fatigue]
+program = "{EXAMPLES_DIR / "kousoku" / "solver.py"}"
+args = ["--model", "{model}", "--cycles", "{{cycles}}"]
+inputs = ["yield_strength.dat", "tensile_strength.dat", "reduction_area.dat"]
+exclude = ["*.inp"]
+[commands.fatigue.params.cycles]
+type = "int"
+default = 100000
 
 [commands.globbed]
 program = "{prog}"

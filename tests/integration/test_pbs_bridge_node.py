@@ -28,9 +28,13 @@ def pbs_env(tmp_path: Path, walltime: int = 600) -> dict[str, str]:
     return env
 
 
-def bridge(bridge_config: Path, tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+def bridge(
+    bridge_config: Path, tmp_path: Path, env: dict[str, str], *args: str
+) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "bridge.cli", "run", "--config", str(bridge_config), *args]
-    return subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def test_remote_job_is_tagged_and_bounded_by_the_mint_walltime(
@@ -60,7 +64,9 @@ def test_no_pbs_walltime_leaves_the_site_limit_alone(
         "-p", "code=0", "--job-id", job_id, "--no-pbs-walltime",
     )  # fmt: skip
     proc.communicate(timeout=60)
-    spec = json.loads((site_env.work_base / job_id / ".mint-bridge" / "local-spec.json").read_text())
+    spec = json.loads(
+        (site_env.work_base / job_id / ".mint-bridge" / "local-spec.json").read_text()
+    )
     assert spec["walltime"] is None
 
 

@@ -44,7 +44,9 @@ def test_job_end_to_end(bridge_config: Path, tmp_path: Path, site: str) -> None:
 
 
 def test_solver_exit_code_passes_through(bridge_config: Path, tmp_path: Path) -> None:
-    proc = run_bridge(bridge_config, "--site", "site", "--command", "fail", "-p", "code=7", cwd=tmp_path)
+    proc = run_bridge(
+        bridge_config, "--site", "site", "--command", "fail", "-p", "code=7", cwd=tmp_path
+    )
     assert proc.returncode == 7
     assert b"about to fail" in proc.stdout
     assert b"failure detail" in proc.stderr
@@ -84,7 +86,9 @@ def test_invalid_parameters_are_refused(
     bridge_config: Path, tmp_path: Path, site_env: SiteEnv, param: str, expected: bytes
 ) -> None:
     before = set(os.listdir(site_env.work_base))
-    proc = run_bridge(bridge_config, "--site", "site", "--command", "fail", "-p", param, cwd=tmp_path)
+    proc = run_bridge(
+        bridge_config, "--site", "site", "--command", "fail", "-p", param, cwd=tmp_path
+    )
     assert proc.returncode == ExitCode.PARAMETER_INVALID
     assert expected in proc.stderr
     assert set(os.listdir(site_env.work_base)) == before  # nothing was created at the site
@@ -127,7 +131,9 @@ def test_symlinks_never_lead_out_of_the_work_dir(
 
 def test_globbed_returns(bridge_config: Path, tmp_path: Path) -> None:
     (tmp_path / "x.dat").write_bytes(b"x")
-    proc = run_bridge(bridge_config, "--site", "site", "--command", "globbed", "-i", "x.dat", cwd=tmp_path)
+    proc = run_bridge(
+        bridge_config, "--site", "site", "--command", "globbed", "-i", "x.dat", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
         "sub/dir/nested.txt",
@@ -150,7 +156,9 @@ def test_legacy_site_script_convention(bridge_config: Path, tmp_path: Path) -> N
     assert (tmp_path / "listing.txt").read_text() == "a.dat\nb.dat\n"
 
 
-def test_work_dir_is_private_and_kept(bridge_config: Path, tmp_path: Path, site_env: SiteEnv) -> None:
+def test_work_dir_is_private_and_kept(
+    bridge_config: Path, tmp_path: Path, site_env: SiteEnv
+) -> None:
     job_id = "0b7c4c2e-3a43-4d8e-9a8b-6c2d7e1f0a11"
     proc = run_bridge(
         bridge_config, "--site", "site", "--command", "fail", "-p", "code=0", "--job-id", job_id,
@@ -164,7 +172,9 @@ def test_work_dir_is_private_and_kept(bridge_config: Path, tmp_path: Path, site_
 
 
 def test_missing_input_is_reported_before_connecting(bridge_config: Path, tmp_path: Path) -> None:
-    proc = run_bridge(bridge_config, "--site", "site", "--command", "checksum", "-i", "nope.dat", cwd=tmp_path)
+    proc = run_bridge(
+        bridge_config, "--site", "site", "--command", "checksum", "-i", "nope.dat", cwd=tmp_path
+    )
     assert proc.returncode == ExitCode.INPUT_MISSING
     assert b"nope.dat cannot be read" in proc.stderr
 
@@ -176,7 +186,14 @@ def test_inputs_may_be_symlinks_on_the_bridge(bridge_config: Path, tmp_path: Pat
     (tmp_path / "mod").mkdir()
     (tmp_path / "mod" / "port.dat").symlink_to(real)
     proc = run_bridge(
-        bridge_config, "--site", "site", "--command", "checksum", "-i", "port.dat", cwd=tmp_path / "mod"
+        bridge_config,
+        "--site",
+        "site",
+        "--command",
+        "checksum",
+        "-i",
+        "port.dat",
+        cwd=tmp_path / "mod",
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert (tmp_path / "mod" / "sums.txt").read_text() == f"{sha(b'linked content')}  port.dat\n"

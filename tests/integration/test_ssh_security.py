@@ -13,8 +13,8 @@ from bridge import PROTOCOL_VERSION
 from bridge.bridge_config import SshSite
 from bridge.client.ssh import SshConnector
 from bridge.errors import ExitCode
-from bridge.protocol import KIND_FILE, FrameReader, FrameWriter
 from bridge.job import new_job_id
+from bridge.protocol import KIND_FILE, FrameReader, FrameWriter
 from tests.integration.conftest import PROGRAMS, SiteEnv, run_bridge
 from tests.support.sshd import Sshd, keygen
 
@@ -174,7 +174,7 @@ def test_proxy_jump_from_ssh_config(sshd: Sshd, tmp_path: Path) -> None:
     fingerprint = subprocess.run(
         ["ssh-keygen", "-lf", str(jump_key.with_suffix(".pub"))], capture_output=True, text=True
     ).stdout.split()[1]
-    assert f"Accepted publickey for" in (sshd.root / "sshd.log").read_text()
+    assert "Accepted publickey for" in (sshd.root / "sshd.log").read_text()
     assert fingerprint in (sshd.root / "sshd.log").read_text()
 
 
@@ -219,7 +219,7 @@ def test_hostile_input_names_are_refused(
     sshd: Sshd, site_env: SiteEnv, name: str, message: str
 ) -> None:
     before = set(os.listdir(site_env.work_base))
-    connection, channel, reader, writer = raw_channel(sshd)
+    connection, _channel, reader, writer = raw_channel(sshd)
     try:
         submit(writer, [{"name": name, "size": 4}])
         reply = reader.read_json()
@@ -232,7 +232,7 @@ def test_hostile_input_names_are_refused(
 
 
 def test_corrupted_input_is_refused_and_job_never_starts(sshd: Sshd, site_env: SiteEnv) -> None:
-    connection, channel, reader, writer = raw_channel(sshd)
+    connection, _channel, reader, writer = raw_channel(sshd)
     try:
         job_id = submit(writer, [{"name": "x.dat", "size": 5}])
         assert reader.read_json() == {"ready": True}
@@ -250,7 +250,7 @@ def test_corrupted_input_is_refused_and_job_never_starts(sshd: Sshd, site_env: S
 
 
 def test_truncated_input_stream_leaves_nothing_started(sshd: Sshd, site_env: SiteEnv) -> None:
-    connection, channel, reader, writer = raw_channel(sshd)
+    connection, _channel, reader, writer = raw_channel(sshd)
     job_id = submit(writer, [{"name": "x.dat", "size": 1000}])
     assert reader.read_json() == {"ready": True}
     writer.write_json({"file": "x.dat", "size": 1000, "mode": 0o644})
@@ -270,7 +270,7 @@ def test_truncated_input_stream_leaves_nothing_started(sshd: Sshd, site_env: Sit
 
 
 def test_protocol_version_mismatch_is_explained(sshd: Sshd) -> None:
-    connection, channel, reader, writer = raw_channel(sshd)
+    connection, _channel, reader, writer = raw_channel(sshd)
     try:
         writer.write_json({"op": "hello", "protocol": 99})
         reply = reader.read_json()
@@ -280,7 +280,7 @@ def test_protocol_version_mismatch_is_explained(sshd: Sshd) -> None:
 
 
 def test_hello_lists_commands_without_programs(sshd: Sshd) -> None:
-    connection, channel, reader, writer = raw_channel(sshd)
+    connection, _channel, reader, writer = raw_channel(sshd)
     try:
         writer.write_json({"op": "hello", "protocol": PROTOCOL_VERSION})
         reply = reader.read_json()

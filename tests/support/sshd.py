@@ -8,6 +8,7 @@ first connection), and an ``ssh_config`` with a ``site`` alias for the server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -68,10 +69,8 @@ class Sshd:
 
     def stop(self) -> None:
         for child in self.connection_processes():
-            try:
+            with contextlib.suppress(psutil.Error):
                 child.kill()
-            except psutil.Error:
-                pass
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -95,7 +94,9 @@ class Sshd:
 
 def start_sshd(root: Path, site_config: Path, timeout: float = 10.0) -> Sshd:
     if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
-        raise SshdUnavailable(f"{SSHD} or ssh-keygen is not installed (apt-get install openssh-server)")
+        raise SshdUnavailable(
+            f"{SSHD} or ssh-keygen is not installed (apt-get install openssh-server)"
+        )
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     host_key, client_key = root / "host_ed25519", root / "client_ed25519"

@@ -24,7 +24,9 @@ class CountingScheduler(Scheduler):
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobOutcome]:
         self.calls.append(sorted(h.native_id for h in handles))
-        return {h.native_id: JobOutcome(self.states.get(h.native_id, JobState.RUNNING)) for h in handles}
+        return {
+            h.native_id: JobOutcome(self.states.get(h.native_id, JobState.RUNNING)) for h in handles
+        }
 
     def cancel(self, handle: JobHandle) -> None:
         raise NotImplementedError
