@@ -18,7 +18,7 @@ from bridge.tomlconf import Section, load_toml
 from bridge.units import parse_duration
 
 DEFAULT_PATH = "~/.config/mint-bridge/bridge.toml"
-_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -47,7 +47,23 @@ class LocalSite:
     reconnect_attempts: int = defaults.RECONNECT_ATTEMPTS
 
 
-Site = SshSite | LocalSite
+@dataclass(frozen=True)
+class BrokerSite:
+    """A pull site: jobs go through the broker at ``url``; the site's agent fetches them."""
+
+    name: str
+    url: str
+    token_file: str
+    ca_bundle: str | None = None
+    allow_http: bool = False
+    poll_wait: float = defaults.BROKER_POLL_WAIT
+    broker_site: str = ""  # the site's name at the broker; empty: the same as ``name``
+    reconnect_attempts: int = defaults.HTTP_ATTEMPTS
+    method: str = "broker"
+    where: str = ""  # "<config file>: sites.<name>", for error messages about its keys
+
+
+Site = SshSite | LocalSite | BrokerSite
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,7 @@ def load_bridge_config(path: str) -> BridgeConfig:
     sites_sec = root.section("sites")
     sites: dict[str, Site] = {}
     for name in sorted(sites_sec.data):
-        if not _SITE_NAME.match(name):
+        if not _SITE_NAME.fullmatch(name):
             raise sites_sec.error("site names use letters, digits, '_', '.', '-'", name)
         sites[name] = _load_site(sites_sec.section(name), name, path)
     return BridgeConfig(path, sites, _optional_duration(bridge, "timeout"))
@@ -98,14 +114,18 @@ def load_bridge_config(path: str) -> BridgeConfig:
 def _load_site(sec: Section, name: str, config_path: str) -> Site:
     method = sec.get("method", str, "ssh")
     attempts = sec.get("reconnect_attempts", int, defaults.RECONNECT_ATTEMPTS)
+    if attempts < 0:
+        raise sec.error("must not be negative", "reconnect_attempts")
     if method == "local":
         sec.check_keys({"method", "site_config", "reconnect_attempts"})
         site_config = sec.path_value("site_config", "") or _required(sec, "site_config")
         if not os.path.isabs(site_config):
             site_config = os.path.join(os.path.dirname(os.path.abspath(config_path)), site_config)
         return LocalSite(name, site_config, reconnect_attempts=attempts)
+    if method == "broker":
+        return _load_broker_site(sec, name, attempts)
     if method != "ssh":
-        raise sec.error(f"{method!r} is not a method; use 'ssh' or 'local'", "method")
+        raise sec.error(f"{method!r} is not a method; use 'ssh', 'local' or 'broker'", "method")
     sec.check_keys(
         {
             "method", "host", "user", "port", "identity_file", "known_hosts", "ssh_config",
@@ -113,21 +133,68 @@ def _load_site(sec: Section, name: str, config_path: str) -> Site:
         }
     )  # fmt: skip
     port = sec.data.get("port")
-    if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+    if port is not None and (
+        not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536
+    ):
         raise sec.error("must be a TCP port number (1-65535)", "port")
-    identity = sec.data.get("identity_file")
+    connect_timeout = sec.get("connect_timeout", float, defaults.SSH_CONNECT_TIMEOUT)
+    if not 0 < connect_timeout < float("inf"):
+        raise sec.error("must be a positive number of seconds", "connect_timeout")
+    keepalive = sec.get("keepalive", int, defaults.SSH_KEEPALIVE_SECONDS)
+    if keepalive < 0:
+        raise sec.error("must not be negative (0 turns keepalives off)", "keepalive")
+    user = _optional_str(sec, "user")
+    identity = _optional_str(sec, "identity_file")
     return SshSite(
         name=name,
         host=sec.require("host", str),
-        user=sec.data.get("user") if isinstance(sec.data.get("user"), str) else None,
+        user=user,
         port=port,
-        identity_file=os.path.expanduser(identity) if isinstance(identity, str) else None,
+        identity_file=os.path.expanduser(identity) if identity is not None else None,
         known_hosts=sec.path_value("known_hosts", "~/.ssh/known_hosts"),
         ssh_config=sec.path_value("ssh_config", "~/.ssh/config"),
-        connect_timeout=sec.get("connect_timeout", float, defaults.SSH_CONNECT_TIMEOUT),
-        keepalive=sec.get("keepalive", int, defaults.SSH_KEEPALIVE_SECONDS),
+        connect_timeout=connect_timeout,
+        keepalive=keepalive,
         reconnect_attempts=attempts,
     )
+
+
+def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
+    from bridge.http import check_broker_url  # requests is imported only for broker sites
+
+    sec.check_keys(
+        {
+            "method", "url", "token_file", "ca_bundle", "allow_http", "poll_wait",
+            "broker_site", "reconnect_attempts",
+        }
+    )  # fmt: skip
+    where = f"{sec.source}: {sec.path}"
+    allow_http = sec.get("allow_http", bool, False)
+    url = check_broker_url(sec.require("url", str), allow_http, where)
+    poll_wait = sec.get("poll_wait", float, defaults.BROKER_POLL_WAIT)
+    if not 0 < poll_wait <= defaults.BROKER_POLL_WAIT:
+        raise sec.error(f"must be between 0 and {defaults.BROKER_POLL_WAIT:g} seconds", "poll_wait")
+    ca_bundle = _optional_str(sec, "ca_bundle")
+    if not sec.data.get("token_file"):
+        raise sec.error("is required: the file holding this bridge's broker token", "token_file")
+    return BrokerSite(
+        name=name,
+        url=url,
+        token_file=sec.path_value("token_file", ""),
+        ca_bundle=os.path.expanduser(ca_bundle) if ca_bundle is not None else None,
+        allow_http=allow_http,
+        poll_wait=poll_wait,
+        broker_site=_optional_str(sec, "broker_site") or name,
+        reconnect_attempts=attempts,
+        where=where,
+    )
+
+
+def _optional_str(sec: Section, key: str) -> str | None:
+    """A string that may be left out; any other type is an error, never silently ignored."""
+    if key not in sec.data:
+        return None
+    return sec.get(key, str, "") or None
 
 
 def _required(sec: Section, key: str) -> str:

@@ -47,3 +47,23 @@ MAX_NAME_LENGTH = 255
 
 # The exec request the bridge sends; a forced command that sees anything else refuses it.
 PROTOCOL_REQUEST = "mint-bridge-protocol"
+
+# Broker (HTTPS). Connecting is quick or broken; a plain API call answers in well under the read
+# timeout. Long polls add their wait to it, so a healthy long poll never times out.
+HTTP_CONNECT_TIMEOUT = 15.0
+HTTP_READ_TIMEOUT = 60.0
+LONG_POLL_MARGIN = 30.0
+# Retries of one call: bounded, exponential with full jitter (many agents and clients restarting
+# together do not hammer a broker in step), about the same budget as SSH reconnects.
+HTTP_ATTEMPTS = 8
+HTTP_INITIAL_WAIT = 0.5
+HTTP_MAX_WAIT = 30.0
+# Long-poll waits: the contract's maxima, so an idle client or agent costs one request a minute
+# while anything new reaches it at once.
+BROKER_POLL_WAIT = 50.0
+LEASE_WAIT = 20.0
+# One PATCH of an upload: large enough that a GiB needs few requests, small enough that a cut
+# costs little (the next request resumes from the broker's offset).
+UPLOAD_CHUNK = 64 * 1024 * 1024
+# An agent runs at most this many jobs at once unless its [agent] table says otherwise.
+AGENT_MAX_JOBS = 2

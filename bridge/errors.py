@@ -11,11 +11,16 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     │   ├── ParameterInvalid        a parameter is unknown, missing or fails its type/range/pattern
     │   └── InputRejected           an input name is unsafe or not accepted by the command
     ├── TransportError              the connection failed or dropped (transient: retried)
-    │   ├── SiteUnreachable         DNS, TCP or SSH handshake failed
+    │   ├── SiteUnreachable         DNS, TCP or SSH handshake failed (or the broker's TCP/TLS)
+    │   ├── BrokerUnavailable       the broker answered 5xx or 429 (``retry_after`` in seconds)
     │   ├── HostKeyRejected         host key unknown or changed (never retried)
-    │   └── AuthenticationFailed    the site refused our key (never retried)
+    │   └── AuthenticationFailed    the site refused our key, or the broker our token (never
+    │                               retried; HTTP 401 and 403)
     ├── ProtocolError               the peer broke the protocol
-    │   └── TransferCorrupted       a file arrived truncated or with a wrong SHA-256
+    │   ├── TransferCorrupted       a file arrived truncated or with a wrong SHA-256
+    │   └── Conflict                the broker refused a change that conflicts with the job's
+    │       │                       state (HTTP 409; ``code``, and ``offset`` it holds if any)
+    │       └── LeaseLost           a newer lease holds the job (stale epoch): stop acting on it
     ├── StagingError                a path is unsafe or a file cannot be written
     ├── JobUnknown                  the site has no job with that id
     ├── JobFailedAtSite             the job ended without a solver exit code (walltime, lost, ...)
@@ -125,12 +130,36 @@ class AuthenticationFailed(TransportError):
     transient = False
 
 
+class BrokerUnavailable(TransportError):
+    """The broker is overloaded or down for a moment (5xx, 429); it may say when to retry."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ProtocolError(BridgeError):
     exit_code = ExitCode.PROTOCOL_ERROR
 
 
 class TransferCorrupted(ProtocolError):
     exit_code = ExitCode.TRANSFER_CORRUPTED
+
+
+class Conflict(ProtocolError):
+    """HTTP 409 from the broker: ``code`` is its stable error code (``offset_mismatch``,
+    ``inputs_incomplete``, ...); ``offset`` the byte count it holds, when it said."""
+
+    def __init__(
+        self, message: str, *, code: str = "conflict", offset: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.offset = offset
+
+
+class LeaseLost(Conflict):
+    """Another lease (a newer epoch) holds the job: this agent must stop acting on it."""
 
 
 class StagingError(BridgeError):

@@ -15,7 +15,7 @@ from typing import Any
 from bridge.errors import ExitCode, ProtocolError
 from bridge.staging import check_name
 
-_JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 ParamValue = str | int | float | bool
 
@@ -26,7 +26,7 @@ def new_job_id() -> str:
 
 def check_job_id(value: object) -> str:
     """A job id is a lowercase UUID4: it becomes a directory name, so nothing else passes."""
-    if not isinstance(value, str) or not _JOB_ID.match(value):
+    if not isinstance(value, str) or not _JOB_ID.fullmatch(value):  # match() lets "id\n" pass
         raise ProtocolError(f"job id {value!r:.60} is not a UUID4")
     return value
 
@@ -94,10 +94,17 @@ class JobOutcome:
             state = JobState(str(message.get("state")))
         except ValueError as exc:
             raise ProtocolError(f"unknown job state {message.get('state')!r:.40}") from exc
+        # An exit status is taken modulo 256: a code of 256 must not turn into "success".
+        exit_code = _optional_int(message.get("exit_code"))
+        if exit_code is not None and not 0 <= exit_code <= 255:
+            raise ProtocolError(f"exit code {exit_code} is outside 0-255")
+        signal = _optional_int(message.get("signal"))
+        if signal is not None and not 1 <= signal <= 127:
+            raise ProtocolError(f"signal {signal} is outside 1-127")
         return cls(
             state=state,
-            exit_code=_optional_int(message.get("exit_code")),
-            signal=_optional_int(message.get("signal")),
+            exit_code=exit_code,
+            signal=signal,
             reason=str(message.get("reason", ""))[:2000],
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,8 @@ PARAM_TYPES = ("int", "float", "string", "choice", "bool")
 # are never read as options) and contain no path separators, quotes, spaces or shell syntax.
 DEFAULT_STRING_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.,:+=@%-]*"
 BUILTIN_FIELDS = ("job_id", "workdir", "config_dir")
-_COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_COMMAND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # anything else fails at exec time
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class ParamSpec:
             value = float(raw)
         except ValueError:
             raise self._invalid(raw, "must be a number") from None
+        except OverflowError:  # an int (from JSON) too large for a float
+            raise self._invalid(raw, "must be a finite number") from None
         if not math.isfinite(value):
             raise self._invalid(raw, "must be a finite number")
         return value
@@ -190,6 +194,21 @@ def _expand(arg: str) -> str:
 
 
 @dataclass(frozen=True)
+class AgentConfig:
+    """The ``[agent]`` table: how this site's agent reaches the broker (the pull path)."""
+
+    url: str
+    token_file: str
+    ca_bundle: str | None = None
+    allow_http: bool = False
+    agent_id: str = field(default_factory=socket.gethostname)
+    max_jobs: int = defaults.AGENT_MAX_JOBS
+    lease_renew: float = defaults.LEASE_WAIT  # seconds between lease renewals (long-poll wait)
+    poll_wait: float = defaults.BROKER_POLL_WAIT  # long-poll wait of a claim
+    where: str = "agent"  # "<config file>: agent", for error messages about its keys
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     path: str
     name: str
@@ -200,6 +219,7 @@ class SiteConfig:
     max_input_bytes: int = defaults.MAX_INPUT_BYTES
     commands: dict[str, CommandSpec] = field(default_factory=dict)
     scheduler_options: SchedulerOptions = field(default_factory=SchedulerOptions)
+    agent: AgentConfig | None = None  # the [agent] table: only for a pull site
 
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
@@ -253,7 +273,7 @@ class SiteConfig:
 
 def load_site_config(path: str) -> SiteConfig:
     root = Section(path, "", load_toml(path))
-    root.check_keys({"site", "commands", "scheduler"})
+    root.check_keys({"site", "commands", "scheduler", "agent"})
     site = root.section("site")
     site.check_keys(
         {"name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes"}
@@ -277,11 +297,60 @@ def load_site_config(path: str) -> SiteConfig:
         max_input_bytes=site.convert("max_input_bytes", parse_size, defaults.MAX_INPUT_BYTES),
         commands=commands,
         scheduler_options=_load_scheduler_options(root.section("scheduler")),
+        agent=_load_agent(root, os.path.dirname(os.path.abspath(path))),
+    )
+
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")  # used with fullmatch
+
+
+def _load_agent(root: Section, config_dir: str) -> AgentConfig | None:
+    if "agent" not in root.data:
+        return None
+    from bridge.http import check_broker_url  # requests is imported only for a pull site
+
+    sec = root.section("agent")
+    sec.check_keys(
+        {
+            "url", "token_file", "ca_bundle", "allow_http", "agent_id", "max_jobs",
+            "lease_renew", "poll_wait",
+        }
+    )  # fmt: skip
+    where = f"{sec.source}: {sec.path}"
+    allow_http = sec.get("allow_http", bool, False)
+    url = check_broker_url(sec.require("url", str), allow_http, where)
+    agent_id = sec.get("agent_id", str, socket.gethostname())
+    if not _AGENT_ID.fullmatch(agent_id):
+        raise sec.error("use letters, digits, '_', '.', '@', '-' (at most 128)", "agent_id")
+    max_jobs = sec.get("max_jobs", int, defaults.AGENT_MAX_JOBS)
+    if max_jobs < 1:
+        raise sec.error("must be at least 1", "max_jobs")
+    lease_renew = sec.convert("lease_renew", parse_duration, defaults.LEASE_WAIT)
+    if not 0 < lease_renew <= defaults.LEASE_WAIT:
+        raise sec.error(f"must be between 0 and {defaults.LEASE_WAIT:g} seconds", "lease_renew")
+    poll_wait = sec.convert("poll_wait", parse_duration, defaults.BROKER_POLL_WAIT)
+    if not 0 < poll_wait <= defaults.BROKER_POLL_WAIT:
+        raise sec.error(
+            f"must be between 0 and {defaults.BROKER_POLL_WAIT:g} seconds", "poll_wait"
+        )
+    if not sec.data.get("token_file"):
+        raise sec.error("is required: the file holding this site's broker token", "token_file")
+    ca_bundle = sec.get("ca_bundle", str, "") or None
+    return AgentConfig(
+        url=url,
+        token_file=os.path.join(config_dir, sec.path_value("token_file", "")),
+        ca_bundle=os.path.join(config_dir, os.path.expanduser(ca_bundle)) if ca_bundle else None,
+        allow_http=allow_http,
+        agent_id=agent_id,
+        max_jobs=max_jobs,
+        lease_renew=lease_renew,
+        poll_wait=poll_wait,
+        where=where,
     )
 
 
 def _load_scheduler_options(sec: Section) -> SchedulerOptions:
-    sec.check_keys({"poll_interval", "command_timeout", "retries"})
+    sec.check_keys({"poll_interval", "command_timeout", "retries", "retry_wait"})
     retries = sec.get("retries", int, SchedulerOptions.retries)
     if retries < 1:
         raise sec.error("must be at least 1", "retries")
@@ -289,6 +358,7 @@ def _load_scheduler_options(sec: Section) -> SchedulerOptions:
         poll_interval=sec.convert("poll_interval", parse_duration, 0.0) or None,
         command_timeout=sec.convert("command_timeout", parse_duration, 30.0),
         retries=retries,
+        retry_wait=sec.convert("retry_wait", parse_duration, SchedulerOptions.retry_wait),
     )
 
 
@@ -309,7 +379,7 @@ _COMMAND_KEYS = {
 
 
 def _load_command(parent: Section, name: str, config_dir: str) -> CommandSpec:
-    if not _COMMAND_NAME.match(name):
+    if not _COMMAND_NAME.fullmatch(name):  # match() with $ would let "name\n" through
         raise parent.error("command names use letters, digits, '_', '.', '-' (max 64)", name)
     sec = parent.section(name)
     sec.check_keys(_COMMAND_KEYS)
@@ -318,7 +388,11 @@ def _load_command(parent: Section, name: str, config_dir: str) -> CommandSpec:
     args = tuple(sec.string_list("args", []))
     env_sec = sec.section("env")
     env = {k: env_sec.get(k, str, "") for k in env_sec.data}
-    for where, template in [("args", a) for a in args] + [("env", v) for v in env.values()]:
+    for key in env:
+        if not _ENV_NAME.fullmatch(key):
+            raise env_sec.error("environment variable names use letters, digits and '_'", key)
+    templates = [("args", a) for a in args] + [(f"env.{k}", v) for k, v in env.items()]
+    for where, template in templates:
         _check_template(sec, where, template, params)
     scheduler = sec.get("scheduler", str, "local")
     if scheduler not in SCHEDULER_NAMES:
@@ -423,6 +497,8 @@ def _load_param(parent: Section, name: str) -> ParamSpec:
         choices=choices,
         description=sec.get("description", str, ""),
     )
+    if spec.minimum is not None and spec.maximum is not None and spec.minimum > spec.maximum:
+        raise sec.error(f"is less than min ({_fmt(spec.minimum)}): no value could pass", "max")
     if "default" in sec.data:
         try:
             default = spec.validate(sec.data["default"])

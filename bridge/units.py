@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
@@ -32,10 +33,14 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
+        if not math.isfinite(value):  # TOML has inf and nan; a NaN limit would never trigger
+            raise ValueError("a duration must be a finite number")
         return float(value)
     text = str(value)
     if re.fullmatch(r"\d+:\d{1,2}:\d{1,2}", text.strip()):
         hours, minutes, seconds = (int(part) for part in text.strip().split(":"))
+        if minutes >= 60 or seconds >= 60:
+            raise ValueError(f"{text!r}: minutes and seconds must be below 60")
         return float(hours * 3600 + minutes * 60 + seconds)
     match = _DURATION.match(text)
     if not match:

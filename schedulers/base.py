@@ -21,6 +21,7 @@ class SchedulerOptions:
     poll_interval: float | None = None  # minimum seconds between status calls; None: default
     command_timeout: float = 30.0  # a scheduler command running longer is a transient failure
     retries: int = 5  # attempts for a command failing with a transient error
+    retry_wait: float = 1.0  # first wait before a retry (then doubling, with jitter)
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,18 @@ State table (local supervisor -> our state):
     exit.json says cancelled                  -> cancelled
     exit.json says walltime exceeded          -> timeout
     supervisor alive, no exit.json            -> running
+    supervisor gone, no exit.json, cancelled  -> cancelled (SIGTERM reached the supervisor
+                                                 before it could handle it: nothing had started)
     supervisor gone, no exit.json             -> lost (it was killed with SIGKILL, or the
                                                  machine rebooted: nothing says how the job ended)
+
+The supervisor is recognised by its start time or, should the clock have been stepped since
+(the start time psutil reports moves with it), by its command line naming the job's control dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,13 +36,17 @@ from collections.abc import Sequence
 
 import psutil
 
-from bridge.errors import SiteError
+from bridge.errors import ProtocolError, SiteError
 from bridge.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec, Scheduler
 
 SPEC_FILE = "local-spec.json"
 EXIT_FILE = "exit.json"
 RUNNER_LOG = "runner.log"
+# Written by cancel() before it signals the supervisor, so a cancel that arrives before the
+# supervisor can handle SIGTERM still ends as "cancelled" (and the program never starts).
+CANCEL_FILE = "local-cancel"
+RUNNER_MODULE = "schedulers.local_runner"
 
 
 class LocalScheduler(Scheduler):
@@ -50,7 +60,7 @@ class LocalScheduler(Scheduler):
         with open(log_path, "ab") as log:
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "schedulers.local_runner", spec.control_dir],
+                    [sys.executable, "-m", RUNNER_MODULE, spec.control_dir],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
@@ -70,20 +80,28 @@ class LocalScheduler(Scheduler):
         recorded = read_exit_file(handle.control_dir)
         if recorded is not None:
             return recorded
-        if _runner_process(handle.native_id) is not None:
+        if _runner_process(handle) is not None:
             return JobOutcome(JobState.RUNNING)
         # The runner writes exit.json before it exits, so look once more before calling it lost.
         recorded = read_exit_file(handle.control_dir)
         if recorded is not None:
             return recorded
+        if os.path.exists(os.path.join(handle.control_dir, CANCEL_FILE)):
+            return JobOutcome(
+                JobState.CANCELLED,
+                reason="cancelled; the local runner ended before it recorded an exit code",
+            )
         return JobOutcome(
             JobState.LOST, reason="the local runner ended without recording an exit code"
         )
 
     def cancel(self, handle: JobHandle) -> None:
-        runner = _runner_process(handle.native_id)
+        runner = _runner_process(handle)
         if runner is None:
             return  # already finished (or lost): nothing to stop
+        marker = os.path.join(handle.control_dir, CANCEL_FILE)
+        with contextlib.suppress(OSError), open(marker, "w", encoding="utf-8"):
+            pass
         try:
             runner.send_signal(signal.SIGTERM)
         except psutil.Error:
@@ -93,24 +111,39 @@ class LocalScheduler(Scheduler):
 def read_exit_file(control_dir: str) -> JobOutcome | None:
     try:
         with open(os.path.join(control_dir, EXIT_FILE), encoding="utf-8") as handle:
-            return JobOutcome.from_message(json.load(handle))
+            record = json.load(handle)
+        if not isinstance(record, dict):
+            raise ProtocolError("not a JSON object")
+        return JobOutcome.from_message(record)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ProtocolError) as exc:
         return JobOutcome(JobState.LOST, reason=f"unreadable exit record: {exc}")
 
 
-def _runner_process(native_id: str) -> psutil.Process | None:
+def _runner_process(handle: JobHandle) -> psutil.Process | None:
     try:
-        pid_text, created_text = native_id.split(":", 1)
-        proc = psutil.Process(int(pid_text))
-        if abs(proc.create_time() - float(created_text)) > 0.01:
-            return None  # the pid was reused by another process
+        pid_text, created_text = handle.native_id.split(":", 1)
+        created = float(created_text)
+        pid = int(pid_text)
+        if pid <= 0:
+            return None
+        proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return proc
+        if abs(proc.create_time() - created) <= 0.01 or _is_runner_of(proc, handle.control_dir):
+            return proc
+        return None  # the pid was reused by another process
     except (ValueError, psutil.Error):
         return None
+
+
+def _is_runner_of(proc: psutil.Process, control_dir: str) -> bool:
+    """Our supervisor for this job: the clock may have been stepped since it started."""
+    try:
+        return proc.cmdline()[-3:] == ["-m", RUNNER_MODULE, control_dir]
+    except psutil.Error:
+        return False
 
 
 def _spec_to_json(spec: JobSpec) -> dict[str, object]:

@@ -21,15 +21,30 @@ import psutil
 
 from bridge import defaults
 from bridge.job import JobOutcome, JobState
-from schedulers.local import EXIT_FILE, SPEC_FILE, write_json_atomic
+from schedulers.local import CANCEL_FILE, EXIT_FILE, SPEC_FILE, write_json_atomic
 
 
 class _Stop(Exception):
     """Raised in the main thread by the SIGTERM handler: the job was cancelled."""
 
 
+class _Cancel:
+    """What the SIGTERM handler knows: whether a cancel came, and whether it may interrupt.
+
+    The handler raises ``_Stop`` only while ``armed`` (inside ``_supervise``'s try), so a cancel
+    can never unwind the code that starts the program half-way and leave it running unwatched;
+    before that it only sets ``requested``, which is checked once the program is supervised.
+    """
+
+    requested = False
+    armed = False
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+    _Cancel.requested = True
+    if _Cancel.armed:
+        _Cancel.armed = False
+        raise _Stop
 
 
 def kill_tree(root_pid: int, grace: float) -> None:
@@ -52,9 +67,15 @@ def kill_tree(root_pid: int, grace: float) -> None:
         os.killpg(root_pid, signal.SIGKILL)
 
 
+def _cancelled_before_start(control_dir: str) -> bool:
+    return _Cancel.requested or os.path.exists(os.path.join(control_dir, CANCEL_FILE))
+
+
 def run(control_dir: str) -> JobOutcome:
     with open(os.path.join(control_dir, SPEC_FILE), encoding="utf-8") as handle:
         spec = json.load(handle)
+    if _cancelled_before_start(control_dir):
+        return JobOutcome(JobState.CANCELLED, reason="cancelled before the program started")
     stdout = open(spec["stdout"], "ab")  # noqa: SIM115 - handed to the child, closed below
     stderr = stdout if spec["stderr"] == spec["stdout"] else open(spec["stderr"], "ab")  # noqa: SIM115
     try:
@@ -79,6 +100,9 @@ def run(control_dir: str) -> JobOutcome:
 def _supervise(proc: subprocess.Popen[bytes], walltime: float | None) -> JobOutcome:
     deadline = time.monotonic() + walltime if walltime else None
     try:
+        _Cancel.armed = True
+        if _Cancel.requested:  # a cancel that came while the program was being started
+            raise _Stop
         while True:
             timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
             try:
@@ -91,10 +115,12 @@ def _supervise(proc: subprocess.Popen[bytes], walltime: float | None) -> JobOutc
                     JobState.TIMEOUT, reason=f"walltime of {walltime:g} s exceeded; job killed"
                 )
     except _Stop:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _Cancel.armed = False
         kill_tree(proc.pid, defaults.CANCEL_GRACE_SECONDS)
         proc.wait()
         return JobOutcome(JobState.CANCELLED, reason="cancelled on request")
+    finally:
+        _Cancel.armed = False
     # Leftover background processes of the solver's group do not outlive the job.
     if _group_alive(proc.pid):
         kill_tree(proc.pid, 1.0)
@@ -118,8 +144,6 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         outcome = run(control_dir)
-    except _Stop:
-        outcome = JobOutcome(JobState.CANCELLED, reason="cancelled before the program started")
     except Exception as exc:  # the exit record must exist whatever went wrong
         outcome = JobOutcome(JobState.FAILED, exit_code=None, reason=f"local runner error: {exc}")
     write_json_atomic(os.path.join(control_dir, EXIT_FILE), outcome.to_message())

@@ -10,14 +10,25 @@ import socket
 import sys
 import tempfile
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from bridge.bridge_config import EXAMPLES_DIR, LocalSite, Site, default_config, find_config
+from bridge.bridge_config import (
+    EXAMPLES_DIR,
+    BrokerSite,
+    LocalSite,
+    Site,
+    default_config,
+    find_config,
+)
 from bridge.client import pbs
 from bridge.client.run import JobRun, build_request, parse_params, prepare_inputs
 from bridge.client.transport import Connector, LocalConnector
-from bridge.errors import BridgeError, ExitCode, ParameterInvalid, TimedOut
+from bridge.errors import BridgeError, ConfigError, ExitCode, ParameterInvalid, TimedOut
 from bridge.job import check_job_id, new_job_id
 from bridge.units import parse_duration
+
+if TYPE_CHECKING:
+    from bridge.client.broker import BrokerJobRun
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +36,8 @@ log = logging.getLogger(__name__)
 def connector_for(site: Site) -> Connector:
     if isinstance(site, LocalSite):
         return LocalConnector(site)
+    if isinstance(site, BrokerSite):
+        raise ConfigError(f"site {site.name} is reached through its broker, not a connection")
     from bridge.client.ssh import SshConnector
 
     return SshConnector(site)
@@ -93,16 +106,30 @@ def run_command_at(
     if limit:
         _arm_timeout(limit)
     log.info("%s: running %s at site %s", job_id, command, site_name)
-    job = JobRun(
-        connector_for(site),
-        request,
-        local_inputs,
-        output_dir,
-        sys.stdout.buffer,
-        sys.stderr.buffer,
-        reconnect_attempts=site.reconnect_attempts,
-        walltime_limit=walltime_limit,
-    )
+    job: JobRun | BrokerJobRun
+    if isinstance(site, BrokerSite):  # the pull path: through the broker to the site's agent
+        from bridge.client.broker import BrokerJobRun
+
+        job = BrokerJobRun(
+            site,
+            request,
+            local_inputs,
+            output_dir,
+            sys.stdout.buffer,
+            sys.stderr.buffer,
+            walltime_limit=walltime_limit,
+        )
+    else:
+        job = JobRun(
+            connector_for(site),
+            request,
+            local_inputs,
+            output_dir,
+            sys.stdout.buffer,
+            sys.stderr.buffer,
+            reconnect_attempts=site.reconnect_attempts,
+            walltime_limit=walltime_limit,
+        )
     try:
         result = job.run()
     finally:

@@ -1,0 +1,59 @@
+"""Small in-memory stand-ins shared by the unit tests."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from bridge.protocol import KIND_FILE, FrameReader, FrameWriter
+
+
+class LoopbackChannel:
+    """A ByteChannel whose ``recv`` returns what ``send_all`` wrote, optionally in small pieces.
+
+    ``piece`` limits how many bytes one ``recv`` returns, so readers must reassemble frames.
+    """
+
+    def __init__(self, data: bytes = b"", piece: int | None = None) -> None:
+        self.buffer = bytearray(data)
+        self.piece = piece
+        self.recv_calls = 0
+
+    def recv(self, size: int) -> bytes:
+        self.recv_calls += 1
+        limit = size if self.piece is None else min(size, self.piece)
+        data = bytes(self.buffer[:limit])
+        del self.buffer[:limit]
+        return data
+
+    def send_all(self, data: bytes | memoryview) -> None:
+        self.buffer += bytes(data)
+
+
+def pipe() -> tuple[FrameWriter, FrameReader, LoopbackChannel]:
+    channel = LoopbackChannel()
+    return FrameWriter(channel), FrameReader(channel), channel
+
+
+def write_file_frames(
+    writer: FrameWriter,
+    body: bytes,
+    *,
+    chunks: int = 1,
+    sha256: str | None = None,
+    end: bool = True,
+    trailer: bool = True,
+) -> None:
+    """The body of a file (after its header) as a sender would write it, or a broken variant."""
+    step = max(1, -(-len(body) // chunks)) if body else 1
+    for start in range(0, len(body), step):
+        writer.write_frame(KIND_FILE, body[start : start + step])
+    if end:
+        writer.write_frame(KIND_FILE, b"")
+    if trailer:
+        digest = sha256 if sha256 is not None else hashlib.sha256(body).hexdigest()
+        writer.write_json({"sha256": digest})
+
+
+def header_message(name: str, size: int, mode: int = 0o644) -> dict[str, Any]:
+    return {"file": name, "size": size, "mode": mode}
