@@ -38,7 +38,8 @@ def test_demo_runs_the_sample_end_to_end(tmp_path: Path) -> None:
 
 def test_example_configs_load() -> None:
     site = load_site_config(str(EXAMPLES_DIR / "site.toml"))
-    assert set(site.commands) == {"fatigue", "abaqus"}
+    assert set(site.commands) == {"fatigue", "fatigue-cluster", "abaqus"}
+    assert site.commands["fatigue-cluster"].scheduler == "slurm"
     assert site.commands["abaqus"].log_file == "remote_program_exec.log"
     assert site.max_input_bytes == 100 * 1024**3
     fatigue = site.commands["fatigue"]
