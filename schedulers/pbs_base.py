@@ -235,8 +235,8 @@ def _limit_kill(number: int, usage: Usage, code: int, scheduler: str) -> NativeS
     """A signal death that the recorded usage shows to be a walltime or memory kill.
 
     pbs_mom kills an overrunning job with SIGTERM, then SIGKILL after kill_delay, and older
-    versions report just that signal (Torque's tracejob example of a walltime kill: 265), as
-    do kernel OOM kills inside a cgroup (SIGKILL)."""
+    versions report just that signal (a site's example: Exit_status 271 with "job killed:
+    walltime 152 exceeded limit 120"), as do kernel OOM kills inside a cgroup (SIGKILL)."""
     limit = usage.walltime_limit
     if limit and usage.walltime is not None and usage.walltime >= limit:
         return NativeStatus(
@@ -355,7 +355,13 @@ class PbsFamilyScheduler(BatchScheduler):
             raise
 
     def _merge(self, handle: JobHandle, native: NativeStatus | None) -> JobOutcome:
-        if native is not None and native.state in (JobState.FAILED, JobState.CANCELLED):
+        ambiguous = (JobState.FAILED, JobState.CANCELLED)
+        if native is not None and (
+            native.state in ambiguous
+            # Success without the exit code our script records as its last act: it was killed
+            # (Torque before 2.5.6 reported limit kills as exit_status 0).
+            or (native.state is JobState.COMPLETED and read_exit_code(handle.control_dir) is None)
+        ):
             # A kill notice in the job's own output (delivered before the job is listed as
             # ended) names what the exit status leaves open.
             notice = kill_notice(read_scheduler_output(handle.control_dir))

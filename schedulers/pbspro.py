@@ -70,7 +70,6 @@ history substates, named after the OGF BES states (terminated = ended on request
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -91,8 +90,6 @@ from schedulers.pbs_base import (
     parse_size,
     queue_account_extra,
 )
-
-log = logging.getLogger(__name__)
 
 STATES = {
     "Q": JobState.QUEUED,

@@ -42,8 +42,10 @@ Exit Codes" and "I see exit codes from Torque and showq"):
                                                                          solver died of signal-128)
     256+N       the script's shell was killed by signal N (pbs_mom reports 0x100 + WTERMSIG):
                   used walltime >= its limit                          -> timeout (older Torque
-                                                                         reports a limit kill so:
-                                                                         265 in tracejob's example)
+                                                                         reports a limit kill so,
+                                                                         e.g. 271 with "job killed:
+                                                                         walltime 152 exceeded
+                                                                         limit 120")
                   SIGKILL with used mem >= its limit                  -> out_of_memory
                   271 (SIGTERM): Torque's code for a deleted running job (qdel)  -> cancelled
                   any other signal                                    -> failed, with the signal
@@ -56,13 +58,14 @@ Exit Codes" and "I see exit codes from Torque and showq"):
                                                                       -> failed
     other negative                                                    -> node_fail
 
-Torque versions before 2.5.6 reported a job killed for a limit with exit_status 0 (changelog
-of 2.5.6); only the usage check above can catch those, and only when the signal shows.
+Whatever the exit status, pbs_mom's kill notice in the job's output ("=>> PBS: job killed:
+walltime 152 exceeded limit 120", see ``pbs_base.kill_notice``) marks a failed, cancelled, or
+seemingly successful job that never recorded its exit code as a timeout or memory kill: Torque
+before 2.5.6 even reported limit kills as exit_status 0 (its 2.5.6 changelog).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 from collections.abc import Sequence
@@ -83,8 +86,6 @@ from schedulers.pbs_base import (
     queue_account_extra,
     unknown_ids_only,
 )
-
-log = logging.getLogger(__name__)
 
 STATES = {
     "Q": JobState.QUEUED,

@@ -581,3 +581,15 @@ def test_a_colon_in_the_output_path_names_the_submit_host(tmp_path: Path) -> Non
     host, _, rest = path.partition(":")
     assert host and rest == f"{spec.control_dir}/{SCHEDULER_OUTPUT}"
     assert not any(line.startswith("#PBS -o") for line in directives(spec))
+
+
+def test_a_kill_notice_beats_exit_status_0_without_a_recorded_code(
+    tmp_path: Path, fakes: FakeCommands
+) -> None:
+    """Torque before 2.5.6 reported limit kills as exit_status 0."""
+    fakes.add("qstat", stdout=fixture("qstat_f1_completed.txt"))
+    killed = handle(tmp_path, f"1050.{SERVER}")
+    write_control(killed.control_dir, SCHEDULER_OUTPUT, fixture("scheduler_out_walltime.txt"))
+    assert scheduler().status([killed])[killed.native_id].state is JobState.TIMEOUT
+    write_control(killed.control_dir, EXIT_CODE_FILE, "0\n")  # the script did finish after all
+    assert scheduler().status([killed])[killed.native_id].state is JobState.COMPLETED
