@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import sys
 from types import FrameType
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import click
 
@@ -39,7 +40,31 @@ def _setup_stderr_logging(verbose: int) -> None:
     logging.getLogger("paramiko").setLevel(logging.WARNING if verbose < 3 else logging.DEBUG)
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """Subcommands from other packages, imported only when used.
+
+    ``site serve-ssh`` runs once per SSH connection; importing Flask and gunicorn for it
+    would add their start-up time to every job.
+    """
+
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "broker": ("broker.cli", "cli"),
+        "setup": ("node_setup.cli", "setup"),
+        "health": ("node_setup.cli", "health"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = self.lazy[cmd_name]
+        command = getattr(importlib.import_module(module_name), attribute, None)
+        return command if isinstance(command, click.Command) else None
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(__version__, prog_name="mint-bridge")
 def main() -> None:
     """Run MInt workflow steps on external computers, over SSH or through a broker."""
@@ -169,6 +194,15 @@ def cleanup(config_path: str, dry_run: bool) -> None:
     for path in removed:
         click.echo(f"{verb} {path}")
     click.echo(f"{len(removed)} work dir(s) {verb}")
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, help="Site config (TOML) with [agent].")
+def agent(config_path: str) -> None:
+    """Pull jobs from the broker and run them at this site (stops on SIGTERM)."""
+    from bridge.site.agent import run_agent
+
+    sys.exit(run_agent(config_path))
 
 
 if __name__ == "__main__":
