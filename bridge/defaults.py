@@ -17,9 +17,10 @@ CHUNK_SIZE = 1024 * 1024
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TIMEOUT = 3 * HEARTBEAT_SECONDS + 5.0
 
-# Log tailing starts fast (a short job finishes with little overhead) and backs off to this.
+# Log tailing starts fast (a short job finishes with little overhead) and backs off to this:
+# the end of a job is noticed within 0.1 s, for a few small file reads a second while it runs.
 LOG_POLL_MIN = 0.01
-LOG_POLL_MAX = 0.25
+LOG_POLL_MAX = 0.1
 
 # SSH: detect dead peers quickly and never hang forever connecting.
 SSH_CONNECT_TIMEOUT = 15.0
@@ -67,3 +68,5 @@ LEASE_WAIT = 20.0
 UPLOAD_CHUNK = 64 * 1024 * 1024
 # An agent runs at most this many jobs at once unless its [agent] table says otherwise.
 AGENT_MAX_JOBS = 2
+# Downloads are written in pieces of this size: a cut loses at most one piece in flight.
+DOWNLOAD_CHUNK = 256 * 1024

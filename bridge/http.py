@@ -1,0 +1,433 @@
+"""HTTPS to the broker, shared by the bridge's broker client and the site's agent.
+
+- TLS certificates are always verified (the system CAs, or the CA bundle the config names).
+  Plain ``http://`` is accepted only for a broker on this machine (127.0.0.0/8, ::1,
+  localhost) and only when the config says ``allow_http = true``: a token never crosses a
+  network unencrypted.
+- The token is read from a file that only its owner may read, and sent only in the
+  ``Authorization: Bearer`` header of requests to the configured broker: never in a URL, never
+  logged, and redirects are not followed (they could carry it elsewhere).
+- Transient failures (connection errors, timeouts, 5xx, 429) are retried, bounded, with
+  exponential backoff and full jitter, honouring ``Retry-After``. Other 4xx answers fail at once
+  with the broker's own message. ``requests`` exceptions and HTTP statuses are converted to our
+  errors here; above this module nothing sees a ``requests`` type.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import os
+import re
+import ssl
+import stat
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+from requests.exceptions import ChunkedEncodingError
+
+from bridge import __version__, defaults
+from bridge.errors import (
+    AuthenticationFailed,
+    BridgeError,
+    BrokerUnavailable,
+    ConfigError,
+    Conflict,
+    HostKeyRejected,
+    InputRejected,
+    JobUnknown,
+    LeaseLost,
+    ProtocolError,
+    SiteUnreachable,
+    TransferCorrupted,
+)
+from bridge.streams import FileSlice
+
+log = logging.getLogger(__name__)
+
+# What a token may contain: it becomes a header value, so no whitespace or control characters.
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
+_LOOPBACK_NAMES = ("localhost",)
+_JOB_IN_PATH = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+# A callable makes a fresh body for every attempt; a FileSlice can be sent once (retry=False).
+Body = bytes | FileSlice | Callable[[], Any] | None
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """Where the broker is and how to prove who we are; ``where`` prefixes config errors."""
+
+    url: str
+    token_file: str
+    ca_bundle: str | None = None
+    allow_http: bool = False
+    where: str = "broker"
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_broker_url(url: str, allow_http: bool, where: str) -> str:
+    """The broker's base URL without a trailing slash; ConfigError naming the key and the fix."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(
+            f"{where}.url: {url!r:.120} is not a broker address; write https://HOST[:PORT]",
+            field="url",
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{where}.url: must not contain a user name or password; put the token in the "
+            "file named by token_file",
+            field="url",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}.url: must not have a query or fragment", field="url")
+    if parts.scheme == "http":
+        if not is_loopback(parts.hostname):
+            raise ConfigError(
+                f"{where}.url: plain http:// would send the token unencrypted to "
+                f"{parts.hostname}; use https:// (http is only possible for a broker on this "
+                "machine: 127.0.0.1, ::1 or localhost, with allow_http = true)",
+                field="url",
+            )
+        if not allow_http:
+            raise ConfigError(
+                f"{where}.url: plain http:// is refused; use https://, or, for a broker on "
+                f"this machine only, set {where}.allow_http = true",
+                field="allow_http",
+            )
+    return url.rstrip("/")
+
+
+def read_token(path: str, where: str = "broker") -> str:
+    """The token in ``path``; the file must be private to its owner (like an SSH key)."""
+    key = f"{where}.token_file"
+    try:
+        st = os.stat(path)
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise ConfigError(
+                f"{key}: token file {path} is accessible by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}",
+                field="token_file",
+            )
+        with open(path, encoding="ascii") as handle:
+            token = handle.read(4096).strip()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{key}: token file {path} does not exist; ask the broker admin for a token and "
+            "save it there with mode 600",
+            field="token_file",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not ASCII text"
+        raise ConfigError(
+            f"{key}: cannot read token file {path}: {reason}", field="token_file"
+        ) from exc
+    if not _TOKEN.fullmatch(token):
+        # The token itself is never shown, not even in part.
+        raise ConfigError(
+            f"{key}: token file {path} does not hold a token (one line, no spaces)",
+            field="token_file",
+        )
+    return token
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Sets the header on each request; explicit auth also keeps ~/.netrc from replacing it."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "<bearer token>"
+
+
+class BrokerSession:
+    """Requests to one broker with our token, retries and error conversion.
+
+    Not shared between threads: the agent gives each thread its own session.
+    """
+
+    def __init__(
+        self,
+        endpoint: BrokerEndpoint,
+        *,
+        attempts: int = defaults.HTTP_ATTEMPTS,
+        initial_wait: float = defaults.HTTP_INITIAL_WAIT,
+        max_wait: float = defaults.HTTP_MAX_WAIT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint = endpoint
+        self.base = check_broker_url(endpoint.url, endpoint.allow_http, endpoint.where)
+        if endpoint.ca_bundle is not None and not os.path.isfile(endpoint.ca_bundle):
+            raise ConfigError(
+                f"{endpoint.key('ca_bundle')}: {endpoint.ca_bundle} is not a file; name the "
+                "PEM file of the CA that signed the broker's certificate",
+                field="ca_bundle",
+            )
+        self.attempts = max(1, attempts)
+        self.max_wait = max_wait
+        self._jitter = tenacity.wait_random_exponential(multiplier=initial_wait, max=max_wait)
+        self._sleep = sleep
+        self._http = requests.Session()
+        self._http.auth = _BearerAuth(read_token(endpoint.token_file, endpoint.where))
+        # Passed with every request: requests would let $REQUESTS_CA_BUNDLE override a
+        # session-level setting, and the site's own CA must win.
+        self._verify: str | bool = endpoint.ca_bundle or True
+        self._http.headers["User-Agent"] = f"mint-bridge/{__version__}"
+        if is_loopback(urlsplit(self.base).hostname or ""):
+            # A broker on this machine is reached directly, never through $HTTP_PROXY: over
+            # plain http the proxy would see the token.
+            self._http.trust_env = False
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- requests ------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int | float] | None = None,
+        json: Any = None,
+        body: Body = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        stream: bool = False,
+        timeout: float = defaults.HTTP_READ_TIMEOUT,
+        retry: bool = True,
+    ) -> requests.Response:
+        """One API call; retried while the failure is transient. Raises our errors only."""
+
+        def attempt() -> requests.Response:
+            data = body() if callable(body) else body
+            return self._once(method, path, params, json, data, headers, ok, stream, timeout)
+
+        if not retry:
+            return attempt()
+        job = _JOB_IN_PATH.search(path)  # log lines about a job start with its id
+        what = f"{job.group(0)}: {method} {path}" if job else f"{method} {path}"
+        return self.retrying(what)(attempt)
+
+    def retrying(self, what: str) -> tenacity.Retrying:
+        """This session's retry policy, for a step of several calls (e.g. a resumed download)."""
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, BridgeError) and e.transient),
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=self._backoff,
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(what, state),
+            reraise=True,
+        )
+
+    def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """An API call whose answer is a JSON object (``{}`` for 204 and other empty bodies)."""
+        response = self.request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return {}
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise ProtocolError(f"broker answered {path} with invalid JSON") from exc
+        if not isinstance(data, dict):
+            raise ProtocolError(f"broker answered {path} with JSON that is not an object")
+        return data
+
+    def _once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int | float] | None,
+        json: Any,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        ok: tuple[int, ...],
+        stream: bool,
+        timeout: float,
+    ) -> requests.Response:
+        url = self.base + path
+        try:
+            response = self._http.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                data=data,
+                headers=dict(headers or {}),
+                stream=stream,
+                verify=self._verify,
+                timeout=(defaults.HTTP_CONNECT_TIMEOUT, timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as exc:
+            if not _certificate_refused(exc):  # e.g. the connection was cut mid-handshake
+                raise SiteUnreachable(f"broker {self.base} unreachable: {_short(exc)}") from exc
+            raise HostKeyRejected(
+                f"TLS with the broker {self.base} failed: {_short(exc)}; if the broker uses "
+                f"its own CA, set {self.endpoint.key('ca_bundle')} to that CA's PEM file"
+            ) from exc
+        except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
+            # ChunkedEncodingError is also what a body cut short by a dropped connection gives
+            raise SiteUnreachable(f"broker {self.base} unreachable: {_short(exc)}") from exc
+        except requests.RequestException as exc:
+            raise ProtocolError(f"request to the broker failed: {_short(exc)}") from exc
+        log.debug("%s %s -> %d", method, path, response.status_code)  # never headers
+        if response.status_code in ok:
+            return response
+        try:
+            raise error_for(response, self.endpoint)
+        finally:
+            response.close()
+
+    def _backoff(self, state: tenacity.RetryCallState) -> float:
+        delay: float = self._jitter(state)  # full jitter: uniform in [0, exponential ceiling]
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, BrokerUnavailable) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, self.max_wait))
+        return delay
+
+    def _log_retry(self, what: str, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "%s: %s; retrying in %.1f s (attempt %d of %d)",
+            what, exc, wait, state.attempt_number + 1, self.attempts,
+        )  # fmt: skip
+
+
+def iter_body(
+    response: requests.Response, chunk_size: int = defaults.CHUNK_SIZE
+) -> Iterator[bytes]:
+    """The body of a streamed answer; a cut connection is a transient SiteUnreachable."""
+    try:
+        yield from response.iter_content(chunk_size)
+    except requests.RequestException as exc:
+        raise SiteUnreachable(f"the broker's answer was cut: {_short(exc)}") from exc
+    finally:
+        response.close()
+
+
+def error_for(response: requests.Response, endpoint: BrokerEndpoint) -> BridgeError:
+    """Our error for a broker answer that is not a success, with the broker's message."""
+    status = response.status_code
+    code, message, field = _error_fields(response)
+    said = f"broker: {message}" if message else f"broker answered HTTP {status}"
+    if status == 429 or status >= 500:
+        return BrokerUnavailable(said, retry_after=_retry_after(response))
+    if status == 401:
+        return AuthenticationFailed(
+            f"{said} (the token in {endpoint.token_file} was refused; ask the broker admin "
+            "for a valid token)"
+        )
+    if status == 403:
+        return AuthenticationFailed(f"{said} (the token is not allowed to do this)")
+    if status == 404:
+        return JobUnknown(said)
+    if status == 409:
+        offset = _int_header(response, "Upload-Offset")
+        if code == "stale_epoch":
+            return LeaseLost(said, code=code, offset=offset)
+        if offset is None:
+            offset = _int_header(response, "Log-Size")
+        return Conflict(said, code=code or "conflict", offset=offset)
+    if status == 400 and code == "checksum_mismatch":
+        return TransferCorrupted(said)
+    if status == 413 or (status == 400 and code == "unsafe_name"):
+        return InputRejected(said, field=field)
+    if 300 <= status < 400:
+        return ProtocolError(
+            f"broker answered with a redirect to {response.headers.get('Location', '?')!r:.120}; "
+            f"set {endpoint.key('url')} to the broker's own address"
+        )
+    return ProtocolError(said, field=field)
+
+
+def _error_fields(response: requests.Response) -> tuple[str | None, str, str | None]:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if not isinstance(error, dict):
+        return None, "", None
+    code, message, field = error.get("code"), error.get("message"), error.get("field")
+    return (
+        str(code)[:64] if code is not None else None,
+        str(message)[:2000] if message is not None else str(code or ""),
+        str(field)[:200] if field is not None else None,
+    )
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _int_header(response: requests.Response, name: str) -> int | None:
+    value = response.headers.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether a TLS failure is the broker's certificate failing verification (never retried)
+    rather than a cut connection; requests nests the ssl error in its arguments."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return True
+        pending.extend(
+            [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+        )
+    return False
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc)[:300]
+
+
+__all__ = [
+    "BrokerEndpoint",
+    "BrokerSession",
+    "check_broker_url",
+    "error_for",
+    "is_loopback",
+    "iter_body",
+    "read_token",
+]

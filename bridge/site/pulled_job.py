@@ -1,0 +1,458 @@
+"""One job an agent pulled from the broker, run exactly the way ``site serve-ssh`` runs one.
+
+The same validation (``SiteConfig.check_request``), the same work dir (``WorkDir``: private,
+its control files), the same start (``jobs.start`` through the command's scheduler adapter, the
+native id recorded before anything else), the same following (``jobs.follow``, ``LogTail``) and
+the same result collection (``collect_results`` with the command's return rules). Only the
+transport differs: HTTP calls to the broker instead of frames over SSH.
+
+Exactly once: the job is marked running at the broker under our lease epoch (refused when a
+newer lease holds it) before it is started, and it is started under the work dir's lock only if
+no native id is recorded there. A work dir that holds a native id is followed, never started.
+
+Never: start or follow a job in a work dir this broker job does not own (``broker.json`` in
+the control dir names it), upload a file from outside the work dir, or go on acting on a job
+once the broker says another lease holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from bridge.errors import (
+    BridgeError,
+    CommandNotAllowed,
+    Conflict,
+    InputRejected,
+    JobRejected,
+    JobUnknown,
+    LeaseLost,
+    ParameterInvalid,
+    ProtocolError,
+    SiteError,
+    StagingError,
+    TransferCorrupted,
+)
+from bridge.job import JobOutcome, JobRequest, JobState
+from bridge.site import jobs
+from bridge.site.agent_api import AgentApi, Claimed, Lease
+from bridge.site.status_cache import SharedStatus
+from bridge.site.workdir import WorkDir
+from bridge.site_config import AgentConfig, SiteConfig
+from bridge.staging import ResultFile, check_name, collect_results, open_result_for_reading
+from bridge.streams import VerifiedFile, sha256_stream
+from schedulers import JobHandle
+
+log = logging.getLogger(__name__)
+
+BROKER_FILE = "broker.json"  # control dir: broker URL, agent id, lease epoch, claimed document
+COMPLETED_FILE = "broker-completed"  # control dir: the broker accepted our ``complete``
+# Error kinds a rejected outcome may name (as ``error_kind``); the bridge raises the same error.
+_REJECTION_KINDS = tuple(
+    cls.__name__
+    for cls in (
+        CommandNotAllowed, ParameterInvalid, InputRejected, JobRejected, TransferCorrupted,
+        ProtocolError, StagingError, SiteError,
+    )
+)  # fmt: skip
+
+
+class HandBack(Exception):
+    """Stop acting on the job without completing it (the agent stops, or the lease is gone).
+
+    The job runs on in its scheduler; its lease lapses and the broker gives it back to this
+    agent id (``reattach``), which then follows it from where the broker's logs stand.
+    """
+
+
+class Dropped(HandBack):
+    """The broker ended the job without us (cancelled while this agent was away, or deleted):
+    nobody will collect it, so it is stopped here too."""
+
+
+def drop_local_job(site: SiteConfig, wd: WorkDir, why: str) -> None:
+    """Stop a job the broker no longer has for us, and never pick it up again."""
+    native_id = wd.native_id()
+    if native_id is not None:
+        try:
+            job = jobs.load_accepted(site, wd)
+            site.scheduler(job.command).cancel(JobHandle(wd.job_id, native_id, wd.control))
+        except BridgeError as exc:
+            log.error("%s: could not stop the job: %s", wd.job_id, exc)
+    with open(wd.control_file(COMPLETED_FILE), "w", encoding="utf-8") as marker:
+        marker.write("dropped\n")
+    log.warning("%s: %s; stopped it here", wd.job_id, why)
+
+
+class PulledJob:
+    def __init__(
+        self,
+        site: SiteConfig,
+        agent: AgentConfig,
+        claimed: Claimed,
+        stopping: threading.Event,
+        after: threading.Thread | None = None,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self.site = site
+        self.agent = agent
+        self.doc = claimed.doc
+        self.lease = claimed.lease
+        self.job_id = claimed.lease.job_id
+        self.wd = WorkDir(site.work_base, self.job_id)
+        self.stopping = stopping
+        self.cancel = threading.Event()  # the bridge asked for a cancel
+        self.lost = threading.Event()  # a newer lease holds the job
+        self.gone = threading.Event()  # the broker ended or deleted the job without us
+        self.finished = threading.Event()
+        self.after = after  # an earlier worker for the same job, to wait for
+        self.completing = False
+        self.on_exit = on_exit  # tells the agent a slot is free
+        logs = self.doc.get("logs")
+        self.log_sizes: dict[str, int] = {
+            k: v for k, v in (logs or {}).items() if isinstance(v, int) and v >= 0
+        }
+        self.thread = threading.Thread(target=self.run, name=f"job-{self.job_id[:8]}", daemon=True)
+
+    # --- thread body -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.after is not None:
+            self.after.join()
+        keeper = threading.Thread(target=self._keep_lease, name=f"lease-{self.job_id[:8]}")
+        keeper.daemon = True
+        keeper.start()
+        api: AgentApi | None = None
+        try:
+            api = AgentApi(self.agent)
+            self._run(api)
+        except Dropped as exc:
+            if self.wd.exists():
+                drop_local_job(self.site, self.wd, str(exc))
+        except HandBack as exc:
+            log.info("%s: handed back (%s); the agent re-attaches to it later", self.job_id, exc)
+        except LeaseLost as exc:
+            log.warning(
+                "%s: a newer lease holds the job; stopped acting on it (%s)", self.job_id, exc
+            )
+        except BridgeError as exc:
+            log.error(
+                "%s: %s; the job is handed back and re-attached when the broker returns it",
+                self.job_id, exc,
+            )  # fmt: skip
+        except Exception:
+            log.exception("%s: unexpected error; the job is handed back", self.job_id)
+        finally:
+            self.finished.set()
+            if api is not None:
+                api.close()
+            if self.on_exit is not None:
+                self.on_exit()
+
+    def _run(self, api: AgentApi) -> None:
+        if self.wd.exists() and self._owned() and self.wd.native_id() is not None:
+            log.info("%s: re-attached; following the running job", self.job_id)
+            self.record_lease()
+            self._follow(api, jobs.load_accepted(self.site, self.wd))
+            return
+        try:
+            request = JobRequest.from_message(self._request_message())
+            command, values = self.site.check_request(request)
+        except (JobRejected, ProtocolError) as exc:
+            self._reject(api, exc)
+            return
+        job = jobs.AcceptedJob(request, command, values, self.wd)
+        try:
+            self._take_workdir()
+            started = self._stage_and_start(api, job)
+        except (SiteError, StagingError, TransferCorrupted, InputRejected) as exc:
+            self._reject(api, exc)
+            return
+        if started:
+            self._follow(api, job)
+
+    # --- accepting and starting -------------------------------------------------------------
+
+    def _request_message(self) -> dict[str, Any]:
+        doc = self.doc
+        inputs = doc.get("inputs") or []
+        return {
+            "job_id": self.job_id,
+            "command": doc.get("command"),
+            "params": doc.get("params") or {},
+            "inputs": [
+                {"name": i.get("name"), "size": i.get("size"), "mode": i.get("mode", 0o644)}
+                for i in inputs
+                if isinstance(i, dict)
+            ],
+            "metadata": doc.get("metadata") or {},
+        }
+
+    def _owned(self) -> bool:
+        """The work dir was made by an agent for this job at this broker (not by an SSH submit
+        that happens to use the same id)."""
+        try:
+            record = self.wd.read_json(BROKER_FILE)
+        except (OSError, ValueError):
+            return False
+        return (
+            isinstance(record, dict)
+            and record.get("job_id") == self.job_id
+            and record.get("broker") == self.agent.url
+        )
+
+    def _take_workdir(self) -> None:
+        if not self.wd.create() and not self._owned():
+            raise SiteError(
+                f"a work dir for job {self.job_id} already exists at the site and belongs to "
+                "another job; submit it again with a new job id"
+            )
+        self.record_lease()
+
+    def record_lease(self) -> None:
+        """Durable before we act: a restarted agent re-attaches with this epoch and document."""
+        self.wd.write_json(
+            BROKER_FILE,
+            {
+                "job_id": self.job_id,
+                "broker": self.agent.url,
+                "agent_id": self.agent.agent_id,
+                "epoch": self.lease.epoch,
+                "doc": self.doc,
+            },
+        )
+
+    def _stage_and_start(self, api: AgentApi, job: jobs.AcceptedJob) -> bool:
+        """Download the inputs and start the job, once; False if it ended before starting."""
+        with self.wd.locked():
+            if self.wd.native_id() is not None:
+                return True  # an earlier worker of ours started it: follow it
+            if self._cancelled_before_start(api):
+                return False
+            self.wd.discard_inputs()  # leftovers of an interrupted attempt
+            jobs.save_accepted(job)
+            self._download_inputs(api, job)
+            if self._cancelled_before_start(api):
+                return False
+            # Running at the broker first: if our lease is stale this raises and nothing starts.
+            api.renew(self.lease, state="running")
+            native_id = jobs.start(job, self.site.scheduler(job.command), self._walltime())
+        with contextlib.suppress(BridgeError):  # shown to admins; not needed to follow the job
+            api.renew(self.lease, native_id=native_id)
+        return True
+
+    def _cancelled_before_start(self, api: AgentApi) -> bool:
+        self._checkpoint()
+        if not self.cancel.is_set():
+            return False
+        self.wd.mark_cancel_requested()
+        outcome = JobOutcome(JobState.CANCELLED, reason="cancelled before it started")
+        self._complete(api, outcome.to_message(), [], [])
+        return True
+
+    def _download_inputs(self, api: AgentApi, job: jobs.AcceptedJob) -> None:
+        expected = {i.get("name"): i for i in self.doc.get("inputs") or [] if isinstance(i, dict)}
+        dir_fd = os.open(self.wd.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        staged: dict[str, tuple[int, int]] = {}
+        try:
+            for decl in job.request.inputs:
+                self._checkpoint()
+                sha256 = str(expected[decl.name].get("sha256", ""))
+                label = f"input {decl.name}"
+                with VerifiedFile(
+                    dir_fd, check_name(decl.name), decl.size, sha256, decl.mode, label
+                ) as target:
+                    api.session.retrying(f"{self.job_id}: {label}")(
+                        api.download_input, self.lease, decl.name, target
+                    )
+                    target.commit()
+                st = os.stat(decl.name, dir_fd=dir_fd, follow_symlinks=False)
+                staged[decl.name] = (st.st_size, st.st_mtime_ns)
+        finally:
+            os.close(dir_fd)
+        self.wd.write_json("inputs.json", staged)
+        log.info("%s: staged %d inputs", self.job_id, len(staged))
+
+    def _walltime(self) -> float | None:
+        value = self.doc.get("walltime_limit")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return None
+
+    # --- following ------------------------------------------------------------------------
+
+    def _follow(self, api: AgentApi, job: jobs.AcceptedJob) -> None:
+        native_id = self.wd.require_started()
+        scheduler = self.site.scheduler(job.command)
+        handle = JobHandle(self.job_id, native_id, self.wd.control)
+        # From the broker's sizes: bytes it already has are not read again (and a replay of
+        # some would be skipped by it anyway).
+        tails = {
+            stream: jobs.LogTail(path, self.log_sizes.get(stream, 0))
+            for stream, path in jobs.log_paths(self.wd, job.command).items()
+        }
+        cancel_sent = False
+        outcome: JobOutcome | None = None
+        for event in jobs.follow(SharedStatus(self.site.work_base, scheduler), handle, tails):
+            self._checkpoint()
+            if self.cancel.is_set() and not cancel_sent:
+                log.info("%s: cancel requested by the bridge", self.job_id)
+                self.wd.mark_cancel_requested()
+                scheduler.cancel(handle)
+                cancel_sent = True
+            if isinstance(event, JobOutcome):
+                outcome = event
+                break
+            if event is not None:
+                stream, data = event
+                self._append_log(api, tails[stream], stream, data)
+        assert outcome is not None  # follow() ends only with the outcome
+        log.info("%s: ended: %s %s", self.job_id, outcome.state.value, outcome.reason)
+        self._deliver(api, job, outcome)
+
+    def _append_log(self, api: AgentApi, tail: jobs.LogTail, stream: str, data: bytes) -> None:
+        start = tail.offset - len(data)
+        try:
+            api.append_log(self.lease, stream, start, data)
+        except Conflict as exc:
+            if exc.code != "offset_mismatch" or exc.offset is None or exc.offset > start:
+                raise
+            tail.offset = exc.offset  # the broker has less than we thought: send from there
+
+    def _checkpoint(self) -> None:
+        if self.gone.is_set():
+            raise Dropped("the broker ended or removed the job while this agent was away")
+        if self.lost.is_set():
+            raise HandBack("a newer lease holds the job")
+        if self.stopping.is_set():
+            raise HandBack("the agent is stopping")
+
+    # --- results and completion ----------------------------------------------------------
+
+    def _deliver(self, api: AgentApi, job: jobs.AcceptedJob, outcome: JobOutcome) -> None:
+        results: list[dict[str, Any]] = []
+        skipped: list[dict[str, str]] = []
+        # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
+        if outcome.state != JobState.CANCELLED:
+            try:
+                unchanged = {k: tuple(v) for k, v in self.wd.read_json("inputs.json").items()}
+            except FileNotFoundError:
+                unchanged = {}
+            files, skips = collect_results(self.wd.path, job.command.returns, unchanged)
+            skipped = [{"name": s.name, "reason": s.reason} for s in skips]
+            results = self._upload_results(api, files, skipped)
+        self._complete(api, outcome.to_message(), results, skipped)
+        self.wd.mark_delivered()
+        log.info(
+            "%s: completed at the broker: %d results, %d skipped",
+            self.job_id, len(results), len(skipped),
+        )  # fmt: skip
+
+    def _upload_results(
+        self, api: AgentApi, files: list[ResultFile], skipped: list[dict[str, str]]
+    ) -> list[dict[str, Any]]:
+        uploaded: list[dict[str, Any]] = []
+        root_fd = os.open(self.wd.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for result in files:
+                self._checkpoint()
+                try:
+                    sha256 = self._upload_one(api, root_fd, result)
+                except (StagingError, TransferCorrupted) as exc:
+                    # Changed or replaced after collection (a process the job left behind).
+                    log.warning("%s: result %s not sent: %s", self.job_id, result.name, exc)
+                    skipped.append({"name": result.name, "reason": f"not sent: {exc.message}"})
+                    continue
+                uploaded.append(
+                    {
+                        "name": result.name,
+                        "size": result.size,
+                        "sha256": sha256,
+                        "mode": result.mode,
+                    }
+                )
+        finally:
+            os.close(root_fd)
+        return uploaded
+
+    def _upload_one(self, api: AgentApi, root_fd: int, result: ResultFile) -> str:
+        with open_result_for_reading(root_fd, result) as source:
+            sha256 = sha256_stream(source, result.size, result.name)
+            # Each PATCH is retried on its own and resumes from the broker's offset.
+            api.upload_result(self.lease, result.name, source, result.size, sha256)
+        return sha256
+
+    def _reject(self, api: AgentApi, exc: BridgeError) -> None:
+        # The most specific class the bridge knows (a SchedulerError is sent as SiteError).
+        kind = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _REJECTION_KINDS), "")
+        kind = kind or "SiteError"
+        log.warning("%s: rejected (%s): %s", self.job_id, kind, exc.message)
+        outcome = {
+            "state": "rejected",
+            "exit_code": None,
+            "signal": None,
+            "reason": exc.message,
+            "error_kind": kind,
+        }
+        self._complete(api, outcome, [], [])
+
+    def _complete(
+        self,
+        api: AgentApi,
+        outcome: dict[str, Any],
+        results: list[dict[str, Any]],
+        skipped: list[dict[str, str]],
+    ) -> None:
+        self.completing = True  # from now on a refused renewal is expected, not a lost lease
+        api.complete(self.lease, outcome, results, skipped)
+        if self.wd.exists():
+            with open(self.wd.control_file(COMPLETED_FILE), "w", encoding="utf-8") as marker:
+                marker.write(f"{outcome.get('state')}\n")
+
+    # --- lease ----------------------------------------------------------------------------
+
+    def _keep_lease(self) -> None:
+        """Renew the lease until the job is done; a long poll that returns early on cancel."""
+        try:
+            api = AgentApi(self.agent)
+        except BridgeError as exc:
+            log.error("%s: cannot renew the lease: %s", self.job_id, exc)
+            return
+        try:
+            while not self.finished.is_set() and self._renew_once(api):
+                pass
+        finally:
+            api.close()
+
+    def _renew_once(self, api: AgentApi) -> bool:
+        """One renewal; False once there is no lease left to renew."""
+        wait = 0.0 if self.cancel.is_set() else self.agent.lease_renew
+        try:
+            state = api.renew(self.lease, wait=wait)
+        except (LeaseLost, Conflict, JobUnknown) as exc:
+            if not (self.completing or self.finished.is_set()):
+                log.warning("%s: lease not renewed: %s", self.job_id, exc)
+                gone = isinstance(exc, JobUnknown) or (
+                    isinstance(exc, Conflict) and exc.code == "invalid_state"
+                )
+                (self.gone if gone else self.lost).set()
+            return False
+        except BridgeError as exc:
+            log.warning("%s: lease renewal failed: %s; trying again", self.job_id, exc)
+            self.finished.wait(min(5.0, self.agent.lease_renew))
+            return True
+        if state.cancel_requested and not self.cancel.is_set():
+            self.cancel.set()
+        if self.cancel.is_set():  # the long poll now returns at once: renew at a calm pace
+            self.finished.wait(max(1.0, min(self.agent.lease_renew, state.ttl / 3)))
+        return True
+
+
+__all__ = [
+    "BROKER_FILE", "COMPLETED_FILE", "Dropped", "HandBack", "Lease", "PulledJob", "drop_local_job",
+]  # fmt: skip

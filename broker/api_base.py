@@ -1,0 +1,81 @@
+"""What the views of every API area share: JSON bodies, job lookup, long polls, answers.
+
+A long poll registers with the notifier before it looks at the store and is woken by the
+commit that changes what it waits for (``broker.notify``); it never polls on a timer.
+Nothing here decides who may see a job: each area checks that with the loaded job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from flask import Response, jsonify, request
+
+from bridge.errors import BridgeError
+from bridge.job import check_job_id
+from broker import auth
+from broker.errors import NotFound, TooLarge
+from broker.runtime import current
+from broker.store import JobRecord
+from broker.validation import parse_json
+
+T = TypeVar("T")
+
+
+def json_body(*, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object, read with a size limit (a control body is small)."""
+    limit = current().config.max_json_size
+    length = request.content_length
+    if length is not None and length > limit:
+        raise TooLarge(f"the JSON body has {length} bytes; the limit is {limit}")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise TooLarge(f"the JSON body is larger than the limit of {limit} bytes")
+    return parse_json(raw, required=required)
+
+
+def load_job(job_id: str) -> JobRecord:
+    try:
+        check_job_id(job_id)
+    except BridgeError:
+        raise NotFound(f"no job {job_id!r:.60}: job ids are UUID4s") from None
+    job = current().store.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id} (never created, or deleted after its retention)")
+    return job
+
+
+def wait_for(keys: Iterable[str], seconds: float, check: Callable[[], T | None]) -> T | None:
+    """``check()`` as soon as it returns something, else None after ``seconds``."""
+    found = check()
+    if found is not None or seconds <= 0:
+        return found
+    broker = current()
+    owner = auth.current().token_id
+    with broker.notifier.listen(keys, owner, seconds) as waiter:
+        while True:
+            waiter.rearm()
+            found = check()
+            if found is not None or not waiter.wait():
+                return found
+
+
+def document(job: JobRecord, status: int = 200) -> Response:
+    response = jsonify(job.document())
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def answer(body: dict[str, Any], status: int = 200) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def empty(status: int, headers: dict[str, str] | None = None) -> Response:
+    response = Response(status=status, headers=headers or {})
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,52 @@
+"""``create_app(config)``: the broker's Flask app, one blueprint per API area.
+
+Areas: client (``/api/v1/jobs``), agent (``/api/v1/agent``), admin (``/api/v1/admin``) and
+meta (OpenAPI document, health). The app answers every error as the contract's JSON and never
+echoes a request header. It must run in ONE process (see ``broker.notify``): long polls are
+woken in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from flask import Flask
+from werkzeug.routing import PathConverter
+
+from broker import api_admin, api_agent, api_client, errors, openapi
+from broker.config import BrokerConfig
+from broker.housekeeping import Housekeeper
+from broker.runtime import EXTENSION, Broker
+from broker.transfers import drain_after_error
+
+
+class AnyPath(PathConverter):
+    """Like ``path`` but also matches a leading '/', so an absolute result path reaches the
+    name check (and gets 400 unsafe_name) instead of silently not matching a route."""
+
+    regex = r"[\s\S]+?"  # any character, newline included, so the name check sees it
+    part_isolating = False  # may span several path segments
+
+
+def create_app(
+    config: BrokerConfig,
+    *,
+    housekeeping: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> Flask:
+    app = Flask("broker", static_folder=None)
+    # A result path may not start with '/'; merging "//" would turn "/etc/x" into "etc/x"
+    # instead of refusing it as unsafe.
+    app.url_map.merge_slashes = False
+    app.url_map.converters["anypath"] = AnyPath
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    broker = Broker.open(config, clock)
+    app.extensions[EXTENSION] = broker
+    errors.init_app(app)
+    for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp):
+        app.register_blueprint(area)
+    app.after_request(drain_after_error)
+    if housekeeping:
+        Housekeeper(broker).start()
+    return app

@@ -1,0 +1,146 @@
+"""The ``broker`` command group: ``serve`` and ``token create|list|revoke``.
+
+Attached to ``mint-bridge`` as ``mint-bridge broker ...``; also runs as ``python -m
+broker.cli``. A new token is printed once on stdout and only its SHA-256 is stored; this
+module never prints or logs a stored token hash or a token other than the one just made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+import click
+
+from bridge.errors import BridgeError
+from broker.auth import check_subject, new_token
+from broker.config import BrokerConfig, load_config
+from broker.errors import InvalidField
+from broker.sqlite_store import SQLiteStore
+from broker.store import Scope
+
+_CONFIG = click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+    help="Broker config (TOML), e.g. broker.toml.",
+)  # fmt: skip
+
+
+def _fail(exc: BridgeError) -> NoReturn:
+    click.echo(f"broker: error: {exc}", err=True)
+    sys.exit(int(exc.exit_code))
+
+
+def _run(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except BridgeError as exc:
+        _fail(exc)
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _open_store(config: BrokerConfig) -> SQLiteStore:
+    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    return SQLiteStore(config.database)
+
+
+@click.group(name="broker")
+def cli() -> None:
+    """The HTTPS broker between MInt and sites that open no inbound port."""
+
+
+@cli.command()
+@_CONFIG
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
+def serve(config_path: str, verbose: int) -> None:
+    """Run the broker (gunicorn, one worker, many threads) until SIGTERM."""
+    from broker.serve import serve as run_server
+
+    _setup_logging(verbose)
+    _run(lambda: run_server(load_config(config_path)))
+
+
+@cli.group()
+def token() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@token.command("create")
+@click.option("--site", help="A site's agent token for this site name.")
+@click.option("--client", help="A client token for this client name (e.g. ssh-node01).")
+@click.option("--admin", is_flag=True, help="An admin token.")
+@_CONFIG
+def token_create(site: str | None, client: str | None, admin: bool, config_path: str) -> None:
+    """Make a token; it is printed once, on stdout, and only its hash is kept."""
+    chosen = [(Scope.SITE, site), (Scope.CLIENT, client), (Scope.ADMIN, "admin" if admin else None)]
+    picked = [(scope, name) for scope, name in chosen if name is not None]
+    if len(picked) != 1:
+        raise click.UsageError("give exactly one of --site NAME, --client NAME or --admin")
+    scope, subject = picked[0]
+    try:
+        check_subject(scope, subject)
+    except InvalidField as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{scope}") from exc
+
+    def create() -> None:
+        store = _open_store(load_config(config_path))
+        text, record = new_token(scope, subject, time.time())
+        store.create_token(record)
+        store.close()
+        click.echo(text)
+        click.echo(
+            f"token {record.token_id} for {scope} {record.subject} created; it is shown only "
+            "once: store it now (e.g. in a file readable only by its user)",
+            err=True,
+        )
+
+    _run(create)
+
+
+@token.command("list")
+@_CONFIG
+def token_list(config_path: str) -> None:
+    """Token ids, scopes and subjects (never the tokens or their hashes)."""
+
+    def show() -> None:
+        store = _open_store(load_config(config_path))
+        for record in store.list_tokens():
+            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created_at))
+            state = "revoked" if record.revoked else "active"
+            click.echo(f"{record.token_id}  {record.scope:<6}  {record.subject:<24}  "
+                       f"{created}  {state}")  # fmt: skip
+        store.close()
+
+    _run(show)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@_CONFIG
+def token_revoke(token_id: str, config_path: str) -> None:
+    """Revoke a token by its id; requests with it get 401 from now on."""
+
+    def revoke() -> None:
+        store = _open_store(load_config(config_path))
+        done = store.revoke_token(token_id, time.time())
+        store.close()
+        if not done:
+            click.echo(f"broker: error: no active token {token_id}", err=True)
+            sys.exit(1)
+        click.echo(f"token {token_id} revoked", err=True)
+
+    _run(revoke)
+
+
+if __name__ == "__main__":
+    cli()

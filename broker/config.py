@@ -1,0 +1,174 @@
+"""The broker's config file (``broker.toml``), read into one typed, checked object.
+
+Errors name the file and the key (``broker.toml: server.port: must be an int, not str``).
+Relative paths are taken relative to the config file's directory, so a config and its
+certificate can move together. Plain HTTP is accepted only on a loopback address, behind a TLS
+reverse proxy on the same machine: this module never lets the broker listen unencrypted on a
+network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import ConfigError
+from bridge.tomlconf import Section, load_toml
+from bridge.units import parse_duration, parse_size
+from broker import defaults
+
+_SECTIONS = {"server", "storage", "jobs", "limits"}
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    data_dir: str
+    host: str = "0.0.0.0"  # noqa: S104 - a broker serves sites on other machines
+    port: int = defaults.PORT
+    tls: bool = True
+    cert: str | None = None
+    key: str | None = None
+    threads: int = defaults.THREADS
+    access_log: str | None = "-"
+    lease_ttl: float = defaults.LEASE_TTL
+    queue_ttl: float = defaults.QUEUE_TTL
+    retention: float = defaults.RETENTION
+    housekeeping_interval: float = defaults.HOUSEKEEPING_INTERVAL
+    max_input_size: int | None = None  # None: no limit (the old API's base64 cap is gone)
+    max_result_size: int | None = None
+    max_log_size: int | None = None
+    max_json_size: int = defaults.MAX_JSON_BYTES
+    long_polls_per_token: int = defaults.LONG_POLLS_PER_TOKEN
+    body_timeout: float = defaults.BODY_TIMEOUT
+    source: str = ""
+
+    @property
+    def database(self) -> str:
+        return os.path.join(self.data_dir, "broker.sqlite3")
+
+    @property
+    def max_long_polls(self) -> int:
+        return max(1, self.threads - defaults.RESERVED_THREADS)
+
+
+def load_config(path: str) -> BrokerConfig:
+    data = load_toml(path)
+    top = Section(path, "", data)
+    top.check_keys(_SECTIONS)
+    base = os.path.dirname(os.path.abspath(path))
+    server, storage = top.section("server"), top.section("storage")
+    jobs, limits = top.section("jobs"), top.section("limits")
+    config = BrokerConfig(
+        data_dir=_path(storage, "data_dir", base, required=True) or "",
+        source=os.path.abspath(path),
+        **_server(server, base),
+        **_jobs(jobs),
+        **_limits(limits),
+    )
+    _check_tls(config, server)
+    return config
+
+
+def _path(section: Section, key: str, base: str, *, required: bool = False) -> str | None:
+    if key not in section.data:
+        if required:
+            raise section.error("is required", key)
+        return None
+    value = section.path_value(key, "")
+    if not value:
+        raise section.error("must not be empty", key)
+    return os.path.join(base, value)  # an absolute value stays as it is
+
+
+def _server(sec: Section, base: str) -> dict[str, Any]:
+    sec.check_keys({"host", "port", "tls", "cert", "key", "threads", "access_log"})
+    port = sec.get("port", int, defaults.PORT)
+    if not 1 <= port <= 65535:
+        raise sec.error("must be between 1 and 65535", "port")
+    threads = sec.get("threads", int, defaults.THREADS)
+    if not defaults.RESERVED_THREADS < threads <= 4096:
+        raise sec.error(f"must be between {defaults.RESERVED_THREADS + 1} and 4096", "threads")
+    access_log = sec.get("access_log", str, "-")
+    return {
+        "host": sec.get("host", str, "0.0.0.0"),  # noqa: S104
+        "port": port,
+        "tls": sec.get("tls", bool, True),
+        "cert": _path(sec, "cert", base),
+        "key": _path(sec, "key", base),
+        "threads": threads,
+        "access_log": None if access_log == "" else _log_target(access_log, base),
+    }
+
+
+def _log_target(value: str, base: str) -> str:
+    return value if value == "-" else os.path.join(base, os.path.expanduser(value))
+
+
+def _jobs(sec: Section) -> dict[str, Any]:
+    sec.check_keys({"lease_ttl", "queue_ttl", "retention", "housekeeping_interval"})
+    values = {
+        "lease_ttl": sec.convert("lease_ttl", parse_duration, defaults.LEASE_TTL),
+        "queue_ttl": sec.convert("queue_ttl", parse_duration, defaults.QUEUE_TTL),
+        "retention": sec.convert("retention", parse_duration, defaults.RETENTION),
+        "housekeeping_interval": sec.convert(
+            "housekeeping_interval", parse_duration, defaults.HOUSEKEEPING_INTERVAL
+        ),
+    }
+    for key, value in values.items():
+        if value <= 0:
+            raise sec.error("must be longer than 0 s", key)
+    return values
+
+
+def _limits(sec: Section) -> dict[str, Any]:
+    sec.check_keys(
+        {"max_input_size", "max_result_size", "max_log_size", "max_json_size",
+         "long_polls_per_token", "body_timeout"}
+    )  # fmt: skip
+    polls = sec.get("long_polls_per_token", int, defaults.LONG_POLLS_PER_TOKEN)
+    if polls < 1:
+        raise sec.error("must be at least 1", "long_polls_per_token")
+    return {
+        "max_input_size": sec.convert("max_input_size", parse_size, None),
+        "max_result_size": sec.convert("max_result_size", parse_size, None),
+        "max_log_size": sec.convert("max_log_size", parse_size, None),
+        "max_json_size": sec.convert("max_json_size", parse_size, defaults.MAX_JSON_BYTES),
+        "long_polls_per_token": polls,
+        "body_timeout": sec.convert("body_timeout", parse_duration, defaults.BODY_TIMEOUT),
+    }
+
+
+def _check_tls(config: BrokerConfig, server: Section) -> None:
+    if config.tls:
+        if not config.cert or not config.key:
+            raise server.error(
+                "cert and key are required with TLS (the default); set both to PEM files, or "
+                "set tls = false only behind a TLS reverse proxy on this machine",
+                "cert" if not config.cert else "key",
+            )
+        return
+    if not is_loopback(config.host):
+        raise server.error(
+            f"tls = false is allowed only when host is a loopback address (127.0.0.1, ::1), "
+            f"behind a TLS reverse proxy; {config.host!r} would serve tokens unencrypted",
+            "tls",
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_tls_files(config: BrokerConfig) -> None:
+    """At start: the certificate and key must be readable, with a message that says which."""
+    for key, path in (("cert", config.cert), ("key", config.key)):
+        if config.tls and path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"{config.source}: server.{key}: cannot read {path}", field=key)

@@ -1,0 +1,57 @@
+"""Every default of the broker in one place, each with the reason for it."""
+
+from __future__ import annotations
+
+# The port of the original deployment's broker, so existing firewall rules keep working.
+PORT = 50443
+
+# Long polls hold a server thread each (claims up to 50 s, status and log polls up to 50 s).
+# 256 threads serve ~200 agents and clients waiting at once plus ordinary requests; threads
+# are cheap while they wait (a blocked thread costs some stack, no CPU).
+THREADS = 256
+
+# Threads kept free of long polls, so uploads and status calls never queue behind waiters.
+RESERVED_THREADS = 16
+
+# Long polls one token may hold at once: an agent needs a claim plus a lease poll per running
+# job; a bridge node a status and two log polls per job. More means a runaway client.
+LONG_POLLS_PER_TOKEN = 64
+
+# Agents renew every ~20 s; 60 s survives two lost renewals before a job counts as lost.
+LEASE_TTL = 60.0
+
+# A queued job nobody claims for a day is failed with a reason, instead of waiting forever.
+QUEUE_TTL = 86400.0
+
+# Results and logs are kept a week unless acknowledged: time to fetch them after an outage.
+RETENTION = 7 * 86400.0
+
+# Lease and TTL expiry run this often; leases are 60 s, so a few seconds late is harmless.
+HOUSEKEEPING_INTERVAL = 5.0
+
+# JSON control bodies are small; anything bigger is a mistake or an attack.
+MAX_JSON_BYTES = 1 << 20
+
+# Log bytes a client gets per request, so one answer never holds much memory.
+MAX_LOG_READ = 1 << 20
+
+# A request body that sends nothing for this long frees its thread (and upload lock).
+BODY_TIMEOUT = 120.0
+
+# After an error answer, the rest of a request body is read and dropped up to this much, so a
+# client still sending (one upload chunk is 64 MiB) reads the answer instead of a reset.
+MAX_DRAIN = 128 << 20
+
+# How long a second upload to the same file waits for the first to finish before 503.
+UPLOAD_LOCK_WAIT = 30.0
+
+# Ceilings of the contract: claims and status/log polls wait at most 50 s, lease polls 20 s
+# (well below common proxy idle timeouts of 60 s).
+MAX_WAIT = 50.0
+MAX_LEASE_WAIT = 20.0
+
+# gunicorn: keep idle connections of polling agents open between calls (below common proxy
+# idle timeouts), and give in-flight requests a short grace on shutdown (long polls are
+# simply retried by their clients).
+KEEPALIVE = 55
+GRACEFUL_TIMEOUT = 10

@@ -1,0 +1,118 @@
+"""Waking long polls the moment the job or site they wait for changes, within one process.
+
+A waiter registers under its keys (``job:<id>``, ``site:<name>``) *before* it checks the
+database, and clears its event before every check; the store reports each committed change
+here. So a change that lands between a check and the wait still wakes the waiter: no wakeup is
+ever lost, and nobody polls the database on a timer.
+
+This works because the broker runs as one process (one gunicorn worker, many threads). Several
+processes would each see only their own writes; that needs a shared channel instead, such as
+PostgreSQL's LISTEN/NOTIFY.
+
+Long polls hold a server thread each, so the number of waiters is bounded: per token
+(``RateLimited``, 429) and in all (``Unavailable``, 503), always leaving threads for ordinary
+requests. This module never sleeps in a loop and never touches the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+from broker.errors import RateLimited, Unavailable
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def site_key(site: str) -> str:
+    return f"site:{site}"
+
+
+class Waiter:
+    """One long poll's event; ``wait`` returns True when something it listens to changed."""
+
+    def __init__(self, deadline: float) -> None:
+        self.event = threading.Event()
+        self.deadline = deadline
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def rearm(self) -> None:
+        """Forget earlier wakeups; call before each check of the database."""
+        self.event.clear()
+
+    def wait(self) -> bool:
+        """Block until a change or the deadline; False once the deadline has passed."""
+        remaining = self.remaining()
+        return remaining > 0 and self.event.wait(remaining)
+
+
+class Notifier:
+    def __init__(self, max_waiters: int, max_waiters_per_owner: int) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[Waiter]] = {}
+        self._per_owner: dict[str, int] = {}
+        self._total = 0
+        self.max_waiters = max_waiters
+        self.max_waiters_per_owner = max_waiters_per_owner
+
+    def changed(self, job_ids: Iterable[str], sites: Iterable[str]) -> None:
+        """The store's change listener: wake everyone waiting on these jobs and sites."""
+        keys = [job_key(j) for j in job_ids] + [site_key(s) for s in sites]
+        with self._lock:
+            waiters = [w for key in keys for w in self._waiters.get(key, ())]
+        for waiter in waiters:
+            waiter.event.set()
+
+    @contextlib.contextmanager
+    def listen(self, keys: Iterable[str], owner: str, seconds: float) -> Iterator[Waiter]:
+        """Register a waiter for up to ``seconds`` under ``keys``, counted against ``owner``."""
+        key_list = list(keys)
+        waiter = Waiter(time.monotonic() + seconds)
+        self._register(waiter, key_list, owner)
+        try:
+            yield waiter
+        finally:
+            self._unregister(waiter, key_list, owner)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return self._total
+
+    def _register(self, waiter: Waiter, keys: list[str], owner: str) -> None:
+        with self._lock:
+            if self._total >= self.max_waiters:
+                raise Unavailable(
+                    f"the broker holds its maximum of {self.max_waiters} long polls; retry",
+                    retry_after=2,
+                )
+            if self._per_owner.get(owner, 0) >= self.max_waiters_per_owner:
+                raise RateLimited(
+                    f"this token already holds {self.max_waiters_per_owner} long polls; "
+                    "wait for one to return before starting another",
+                    retry_after=1,
+                )
+            self._total += 1
+            self._per_owner[owner] = self._per_owner.get(owner, 0) + 1
+            for key in keys:
+                self._waiters.setdefault(key, set()).add(waiter)
+
+    def _unregister(self, waiter: Waiter, keys: list[str], owner: str) -> None:
+        with self._lock:
+            self._total -= 1
+            left = self._per_owner[owner] - 1
+            if left:
+                self._per_owner[owner] = left
+            else:
+                del self._per_owner[owner]
+            for key in keys:
+                group = self._waiters.get(key)
+                if group is not None:
+                    group.discard(waiter)
+                    if not group:
+                        del self._waiters[key]

@@ -1,0 +1,46 @@
+"""The broker's running parts for one app: config, store, file area, notifier, upload locks.
+
+``create_app`` builds one ``Broker`` and keeps it in ``app.extensions``; views reach it with
+``current()``. Tests build apps with their own data dir and clock. Nothing here handles HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flask import current_app
+
+from broker.config import BrokerConfig
+from broker.files import JobFiles
+from broker.notify import Notifier
+from broker.sqlite_store import SQLiteStore
+from broker.store import Store
+from broker.transfers import KeyedLocks
+
+EXTENSION = "mint_broker"
+
+
+@dataclass
+class Broker:
+    config: BrokerConfig
+    store: Store
+    files: JobFiles
+    notifier: Notifier
+    uploads: KeyedLocks = field(default_factory=KeyedLocks)
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def open(cls, config: BrokerConfig, clock: Callable[[], float] = time.time) -> Broker:
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        notifier = Notifier(config.max_long_polls, config.long_polls_per_token)
+        store = SQLiteStore(config.database, listener=notifier.changed)
+        return cls(config, store, JobFiles(config.data_dir), notifier, clock=clock)
+
+
+def current() -> Broker:
+    broker = current_app.extensions[EXTENSION]
+    assert isinstance(broker, Broker)
+    return broker

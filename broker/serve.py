@@ -1,0 +1,71 @@
+"""Running the broker under gunicorn: ONE worker process with many threads, TLS by default.
+
+Why one worker: long polls are woken in-process (``broker.notify``) and uploads to one file
+are serialised by in-process locks, so every request must reach the same process. Why many
+threads: each long poll (claim, status, logs, lease) holds a thread while it waits, so the
+thread count bounds how many agents and clients can wait at once (``server.threads``, default
+256; the notifier keeps some threads free of waiters). Scaling beyond one process would need a
+shared store and wakeups across processes (PostgreSQL with LISTEN/NOTIFY), not more workers.
+
+The access log records method, path (never the query string), status, size and duration; it
+never includes the Authorization header or any other request header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+
+from broker import defaults
+from broker.app import create_app
+from broker.config import BrokerConfig, check_tls_files
+
+# No %(r)s or %(q)s (a query string could carry a misplaced token), no %(u)s, no headers.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
+
+
+def gunicorn_settings(config: BrokerConfig) -> dict[str, Any]:
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    settings: dict[str, Any] = {
+        "bind": [f"{host}:{config.port}"],
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": config.threads,
+        # Idle kept-alive connections do not hold threads in gthread, so allow plenty.
+        "worker_connections": max(1000, config.threads * 4),
+        "keepalive": defaults.KEEPALIVE,
+        "graceful_timeout": defaults.GRACEFUL_TIMEOUT,
+        "accesslog": config.access_log,
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "mint-bridge-broker",
+        "preload_app": False,  # the app (its threads, its database) starts in the worker
+        "control_socket_disable": True,  # no control socket in the operator's home
+    }
+    if config.tls:
+        settings.update({"certfile": config.cert, "keyfile": config.key})
+    return settings
+
+
+class BrokerServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured from ``BrokerConfig`` alone; command-line arguments are not read."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.broker_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in gunicorn_settings(self.broker_config).items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Flask:
+        return create_app(self.broker_config)
+
+
+def serve(config: BrokerConfig) -> None:
+    """Run in the foreground until SIGTERM or SIGINT."""
+    check_tls_files(config)
+    BrokerServer(config).run()

@@ -1,0 +1,427 @@
+"""The SQL of the SQLite backend: schema, row mapping and the small steps its methods share.
+
+Every function here runs inside a transaction or snapshot that ``SQLiteStore`` opened; none
+opens, commits or rolls back one itself, and none builds SQL text from data.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from broker.errors import ChecksumMismatch, InputsIncomplete, InvalidState, NotFound, StaleEpoch
+from broker.store import (
+    InputRecord,
+    InputSpec,
+    JobRecord,
+    JobSpec,
+    QueueStats,
+    ResultRecord,
+    State,
+    human_duration,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    site TEXT NOT NULL,
+    command TEXT NOT NULL,
+    params TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    walltime_limit REAL,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    outcome TEXT,
+    skipped TEXT NOT NULL DEFAULT '[]',
+    stdout_size INTEGER NOT NULL DEFAULT 0,
+    stderr_size INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    agent_lost INTEGER NOT NULL DEFAULT 0,
+    agent_id TEXT,
+    native_id TEXT,
+    lease_epoch INTEGER NOT NULL DEFAULT 0,
+    lease_expires REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    queued_at REAL,
+    finished_at REAL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    results_deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (site, state, queued_at);
+CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, created_at);
+CREATE TABLE IF NOT EXISTS inputs (
+    job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, name)
+);
+CREATE TABLE IF NOT EXISTS results (
+    job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    mode INTEGER NOT NULL DEFAULT 420,
+    listed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, name)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    site TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (site, agent_id)
+);
+"""
+
+_LOG_UPDATES = {
+    "stdout": "UPDATE jobs SET stdout_size = ? WHERE job_id = ?",
+    "stderr": "UPDATE jobs SET stderr_size = ? WHERE job_id = ?",
+}
+
+
+class Tx:
+    """One open transaction; remembers which jobs and sites changed, for notification."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.jobs: set[str] = set()
+        self.sites: set[str] = set()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def touch(self, job_id: str, site: str | None = None) -> None:
+        self.jobs.add(job_id)
+        if site is not None:
+            self.sites.add(site)
+
+
+def create_schema(tx: Tx) -> None:
+    found = tx.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise InvalidState(
+            f"the broker database has schema {found}, newer than this broker ({SCHEMA_VERSION});"
+            " upgrade mint-bridge"
+        )
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            tx.execute(statement)
+    tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def insert_job(tx: Tx, spec: JobSpec, now: float) -> None:
+    tx.execute(
+        "INSERT INTO jobs (job_id, client, site, command, params, metadata, walltime_limit,"
+        " state, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        (
+            spec.job_id,
+            spec.client,
+            spec.site,
+            spec.command,
+            json.dumps(dict(spec.params)),
+            json.dumps(dict(spec.metadata)),
+            spec.walltime_limit,
+            State.CREATED.value,
+            now,
+            now,
+        ),
+    )
+    for position, item in enumerate(spec.inputs):
+        # An empty input has nothing to upload: received (0) == size makes it complete.
+        tx.execute(
+            "INSERT INTO inputs (job_id, position, name, size, sha256, mode, received)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0)",
+            (spec.job_id, position, item.name, item.size, item.sha256, item.mode),
+        )
+    tx.touch(spec.job_id)
+
+
+def load_job(tx: Tx, job_id: str) -> JobRecord | None:
+    row = tx.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    inputs = tx.execute(
+        "SELECT * FROM inputs WHERE job_id = ? ORDER BY position", (job_id,)
+    ).fetchall()
+    results = tx.execute("SELECT * FROM results WHERE job_id = ? ORDER BY name", (job_id,))
+    return _job(row, inputs, results.fetchall())
+
+
+def must_load(tx: Tx, job_id: str) -> JobRecord:
+    job = load_job(tx, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id} (never created, or deleted after its retention)")
+    return job
+
+
+def _job(row: sqlite3.Row, inputs: list[sqlite3.Row], results: list[sqlite3.Row]) -> JobRecord:
+    spec = JobSpec(
+        job_id=row["job_id"],
+        client=row["client"],
+        site=row["site"],
+        command=row["command"],
+        params=json.loads(row["params"]),
+        inputs=tuple(InputSpec(i["name"], i["size"], i["sha256"], i["mode"]) for i in inputs),
+        metadata=json.loads(row["metadata"]),
+        walltime_limit=row["walltime_limit"],
+    )
+    return JobRecord(
+        spec=spec,
+        state=State(row["state"]),
+        version=row["version"],
+        inputs=tuple(
+            InputRecord(i["name"], i["size"], i["sha256"], i["mode"], i["received"])
+            for i in inputs
+        ),
+        results=tuple(
+            ResultRecord(
+                r["name"], r["size"], r["sha256"], r["received"], r["mode"], bool(r["listed"])
+            )
+            for r in results
+        ),
+        outcome=json.loads(row["outcome"]) if row["outcome"] is not None else None,
+        skipped=tuple(json.loads(row["skipped"])),
+        logs={"stdout": row["stdout_size"], "stderr": row["stderr_size"]},
+        cancel_requested=bool(row["cancel_requested"]),
+        agent_lost=bool(row["agent_lost"]),
+        agent_id=row["agent_id"],
+        native_id=row["native_id"],
+        lease_epoch=row["lease_epoch"],
+        lease_expires=row["lease_expires"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        queued_at=row["queued_at"],
+        finished_at=row["finished_at"],
+        acked=bool(row["acked"]),
+        results_deleted=bool(row["results_deleted"]),
+    )
+
+
+def select_job_ids(
+    tx: Tx, *, client: str | None, site: str | None, state: State | None, limit: int
+) -> list[str]:
+    rows = tx.execute(
+        "SELECT job_id FROM jobs WHERE (? IS NULL OR client = ?) AND (? IS NULL OR site = ?)"
+        " AND (? IS NULL OR state = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        (client, client, site, site, state, state, limit),
+    ).fetchall()
+    return [str(row["job_id"]) for row in rows]
+
+
+def bump(tx: Tx, job_id: str, now: float) -> JobRecord:
+    """Every visible change goes through here: new version, new timestamp, listeners told."""
+    tx.execute(
+        "UPDATE jobs SET version = version + 1, updated_at = ? WHERE job_id = ?", (now, job_id)
+    )
+    tx.touch(job_id)
+    return must_load(tx, job_id)
+
+
+def set_state(tx: Tx, job_id: str, state: State, *, queued_at: float | None = None) -> None:
+    tx.execute(
+        "UPDATE jobs SET state = ?, queued_at = COALESCE(?, queued_at) WHERE job_id = ?",
+        (state.value, queued_at, job_id),
+    )
+
+
+def broker_outcome(state: str, reason: str) -> dict[str, Any]:
+    """The outcome of a job the broker ended itself (no agent reported one)."""
+    return {"state": state, "exit_code": None, "signal": None, "reason": reason}
+
+
+def finish(tx: Tx, job_id: str, state: State, outcome: dict[str, Any], now: float) -> None:
+    tx.execute(
+        "UPDATE jobs SET state = ?, outcome = ?, finished_at = ?, lease_expires = NULL"
+        " WHERE job_id = ?",
+        (state.value, json.dumps(outcome), now, job_id),
+    )
+
+
+def seen_agent(tx: Tx, site: str, agent_id: str, now: float) -> None:
+    tx.execute(
+        "INSERT INTO agents (site, agent_id, last_seen) VALUES (?, ?, ?)"
+        " ON CONFLICT (site, agent_id) DO UPDATE SET last_seen = excluded.last_seen",
+        (site, agent_id, now),
+    )
+
+
+def requeue_expired_claims(tx: Tx, now: float, *, site: str | None) -> tuple[list[str], list[str]]:
+    """Claimed jobs whose agent never started them go back to the queue (or end, if a cancel
+    was requested meanwhile). Returns (requeued, cancelled)."""
+    rows = tx.execute(
+        "SELECT job_id, site, cancel_requested FROM jobs WHERE state = ?"
+        " AND lease_expires < ? AND (? IS NULL OR site = ?)",
+        (State.CLAIMED.value, now, site, site),
+    ).fetchall()
+    requeued, cancelled = [], []
+    for row in rows:
+        job_id = row["job_id"]
+        if row["cancel_requested"]:
+            reason = "cancelled; the agent that had claimed it stopped answering"
+            finish(tx, job_id, State.CANCELLED, broker_outcome("cancelled", reason), now)
+            cancelled.append(job_id)
+        else:
+            tx.execute(
+                "UPDATE jobs SET state = ?, queued_at = ?, agent_id = NULL, native_id = NULL,"
+                " lease_expires = NULL WHERE job_id = ?",
+                (State.QUEUED.value, now, job_id),
+            )
+            tx.touch(job_id, site=row["site"])
+            requeued.append(job_id)
+        bump(tx, job_id, now)
+    return requeued, cancelled
+
+
+def mark_agents_lost(tx: Tx, now: float) -> list[str]:
+    rows = tx.execute(
+        "SELECT job_id, site FROM jobs WHERE state = ? AND agent_lost = 0 AND lease_expires < ?",
+        (State.RUNNING.value, now),
+    ).fetchall()
+    for row in rows:
+        tx.execute("UPDATE jobs SET agent_lost = 1 WHERE job_id = ?", (row["job_id"],))
+        # The site's waiting claims look again: the agent that lost it may be among them.
+        tx.touch(row["job_id"], site=row["site"])
+        bump(tx, row["job_id"], now)
+    return [str(row["job_id"]) for row in rows]
+
+
+def expire_waiting(tx: Tx, now: float, queue_ttl: float) -> list[str]:
+    """Jobs nobody took (queued) or the client left (created) for longer than the queue TTL."""
+    ttl = human_duration(queue_ttl)
+    rows = tx.execute(
+        "SELECT job_id, site, state FROM jobs WHERE (state = ? AND queued_at < ?)"
+        " OR (state = ? AND updated_at < ?)",
+        (State.QUEUED.value, now - queue_ttl, State.CREATED.value, now - queue_ttl),
+    ).fetchall()
+    for row in rows:
+        if row["state"] == State.QUEUED.value:
+            reason = f"no agent of site {row['site']} claimed it within {ttl}"
+        else:
+            reason = f"its inputs were not uploaded and submitted within {ttl}"
+        finish(tx, row["job_id"], State.EXPIRED, broker_outcome("lost", reason), now)
+        bump(tx, row["job_id"], now)
+    return [str(row["job_id"]) for row in rows]
+
+
+def next_claimable(tx: Tx, site: str, agent_id: str, now: float) -> tuple[str | None, bool]:
+    """(job id, reattach): a running job this agent lost comes back before new work."""
+    lost = tx.execute(
+        "SELECT job_id FROM jobs WHERE site = ? AND state = ? AND agent_id = ?"
+        " AND (agent_lost = 1 OR lease_expires < ?) ORDER BY queued_at, rowid LIMIT 1",
+        (site, State.RUNNING.value, agent_id, now),
+    ).fetchone()
+    if lost is not None:
+        return str(lost["job_id"]), True
+    queued = tx.execute(
+        "SELECT job_id FROM jobs WHERE site = ? AND state = ? ORDER BY queued_at, rowid LIMIT 1",
+        (site, State.QUEUED.value),
+    ).fetchone()
+    return (str(queued["job_id"]), False) if queued is not None else (None, False)
+
+
+def take_lease(
+    tx: Tx, job_id: str, agent_id: str, lease_ttl: float, now: float, *, reattach: bool
+) -> JobRecord:
+    state = State.RUNNING if reattach else State.CLAIMED
+    tx.execute(
+        "UPDATE jobs SET state = ?, lease_epoch = lease_epoch + 1, lease_expires = ?,"
+        " agent_id = ?, agent_lost = 0 WHERE job_id = ?",
+        (state.value, now + lease_ttl, agent_id, job_id),
+    )
+    return bump(tx, job_id, now)
+
+
+def held_job(tx: Tx, job_id: str, epoch: int) -> JobRecord:
+    """The job if the agent presenting ``epoch`` holds its lease now."""
+    job = must_load(tx, job_id)
+    if job.state.is_final:
+        raise InvalidState(f"job {job_id} is {job.state}; it takes no more agent writes")
+    if not job.state.is_held or job.lease_epoch != epoch:
+        raise StaleEpoch(
+            f"lease epoch {epoch} of job {job_id} is stale (current {job.lease_epoch}, "
+            f"state {job.state}); stop working on this job",
+            extra={"epoch": job.lease_epoch},
+        )
+    return job
+
+
+def renew(tx: Tx, job: JobRecord, lease_ttl: float, now: float) -> JobRecord:
+    tx.execute(
+        "UPDATE jobs SET lease_expires = ?, agent_lost = 0 WHERE job_id = ?",
+        (now + lease_ttl, job.job_id),
+    )
+    if job.agent_lost:
+        return bump(tx, job.job_id, now)  # the agent is back: visible in the document
+    return must_load(tx, job.job_id)
+
+
+def log_update(stream: str) -> str:
+    try:
+        return _LOG_UPDATES[stream]
+    except KeyError:
+        raise NotFound(f"no log stream {stream!r}; use stdout or stderr") from None
+
+
+def upsert_result(tx: Tx, job_id: str, result: ResultRecord) -> None:
+    tx.execute(
+        "INSERT INTO results (job_id, name, size, sha256, received, mode, listed)"
+        " VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (job_id, name) DO UPDATE SET"
+        " size = excluded.size, sha256 = excluded.sha256, received = excluded.received",
+        (job_id, result.name, result.size, result.sha256, result.received, result.mode),
+    )
+
+
+def check_results_uploaded(job: JobRecord, results: Sequence[ResultRecord]) -> None:
+    for wanted in results:
+        held = job.result(wanted.name)
+        if held is None or not held.complete:
+            have = held.received if held is not None else 0
+            raise InputsIncomplete(
+                f"result {wanted.name!r} has {have} of {wanted.size} bytes uploaded; "
+                "finish its upload before completing",
+                field=wanted.name,
+            )
+        if (held.size, held.sha256) != (wanted.size, wanted.sha256):
+            raise ChecksumMismatch(
+                f"result {wanted.name!r} was uploaded as {held.size} bytes with SHA-256 "
+                f"{held.sha256[:16]}..., not {wanted.size} bytes with {wanted.sha256[:16]}...",
+                field=wanted.name,
+            )
+
+
+def list_results(tx: Tx, job_id: str, results: Sequence[ResultRecord]) -> None:
+    for result in results:
+        tx.execute(
+            "UPDATE results SET listed = 1, mode = ? WHERE job_id = ? AND name = ?",
+            (result.mode, job_id, result.name),
+        )
+
+
+def queue_stats(tx: Tx) -> list[QueueStats]:
+    rows = tx.execute(
+        "SELECT site, SUM(state = 'queued') AS queued,"
+        " MIN(CASE WHEN state = 'queued' THEN queued_at END) AS oldest,"
+        " SUM(state = 'claimed') AS claimed, SUM(state = 'running') AS running"
+        " FROM jobs WHERE state IN ('queued', 'claimed', 'running') GROUP BY site ORDER BY site"
+    ).fetchall()
+    return [
+        QueueStats(r["site"], r["queued"], r["oldest"], r["claimed"], r["running"]) for r in rows
+    ]

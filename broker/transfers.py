@@ -1,0 +1,259 @@
+"""Moving request bodies to disk and files back out, in chunks, whatever their size.
+
+Uploads are read from the request stream a chunk at a time (never ``request.data``), written
+at the offset the database holds, flushed to disk, and only then counted in the database.
+A body cut short keeps what arrived, so the client resumes from there. Downloads stream from
+an open file with ``Range`` support. Memory stays constant for a 1 GiB file.
+
+One upload per file at a time: ``KeyedLocks`` serialises requests on the same file (a retry
+that overtakes its own cut request waits for it, then sees the settled offset).
+This module never decides who may upload (the API does) and never trusts a body's length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+from flask import Response, g, request
+from werkzeug.wrappers import Response as BaseResponse
+from werkzeug.wsgi import FileWrapper
+
+from bridge import defaults as bridge_defaults
+from broker import defaults
+from broker.errors import BodyCut, ChecksumMismatch, TooLarge, Unavailable
+from broker.files import JobFiles
+
+
+class KeyedLocks:
+    """A lock per key, created on demand and dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, ...], tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: tuple[str, ...], timeout: float) -> Iterator[None]:
+        lock = self._enter(key)
+        try:
+            if not lock.acquire(timeout=timeout):
+                raise Unavailable(
+                    f"another request is still writing {'/'.join(key[1:])}; retry shortly",
+                    retry_after=5,
+                )
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._leave(key)
+
+    def _enter(self, key: tuple[str, ...]) -> threading.Lock:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+            return lock
+
+    def _leave(self, key: tuple[str, ...]) -> None:
+        with self._guard:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def request_body(timeout: float) -> IO[bytes]:
+    """The raw request stream; a client that stops sending for ``timeout`` s is cut off."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None and hasattr(sock, "settimeout"):
+        # gunicorn reads bodies with blocking sockets and no timeout; without this a silent
+        # client would hold a thread and the file's upload lock forever. gunicorn resets the
+        # socket's mode when the connection goes back to its poller.
+        sock.settimeout(timeout)
+    return request.stream
+
+
+def copy_body(
+    source: IO[bytes],
+    sink: BinaryIO,
+    *,
+    limit: int | None,
+    skip: int = 0,
+    digest: Any = None,
+    limit_message: Callable[[], str] = lambda: "the request body is too large",
+) -> int:
+    """Copy the body into ``sink`` after discarding its first ``skip`` bytes. Returns the bytes
+    written; TooLarge past ``limit``; BodyCut (with the bytes written) if the body ends early.
+    """
+    expected = request.content_length
+    seen = written = 0
+    while True:
+        chunk = _read_chunk(source, written)
+        if not chunk:
+            break
+        seen += len(chunk)
+        if skip:
+            dropped = min(skip, len(chunk))
+            chunk, skip = chunk[dropped:], skip - dropped
+        if limit is not None and written + len(chunk) > limit:
+            raise TooLarge(limit_message())
+        sink.write(chunk)
+        if digest is not None:
+            digest.update(chunk)
+        written += len(chunk)
+    if expected is not None and seen < expected:
+        raise BodyCut(written)
+    return written
+
+
+def _read_chunk(source: IO[bytes], written: int) -> bytes:
+    try:
+        return source.read(bridge_defaults.CHUNK_SIZE)
+    except Exception as exc:
+        # Whatever the server's reader raises here (reset, timeout, broken chunked encoding),
+        # the client's body has ended; what arrived so far is kept and counted.
+        raise BodyCut(written) from exc
+
+
+def drain_after_error(response: BaseResponse) -> BaseResponse:
+    """Read and drop the unread rest of an authenticated request's body after an error answer.
+
+    A client sends its whole body before it reads the answer; if the server answered early
+    (409 offset_mismatch, 413, 403) and closed, the client would see a reset connection
+    instead of the answer. Bounded (``MAX_DRAIN``, the body timeout) and only for callers
+    with a valid token, so nobody can make the broker read without limit.
+    """
+    if response.status_code < 400 or g.get("principal") is None:
+        return response
+    length = request.content_length
+    if request.method not in ("POST", "PATCH", "PUT") or (length or 0) > defaults.MAX_DRAIN:
+        return response
+    stream, left = request_body(defaults.BODY_TIMEOUT), defaults.MAX_DRAIN
+    with contextlib.suppress(Exception):  # the client may be gone already; nothing to do then
+        while left > 0:
+            chunk = stream.read(min(bridge_defaults.CHUNK_SIZE, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+    return response
+
+
+def sync(sink: BinaryIO) -> None:
+    """Bytes reach the disk before the database counts them (survives a crash or power cut)."""
+    sink.flush()
+    os.fsync(sink.fileno())
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """A file that arrives in pieces: inputs (from clients) and results (from agents)."""
+
+    job_id: str
+    area: str
+    name: str
+    size: int
+    sha256: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.area[:-1]} {self.name!r} of job {self.job_id}"
+
+
+def receive_upload(
+    files: JobFiles,
+    target: UploadTarget,
+    offset: int,
+    record: Callable[[int], None],
+    timeout: float,
+) -> int:
+    """Append the request body at ``offset``; ``record(received)`` persists the new count.
+
+    When the declared size is reached the SHA-256 is checked over the whole file; a mismatch
+    discards the upload (the count goes back to 0) and raises ChecksumMismatch.
+    """
+    _check_length(target, offset)
+    if offset == target.size:
+        return offset  # already complete (a retry whose answer was lost)
+    digest = hashlib.sha256() if offset == 0 else None
+    with files.open_for_write(target.job_id, target.area, target.name, offset) as sink:
+        try:
+            received = copy_body(
+                request_body(timeout), sink, limit=target.size - offset, digest=digest,
+                limit_message=lambda: _too_large(target, offset),
+            )  # fmt: skip
+        except BodyCut as cut:
+            sync(sink)
+            record(offset + cut.received)
+            raise
+        except TooLarge:
+            sink.truncate(offset)  # nothing of an oversized body counts
+            raise
+        sync(sink)
+    new_offset = offset + received
+    if new_offset == target.size:
+        _verify(files, target, digest, record)
+    record(new_offset)
+    return new_offset
+
+
+def _check_length(target: UploadTarget, offset: int) -> None:
+    length = request.content_length
+    if length is not None and offset + length > target.size:
+        raise TooLarge(_too_large(target, offset))
+
+
+def _too_large(target: UploadTarget, offset: int) -> str:
+    return (
+        f"{target.label} is declared as {target.size} bytes; from offset {offset} at most "
+        f"{target.size - offset} more bytes are accepted"
+    )
+
+
+def _verify(files: JobFiles, target: UploadTarget, digest: Any, record: Callable[[int], None]
+            ) -> None:  # fmt: skip
+    # A resumed upload hashed only its last part here: hash the whole file from disk instead.
+    actual = digest.hexdigest() if digest is not None else files.sha256(
+        target.job_id, target.area, target.name
+    )
+    if actual == target.sha256:
+        return
+    with files.open_for_write(target.job_id, target.area, target.name, 0):
+        pass  # cut to 0 bytes: the corrupt upload is discarded
+    record(0)
+    raise ChecksumMismatch(
+        f"{target.label} arrived with SHA-256 {actual[:16]}..., not the declared "
+        f"{target.sha256[:16]}...; the upload was discarded, send it again from offset 0",
+        headers={"Upload-Offset": "0"},
+    )
+
+
+def file_response(handle: BinaryIO, size: int, sha256: str) -> BaseResponse:
+    """Stream an open file with ETag and Range support (206 for a range, 416 if impossible)."""
+    response = Response(
+        FileWrapper(handle, bridge_defaults.CHUNK_SIZE),
+        mimetype="application/octet-stream",
+        direct_passthrough=True,
+    )
+    response.content_length = size
+    response.set_etag(sha256)
+    response.cache_control.no_cache = True
+    try:
+        return response.make_conditional(request.environ, accept_ranges=True,
+                                         complete_length=size)  # fmt: skip
+    except Exception:
+        handle.close()
+        raise
+
+
+def empty_file_response(sha256: str) -> Response:
+    """A 0-byte file: nothing to open (it may never have been written to disk)."""
+    response = Response(b"", mimetype="application/octet-stream")
+    response.set_etag(sha256)
+    response.cache_control.no_cache = True
+    return response

@@ -1,0 +1,574 @@
+"""The pull path end to end: a real broker (gunicorn, TLS from a throwaway CA), real agent
+processes (``python -m bridge.site.agent``) and real ``mint-bridge run`` processes.
+
+Sites here open no port: each agent long-polls the broker. Each scenario that needs its own
+agent uses its own site name at the broker, so no other agent can take its jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.support.broker import BrokerProcess, BrokerUnavailable, start_broker, unavailable
+
+PROGRAMS = Path(__file__).parent / "programs"
+FINAL = ("finished", "cancelled", "expired")
+MiB = 1 << 20
+
+
+# --- services ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    try:
+        process = start_broker(tmp_path_factory.mktemp("broker"), jobs='lease_ttl = "10s"')
+    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        unavailable(f"cannot start the broker: {exc}")
+        raise
+    yield process
+    process.stop()
+
+
+@dataclass
+class Site:
+    """One site name at the broker, with its private dir (work dirs, counter) and token."""
+
+    name: str
+    root: Path
+    work_base: Path
+    counter: Path
+    token_file: Path
+    broker: BrokerProcess
+
+    def config(self, agent_id: str, max_jobs: int = 4, url: str | None = None) -> Path:
+        path = self.root / f"{agent_id}.toml"
+        prog = PROGRAMS / "testprog.py"
+        path.write_text(
+            f"""
+[site]
+name = "{self.name}"
+work_base = "{self.work_base}"
+log_file = "{self.root / "site.log"}"
+
+[agent]
+url = "{url or self.broker.url}"
+ca_bundle = "{self.broker.ca_bundle}"
+token_file = "{self.token_file}"
+agent_id = "{agent_id}"
+max_jobs = {max_jobs}
+lease_renew = "3s"
+
+[commands.checksum]
+program = "{prog}"
+args = ["checksum"]
+
+[commands.fail]
+program = "{prog}"
+args = ["exit", "{{code}}"]
+[commands.fail.params.code]
+type = "int"
+default = 3
+
+[commands.ticks]
+program = "{prog}"
+args = ["ticks", "{{count}}", "{{delay}}"]
+[commands.ticks.params.count]
+type = "int"
+default = 3
+[commands.ticks.params.delay]
+type = "float"
+default = 0.3
+
+[commands.big]
+program = "{prog}"
+args = ["big", "{{size}}"]
+[commands.big.params.size]
+type = "int"
+default = 1048576
+
+[commands.count]
+program = "{PROGRAMS / "count_job.py"}"
+args = ["{self.counter}", "{{seconds}}"]
+[commands.count.params.seconds]
+type = "float"
+default = 0
+"""
+        )
+        return path
+
+    def counted(self) -> list[tuple[str, int]]:
+        """(job id, solver pid) for every run the solver recorded."""
+        if not self.counter.exists():
+            return []
+        lines = self.counter.read_text().splitlines()
+        return [(job, int(pid)) for job, pid in (line.split() for line in lines)]
+
+
+def make_site(broker: BrokerProcess, root: Path, name: str) -> Site:
+    root.mkdir(parents=True)
+    (root / "work").mkdir()
+    token_file = root / "agent.token"
+    token_file.write_text(broker.token("site", name) + "\n")
+    token_file.chmod(0o600)
+    return Site(name, root, root / "work", root / "counter.txt", token_file, broker)
+
+
+@dataclass
+class Agent:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(timeout=10)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_agent(config: Path) -> Agent:
+    log = config.with_suffix(f".{time.monotonic_ns()}.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.site.agent", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Agent(proc, log)
+
+
+@pytest.fixture(scope="module")
+def main_site(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """Site ``pull-main`` with one agent for the module's simple scenarios."""
+    site = make_site(broker, tmp_path_factory.mktemp("pull") / "main", "pull-main")
+    agent = start_agent(site.config("main-agent"))
+    yield site
+    assert agent.stop() == 0, agent.text()
+
+
+@pytest.fixture(scope="module")
+def client_token(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("client") / "broker.token"
+    path.write_text(broker.token("client", "node01") + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def bridge_config(path: Path, url: str, ca: Path, token: Path, sites: list[str]) -> Path:
+    text = "".join(
+        f"""
+[sites.{name}]
+method = "broker"
+url = "{url}"
+ca_bundle = "{ca}"
+token_file = "{token}"
+poll_wait = 20
+"""
+        for name in sites
+    )
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bridge_toml(
+    broker: BrokerProcess, client_token: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    path = tmp_path_factory.mktemp("bridge") / "bridge.toml"
+    return bridge_config(
+        path, broker.url, broker.ca_bundle, client_token, ["pull-main", "pull-kill", "pull-stop"]
+    )
+
+
+def mint_bridge(config: Path, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "run", "--config", str(config), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def run_job(config: Path, *args: str, cwd: Path, timeout: float = 120) -> tuple[int, str, str]:
+    proc = mint_bridge(config, *args, cwd=cwd)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def wait_until(condition: Callable[[], object], what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class ClientApi:
+    """The client API with requests, for what a test checks at the broker directly."""
+
+    def __init__(self, broker: BrokerProcess, token_file: Path) -> None:
+        self.base = f"{broker.url}/api/v1/jobs"
+        self.http = requests.Session()
+        self.http.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace the test CA
+        self.http.verify = str(broker.ca_bundle)
+        self.http.headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
+
+    def job(self, job_id: str, wait: float = 0, version: int = 0) -> dict[str, object]:
+        params = {"wait": wait, "version": version} if wait else {}
+        answer = self.http.get(f"{self.base}/{job_id}", params=params, timeout=wait + 30)
+        answer.raise_for_status()
+        doc: dict[str, object] = answer.json()
+        return doc
+
+    def final(self, job_id: str, limit: float = 120) -> dict[str, object]:
+        deadline = time.monotonic() + limit
+        doc = self.job(job_id)
+        while doc["state"] not in FINAL:
+            assert time.monotonic() < deadline, f"job {job_id} still {doc['state']}"
+            doc = self.job(job_id, wait=20, version=int(str(doc["version"])))
+        return doc
+
+
+# --- one agent: bytes, log, exit codes, refusals, cancel ----------------------------------
+
+
+def test_results_bytes_and_sha256_end_to_end(
+    main_site: Site, bridge_toml: Path, tmp_path: Path
+) -> None:
+    module = tmp_path / "module"
+    module.mkdir()
+    blob = os.urandom(3 * MiB + 17)
+    (module / "in1.bin").write_bytes(blob)
+    (module / "in two.txt").write_text("hello\n")
+    (module / "empty.dat").write_bytes(b"")
+    job_id = str(uuid.uuid4())
+    code, out, err = run_job(
+        bridge_toml, "--site", "pull-main", "--command", "checksum", "--job-id", job_id,
+        "-i", "in1.bin", "-i", "in two.txt", "-i", "empty.dat", "-o", "out", cwd=module,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "checked 3 files" in out
+    assert "a line on stderr" in err
+    sums = dict(
+        reversed(line.split("  ", 1)) for line in (module / "out/sums.txt").read_text().splitlines()
+    )
+    # What the solver saw at the site is byte for byte what we sent.
+    assert sums == {
+        "empty.dat": hashlib.sha256(b"").hexdigest(),
+        "in1.bin": hashlib.sha256(blob).hexdigest(),
+        "in two.txt": hashlib.sha256(b"hello\n").hexdigest(),
+    }
+    assert (module / "out/sub/dir/nested.txt").read_text() == "nested result\n"
+    # Unchanged inputs do not come back; the control dir never does.
+    assert sorted(p.name for p in (module / "out").iterdir()) == ["sub", "sums.txt"]
+    site_copy = main_site.work_base / job_id / "sums.txt"
+    assert sha256(module / "out/sums.txt") == sha256(site_copy)
+
+
+def test_big_result_arrives_intact(main_site: Site, bridge_toml: Path, tmp_path: Path) -> None:
+    job_id = str(uuid.uuid4())
+    code, _, err = run_job(
+        bridge_toml, "--site", "pull-main", "--command", "big", "-p", f"size={6 * MiB}",
+        "--job-id", job_id, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "big.out").stat().st_size == 6 * MiB
+    assert sha256(tmp_path / "big.out") == sha256(main_site.work_base / job_id / "big.out")
+
+
+def test_log_is_live(main_site: Site, bridge_toml: Path, tmp_path: Path) -> None:
+    job_id = str(uuid.uuid4())
+    proc = mint_bridge(
+        bridge_toml, "--site", "pull-main", "--command", "ticks", "-p", "count=6",
+        "-p", "delay=0.5", "--job-id", job_id, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    # The first line reached us while the solver was still running: it writes ticks.txt last.
+    assert first == b"tick 0\n"
+    assert not (main_site.work_base / job_id / "ticks.txt").exists()
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert rest.decode().splitlines() == [f"tick {i}" for i in range(1, 6)]
+    assert (tmp_path / "ticks.txt").read_text() == "6\n"
+
+
+def test_solver_exit_code_and_both_streams(
+    main_site: Site, bridge_toml: Path, tmp_path: Path
+) -> None:
+    code, out, err = run_job(
+        bridge_toml, "--site", "pull-main", "--command", "fail", "-p", "code=7", cwd=tmp_path
+    )
+    assert code == 7
+    assert out == "about to fail\n"
+    assert "failure detail" in err
+
+
+def test_refusals_exit_like_over_ssh(main_site: Site, bridge_toml: Path, tmp_path: Path) -> None:
+    code, _, err = run_job(bridge_toml, "--site", "pull-main", "--command", "rm", cwd=tmp_path)
+    assert code == 77
+    assert "has no command 'rm'" in err
+    code, _, err = run_job(
+        bridge_toml, "--site", "pull-main", "--command", "fail", "-p", "code=x", cwd=tmp_path
+    )
+    assert code == 65
+    assert "code='x' is invalid" in err
+    code, _, err = run_job(
+        bridge_toml, "--site", "pull-main", "--command", "fail", "-p", "nope=1", cwd=tmp_path
+    )
+    assert code == 65
+    assert "no parameter 'nope'" in err
+
+
+def test_sigterm_cancels_the_job_at_the_site(
+    main_site: Site, bridge_toml: Path, client_token: Path, tmp_path: Path
+) -> None:
+    job_id = str(uuid.uuid4())
+    proc = mint_bridge(
+        bridge_toml, "--site", "pull-main", "--command", "count", "-p", "seconds=120",
+        "--job-id", job_id, cwd=tmp_path,
+    )  # fmt: skip
+    wait_until(lambda: any(j == job_id for j, _ in main_site.counted()), "the solver to start")
+    solver = next(pid for j, pid in main_site.counted() if j == job_id)
+    assert psutil.pid_exists(solver)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert b"cancelled at the site" in err
+    wait_until(lambda: not _alive(solver), "the solver to be gone", limit=20)
+    doc = ClientApi(main_site.broker, client_token).job(job_id)
+    assert doc["state"] == "cancelled"
+    assert isinstance(doc["outcome"], dict) and doc["outcome"]["state"] == "cancelled"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# --- the agent dies or stops mid-job ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["kill9", "sigterm"])
+def test_agent_restart_reattaches_and_runs_the_job_once(
+    broker: BrokerProcess, bridge_toml: Path, tmp_path: Path, how: str
+) -> None:
+    name = "pull-kill" if how == "kill9" else "pull-stop"
+    site = make_site(broker, tmp_path / "site", name)
+    config = site.config(f"{name}-agent")
+    agent = start_agent(config)
+    job_id = str(uuid.uuid4())
+    module = tmp_path / "module"
+    module.mkdir()
+    client = mint_bridge(
+        bridge_toml, "--site", name, "--command", "count", "-p", "seconds=4",
+        "--job-id", job_id, cwd=module,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: site.counted(), "the solver to start")
+        if how == "kill9":
+            agent.kill9()
+        else:
+            assert agent.stop() == 0, agent.text()  # SIGTERM: hands the job back, exits 0
+            assert "handed back" in agent.text()
+        solver = site.counted()[0][1]
+        assert _alive(solver)  # the job runs on without its agent
+        agent = start_agent(config)
+        out, err = client.communicate(timeout=90)
+    finally:
+        if client.poll() is None:
+            client.kill()
+        stopped = agent.stop()
+    assert client.returncode == 0, err
+    assert site.counted() == [(job_id, solver)]  # started exactly once
+    assert (module / "done.txt").read_text() == "done\n"
+    # The log went on where the broker's copy ended: every line once, in order.
+    assert out.decode().splitlines() == [f"counted {job_id}"] + [f"working {i}" for i in range(4)]
+    assert stopped == 0
+    assert "re-attach" in agent.text()
+
+
+# --- transfers resume after a cut ---------------------------------------------------------------
+
+
+class CuttingProxy:
+    """A TCP relay to the broker that cuts each connection once it has carried ``limit``
+    bytes in the direction given, a set number of times (TLS passes through unchanged)."""
+
+    def __init__(self, port: int, upstream_cuts: int, downstream_cuts: int, limit: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.cuts = {"up": upstream_cuts, "down": downstream_cuts}
+        self.limit = limit
+        self.carried = {"up": 0, "down": 0}
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            pair = (client, server)
+            threading.Thread(
+                target=self._pump, args=(client, server, "up", pair), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, "down", pair), daemon=True
+            ).start()
+
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, way: str, pair: tuple[socket.socket, ...]
+    ) -> None:
+        moved = 0
+        try:
+            while data := src.recv(65536):
+                moved += len(data)
+                with self.lock:
+                    self.carried[way] += len(data)
+                    cut = moved > self.limit and self.cuts[way] > 0
+                    if cut:
+                        self.cuts[way] -= 1
+                if cut:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in pair:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("side", ["client", "agent"])
+def test_transfers_resume_after_a_cut(
+    broker: BrokerProcess, client_token: Path, tmp_path: Path, side: str
+) -> None:
+    """The client's input upload and result download, or the agent's input download and result
+    upload, each cut once halfway (through a relay that drops the TCP connection)."""
+    size = 8 * MiB
+    site = make_site(broker, tmp_path / "site", f"pull-cut-{side}")
+    proxy = CuttingProxy(broker.port, upstream_cuts=1, downstream_cuts=1, limit=size // 2)
+    relayed = f"https://127.0.0.1:{proxy.port}"
+    agent = start_agent(site.config("cut-agent", url=relayed if side == "agent" else None))
+    try:
+        config = bridge_config(
+            tmp_path / "bridge.toml", relayed if side == "client" else broker.url,
+            broker.ca_bundle, client_token, [site.name],
+        )  # fmt: skip
+        module = tmp_path / "module"
+        module.mkdir()
+        blob = os.urandom(size)
+        (module / "in.bin").write_bytes(blob)
+        job_id = str(uuid.uuid4())
+        code, _, err = run_job(
+            config, "--site", site.name, "--command", "big", "-p", f"size={size}",
+            "-i", "in.bin", "--job-id", job_id, cwd=module,
+        )  # fmt: skip
+    finally:
+        proxy.close()
+        stopped = agent.stop()
+    assert code == 0, err
+    assert stopped == 0
+    assert proxy.cuts == {"up": 0, "down": 0}  # both directions were cut once
+    assert sha256(site.work_base / job_id / "in.bin") == hashlib.sha256(blob).hexdigest()
+    assert sha256(module / "big.out") == sha256(site.work_base / job_id / "big.out")
+    # Resumed, not restarted: a restart would have sent (or fetched) the first half again,
+    # 1.5 times the size in all; a resume repeats at most what was in flight at the cut.
+    assert proxy.carried["up"] < size * 1.4
+    assert proxy.carried["down"] < size * 1.4
+
+
+# --- four agents race for fifty jobs --------------------------------------------------------------
+
+
+def test_four_agents_fifty_jobs_each_runs_once(
+    broker: BrokerProcess, client_token: Path, tmp_path: Path
+) -> None:
+    site = make_site(broker, tmp_path / "site", "pull-race")
+    agents = [start_agent(site.config(f"racer-{i}", max_jobs=2)) for i in range(4)]
+    api = ClientApi(broker, client_token)
+    try:
+        ids = [str(uuid.uuid4()) for _ in range(50)]
+        for job_id in ids:
+            body = {"job_id": job_id, "site": "pull-race", "command": "count"}
+            api.http.post(api.base, json=body, timeout=30).raise_for_status()
+            api.http.post(f"{api.base}/{job_id}/submit", timeout=30).raise_for_status()
+        docs = [api.final(job_id) for job_id in ids]
+    finally:
+        codes = [agent.stop() for agent in agents]
+    assert codes == [0, 0, 0, 0]
+    for doc in docs:
+        assert doc["state"] == "finished", doc
+        assert isinstance(doc["outcome"], dict) and doc["outcome"]["exit_code"] == 0, doc
+    runs = Counter(job for job, _ in site.counted())
+    assert set(runs) == set(ids)
+    assert max(runs.values()) == 1
+
+
+# --- the broker itself dies mid-job -------------------------------------------------------------
+
+
+def test_broker_crash_mid_job_is_ridden_out(
+    broker: BrokerProcess, main_site: Site, bridge_toml: Path, tmp_path: Path
+) -> None:
+    """kill -9 of the broker while a job runs, then a restart on the same data: the client and
+    the agent reconnect (backoff with jitter), the job runs once and its results arrive."""
+    job_id = str(uuid.uuid4())
+    client = mint_bridge(
+        bridge_toml, "--site", "pull-main", "--command", "count", "-p", "seconds=3",
+        "--job-id", job_id, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: any(j == job_id for j, _ in main_site.counted()), "the solver to start")
+        broker.kill9()
+        broker.restart()
+        out, err = client.communicate(timeout=120)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 0, err
+    assert [j for j, _ in main_site.counted()].count(job_id) == 1
+    assert (tmp_path / "done.txt").read_text() == "done\n"
+    assert out.decode().splitlines() == [f"counted {job_id}"] + [f"working {i}" for i in range(3)]

@@ -1,0 +1,88 @@
+"""broker.toml: defaults, units, relative paths, and errors naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigError
+from broker.config import is_loopback, load_config
+from broker.serve import ACCESS_LOG_FORMAT, gunicorn_settings
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "broker.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_full_config_with_units_and_relative_paths(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+[server]
+host = "0.0.0.0"
+port = 8443
+cert = "tls/broker.crt"
+key = "/etc/ssl/broker.key"
+threads = 300
+[storage]
+data_dir = "state"
+[jobs]
+lease_ttl = "90s"
+queue_ttl = "2h"
+retention = "3d"
+[limits]
+max_input_size = "10GiB"
+"""))
+    assert config.cert == str(tmp_path / "tls/broker.crt") and config.key == "/etc/ssl/broker.key"
+    assert config.data_dir == str(tmp_path / "state")
+    assert (config.lease_ttl, config.queue_ttl, config.retention) == (90, 7200, 3 * 86400)
+    assert config.max_input_size == 10 << 30 and config.max_result_size is None
+    settings = gunicorn_settings(config)
+    assert settings["workers"] == 1 and settings["worker_class"] == "gthread"
+    assert settings["threads"] == 300 and settings["certfile"] == config.cert
+    assert settings["bind"] == ["0.0.0.0:8443"]
+
+
+def test_access_log_never_records_query_strings_or_headers() -> None:
+    for atom in ("%(r)s", "%(q)s", "%(u)s", "}i", "%(f)s", "%(a)s"):
+        assert atom not in ACCESS_LOG_FORMAT
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[storage]\n", "storage.data_dir: is required"),
+        ('[storage]\ndata_dir = "d"\n[server]\nport = "x"\ncert = "c"\nkey = "k"\n',
+         "server.port: must be a int"),
+        ('[storage]\ndata_dir = "d"\n', "server.cert: cert and key are required"),
+        ('[storage]\ndata_dir = "d"\n[server]\ntls = false\n',
+         "server.tls: tls = false is allowed"),
+        ('[storage]\ndata_dir = "d"\n[jobs]\nlease_ttl = "soon"\n[server]\ntls = false\n'
+         'host = "127.0.0.1"\n', "jobs.lease_ttl"),
+        ('[storage]\ndata_dir = "d"\n[server]\ntls = false\nhost = "::1"\nthreds = 5\n',
+         "unknown key 'threds'"),
+        ('[storage]\ndata_dir = "d"\n[server]\ntls = false\nhost = "::1"\nthreads = 2\n',
+         "server.threads"),
+        ('[storag]\n', "unknown key 'storag'"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, where: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(path) and where in str(raised.value)
+
+
+def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[storage]\ndata_dir = "d"\n[server]\ntls = false\n'
+                                         'host = "127.0.0.1"\n'))  # fmt: skip
+    assert not config.tls and "certfile" not in gunicorn_settings(config)
+    assert is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("broker.example.org")
+
+
+def test_the_commented_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "broker.toml"
+    config = load_config(str(example))
+    assert config.tls and config.port == 50443 and config.max_input_size is None

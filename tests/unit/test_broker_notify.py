@@ -1,0 +1,57 @@
+"""In-process wakeups: no lost wakeup, only the right keys wake, and waiters are bounded."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from broker.errors import RateLimited, Unavailable
+from broker.notify import Notifier, job_key, site_key
+
+
+def test_a_change_before_the_wait_is_not_lost() -> None:
+    notifier = Notifier(10, 10)
+    with notifier.listen([job_key("j1")], "t1", 30) as waiter:
+        waiter.rearm()
+        notifier.changed(["j1"], [])  # lands between the check and the wait
+        assert waiter.wait() is True
+
+
+def test_only_the_keys_listened_to_wake_a_waiter() -> None:
+    notifier = Notifier(10, 10)
+    with notifier.listen([site_key("a")], "t1", 0.05) as waiter:
+        notifier.changed(["j1"], ["b"])
+        assert waiter.wait() is False  # deadline passed without a change of site a
+        notifier.changed([], ["a"])
+        assert waiter.event.is_set()
+
+
+def test_a_waiting_thread_is_woken_by_another_thread() -> None:
+    notifier = Notifier(10, 10)
+    registered, result = threading.Event(), []
+
+    def wait() -> None:
+        with notifier.listen([job_key("j")], "t", 30) as waiter:
+            waiter.rearm()
+            registered.set()
+            result.append(waiter.wait())
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    assert registered.wait(10)
+    notifier.changed(["j"], [])
+    thread.join(10)
+    assert result == [True] and notifier.waiting() == 0
+
+
+def test_waiters_are_bounded_per_token_and_in_all() -> None:
+    notifier = Notifier(3, 2)
+    with notifier.listen(["k"], "t1", 1), notifier.listen(["k"], "t1", 1):
+        with pytest.raises(RateLimited) as limited, notifier.listen(["k"], "t1", 1):
+            pass
+        assert limited.value.headers["Retry-After"] == "1"
+        with notifier.listen(["k"], "t2", 1), pytest.raises(Unavailable), \
+                notifier.listen(["k"], "t3", 1):
+            pass
+    assert notifier.waiting() == 0

@@ -1,0 +1,486 @@
+"""bridge.http: the loopback-only http rule, the token file rule, retries and error mapping.
+
+The retry tests talk to a small scripted HTTP server on loopback (real sockets, real requests);
+sleeping is replaced by a recorder, so no test waits for a backoff.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import (
+    AuthenticationFailed,
+    BrokerUnavailable,
+    ConfigError,
+    Conflict,
+    HostKeyRejected,
+    InputRejected,
+    JobUnknown,
+    LeaseLost,
+    ProtocolError,
+    SiteUnreachable,
+    TransferCorrupted,
+)
+from bridge.http import BrokerEndpoint, BrokerSession, check_broker_url, is_loopback, read_token
+from tests.support.broker import make_ca
+
+TOKEN = "mbt_0123456789ab_S3cretS3cretS3cretS3cret"
+
+
+# --- the http:// rule ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080", "http://127.9.8.7/", "http://[::1]:9000", "http://localhost"]
+)
+def test_http_allowed_for_loopback_when_configured(url: str) -> None:
+    assert check_broker_url(url, True, "b.toml: sites.s") == url.rstrip("/")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1"])
+def test_http_to_loopback_needs_allow_http(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_broker_url(url, False, "b.toml: sites.s")
+    assert "b.toml: sites.s.allow_http = true" in caught.value.message
+    assert "https://" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://broker.example.org",
+        "http://10.0.0.1:80",
+        "http://[2001:db8::1]/",
+        "http://localhost.example.org",
+        "http://128.0.0.1",
+    ],
+)
+def test_http_never_allowed_for_other_hosts(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_broker_url(url, True, "b.toml: sites.s")
+    assert "b.toml: sites.s.url" in caught.value.message
+    assert "use https://" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://broker", "broker.example.org", "https://u:p@broker", "https://b/?token=x"]
+)
+def test_other_url_mistakes_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        check_broker_url(url, False, "w")
+
+
+def test_https_is_always_fine() -> None:
+    assert check_broker_url("https://broker.example.org:50443/", False, "w") == (
+        "https://broker.example.org:50443"
+    )
+    assert not is_loopback("broker.example.org")
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("LOCALHOST")
+
+
+# --- the token file ------------------------------------------------------------------------
+
+
+def write_token(path: Path, mode: int, text: str = TOKEN + "\n") -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_token_read_from_private_file(tmp_path: Path) -> None:
+    assert read_token(str(write_token(tmp_path / "t", 0o600))) == TOKEN
+    assert read_token(str(write_token(tmp_path / "r", 0o400))) == TOKEN
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o620, 0o601])
+def test_token_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = write_token(tmp_path / "token", mode)
+    with pytest.raises(ConfigError) as caught:
+        read_token(str(path), "site.toml: agent")
+    message = caught.value.message
+    assert f"chmod 600 {path}" in message
+    assert "site.toml: agent.token_file" in message
+    assert TOKEN not in message
+
+
+def test_missing_or_malformed_token_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_token(str(tmp_path / "nope"))
+    bad = write_token(tmp_path / "bad", 0o600, "two words-that-are-long-enough-to-count\n")
+    with pytest.raises(ConfigError) as caught:
+        read_token(str(bad))
+    assert "words-that" not in caught.value.message
+
+
+# --- a scripted server ---------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str, **headers: str) -> Reply:
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        return cls(status, body, {"Content-Type": "application/json", **headers})
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+class Scripted:
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+
+    def next_reply(self, seen: Seen) -> Reply:
+        with self.lock:
+            self.seen.append(seen)
+            return self.replies.pop(0) if self.replies else Reply(200, b"{}")
+
+
+def make_handler(script: Scripted) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            reply = script.next_reply(Seen(self.command, self.path, dict(self.headers.items())))
+            if reply.delay:
+                time.sleep(reply.delay)
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(reply.body)
+
+        do_GET = do_POST = do_PATCH = do_HEAD = _serve
+
+    return Handler
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up (timeout tests) or spoke TLS to us: expected here
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Scripted, str]]:
+    script = Scripted()
+    httpd = QuietServer(("127.0.0.1", 0), make_handler(script))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield script, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class SleepRecorder:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def session_for(url: str, tmp_path: Path, **kwargs: object) -> tuple[BrokerSession, SleepRecorder]:
+    token_file = write_token(tmp_path / "token", 0o600)
+    sleep = SleepRecorder()
+    endpoint = BrokerEndpoint(url, str(token_file), allow_http=True, where="test")
+    return BrokerSession(endpoint, sleep=sleep, **kwargs), sleep  # type: ignore[arg-type]
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def test_503_and_429_are_retried_honouring_retry_after(
+    server: tuple[Scripted, str], tmp_path: Path
+) -> None:
+    script, url = server
+    script.replies = [
+        Reply.error(503, "unavailable", "busy", **{"Retry-After": "7"}),
+        Reply.error(429, "rate_limited", "slow down", **{"Retry-After": "3"}),
+        Reply(200, b'{"ok": true}'),
+    ]
+    session, sleep = session_for(url, tmp_path, max_wait=30.0)
+    assert session.json("GET", "/api/v1/jobs/x") == {"ok": True}
+    assert len(script.seen) == 3
+    assert sleep.delays[0] >= 7 and sleep.delays[1] >= 3
+
+
+def test_retry_after_is_bounded(server: tuple[Scripted, str], tmp_path: Path) -> None:
+    script, url = server
+    script.replies = [Reply.error(503, "unavailable", "x", **{"Retry-After": "100000"})]
+    session, sleep = session_for(url, tmp_path, max_wait=4.0)
+    session.json("GET", "/x")
+    assert sleep.delays == [4.0]
+
+
+def test_retry_after_as_http_date(server: tuple[Scripted, str], tmp_path: Path) -> None:
+    script, url = server
+    when = email.utils.formatdate(time.time() + 20, usegmt=True)
+    script.replies = [Reply.error(503, "unavailable", "x", **{"Retry-After": when})]
+    session, sleep = session_for(url, tmp_path, max_wait=60.0)
+    session.json("GET", "/x")
+    assert 15 <= sleep.delays[0] <= 21
+
+
+def test_5xx_retries_are_bounded_with_full_jitter(
+    server: tuple[Scripted, str], tmp_path: Path
+) -> None:
+    script, url = server
+    script.replies = [Reply.error(500, "internal_error", "boom")] * 10
+    session, sleep = session_for(url, tmp_path, attempts=4, initial_wait=1.0, max_wait=8.0)
+    with pytest.raises(BrokerUnavailable, match="boom"):
+        session.json("GET", "/x")
+    assert len(script.seen) == 4
+    assert len(sleep.delays) == 3
+    # Full jitter: each wait is anywhere in [0, min(max, initial * 2**n)].
+    for n, delay in enumerate(sleep.delays):
+        assert 0 <= delay <= min(8.0, 1.0 * 2 ** (n + 1))
+
+
+def test_connection_refused_is_transient_then_fails(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    session, sleep = session_for(f"http://127.0.0.1:{port}", tmp_path, attempts=3)
+    with pytest.raises(SiteUnreachable) as caught:
+        session.json("GET", "/x")
+    assert caught.value.transient
+    assert len(sleep.delays) == 2
+    assert isinstance(caught.value.__cause__, Exception)  # raised from the requests exception
+
+
+def test_read_timeout_is_retried(server: tuple[Scripted, str], tmp_path: Path) -> None:
+    script, url = server
+    script.replies = [Reply(200, b"{}", delay=1.0), Reply(200, b'{"second": 1}')]
+    session, _ = session_for(url, tmp_path)
+    assert session.json("GET", "/x", timeout=0.2) == {"second": 1}
+
+
+ERRORS = [
+    (Reply.error(401, "unauthorized", "unknown token"), AuthenticationFailed, "unknown token"),
+    (Reply.error(403, "forbidden", "not your job"), AuthenticationFailed, "not your job"),
+    (Reply.error(404, "not_found", "no job abc"), JobUnknown, "no job abc"),
+    (Reply.error(409, "conflict", "different body"), Conflict, "different body"),
+    (Reply.error(409, "stale_epoch", "epoch 3 < 4"), LeaseLost, "epoch 3 < 4"),
+    (Reply.error(400, "checksum_mismatch", "sha differs"), TransferCorrupted, "sha differs"),
+    (Reply.error(400, "unsafe_name", "name ../x"), InputRejected, "name ../x"),
+    (Reply.error(413, "too_large", "limit is 10 GiB"), InputRejected, "limit is 10 GiB"),
+    (Reply.error(400, "missing_field", "site is required"), ProtocolError, "site is required"),
+    (Reply(302, b"", {"Location": "https://elsewhere/"}), ProtocolError, "redirect"),
+    (Reply(418, b"not json"), ProtocolError, "HTTP 418"),
+]
+
+
+@pytest.mark.parametrize(("reply", "error", "text"), ERRORS)
+def test_client_errors_fail_fast_with_the_broker_message(
+    server: tuple[Scripted, str], tmp_path: Path, reply: Reply, error: type, text: str
+) -> None:
+    script, url = server
+    script.replies = [reply]
+    session, sleep = session_for(url, tmp_path)
+    with pytest.raises(error) as caught:
+        session.json("POST", "/api/v1/jobs", json={})
+    assert text in str(caught.value)
+    assert not caught.value.transient
+    assert len(script.seen) == 1 and sleep.delays == []
+
+
+def test_conflict_carries_the_offset_the_broker_holds(
+    server: tuple[Scripted, str], tmp_path: Path
+) -> None:
+    script, url = server
+    script.replies = [
+        Reply.error(409, "offset_mismatch", "holds 4096", **{"Upload-Offset": "4096"}),
+        Reply.error(409, "offset_mismatch", "log holds 10", **{"Log-Size": "10"}),
+    ]
+    session, _ = session_for(url, tmp_path)
+    with pytest.raises(Conflict) as first:
+        session.request("PATCH", "/a", body=b"x")
+    assert (first.value.code, first.value.offset) == ("offset_mismatch", 4096)
+    with pytest.raises(Conflict) as second:
+        session.request("POST", "/b", body=b"x")
+    assert second.value.offset == 10
+
+
+def test_fresh_body_for_each_attempt(server: tuple[Scripted, str], tmp_path: Path) -> None:
+    script, url = server
+    script.replies = [Reply.error(503, "unavailable", "x"), Reply(204)]
+    session, _ = session_for(url, tmp_path)
+    made: list[int] = []
+
+    def body() -> bytes:
+        made.append(1)
+        return b"payload"
+
+    assert session.request("PATCH", "/u", body=body, ok=(204,)).status_code == 204
+    assert len(made) == 2
+
+
+# --- the token stays in its header ---------------------------------------------------------
+
+
+def test_token_only_in_the_authorization_header_and_never_logged(
+    server: tuple[Scripted, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script, url = server
+    script.replies = [
+        Reply.error(503, "unavailable", "busy"),
+        Reply(200, b"{}"),
+        Reply.error(401, "unauthorized", "revoked"),
+        Reply(302, b"", {"Location": url + "/elsewhere"}),
+    ]
+    caplog.set_level(logging.DEBUG)  # urllib3 and requests too
+    session, _ = session_for(url, tmp_path)
+    session.json("GET", "/api/v1/jobs/abc", params={"wait": 1})
+    with pytest.raises(AuthenticationFailed) as denied:
+        session.json("POST", "/api/v1/jobs")
+    with pytest.raises(ProtocolError):
+        session.json("GET", "/api/v1/jobs")
+    assert len(script.seen) == 4  # the redirect was not followed
+    for seen in script.seen:
+        assert seen.headers["Authorization"] == f"Bearer {TOKEN}"
+        assert TOKEN not in seen.path
+        assert TOKEN.split("_")[-1] not in seen.path
+    assert caplog.records  # something was logged (retries, debug lines)
+    assert TOKEN not in caplog.text and TOKEN.split("_")[-1] not in caplog.text
+    assert TOKEN not in str(denied.value)
+    assert TOKEN not in repr(session._http.auth)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[Scripted, str, Path]]:
+    """The scripted server over TLS, its certificate from a throwaway CA (for 127.0.0.1)."""
+    (tmp_path / "ca-dir").mkdir()
+    ca, cert, key = make_ca(tmp_path / "ca-dir")
+    script = Scripted()
+    httpd = QuietServer(("127.0.0.1", 0), make_handler(script))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield script, f"https://127.0.0.1:{httpd.server_address[1]}", ca
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_tls_verified_against_the_configured_ca(
+    tls_server: tuple[Scripted, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, url, ca = tls_server
+    (tmp_path / "other").mkdir()
+    other_ca, _, _ = make_ca(tmp_path / "other")
+    # An environment pointing requests at another bundle must not override the config.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other_ca))
+    token_file = write_token(tmp_path / "token", 0o600)
+    endpoint = BrokerEndpoint(url, str(token_file), ca_bundle=str(ca), where="w")
+    assert BrokerSession(endpoint).json("GET", "/x") == {}
+    assert script.seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize("bundle", ["none", "other"])
+def test_untrusted_certificate_is_refused_and_not_retried(
+    tls_server: tuple[Scripted, str, Path], tmp_path: Path, bundle: str
+) -> None:
+    script, url, _ = tls_server
+    (tmp_path / "other").mkdir()
+    other_ca, _, _ = make_ca(tmp_path / "other")
+    token_file = write_token(tmp_path / "token", 0o600)
+    ca_bundle = str(other_ca) if bundle == "other" else None
+    endpoint = BrokerEndpoint(url, str(token_file), ca_bundle=ca_bundle, where="w")
+    sleep = SleepRecorder()
+    with pytest.raises(HostKeyRejected) as caught:
+        BrokerSession(endpoint, sleep=sleep).json("GET", "/x")
+    assert "w.ca_bundle" in caught.value.message
+    assert sleep.delays == []
+    assert script.seen == []  # the token never left: the handshake failed first
+
+
+def test_tls_cut_mid_handshake_is_transient(tmp_path: Path) -> None:
+    """A plain-HTTP server behind an https URL looks like a cut handshake: retried."""
+    script = Scripted()
+    httpd = QuietServer(("127.0.0.1", 0), make_handler(script))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        token_file = write_token(tmp_path / "token", 0o600)
+        endpoint = BrokerEndpoint(
+            f"https://127.0.0.1:{httpd.server_address[1]}", str(token_file), where="w"
+        )
+        sleep = SleepRecorder()
+        with pytest.raises(SiteUnreachable):
+            BrokerSession(endpoint, sleep=sleep, attempts=2).json("GET", "/x")
+        assert len(sleep.delays) == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_missing_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
+    token_file = write_token(tmp_path / "token", 0o600)
+    endpoint = BrokerEndpoint(
+        "https://broker.example.org", str(token_file), ca_bundle=str(tmp_path / "none.pem")
+    )
+    with pytest.raises(ConfigError, match="ca_bundle"):
+        BrokerSession(endpoint)
+
+
+def test_token_file_is_checked_when_the_session_is_made(tmp_path: Path) -> None:
+    token_file = write_token(tmp_path / "token", 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        BrokerSession(BrokerEndpoint("https://b.example.org", str(token_file)))
+    assert os.stat(token_file).st_mode & 0o777 == 0o644  # never "fixed" behind the admin's back
+
+
+def test_loopback_broker_is_never_reached_through_a_proxy(
+    server: tuple[Scripted, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, url = server
+    proxy = Scripted()
+    httpd = QuietServer(("127.0.0.1", 0), make_handler(proxy))
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{httpd.server_address[1]}")
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        session, _ = session_for(url, tmp_path)
+        session.json("GET", "/x")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert proxy.seen == []
+    assert len(script.seen) == 1
