@@ -132,15 +132,24 @@ def run(
 
 
 @main.command()
-@click.option("-o", "--output-dir", default=None, help="Where to put the module dir.")
-def demo(output_dir: str | None) -> None:
-    """Run the sample fatigue job end to end on this machine (the `local` method)."""
+@click.option("-o", "--output-dir", default=None, help="Where to put the module dirs.")
+@click.option(
+    "--path",
+    "paths",
+    type=click.Choice(["local", "broker"]),
+    multiple=True,
+    default=("local", "broker"),
+    show_default=True,
+    help="Which way to run the sample (repeatable).",
+)
+def demo(output_dir: str | None, paths: tuple[str, ...]) -> None:
+    """Run the sample fatigue job end to end on this machine: local method, then broker."""
     _setup_stderr_logging(0)
-    from bridge.client.entry import run_demo
+    from bridge.client.demo import run_demo
 
     signal.signal(signal.SIGTERM, _raise_cancelled)
     try:
-        sys.exit(run_demo(output_dir))
+        sys.exit(run_demo(output_dir, paths))
     except BridgeError as exc:
         _fail(exc)
 

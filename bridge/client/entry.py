@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from bridge.bridge_config import (
-    EXAMPLES_DIR,
     BrokerSite,
     LocalSite,
     Site,
@@ -168,29 +165,3 @@ def _arm_timeout(seconds: float) -> None:
 
     signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
-
-
-def run_demo(output_dir: str | None) -> int:
-    """Copy the sample module inputs into a fresh module dir and run the sample job there."""
-    sample = EXAMPLES_DIR / "kousoku"
-    module_dir = output_dir or tempfile.mkdtemp(prefix="mint-bridge-demo-")
-    os.makedirs(module_dir, exist_ok=True)
-    names = ["yield_strength.dat", "tensile_strength.dat", "reduction_area.dat"]
-    for name in names:
-        shutil.copyfile(sample / "module_inputs" / name, os.path.join(module_dir, name))
-    print(f"mint-bridge demo: module dir {module_dir}", file=sys.stderr)
-    os.chdir(module_dir)
-    code = run_command(
-        config_path=None,
-        embedded_default=True,
-        site_name="local",
-        command="fatigue",
-        inputs=names,
-        params=["cycles=1000"],
-        output_dir=".",
-    )
-    results = sorted(set(os.listdir(module_dir)) - set(names))
-    print(f"mint-bridge demo: exit code {code}; results in {module_dir}:", file=sys.stderr)
-    for name in results:
-        print(f"  {os.path.join(module_dir, name)}", file=sys.stderr)
-    return code

@@ -9,18 +9,24 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bridge.bridge_config import EXAMPLES_DIR, load_bridge_config
 from bridge.site_config import load_site_config
 
 MINT_BRIDGE = [sys.executable, "-m", "bridge.cli"]
 
 
-def test_demo_runs_the_sample_end_to_end(tmp_path: Path) -> None:
-    module = tmp_path / "module"
+@pytest.mark.parametrize("path", ["local", "broker"])
+def test_demo_runs_the_sample_end_to_end(tmp_path: Path, path: str) -> None:
     proc = subprocess.run(
-        [*MINT_BRIDGE, "demo", "-o", str(module)], capture_output=True, timeout=120, cwd=tmp_path
+        [*MINT_BRIDGE, "demo", "-o", str(tmp_path), "--path", path],
+        capture_output=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr.decode()
+    module = tmp_path / path
     assert b"solver: strain amplitude for 1000 cycles" in proc.stdout
     assert f"results in {module}".encode() in proc.stderr
     curve = (module / "sscurve.csv").read_text().splitlines()
