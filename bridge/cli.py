@@ -50,7 +50,7 @@ class _LazyGroup(click.Group):
     lazy: ClassVar[dict[str, tuple[str, str]]] = {
         "broker": ("broker.cli", "cli"),
         "setup": ("node_setup.cli", "setup"),
-        "health": ("node_setup.cli", "health"),
+        "health": ("node_setup.health.command", "health"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,0 +1,370 @@
+"""Checks run at a site (``mint-bridge health --site-side``), on the site's own machine.
+
+    site.config          the site config loads and validates
+    site.program.<cmd>   each command's program exists, is a file, is executable (and so is
+                         its ``#!`` interpreter)
+    site.scheduler.<s>   each scheduler the commands use answers (``sinfo``, ``qstat -B``)
+    site.work_base       the work base exists and this account can create job dirs in it
+    site.disk_free       free space where work dirs go (psutil), against thresholds
+    site.inodes          free inodes there (a full inode table fails jobs like a full disk)
+    site.stale_workdirs  work dirs past retention that `site cleanup` would remove
+    site.agent           the broker agent runs (a pull site: the config has [agent])
+    broker.*             a pull site's broker, as its agent sees it (site token)
+
+Nothing here changes anything: cleanup is asked for a dry run, schedulers only for status.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+
+import psutil
+
+from bridge.errors import BridgeError
+from bridge.site.cleanup import remove_expired
+from bridge.site_config import SiteConfig, load_site_config
+from bridge.units import parse_size
+from node_setup.health.broker import BrokerTarget, check_broker
+from node_setup.health.result import Probe
+from node_setup.health.runner import Deadline, Job
+
+# Node states (sinfo %T, lower case, flags like '*' or '~' stripped) that can run a job.
+SLURM_USABLE = {"idle", "mixed", "allocated", "completing", "planned", "reserved"}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Free space below which a check warns or fails: a percentage or a size in bytes."""
+
+    percent: float | None = None
+    size: int | None = None
+
+    def crossed(self, free: int, total: int) -> bool:
+        if self.percent is not None:
+            return total > 0 and free * 100 / total < self.percent
+        return self.size is not None and free < self.size
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else f"{self.size} B"
+
+
+def parse_threshold(text: str) -> Threshold:
+    text = text.strip()
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"{text!r} is not a percentage; write e.g. 10%") from None
+        if not 0 <= percent <= 100:
+            raise ValueError(f"{text!r}: a percentage is between 0% and 100%")
+        return Threshold(percent=percent)
+    return Threshold(size=parse_size(text))
+
+
+@dataclass(frozen=True)
+class SiteThresholds:
+    # Like df's alarms: at 10 % free there are days to act; at 2 % jobs start failing.
+    disk_warn: Threshold = Threshold(percent=10)
+    disk_fail: Threshold = Threshold(percent=2)
+    inodes_warn: Threshold = Threshold(percent=10)
+    inodes_fail: Threshold = Threshold(percent=2)
+
+
+def site_side_jobs(
+    config_path: str, timeout: float, thresholds: SiteThresholds, agent: bool | None
+) -> dict[str, Job]:
+    """The site's own checks and, for a pull site, its agent's view of the broker."""
+    jobs: dict[str, Job] = {
+        "site": lambda probe: check_site_side(config_path, probe, timeout, thresholds, agent)
+    }
+    try:
+        site = load_site_config(config_path)
+    except BridgeError:
+        return jobs  # the site job reports it
+    if site.agent is not None:
+        target = BrokerTarget(
+            url=site.agent.url,
+            token_file=site.agent.token_file,
+            ca_bundle=site.agent.ca_bundle,
+            allow_http=site.agent.allow_http,
+            expected_scope="site",
+        )
+        jobs["broker"] = lambda probe: check_broker(target, probe, timeout)
+    return jobs
+
+
+def check_site_side(
+    config_path: str,
+    probe: Probe,
+    timeout: float,
+    thresholds: SiteThresholds | None = None,
+    agent: bool | None = None,
+) -> None:
+    """All site-side checks; ``agent`` None: the agent is checked when [agent] is set."""
+    deadline = Deadline(timeout)
+    thresholds = thresholds or SiteThresholds()
+    probe.start("site.config")
+    try:
+        site = load_site_config(config_path)
+    except BridgeError as exc:
+        probe.fail("site.config", config_path, "", str(exc), "fix the key the message names")
+        return
+    probe.ok("site.config", config_path, "", f"site {site.name}, commands: {len(site.commands)}")
+    check_programs(site, probe)
+    check_schedulers(site, probe, deadline)
+    if check_work_base(site, probe):
+        check_disk(site.work_base, probe, thresholds)
+        check_stale(site, probe)
+    if agent or (agent is None and site.agent is not None):
+        check_agent(config_path, probe)
+
+
+# --- programs -------------------------------------------------------------------------------
+
+
+def check_programs(site: SiteConfig, probe: Probe) -> None:
+    for name, command in sorted(site.commands.items()):
+        check = f"site.program.{name}"
+        probe.start(check)
+        problem = program_problem(command.program)
+        if problem:
+            probe.fail(
+                check,
+                command.program,
+                "",
+                problem,
+                f"install the program or fix commands.{name}.program in {site.path}",
+            )
+        else:
+            probe.ok(check, command.program, "", "exists and is executable")
+
+
+def program_problem(path: str) -> str:
+    """Why ``path`` cannot run as a program; empty when it can."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isfile(path):
+        return "is not a file"
+    if not os.access(path, os.X_OK):
+        return f"is not executable (mode {os.stat(path).st_mode & 0o777:04o}; chmod +x it)"
+    interpreter = _interpreter(path)
+    if interpreter and not os.access(interpreter, os.X_OK):
+        return f"its interpreter {interpreter} (#! line) is missing or not executable"
+    return ""
+
+
+def _interpreter(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode("utf-8", "replace").split()
+    return words[0] if words else None
+
+
+# --- schedulers -------------------------------------------------------------------------------
+
+_PROBES = {
+    "slurm": ["sinfo", "-h", "-o", "%T"],
+    "torque": ["qstat", "-B"],
+    "pbspro": ["qstat", "-B"],
+}
+
+
+def check_schedulers(site: SiteConfig, probe: Probe, deadline: Deadline) -> None:
+    used = sorted({c.scheduler for c in site.commands.values()} - {"local"})
+    limit = site.scheduler_options.command_timeout
+    for name in used:
+        check = f"site.scheduler.{name}"
+        probe.start(check, f"`{' '.join(_PROBES[name])}` hangs: the scheduler's server is stuck")
+        argv = _PROBES[name]
+        program = shutil.which(argv[0])
+        if program is None:
+            probe.fail(
+                check,
+                argv[0],
+                "",
+                f"{argv[0]} is not on PATH ({os.environ.get('PATH', '')})",
+                f"install the {name} client commands or add their directory to PATH "
+                "(also in the agent's unit or the account's login environment)",
+            )
+            continue
+        _run_probe(name, [program, *argv[1:]], probe, min(limit, deadline.left()))
+
+
+def _run_probe(name: str, argv: list[str], probe: Probe, timeout: float) -> None:
+    check = f"site.scheduler.{name}"
+    shown = " ".join([os.path.basename(argv[0]), *argv[1:]])
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        probe.fail(
+            check,
+            timeout,
+            "s",
+            f"`{shown}` gave no answer within {timeout:g} s",
+            f"the {name} server does not answer: ask the cluster admins",
+        )
+        return
+    except OSError as exc:
+        probe.fail(check, shown, "", f"cannot run `{shown}`: {exc}", "check the installation")
+        return
+    if proc.returncode != 0:
+        said = (proc.stderr.strip().splitlines() or ["no message"])[-1][:300]
+        probe.fail(
+            check,
+            proc.returncode,
+            "exit status",
+            f"`{shown}` failed: {said}",
+            f"the {name} client cannot reach its server: check its config and daemons",
+        )
+        return
+    if name == "slurm":
+        _slurm_states(proc.stdout, probe)
+    else:
+        probe.ok(check, "answers", "", f"`{shown}` answered")
+
+
+def _slurm_states(output: str, probe: Probe) -> None:
+    states = Counter(re.sub(r"[*~#!%$@^+-]+$", "", s.strip().lower()) for s in output.split())
+    summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    if not any(state in SLURM_USABLE for state in states):
+        probe.warn(
+            "site.scheduler.slurm",
+            summary or "no nodes",
+            "",
+            "no node can run jobs",
+            "jobs will wait in the queue: ask the cluster admins to resume the nodes",
+        )
+    else:
+        probe.ok("site.scheduler.slurm", summary, "", "sinfo answered")
+
+
+# --- work base, disk and inodes --------------------------------------------------------------
+
+
+def check_work_base(site: SiteConfig, probe: Probe) -> bool:
+    probe.start("site.work_base")
+    path = site.work_base
+    if not os.path.isdir(path):
+        probe.fail(
+            "site.work_base",
+            path,
+            "",
+            "does not exist or is not a directory",
+            f"create it (mkdir -m 700 {path}) or fix [site] work_base in {site.path}",
+        )
+        return False
+    if not os.access(path, os.W_OK | os.X_OK):
+        probe.fail(
+            "site.work_base",
+            path,
+            "",
+            "this account cannot create job dirs in it",
+            "give the account write access or choose another work_base",
+        )
+        return False
+    probe.ok("site.work_base", path, "", "job dirs can be created")
+    return True
+
+
+def check_disk(path: str, probe: Probe, limits: SiteThresholds) -> None:
+    probe.start("site.disk_free")
+    usage = psutil.disk_usage(path)
+    free, total = int(usage.free), int(usage.total)
+    seen = f"{_gib(free)} free of {_gib(total)} in {path}"
+    fix = f"free space in {path} (`mint-bridge site cleanup`, old files) or move work_base"
+    if limits.disk_fail.crossed(free, total):
+        probe.fail("site.disk_free", free, "B", f"{seen}: below {limits.disk_fail}", fix)
+    elif limits.disk_warn.crossed(free, total):
+        probe.warn("site.disk_free", free, "B", f"{seen}: below {limits.disk_warn}", fix)
+    else:
+        probe.ok("site.disk_free", free, "B", seen)
+    _check_inodes(path, probe, limits)
+
+
+def _check_inodes(path: str, probe: Probe, limits: SiteThresholds) -> None:
+    probe.start("site.inodes")
+    st = os.statvfs(path)
+    total, free = int(st.f_files), int(st.f_favail)
+    if total == 0:  # btrfs and some network file systems have no fixed inode table
+        probe.ok("site.inodes", None, "", "the file system has no inode limit")
+        return
+    seen = f"{free} of {total} inodes free in {path}"
+    fix = f"remove many small files under {path} (old work dirs: `mint-bridge site cleanup`)"
+    if limits.inodes_fail.crossed(free, total):
+        probe.fail("site.inodes", free, "inodes", f"{seen}: below {limits.inodes_fail}", fix)
+    elif limits.inodes_warn.crossed(free, total):
+        probe.warn("site.inodes", free, "inodes", f"{seen}: below {limits.inodes_warn}", fix)
+    else:
+        probe.ok("site.inodes", free, "inodes", seen)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def check_stale(site: SiteConfig, probe: Probe) -> None:
+    probe.start("site.stale_workdirs")
+    stale = remove_expired(site, dry_run=True)
+    if stale:
+        probe.warn(
+            "site.stale_workdirs",
+            len(stale),
+            "dirs",
+            f"{len(stale)} work dirs are past their retention, e.g. {stale[0]}",
+            f"run `mint-bridge site cleanup --config {site.path}` hourly from cron",
+        )
+    else:
+        probe.ok("site.stale_workdirs", 0, "dirs", "none past retention")
+
+
+# --- the broker agent -------------------------------------------------------------------------
+
+
+def check_agent(config_path: str, probe: Probe) -> None:
+    probe.start("site.agent")
+    pids = agent_pids(config_path)
+    if pids:
+        probe.ok("site.agent", pids[0], "pid", f"mint-bridge agent runs ({len(pids)} process)")
+    else:
+        probe.fail(
+            "site.agent",
+            None,
+            "",
+            f"no `mint-bridge agent` process runs for {config_path}",
+            "start it: systemctl enable --now mint-bridge-agent.service "
+            "(then: journalctl -u mint-bridge-agent)",
+        )
+
+
+def agent_pids(config_path: str) -> list[int]:
+    """PIDs of agents serving ``config_path``: ``mint-bridge agent --config FILE`` or
+    ``python -m bridge.site.agent FILE``."""
+    wanted = os.path.abspath(config_path)
+    found: list[int] = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        argv = proc.info.get("cmdline") or []
+        configs = _agent_configs(argv)
+        if configs is not None and (not configs or wanted in configs):
+            found.append(int(proc.info["pid"]))
+    return sorted(found)
+
+
+def _agent_configs(argv: list[str]) -> list[str] | None:
+    """The config paths an agent's command line names; None when it is not an agent."""
+    if "bridge.site.agent" in argv:
+        index = argv.index("bridge.site.agent")
+        return [os.path.abspath(a) for a in argv[index + 1 : index + 2]]
+    is_cli = any(os.path.basename(a) == "mint-bridge" or a == "bridge.cli" for a in argv)
+    if not is_cli or "agent" not in argv:
+        return None
+    return [os.path.abspath(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--config"]

@@ -1,0 +1,427 @@
+"""``mint-bridge setup site``: prepare an external computer to run MInt's jobs.
+
+Run by the site admin, as the account MInt's jobs run under. It detects schedulers, Python,
+mint-bridge and the work base's free space, asks only for what it cannot know (MInt's IP and
+public key for SSH; the broker's URL and the agent's token for the broker method), and then:
+
+- creates the layout, each directory 0700: the site config dir, ``~/mint-site/programs``, the
+  private data dir ``~/mint-site/private`` (read by the site's programs where it lies, never
+  sent back), the log dir, and the work base if it is missing (a shared ``/tmp`` is left as is);
+- writes a commented site config with one example command and its example program;
+- SSH: adds exactly one ``authorized_keys`` line for MInt's key, forcing our entry point, with
+  ``restrict`` and ``from=`` (see ``authorized_keys``);
+- broker: stores the agent's token in a 0600 file and writes a sandboxed systemd unit for
+  ``mint-bridge agent`` (see ``systemd``), checked with ``systemd-analyze verify``.
+
+The token is never taken from the command line, never printed, and never shown in a diff.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import stat
+import tempfile
+from dataclasses import dataclass, field
+
+from bridge import defaults
+from bridge.errors import BridgeError
+from bridge.http import check_broker_url
+from bridge.site_config import load_site_config
+from node_setup import authorized_keys as ak
+from node_setup import changes, systemd
+from node_setup.detect import Detected, detect
+from node_setup.errors import MissingValue, SetupError
+from node_setup.prompt import Prompter, need
+from node_setup.site_templates import EXAMPLE_PROGRAM, render_agent_table, render_site_config
+from schedulers import NAMES as SCHEDULERS
+
+SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as site names in the bridge config
+TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # becomes an HTTP header value: no spaces
+LOW_DISK = 5 << 30  # below 5 GiB free in the work base, setup warns (solvers write a lot)
+
+
+@dataclass
+class SiteOptions:
+    site_id: str
+    method: str = "ssh"
+    scheduler: str | None = None
+    mint_ip: str | None = None
+    mint_key: str | None = None  # path of MInt's .pub file
+    broker_url: str | None = None
+    allow_http: bool = False
+    ca_bundle: str | None = None
+    token: str | None = None  # read from stdin or a file by the caller, never from argv
+    work_base: str = defaults.WORK_BASE
+    config_dir: str = "~/.config/mint-bridge"
+    site_dir: str = "~/mint-site"
+    state_dir: str = "~/.local/state/mint-bridge"
+    authorized_keys: str = "~/.ssh/authorized_keys"
+    unit_dir: str | None = None  # default: /etc/systemd/system as root, else the config dir
+    mint_bridge: str | None = None
+    agent_user: str | None = None
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class SitePaths:
+    config_dir: str
+    site_config: str
+    site_dir: str
+    programs: str
+    example_program: str
+    private: str
+    state_dir: str
+    log_file: str
+    work_base: str
+    ssh_dir: str
+    authorized_keys: str
+    token_file: str
+    unit_dir: str
+    unit_file: str
+
+
+def site_paths(options: SiteOptions) -> SitePaths:
+    def full(path: str) -> str:
+        return os.path.abspath(os.path.expanduser(path))
+
+    config_dir, site_dir, state_dir = (
+        full(p) for p in (options.config_dir, options.site_dir, options.state_dir)
+    )
+    unit_dir = (
+        full(options.unit_dir)
+        if options.unit_dir
+        else ("/etc/systemd/system" if os.geteuid() == 0 else config_dir)
+    )
+    programs = os.path.join(site_dir, "programs")
+    authorized = full(options.authorized_keys)
+    return SitePaths(
+        config_dir=config_dir,
+        site_config=os.path.join(config_dir, "site.toml"),
+        site_dir=site_dir,
+        programs=programs,
+        example_program=os.path.join(programs, "example.sh"),
+        private=os.path.join(site_dir, "private"),
+        state_dir=state_dir,
+        log_file=os.path.join(state_dir, "site.log"),
+        work_base=full(options.work_base),
+        ssh_dir=os.path.dirname(authorized),
+        authorized_keys=authorized,
+        token_file=os.path.join(config_dir, "agent.token"),
+        unit_dir=unit_dir,
+        unit_file=os.path.join(unit_dir, systemd.UNIT_NAME),
+    )
+
+
+@dataclass
+class SiteSetupResult:
+    paths: SitePaths
+    steps: list[changes.Step]
+    applied: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def setup_site(options: SiteOptions, prompter: Prompter) -> SiteSetupResult:
+    _check_choices(options)
+    paths = site_paths(options)
+    found = detect(paths.work_base)
+    _report_detected(found, paths, prompter)
+    scheduler = choose_scheduler(options.scheduler, found.schedulers, prompter)
+    mint_bridge = options.mint_bridge or found.mint_bridge
+    mint_bridge = need(prompter, mint_bridge, "--mint-bridge", "Path of the mint-bridge command")
+    if not os.path.isabs(mint_bridge):
+        raise SetupError(f"--mint-bridge {mint_bridge!r} must be an absolute path")
+    broker = _broker_inputs(options, prompter) if options.method == "broker" else None
+    plan = changes.Plan()
+    _plan_layout(plan, paths)
+    _plan_site_config(plan, options, paths, scheduler, broker)
+    if broker is None:
+        _plan_ssh(plan, options, paths, mint_bridge, prompter)
+    else:
+        _plan_agent(plan, options, paths, mint_bridge, broker, prompter)
+    _plan_notes(plan, options, paths, mint_bridge)
+    return _review_and_apply(plan, options, paths, prompter)
+
+
+def _check_choices(options: SiteOptions) -> None:
+    if not SITE_ID.fullmatch(options.site_id):
+        raise SetupError(
+            f"--site-id {options.site_id!r:.80}: use letters, digits, '_', '.', '-' "
+            "(at most 64), e.g. rme-u-tokyo"
+        )
+    if options.method not in ("ssh", "broker"):
+        raise SetupError(f"--method {options.method!r}: use ssh or broker")
+    if options.scheduler is not None and options.scheduler not in SCHEDULERS:
+        raise SetupError(f"--scheduler {options.scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+
+
+def _report_detected(found: Detected, paths: SitePaths, prompter: Prompter) -> None:
+    schedulers = ", ".join(found.schedulers) or "none (jobs run as local processes)"
+    prompter.echo(f"detected: schedulers on PATH: {schedulers}")
+    prompter.echo(f"detected: Python {found.python}")
+    prompter.echo(f"detected: mint-bridge: {found.mint_bridge or 'not found'}")
+    if found.work_base_free is not None:
+        prompter.echo(f"detected: {found.work_base_free / 2**30:.1f} GiB free in {paths.work_base}")
+        if found.work_base_free < LOW_DISK:
+            prompter.echo(
+                f"warning: less than {LOW_DISK >> 30} GiB free in the work base "
+                f"{paths.work_base}; choose another with --work-base"
+            )
+    if not found.python_ok:
+        prompter.echo("warning: mint-bridge needs Python 3.11 or newer")
+
+
+def choose_scheduler(given: str | None, found: tuple[str, ...], prompter: Prompter) -> str:
+    """The flag, else the only scheduler found, else the admin's choice; none found: local."""
+    if given:
+        return given
+    if not found:
+        return "local"
+    if len(found) == 1:
+        return found[0]
+    if not prompter.interactive:
+        raise MissingValue(
+            f"found the commands of several schedulers ({', '.join(found)}); "
+            "pass --scheduler to say which one runs jobs here"
+        )
+    answer = prompter.ask(f"Scheduler ({', '.join([*found, 'local'])})", found[0]).strip()
+    if answer not in SCHEDULERS:
+        raise SetupError(f"{answer!r} is not a scheduler; use one of {', '.join(SCHEDULERS)}")
+    return answer
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+def _plan_layout(plan: changes.Plan, paths: SitePaths) -> None:
+    for directory in (paths.config_dir, paths.site_dir, paths.programs, paths.private):
+        plan.mkdir(directory, 0o700)
+    plan.mkdir(paths.state_dir, 0o700)
+    # A shared work base (/tmp) is left as it is: each job's own dir is created 0700.
+    shared = os.path.isdir(paths.work_base)
+    plan.mkdir(paths.work_base, 0o700, tighten=not shared)
+    if shared:
+        mode = stat.S_IMODE(os.stat(paths.work_base).st_mode)
+        if mode & 0o002 and not mode & stat.S_ISVTX:
+            raise SetupError(
+                f"work base {paths.work_base} is writable by everyone without the sticky bit "
+                f"(mode {mode:04o}); others could replace job dirs: chmod +t it or choose "
+                "another with --work-base"
+            )
+
+
+def _plan_site_config(
+    plan: changes.Plan,
+    options: SiteOptions,
+    paths: SitePaths,
+    scheduler: str,
+    broker: BrokerInputs | None,
+) -> None:
+    text = render_site_config(options.site_id, paths, scheduler)
+    if broker is not None:
+        text += render_agent_table(paths, broker.url, broker.ca_bundle, broker.allow_http)
+    _validate_site_config(text)
+    plan.write(paths.site_config, text, 0o600)
+    plan.write(paths.example_program, EXAMPLE_PROGRAM, 0o700)
+
+
+def _validate_site_config(text: str) -> None:
+    """The generated config must load with the same code the site entry uses."""
+    with tempfile.TemporaryDirectory(prefix="mint-bridge-setup-") as tmp:
+        path = os.path.join(tmp, "site.toml")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        try:
+            load_site_config(path)
+        except BridgeError as exc:
+            raise SetupError(f"the generated site config is invalid: {exc}") from exc
+
+
+def _plan_ssh(
+    plan: changes.Plan,
+    options: SiteOptions,
+    paths: SitePaths,
+    mint_bridge: str,
+    prompter: Prompter,
+) -> None:
+    mint_ip = need(prompter, options.mint_ip, "--mint-ip", "IP address of MInt's bridge node")
+    key_file = need(prompter, options.mint_key, "--mint-key", "MInt's public key file (.pub)")
+    key = ak.parse_public_key(_read_key_file(key_file), key_file)
+    command = ak.forced_command(mint_bridge, paths.site_config)
+    line = ak.key_line(key, command, mint_ip)
+    existing = _read_text(paths.authorized_keys)
+    content, replaces = ak.merge(existing, line, key)
+    plan.mkdir(paths.ssh_dir, 0o700)
+    plan.write(paths.authorized_keys, content, 0o600, edit=True, needs_force=replaces)
+    plan.note(f"MInt's key {key.fingerprint} may now run only the forced command, from {mint_ip}")
+
+
+def _read_key_file(path: str) -> str:
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:
+            return handle.read(16384)
+    except FileNotFoundError as exc:
+        raise MissingValue(f"--mint-key {path}: no such file; ask MInt's admin for it") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(f"--mint-key {path}: cannot read it: {exc}") from exc
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(f"cannot read {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class BrokerInputs:
+    url: str
+    token: str = field(repr=False)  # never shown, not even in a traceback's locals repr
+    ca_bundle: str | None = None
+    allow_http: bool = False
+
+
+def _broker_inputs(options: SiteOptions, prompter: Prompter) -> BrokerInputs:
+    url = need(prompter, options.broker_url, "--broker-url", "Broker URL (https://...)")
+    url = check_broker_url(url, options.allow_http, "--broker-url")
+    token = options.token
+    if not token and prompter.interactive:
+        token = prompter.ask("Agent token (input hidden)", hidden=True).strip()
+    if not token:
+        raise MissingValue(
+            "the agent's token is required; pipe it in with --token-stdin or name a file with "
+            "--token-file (never on the command line)"
+        )
+    if not TOKEN.fullmatch(token):
+        raise SetupError("the agent token is not a token (one line, no spaces); nothing stored")
+    ca_bundle = options.ca_bundle
+    if ca_bundle:
+        ca_bundle = os.path.abspath(os.path.expanduser(ca_bundle))
+        if not os.path.isfile(ca_bundle):
+            raise SetupError(f"--ca-bundle {ca_bundle}: no such file")
+    return BrokerInputs(url, token, ca_bundle, options.allow_http)
+
+
+def _plan_agent(
+    plan: changes.Plan,
+    options: SiteOptions,
+    paths: SitePaths,
+    mint_bridge: str,
+    broker: BrokerInputs,
+    prompter: Prompter,
+) -> None:
+    plan.write(paths.token_file, broker.token + "\n", 0o600, secret=True)
+    user = options.agent_user or pwd.getpwuid(os.getuid()).pw_name
+    unit = systemd.AgentUnit(
+        site_id=options.site_id,
+        exec_argv=[mint_bridge, "agent", "--config", paths.site_config],
+        user=user,
+        writable=[paths.work_base, paths.state_dir],
+    )
+    system_dir = paths.unit_dir == "/etc/systemd/system"
+    plan.mkdir(paths.unit_dir, 0o755 if system_dir else 0o700, tighten=not system_dir)
+    plan.write(paths.unit_file, unit.render(), 0o644)
+    if user == "root":
+        prompter.echo(
+            "warning: the agent would run as root; pass --agent-user with the site account"
+        )
+
+
+def _plan_notes(
+    plan: changes.Plan, options: SiteOptions, paths: SitePaths, mint_bridge: str
+) -> None:
+    cleanup = f"{mint_bridge} site cleanup --config {paths.site_config}"
+    plan.note(f"remove expired work dirs hourly, e.g. in crontab: 17 * * * * {cleanup}")
+    plan.note(f"check this site: {mint_bridge} health --site-side --config {paths.site_config}")
+    if options.method == "ssh":
+        prints = host_key_fingerprints()
+        given = f"--fingerprint {prints[0][1]}" if prints else "--fingerprint SHA256:..."
+        shown = ", ".join(f"{kind} {fp}" for kind, fp in prints) or (
+            "see: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
+        )
+        plan.note(
+            "give MInt's admin, by a channel other than this connection: the site id "
+            f"{options.site_id}, this host's address and SSH port, and the host key "
+            f"fingerprint ({shown})"
+        )
+        plan.note(
+            f"MInt's admin then runs: mint-bridge setup add-site {options.site_id} "
+            f"--ssh HOST[:PORT] {given}"
+        )
+    elif paths.unit_dir == "/etc/systemd/system":
+        plan.note(
+            f"start the agent: systemctl daemon-reload && systemctl enable --now "
+            f"{systemd.UNIT_NAME}"
+        )
+    else:
+        plan.note(
+            f"as root, install and start the agent: install -m 0644 {paths.unit_file} "
+            f"/etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now "
+            f"{systemd.UNIT_NAME}"
+        )
+
+
+def host_key_fingerprints(
+    pattern: str = "/etc/ssh/ssh_host_*_key.pub",
+) -> list[tuple[str, str]]:
+    """(type, SHA256 fingerprint) of this host's SSH keys, ed25519 first (paramiko's choice)."""
+    found: list[tuple[int, str, str]] = []
+    for path in sorted(glob.glob(pattern)):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                key = ak.parse_public_key(handle.read(16384), path)
+        except (OSError, UnicodeDecodeError, SetupError):
+            continue
+        found.append((0 if key.type == "ssh-ed25519" else 1, key.type, key.fingerprint))
+    return [(kind, fp) for _, kind, fp in sorted(found)]
+
+
+# --- review and apply -------------------------------------------------------------------------
+
+
+def _review_and_apply(
+    plan: changes.Plan, options: SiteOptions, paths: SitePaths, prompter: Prompter
+) -> SiteSetupResult:
+    steps = plan.review(options.force)
+    for line in changes.describe(steps, options.dry_run):
+        prompter.echo(line)
+    if options.method == "broker":
+        _verify_unit(plan, paths, prompter)
+    result = SiteSetupResult(paths, steps, applied=False, notes=list(plan.notes))
+    if options.dry_run:
+        prompter.echo("dry run: nothing was changed")
+        return result
+    changes.check_conflicts(steps)
+    if prompter.interactive and not prompter.confirm("Apply these changes?"):
+        raise SetupError("cancelled; nothing was changed")
+    changes.apply(steps)
+    result.applied = True
+    for note in plan.notes:
+        prompter.echo(f"next: {note}")
+    return result
+
+
+def _verify_unit(plan: changes.Plan, paths: SitePaths, prompter: Prompter) -> None:
+    """Check the unit before it is written: a copy in a temporary dir goes to systemd."""
+    unit = next(
+        c for c in plan.changes if isinstance(c, changes.WriteFile) and c.path == paths.unit_file
+    )
+    with tempfile.TemporaryDirectory(prefix="mint-bridge-unit-") as tmp:
+        copy = os.path.join(tmp, systemd.UNIT_NAME)
+        with open(copy, "w", encoding="utf-8") as handle:
+            handle.write(unit.content)
+        outcome = systemd.verify(copy)
+    if outcome is None:
+        prompter.echo("systemd-analyze is not installed; the unit was not verified")
+    elif not outcome.ok:
+        raise SetupError(
+            "systemd-analyze verify rejects the agent unit: " + "; ".join(outcome.problems)
+        )
+    else:
+        prompter.echo(f"systemd-analyze verify: {systemd.UNIT_NAME} is valid")
