@@ -159,14 +159,23 @@ def compat() -> None:
     """Drop-in entry points with the original MInt scripts' argument forms."""
 
 
-@compat.command(
-    "execute-remote-command", context_settings={"ignore_unknown_options": True}
-)
+@compat.command("execute-remote-command", context_settings={"ignore_unknown_options": True})
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
 def execute_remote_command(arguments: tuple[str, ...]) -> None:
     """Like execute_remote_command.sample.py: client_name:H client_cmd:P client_files:A,B."""
     _setup_stderr_logging(0)
     from bridge.compat.execute_remote_command import main as compat_main
+
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    sys.exit(compat_main(list(arguments)))
+
+
+@compat.command("mi-system-wf", context_settings={"ignore_unknown_options": True})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def mi_system_wf(arguments: tuple[str, ...]) -> None:
+    """Like mi-system-wf.py: URL SITE TOKEN COMMAND in1:in2 out1:out2 [PARAMS]."""
+    _setup_stderr_logging(0)
+    from bridge.compat.mi_system_wf import main as compat_main
 
     signal.signal(signal.SIGTERM, _raise_cancelled)
     sys.exit(compat_main(list(arguments)))

@@ -18,6 +18,7 @@ from broker import auth
 from broker.errors import NotFound, TooLarge
 from broker.runtime import current
 from broker.store import JobRecord
+from broker.transfers import read_small_body
 from broker.validation import parse_json
 
 T = TypeVar("T")
@@ -29,7 +30,7 @@ def json_body(*, required: bool = True) -> dict[str, Any]:
     length = request.content_length
     if length is not None and length > limit:
         raise TooLarge(f"the JSON body has {length} bytes; the limit is {limit}")
-    raw = request.stream.read(limit + 1)
+    raw = read_small_body(limit, current().config.body_timeout)
     if len(raw) > limit:
         raise TooLarge(f"the JSON body is larger than the limit of {limit} bytes")
     return parse_json(raw, required=required)

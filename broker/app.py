@@ -46,7 +46,7 @@ def create_app(
     errors.init_app(app)
     for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp):
         app.register_blueprint(area)
-    app.after_request(drain_after_error)
+    app.after_request(lambda response: drain_after_error(response, config.body_timeout))
     if housekeeping:
         Housekeeper(broker).start()
     return app

@@ -35,6 +35,11 @@ MAX_JSON_BYTES = 1 << 20
 # Log bytes a client gets per request, so one answer never holds much memory.
 MAX_LOG_READ = 1 << 20
 
+# Request bodies are read in pieces of this size. When a client stalls or resets mid-body, the
+# piece being read is lost (the server's reader raises before returning it); the client
+# resends it from the offset the broker holds, so small pieces waste little.
+READ_SIZE = 64 * 1024
+
 # A request body that sends nothing for this long frees its thread (and upload lock).
 BODY_TIMEOUT = 120.0
 

@@ -108,20 +108,31 @@ def copy_body(
             digest.update(chunk)
         written += len(chunk)
     if expected is not None and seen < expected:
+        g.body_failed = True
         raise BodyCut(written)
     return written
 
 
+def read_small_body(limit: int, timeout: float) -> bytes:
+    """At most ``limit + 1`` bytes of a (JSON) body: one more than allowed shows it is too big."""
+    try:
+        return request_body(timeout).read(limit + 1)
+    except Exception as exc:  # as in _read_chunk: the body ended, nothing more to read
+        g.body_failed = True
+        raise BodyCut(0) from exc
+
+
 def _read_chunk(source: IO[bytes], written: int) -> bytes:
     try:
-        return source.read(bridge_defaults.CHUNK_SIZE)
+        return source.read(defaults.READ_SIZE)
     except Exception as exc:
         # Whatever the server's reader raises here (reset, timeout, broken chunked encoding),
-        # the client's body has ended; what arrived so far is kept and counted.
+        # the client's body has ended; what was written so far is kept and counted.
+        g.body_failed = True  # nothing more can be read from it (see drain_after_error)
         raise BodyCut(written) from exc
 
 
-def drain_after_error(response: BaseResponse) -> BaseResponse:
+def drain_after_error(response: BaseResponse, timeout: float) -> BaseResponse:
     """Read and drop the unread rest of an authenticated request's body after an error answer.
 
     A client sends its whole body before it reads the answer; if the server answered early
@@ -129,15 +140,15 @@ def drain_after_error(response: BaseResponse) -> BaseResponse:
     instead of the answer. Bounded (``MAX_DRAIN``, the body timeout) and only for callers
     with a valid token, so nobody can make the broker read without limit.
     """
-    if response.status_code < 400 or g.get("principal") is None:
+    if response.status_code < 400 or g.get("principal") is None or g.get("body_failed"):
         return response
     length = request.content_length
     if request.method not in ("POST", "PATCH", "PUT") or (length or 0) > defaults.MAX_DRAIN:
         return response
-    stream, left = request_body(defaults.BODY_TIMEOUT), defaults.MAX_DRAIN
+    stream, left = request_body(timeout), defaults.MAX_DRAIN
     with contextlib.suppress(Exception):  # the client may be gone already; nothing to do then
         while left > 0:
-            chunk = stream.read(min(bridge_defaults.CHUNK_SIZE, left))
+            chunk = stream.read(min(defaults.READ_SIZE, left))
             if not chunk:
                 break
             left -= len(chunk)

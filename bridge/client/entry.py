@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from bridge.bridge_config import (
     BrokerSite,
@@ -18,7 +18,7 @@ from bridge.bridge_config import (
     find_config,
 )
 from bridge.client import pbs
-from bridge.client.run import JobRun, build_request, parse_params, prepare_inputs
+from bridge.client.run import JobRun, RunResult, build_request, parse_params, prepare_inputs
 from bridge.client.transport import Connector, LocalConnector
 from bridge.errors import BridgeError, ConfigError, ExitCode, ParameterInvalid, TimedOut
 from bridge.job import check_job_id, new_job_id
@@ -83,6 +83,36 @@ def run_command_at(
     configured_timeout: float | None = None,
 ) -> int:
     """Run one job at ``site``: the body of ``mint-bridge run`` once the site is known."""
+    return run_job_at(
+        site,
+        command=command,
+        inputs=inputs,
+        params=params,
+        output_dir=output_dir,
+        job_id=job_id,
+        walltime=walltime,
+        use_pbs_walltime=use_pbs_walltime,
+        timeout=timeout,
+        configured_timeout=configured_timeout,
+    ).exit_code
+
+
+def run_job_at(
+    site: Site,
+    *,
+    command: str,
+    inputs: list[str],
+    params: list[str],
+    output_dir: str,
+    job_id: str | None = None,
+    walltime: str | None = None,
+    use_pbs_walltime: bool = True,
+    timeout: str | None = None,
+    configured_timeout: float | None = None,
+    streams: tuple[BinaryIO, BinaryIO] | None = None,
+) -> RunResult:
+    """Run one job at ``site`` with the job's stdout/stderr going to ``streams``."""
+    stdout, stderr = streams or (sys.stdout.buffer, sys.stderr.buffer)
     site_name = site.name
     job_id = check_job_id(job_id) if job_id else new_job_id()
     local_inputs = prepare_inputs(inputs)
@@ -112,8 +142,8 @@ def run_command_at(
             request,
             local_inputs,
             output_dir,
-            sys.stdout.buffer,
-            sys.stderr.buffer,
+            stdout,
+            stderr,
             walltime_limit=walltime_limit,
         )
     else:
@@ -122,8 +152,8 @@ def run_command_at(
             request,
             local_inputs,
             output_dir,
-            sys.stdout.buffer,
-            sys.stderr.buffer,
+            stdout,
+            stderr,
             reconnect_attempts=site.reconnect_attempts,
             walltime_limit=walltime_limit,
         )
@@ -138,7 +168,7 @@ def run_command_at(
     )  # fmt: skip
     if result.exit_code >= int(ExitCode.JOB_LOST) and result.exit_code < 128:
         log.error("%s: job %s at %s: %s", job_id, outcome.state.value, site_name, outcome.reason)
-    return result.exit_code
+    return result
 
 
 def _overall_timeout(
