@@ -60,6 +60,20 @@ class Notifier:
         self._total = 0
         self.max_waiters = max_waiters
         self.max_waiters_per_owner = max_waiters_per_owner
+        self._closing = False
+
+    def shut_down(self) -> None:
+        """End every long poll now (each answers with what it has) and every later one at once.
+
+        Called when the server stops: otherwise each waiting agent holds a thread until its
+        wait runs out, and the server's graceful stop would wait for them all.
+        """
+        with self._lock:
+            self._closing = True
+            waiters = [w for group in self._waiters.values() for w in group]
+        for waiter in waiters:
+            waiter.deadline = 0.0
+            waiter.event.set()
 
     def changed(self, job_ids: Iterable[str], sites: Iterable[str]) -> None:
         """The store's change listener: wake everyone waiting on these jobs and sites."""
@@ -73,7 +87,7 @@ class Notifier:
     def listen(self, keys: Iterable[str], owner: str, seconds: float) -> Iterator[Waiter]:
         """Register a waiter for up to ``seconds`` under ``keys``, counted against ``owner``."""
         key_list = list(keys)
-        waiter = Waiter(time.monotonic() + seconds)
+        waiter = Waiter(0.0 if self._closing else time.monotonic() + seconds)
         self._register(waiter, key_list, owner)
         try:
             yield waiter

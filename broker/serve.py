@@ -13,6 +13,7 @@ never includes the Authorization header or any other request header.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from flask import Flask
@@ -21,6 +22,7 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from broker import defaults
 from broker.app import create_app
 from broker.config import BrokerConfig, check_tls_files
+from broker.runtime import EXTENSION
 
 # No %(r)s or %(q)s (a query string could carry a misplaced token), no %(u)s, no headers.
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
@@ -44,10 +46,29 @@ def gunicorn_settings(config: BrokerConfig) -> dict[str, Any]:
         "proc_name": "mint-bridge-broker",
         "preload_app": False,  # the app (its threads, its database) starts in the worker
         "control_socket_disable": True,  # no control socket in the operator's home
+        "post_worker_init": _end_long_polls_on_stop,
     }
     if config.tls:
         settings.update({"certfile": config.cert, "keyfile": config.key})
     return settings
+
+
+def _end_long_polls_on_stop(worker: Any) -> None:
+    """Make SIGTERM/SIGINT/SIGQUIT end the worker's long polls before gunicorn's own handling.
+
+    gunicorn stops a gthread worker by waiting for its requests to finish; a claim long poll
+    would hold that up for its whole wait (up to 50 s) without this.
+    """
+    notifier = worker.wsgi.extensions[EXTENSION].notifier
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        previous = signal.getsignal(signum)
+
+        def handler(number: int, frame: Any, previous: Any = previous) -> None:
+            notifier.shut_down()
+            if callable(previous):
+                previous(number, frame)
+
+        signal.signal(signum, handler)
 
 
 class BrokerServer(BaseApplication):  # type: ignore[misc]

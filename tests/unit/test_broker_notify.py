@@ -55,3 +55,29 @@ def test_waiters_are_bounded_per_token_and_in_all() -> None:
                 notifier.listen(["k"], "t3", 1):
             pass
     assert notifier.waiting() == 0
+
+
+def test_shut_down_ends_waiting_and_later_long_polls() -> None:
+    import threading
+
+    from broker.notify import Notifier
+
+    notifier = Notifier(max_waiters=10, max_waiters_per_owner=10)
+    outcome: list[float] = []
+
+    def poll() -> None:
+        with notifier.listen(["site:x"], "agent", 50.0) as waiter:
+            while waiter.wait():
+                waiter.rearm()
+            outcome.append(waiter.remaining())
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    while notifier.waiting() == 0:
+        threading.Event().wait(0.01)
+    notifier.shut_down()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "a 50 s long poll must end when the server shuts down"
+    assert outcome == [0.0]
+    with notifier.listen(["site:x"], "agent", 50.0) as later:
+        assert later.remaining() == 0.0 and later.wait() is False
