@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from bridge.bridge_config import EXAMPLES_DIR, BrokerSite, default_config
-from bridge.client.entry import run_command_at
+from bridge.client.entry import run_job_at
 from bridge.errors import SiteUnreachable
 
 SAMPLE = EXAMPLES_DIR / "kousoku"
@@ -50,13 +50,13 @@ def run_in(path: str, site: object) -> int:
     previous = os.getcwd()
     os.chdir(path)
     try:
-        code = run_command_at(
+        code = run_job_at(
             site,  # type: ignore[arg-type]
             command="fatigue",
             inputs=list(INPUTS),
             params=["cycles=1000"],
             output_dir=".",
-        )
+        ).exit_code
     finally:
         os.chdir(previous)
     say(f"exit code {code}; results in {path}:")

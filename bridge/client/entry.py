@@ -55,7 +55,7 @@ def run_command(
     timeout: str | None = None,
 ) -> int:
     config = default_config() if embedded_default else find_config(config_path)
-    return run_command_at(
+    return run_job_at(
         config.site(site_name),
         command=command,
         inputs=inputs,
@@ -66,34 +66,6 @@ def run_command(
         use_pbs_walltime=use_pbs_walltime,
         timeout=timeout,
         configured_timeout=config.timeout,
-    )
-
-
-def run_command_at(
-    site: Site,
-    *,
-    command: str,
-    inputs: list[str],
-    params: list[str],
-    output_dir: str,
-    job_id: str | None = None,
-    walltime: str | None = None,
-    use_pbs_walltime: bool = True,
-    timeout: str | None = None,
-    configured_timeout: float | None = None,
-) -> int:
-    """Run one job at ``site``: the body of ``mint-bridge run`` once the site is known."""
-    return run_job_at(
-        site,
-        command=command,
-        inputs=inputs,
-        params=params,
-        output_dir=output_dir,
-        job_id=job_id,
-        walltime=walltime,
-        use_pbs_walltime=use_pbs_walltime,
-        timeout=timeout,
-        configured_timeout=configured_timeout,
     ).exit_code
 
 

@@ -50,7 +50,7 @@ def command_name(client_cmd: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from bridge.client.entry import run_command_at
+    from bridge.client.entry import run_job_at
 
     try:
         args = parse_arguments(argv)
@@ -60,13 +60,13 @@ def main(argv: list[str]) -> int:
             site = config.site(args["client_name"])
         except ConfigError:
             site = SshSite(name=args["client_name"], host=args["client_name"])
-        return run_command_at(
+        return run_job_at(
             site,
             command=command_name(args["client_cmd"]),
             inputs=files,
             params=[],
             output_dir=".",
-        )
+        ).exit_code
     except BridgeError as exc:
         print(f"execute_remote_command: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
