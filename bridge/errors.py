@@ -150,9 +150,7 @@ class Conflict(ProtocolError):
     """HTTP 409 from the broker: ``code`` is its stable error code (``offset_mismatch``,
     ``inputs_incomplete``, ...); ``offset`` the byte count it holds, when it said."""
 
-    def __init__(
-        self, message: str, *, code: str = "conflict", offset: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, code: str = "conflict", offset: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.offset = offset

@@ -330,9 +330,7 @@ def _load_agent(root: Section, config_dir: str) -> AgentConfig | None:
         raise sec.error(f"must be between 0 and {defaults.LEASE_WAIT:g} seconds", "lease_renew")
     poll_wait = sec.convert("poll_wait", parse_duration, defaults.BROKER_POLL_WAIT)
     if not 0 < poll_wait <= defaults.BROKER_POLL_WAIT:
-        raise sec.error(
-            f"must be between 0 and {defaults.BROKER_POLL_WAIT:g} seconds", "poll_wait"
-        )
+        raise sec.error(f"must be between 0 and {defaults.BROKER_POLL_WAIT:g} seconds", "poll_wait")
     if not sec.data.get("token_file"):
         raise sec.error("is required: the file holding this site's broker token", "token_file")
     ca_bundle = sec.get("ca_bundle", str, "") or None

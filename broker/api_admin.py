@@ -1,15 +1,16 @@
 """The admin API (``/api/v1/admin``): what an operator looks at. Admin tokens only.
 
-Read-only: all jobs, queue depth and the oldest waiting job per site, and when each agent was
-last seen. It never shows a token or a token hash (``broker token list`` on the server does).
+Read-only, but for ``reload``: all jobs, queue depth and the oldest waiting job per site, and
+when each agent was last seen; ``POST reload`` reads broker.toml's ``[legacy]`` section again.
+It never shows a token or a token hash (``broker token list`` on the server does).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from broker import auth
-from broker.api_base import answer
+from broker import api_legacy, auth
+from broker.api_base import answer, json_body
 from broker.api_client import LIST_LIMIT
 from broker.auth import SUBJECT_NAME
 from broker.runtime import current
@@ -68,3 +69,10 @@ def agents() -> Response:
             for seen in broker.store.agents_seen()
         ]
     })  # fmt: skip
+
+
+@bp.post("/reload")
+def reload() -> Response:
+    """Put broker.toml's [legacy] section (switch, whitelist, limits) in force now."""
+    json_body(required=False)
+    return answer(api_legacy.reload_from_file())

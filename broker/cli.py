@@ -1,4 +1,4 @@
-"""The ``broker`` command group: ``serve`` and ``token create|list|revoke``.
+"""The ``broker`` command group: ``serve``, ``token create|list|revoke`` and ``import-ini``.
 
 Attached to ``mint-bridge`` as ``mint-bridge broker ...``; also runs as ``python -m
 broker.cli``. A new token is printed once on stdout and only its SHA-256 is stored; this
@@ -140,6 +140,55 @@ def token_revoke(token_id: str, config_path: str) -> None:
         click.echo(f"token {token_id} revoked", err=True)
 
     _run(revoke)
+
+
+@cli.command("import-ini")
+@click.argument("ini_path", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the broker config here (default: stdout).")
+@click.option("--data-dir", default="data", show_default=True,
+              help="[storage] data_dir of the new config (relative to the config file).")
+@click.option("--cert", default="broker.crt", show_default=True, help="TLS certificate (PEM).")
+@click.option("--key", "key_path", default="broker.key", show_default=True,
+              help="TLS private key (PEM).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def import_ini(ini_path: str, output: str | None, data_dir: str, cert: str, key_path: str,
+               force: bool) -> None:  # fmt: skip
+    """Turn the original broker's mi_distributed_computing_assist.ini into a broker config.
+
+    [Server] ipaddress/portnumber become [server] host/port; [RemoteSites] and each site's
+    commands become the [legacy.sites] whitelist (exact commands), with the original API on.
+    """
+    from broker.legacy_ini import read_ini, render_toml
+
+    def convert() -> None:
+        imported = read_ini(ini_path)
+        text = render_toml(imported, data_dir=data_dir, cert=cert, key=key_path,
+                           source=os.path.basename(ini_path))  # fmt: skip
+        _check_rendered(text)
+        for warning in imported.warnings:
+            click.echo(f"broker: warning: {warning}", err=True)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        if os.path.exists(output) and not force:
+            raise click.UsageError(f"{output} exists; pass --force to overwrite it")
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        click.echo(f"wrote {output}: {len(imported.sites)} sites for the original API", err=True)
+
+    _run(convert)
+
+
+def _check_rendered(text: str) -> None:
+    """The config we write must load; checked in a scratch dir, before anything is written."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "broker.toml")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        load_config(path)
 
 
 if __name__ == "__main__":

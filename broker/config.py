@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import ConfigError
 from bridge.tomlconf import Section, load_toml
 from bridge.units import parse_duration, parse_size
 from broker import defaults
+from broker.legacy_config import LegacyConfig, parse_legacy
 
-_SECTIONS = {"server", "storage", "jobs", "limits"}
+_SECTIONS = {"server", "storage", "jobs", "limits", "legacy"}
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
@@ -43,6 +44,8 @@ class BrokerConfig:
     max_json_size: int = defaults.MAX_JSON_BYTES
     long_polls_per_token: int = defaults.LONG_POLLS_PER_TOKEN
     body_timeout: float = defaults.BODY_TIMEOUT
+    # The original API (/mi-distcomp-api/) and its whitelist; off unless [legacy] enables it.
+    legacy: LegacyConfig = field(default_factory=LegacyConfig)
     source: str = ""
 
     @property
@@ -67,6 +70,7 @@ def load_config(path: str) -> BrokerConfig:
         **_server(server, base),
         **_jobs(jobs),
         **_limits(limits),
+        legacy=parse_legacy(top.section("legacy")),
     )
     _check_tls(config, server)
     return config

@@ -11,6 +11,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from broker.legacy_openapi import LEGACY_PATHS, LEGACY_SCHEMAS, RELOAD_PATH
+
 OCTETS = "application/octet-stream"
 
 bp = Blueprint("meta_api", __name__, url_prefix="/api/v1")
@@ -245,11 +247,12 @@ DOCUMENT: dict[str, Any] = {
         "See docs/broker-api.md for the contract in words.",
     },
     "security": [{"bearer": []}],
-    "paths": {**CLIENT_PATHS, **AGENT_PATHS, **ADMIN_PATHS, **META_PATHS},
+    "paths": {**CLIENT_PATHS, **AGENT_PATHS, **ADMIN_PATHS, **RELOAD_PATH, **META_PATHS,
+              **LEGACY_PATHS},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                        "description": "mbt_<12 hex id>_<secret>"}},
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **LEGACY_SCHEMAS},
         "responses": {"Error": _json(_ref("Error"), "error with a stable code")},
     },
 }  # fmt: skip

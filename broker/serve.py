@@ -7,22 +7,31 @@ thread count bounds how many agents and clients can wait at once (``server.threa
 256; the notifier keeps some threads free of waiters). Scaling beyond one process would need a
 shared store and wakeups across processes (PostgreSQL with LISTEN/NOTIFY), not more workers.
 
+SIGHUP (``systemctl reload``): gunicorn's reload, with broker.toml read again first, so the new
+worker it starts runs with the new file (the original API's whitelist included; certificates
+are read again too). A file that does not load is logged and the running config stays.
+``POST /api/v1/admin/reload`` puts a new ``[legacy]`` section in force without a new worker.
+
 The access log records method, path (never the query string), status, size and duration; it
 never includes the Authorization header or any other request header.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
+from bridge.errors import BridgeError
 from broker import defaults
 from broker.app import create_app
-from broker.config import BrokerConfig, check_tls_files
+from broker.config import BrokerConfig, check_tls_files, load_config
 from broker.runtime import EXTENSION
+
+log = logging.getLogger(__name__)
 
 # No %(r)s or %(q)s (a query string could carry a misplaced token), no %(u)s, no headers.
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
@@ -84,6 +93,21 @@ class BrokerServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         return create_app(self.broker_config)
+
+    def reload(self) -> None:
+        """SIGHUP: read broker.toml again before gunicorn replaces the worker."""
+        source = self.broker_config.source
+        if source:
+            try:
+                fresh = load_config(source)
+                check_tls_files(fresh)
+            except BridgeError as exc:
+                # gunicorn would exit on an error here; a bad edit must not stop the broker.
+                log.error("SIGHUP: %s; keeping the running config", exc)
+            else:
+                self.broker_config = fresh
+                log.info("SIGHUP: reloaded %s", source)
+        super().reload()
 
 
 def serve(config: BrokerConfig) -> None:

@@ -15,11 +15,20 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from broker import sqlite_jobs as q
-from broker.errors import Conflict, InputsIncomplete, InvalidState, NotFound, StoreError
+from broker import sqlite_legacy
+from broker.errors import (
+    AlreadyClaimed,
+    Conflict,
+    InputsIncomplete,
+    InvalidState,
+    NotFound,
+    StaleEpoch,
+    StoreError,
+)
 from broker.store import (
     AgentSeen,
     ChangeListener,
@@ -27,6 +36,7 @@ from broker.store import (
     ExpiryReport,
     JobRecord,
     JobSpec,
+    LegacyRecord,
     QueueStats,
     ResultRecord,
     Scope,
@@ -59,6 +69,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open the broker database {path}: {exc}") from exc
         with self._transaction() as tx:
             q.create_schema(tx)
+            sqlite_legacy.create_schema(tx)
 
     def close(self) -> None:
         with self._lock:
@@ -303,6 +314,97 @@ class SQLiteStore(Store):
                 "SELECT site, agent_id, last_seen FROM agents ORDER BY site, agent_id"
             ).fetchall()
         return [AgentSeen(r["site"], r["agent_id"], r["last_seen"]) for r in rows]
+
+    # --- the original API (broker.api_legacy) -----------------------------------------------
+
+    def create_legacy_job(
+        self, spec: JobSpec, calc_info: Mapping[str, Any], now: float
+    ) -> JobRecord:
+        with self._transaction() as tx:
+            if q.load_job(tx, spec.job_id) is not None:
+                raise Conflict(f"job id {spec.job_id} is taken; the broker makes a new one")
+            q.insert_job(tx, spec, now)
+            sqlite_legacy.insert(tx, spec.job_id, calc_info)
+            return q.must_load(tx, spec.job_id)
+
+    def get_legacy(self, job_id: str) -> LegacyRecord | None:
+        with self._snapshot() as tx:
+            return sqlite_legacy.load(tx, job_id)
+
+    def queued_job_ids(self, site: str, limit: int) -> list[str]:
+        with self._snapshot() as tx:
+            return sqlite_legacy.queued_ids(tx, site, State.QUEUED.value, limit)
+
+    def legacy_claim(
+        self,
+        job_id: str,
+        site: str,
+        poller: str,
+        calc_info: Mapping[str, Any],
+        lease_ttl: float,
+        now: float,
+    ) -> JobRecord:
+        with self._transaction() as tx:
+            # A lapsed lease of another poller frees the job first, as a claim does.
+            q.requeue_expired_claims(tx, now, site=site)
+            job = q.must_load(tx, job_id)
+            if job.spec.site != site:
+                raise InvalidState(f"job {job_id} is not a job of site {site}")
+            if job.state is not State.QUEUED:
+                if job.state.is_held:
+                    raise AlreadyClaimed(
+                        f"job {job_id} is taken already (by {job.agent_id}); only one poller "
+                        "or agent runs a job"
+                    )
+                raise InvalidState(f"job {job_id} is {job.state}; it cannot be taken now")
+            q.seen_agent(tx, site, poller, now)
+            job = q.take_lease(tx, job_id, poller, lease_ttl, now, reattach=False)
+            sqlite_legacy.take(tx, job_id, calc_info, poller, job.lease_epoch, "sending params")
+            return job
+
+    def legacy_step(
+        self,
+        job_id: str,
+        poller: str,
+        *,
+        expect: Collection[str],
+        progress: str,
+        lease_ttl: float,
+        now: float,
+        status: str | None = None,
+        running: bool = False,
+        result_types: Mapping[str, tuple[str, str]] | None = None,
+    ) -> JobRecord:
+        with self._transaction() as tx:
+            job = q.must_load(tx, job_id)
+            record = sqlite_legacy.load(tx, job_id)
+            if job.state.is_final:
+                raise InvalidState(f"job {job_id} is {job.state}; it takes no more steps")
+            holds = (
+                job.state.is_held
+                and record is not None
+                and job.agent_id == poller == record.poller
+                and record.epoch == job.lease_epoch
+            )
+            if not holds or record is None:
+                raise StaleEpoch(
+                    f"job {job_id} is not held by this poller (held by {job.agent_id}, "
+                    f"{job.state}); take jobs with calc-params first",
+                    extra={"epoch": job.lease_epoch},
+                )
+            if record.progress not in expect:
+                wanted = " or ".join(f"'{p}'" for p in sorted(expect))
+                raise InvalidState(
+                    f"job {job_id} is at '{record.progress}'; this call needs {wanted}"
+                )
+            if running and job.state is State.CLAIMED:
+                tx.execute(
+                    "UPDATE jobs SET state = ? WHERE job_id = ?", (State.RUNNING.value, job_id)
+                )
+            sqlite_legacy.advance(tx, job_id, progress, status, result_types)
+            q.seen_agent(tx, job.spec.site, poller, now)
+            q.renew(tx, job, lease_ttl, now)
+            return q.bump(tx, job_id, now)
 
     # --- tokens -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import abc
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +200,25 @@ def _result_doc(record: ResultRecord) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class LegacyRecord:
+    """What the original API (``broker.api_legacy``) keeps about a job besides the job itself.
+
+    ``calc_info`` is the job as the original workflow client registered it, without file
+    contents (those are the job's inputs). ``progress``, ``poller`` and ``epoch`` describe the
+    original poller's steps while it holds the job's lease; ``status`` is what its calc-end
+    said; ``result_types`` the mimetype strings it sent with each result, kept unchanged.
+    """
+
+    job_id: str
+    calc_info: Mapping[str, Any]
+    progress: str | None = None
+    status: str | None = None
+    poller: str | None = None
+    epoch: int = 0
+    result_types: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Claim:
     job: JobRecord
     epoch: int
@@ -361,6 +380,53 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def agents_seen(self) -> list[AgentSeen]: ...
+
+    # --- the original API (broker.api_legacy) -----------------------------------------------
+
+    @abc.abstractmethod
+    def create_legacy_job(
+        self, spec: JobSpec, calc_info: Mapping[str, Any], now: float
+    ) -> JobRecord:
+        """Create a job (``created``) and its legacy record in one step; the id is new."""
+
+    @abc.abstractmethod
+    def get_legacy(self, job_id: str) -> LegacyRecord | None: ...
+
+    @abc.abstractmethod
+    def queued_job_ids(self, site: str, limit: int) -> list[str]:
+        """The site's queued jobs, oldest first (the order the original handed them out)."""
+
+    @abc.abstractmethod
+    def legacy_claim(
+        self,
+        job_id: str,
+        site: str,
+        poller: str,
+        calc_info: Mapping[str, Any],
+        lease_ttl: float,
+        now: float,
+    ) -> JobRecord:
+        """Lease this queued job of ``site`` to a legacy poller (``claimed``, a new epoch) and
+        set its legacy progress to ``sending params``; a job of the new API gets its legacy
+        record (``calc_info``) here. AlreadyClaimed if another poller or agent holds it."""
+
+    @abc.abstractmethod
+    def legacy_step(
+        self,
+        job_id: str,
+        poller: str,
+        *,
+        expect: Collection[str],
+        progress: str,
+        lease_ttl: float,
+        now: float,
+        status: str | None = None,
+        running: bool = False,
+        result_types: Mapping[str, tuple[str, str]] | None = None,
+    ) -> JobRecord:
+        """Move the poller's job from a progress in ``expect`` to ``progress`` and renew its
+        lease (``running``: ``claimed -> running``). StaleEpoch unless ``poller`` holds the
+        lease it took at calc-params; InvalidState in another progress or a final state."""
 
     # --- tokens -------------------------------------------------------------------------
 

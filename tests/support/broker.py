@@ -205,8 +205,9 @@ class BrokerProcess:
         return self.tokens[key]
 
 
-def start_broker(root: Path, *, jobs: str = "", limits: str = "", threads: int = 64
-                 ) -> BrokerProcess:  # fmt: skip
+def start_broker(root: Path, *, jobs: str = "", limits: str = "", threads: int = 64,
+                 extra: str = "") -> BrokerProcess:  # fmt: skip
+    """``extra`` is appended to broker.toml as it is (e.g. a ``[legacy]`` section)."""
     root.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(root)
     port = free_port()
@@ -229,6 +230,8 @@ housekeeping_interval = "0.2s"
 
 [limits]
 {limits}
+
+{extra}
 """)
     process = BrokerProcess(
         root=root, port=port, config_path=config, data_dir=root / "data", ca_bundle=ca,
