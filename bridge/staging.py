@@ -21,7 +21,9 @@ import contextlib
 import fnmatch
 import hashlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -35,6 +37,9 @@ from bridge.protocol import KIND_FILE, FrameReader, FrameWriter, copy_frames_to
 CONTROL_DIR = ".mint-bridge"
 _PART_SUFFIX = ".mint-bridge-part"
 _SAFE_MODE_MASK = 0o755
+# Chunks a sender reads and hashes ahead of the one it is sending: enough to keep both busy,
+# and a transfer holds a few chunks of memory whatever the file size.
+_READ_AHEAD = 2
 
 
 def check_name(name: object, what: str = "input name") -> str:
@@ -92,19 +97,74 @@ def send_file(writer: FrameWriter, name: str, source: BinaryIO, size: int, mode:
     cut at ``size`` (the receiver checks both against the SHA-256 of what was sent).
     """
     writer.write_json({"file": name, "size": size, "mode": mode})
-    digest = hashlib.sha256()
-    remaining = size
-    while remaining:
-        chunk = source.read(min(remaining, defaults.CHUNK_SIZE))
-        if not chunk:
-            raise StagingError(f"{name} shrank while it was being sent ({remaining} bytes short)")
-        digest.update(chunk)
-        writer.write_frame(KIND_FILE, chunk)
-        remaining -= len(chunk)
+    with _ReadAhead(source, size, name) as body:
+        for chunk in body.chunks():
+            writer.write_frame(KIND_FILE, chunk)
+        hexdigest = body.hexdigest()
     writer.write_frame(KIND_FILE, b"")
-    hexdigest = digest.hexdigest()
     writer.write_json({"sha256": hexdigest})
     return hexdigest
+
+
+class _ReadAhead:
+    """Reads and hashes a file's body in a helper thread, a few chunks ahead of the sender.
+
+    Reading and hashing release the GIL, so they overlap with sending, which over SSH is
+    paramiko's Python code: the critical path of an upload.
+    """
+
+    def __init__(self, source: BinaryIO, size: int, name: str) -> None:
+        self._source = source
+        self._size = size
+        self._name = name
+        self._digest = hashlib.sha256()
+        self._slots: queue.Queue[bytes | BaseException | None] = queue.Queue(_READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+
+    def __enter__(self) -> _ReadAhead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()  # the sender failed or finished: the reader ends within a chunk
+        with contextlib.suppress(queue.Empty):  # and a reader waiting for room is let go
+            while True:
+                self._slots.get_nowait()
+        self._thread.join()
+
+    def chunks(self) -> Iterator[bytes]:
+        while (item := self._slots.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def hexdigest(self) -> str:
+        """The SHA-256 of the body; complete once ``chunks`` is exhausted."""
+        return self._digest.hexdigest()
+
+    def _run(self) -> None:
+        remaining = self._size
+        try:
+            while remaining and not self._stop.is_set():
+                chunk = self._source.read(min(remaining, defaults.CHUNK_SIZE))
+                if not chunk:
+                    raise StagingError(
+                        f"{self._name} shrank while it was being sent ({remaining} bytes short)"
+                    )
+                self._digest.update(chunk)
+                remaining -= len(chunk)
+                self._put(chunk)
+            self._put(None)
+        except BaseException as exc:  # raised again by the sender, in its own thread
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        # Never blocks for good: a sender that stopped takes nothing more from the queue.
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._slots.put(item, timeout=0.1)
+                return
 
 
 # --- receiving -----------------------------------------------------------------------------
@@ -140,23 +200,37 @@ def receive_file(reader: FrameReader, header: FileHeader, dir_fd: int, leaf: str
         fd = os.open(part, flags, 0o600, dir_fd=dir_fd)
     except OSError as exc:
         raise StagingError(f"cannot create {header.name}: {exc.strerror}") from exc
-    digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb", buffering=0) as sink:
-
-            def write(chunk: bytes) -> None:
-                digest.update(chunk)
-                sink.write(chunk)
-
-            received = copy_frames_to(reader, write, header.size)
-            os.fchmod(sink.fileno(), safe_mode(header.mode) & ~_current_umask())
-        _verify(reader, header, received, digest.hexdigest())
+        received, hexdigest = _receive_body(reader, header, fd)
+        _verify(reader, header, received, hexdigest)
         os.rename(part, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(part, dir_fd=dir_fd)
         raise
-    return digest.hexdigest()
+    return hexdigest
+
+
+def _receive_body(reader: FrameReader, header: FileHeader, fd: int) -> tuple[int, str]:
+    """Write the body into ``fd`` (closed on return); the bytes received and their SHA-256."""
+    digest = hashlib.sha256()
+
+    def write(chunk: memoryview) -> None:
+        digest.update(chunk)
+        _write_all(fd, chunk)
+
+    try:
+        received = copy_frames_to(reader, write, header.size)
+        os.fchmod(fd, safe_mode(header.mode) & ~_current_umask())
+    finally:
+        os.close(fd)
+    return received, digest.hexdigest()
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    # Straight from the received chunk to the file: no buffer in between to copy it into.
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _verify(reader: FrameReader, header: FileHeader, received: int, actual: str) -> None:

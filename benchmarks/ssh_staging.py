@@ -1,0 +1,593 @@
+"""Staging throughput and small-job latency of ``mint-bridge run``, against OpenSSH ``scp``.
+
+Run: ``.venv/bin/python benchmarks/ssh_staging.py [--size-mib N] [--repeat K] [--runs R]``.
+
+Everything happens on this machine: a private OpenSSH sshd on 127.0.0.1 (started with
+``tests.support.sshd.start_sshd``) whose first key is forced to ``mint-bridge site serve-ssh``
+and whose second, unrestricted key is used by ``scp``. Nothing is sent anywhere else.
+
+What is measured (MB = 10**6 bytes):
+
+- bridge in: ``mint-bridge run`` of a command whose program (``/bin/true``) ignores its one
+  input and returns nothing; bridge out: a command whose program hard-links a pre-made site
+  file into the work dir (``ln``, ~0 cost), so the result is the same bytes coming back.
+- scp in / out: ``scp`` of the same files against the same sshd, with its default cipher (the
+  comparison the targets refer to) and with aes128-gcm (the bridge's preferred cipher). The
+  fixture's sshd has no sftp subsystem, which today's scp speaks; one is added (SIGHUP).
+- Each big transfer's wall time minus the median wall time of the same operation with a 1-byte
+  payload (connection set-up, process start, job start) gives the transfer time; MB/s comes
+  from that. The gross figures (no subtraction) are reported too. Methods take turns, and
+  every run starts after ``sync``, so drifts and write-back hit all of them alike.
+- CPU seconds used by all processes of a transfer (client, sshd, site or sftp server): on a
+  shared machine these vary much less than wall times.
+- Peak RSS of the ``mint-bridge run`` process and of the site's ``serve-ssh`` process, sampled
+  with psutil every 20 ms (each sample also reads the kernel's high-water mark, VmHWM).
+- A kousoku-sized job: three 10-byte inputs, a program (``dd``) writing 400 kB into the work
+  dir; total wall time of ``mint-bridge run`` (ssh and local methods) against the same program
+  run directly; overhead = difference of medians.
+
+Prints one JSON object on stdout and a one-line summary on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support.sshd import Sshd, keygen, start_sshd  # noqa: E402
+
+MB = 1_000_000
+MIB = 1 << 20
+SAMPLE_SECONDS = 0.02
+TREE_EVERY = 5  # samples between walks of the process tree
+TARGET_RATIO = 0.9
+TARGET_RSS_MIB = 100.0
+TARGET_OVERHEAD_S = 0.5
+KOUSOKU_OUTPUT_BYTES = 400_000
+TINY_RUNS = 3
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+# --- the environment: site config, sshd, bridge config, scp key -----------------------------
+
+
+@dataclass
+class Bench:
+    root: Path
+    sshd: Sshd
+    bridge_config: Path
+    scp_key: Path
+    work_base: Path
+    payload: Path  # site-side pre-made files (big.bin, tiny.bin)
+    client: Path  # bridge-side input files
+    scp_dest: Path  # site-side directory scp uploads into
+    timeout: float
+
+
+def site_config_text(work_base: Path, payload: Path, root: Path) -> str:
+    true, ln, dd = (shutil.which(p) for p in ("true", "ln", "dd"))
+    return f"""
+[site]
+name = "bench-site"
+work_base = "{work_base}"
+retention = "1h"
+log_file = "{root / "site.log"}"
+
+[commands.sink]
+description = "Receive the inputs, run nothing, return nothing"
+program = "{true}"
+returns = ["nothing-comes-back"]
+
+[commands.source]
+description = "Hard-link a pre-made site file into the work dir so it comes back"
+program = "{ln}"
+args = ["{payload}/{{which}}.bin", "result.bin"]
+[commands.source.params.which]
+type = "choice"
+choices = ["big", "tiny"]
+default = "tiny"
+
+[commands.kousoku]
+description = "Write {KOUSOKU_OUTPUT_BYTES} bytes into the work dir and nothing else"
+program = "{dd}"
+args = {json.dumps(kousoku_args())}
+"""
+
+
+def kousoku_args() -> list[str]:
+    return ["if=/dev/zero", "of=result.dat", f"bs={KOUSOKU_OUTPUT_BYTES}", "count=1", "status=none"]
+
+
+def bridge_config_text(sshd: Sshd, site_config: Path) -> str:
+    return f"""
+[sites.site]
+method = "ssh"
+host = "site"
+ssh_config = "{sshd.ssh_config}"
+known_hosts = "{sshd.known_hosts}"
+reconnect_attempts = 1
+
+[sites.local]
+method = "local"
+site_config = "{site_config}"
+reconnect_attempts = 1
+"""
+
+
+def enable_sftp(sshd: Sshd) -> None:
+    """Give the server an sftp subsystem, which today's ``scp`` speaks by default.
+
+    The fixture's config has none; sshd re-reads its config on SIGHUP (re-executing itself
+    under the same pid), then listens again.
+    """
+    with open(sshd.root / "sshd_config", "a", encoding="utf-8") as config:
+        config.write(f"Subsystem sftp {SFTP_SERVER}\n")
+    sshd.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    time.sleep(0.2)
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", sshd.port), 1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("sshd did not come back after SIGHUP")
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(MIB)
+    with open(path, "wb") as out:
+        for offset in range(0, size, MIB):
+            out.write(block[: min(MIB, size - offset)])
+
+
+@contextlib.contextmanager
+def bench_env(size: int, timeout: float) -> Iterator[Bench]:
+    root = Path(tempfile.mkdtemp(prefix="mint-bridge-bench-"))
+    sshd: Sshd | None = None
+    try:
+        dirs = {name: root / name for name in ("work", "payload", "client", "scp-dest", "sshd")}
+        for path in dirs.values():
+            path.mkdir(mode=0o700)
+        site_config = root / "site.toml"
+        site_config.write_text(site_config_text(dirs["work"], dirs["payload"], root))
+        sshd = start_sshd(dirs["sshd"], site_config)
+        enable_sftp(sshd)
+        scp_key = root / "scp_ed25519"
+        keygen(scp_key, "mint-bridge-bench-scp")
+        sshd.authorize(f'from="127.0.0.1" {scp_key.with_suffix(".pub").read_text().strip()}')
+        bridge_config = root / "bridge.toml"
+        bridge_config.write_text(bridge_config_text(sshd, site_config))
+        for where in (dirs["payload"], dirs["client"]):
+            make_file(where / "big.bin", size)
+            make_file(where / "tiny.bin", 1)
+        yield Bench(
+            root, sshd, bridge_config, scp_key, dirs["work"], dirs["payload"], dirs["client"],
+            dirs["scp-dest"], timeout,
+        )  # fmt: skip
+    finally:
+        if sshd is not None:
+            sshd.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- peak memory and CPU time by sampling -------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """Samples, every 20 ms, the processes of one operation: the command it started, that
+    command's descendants and sshd's (the site process, the sftp server).
+
+    Records peak RSS of the ``mint-bridge run`` process and of ``serve-ssh`` site processes
+    (each sample also reads the kernel's high-water mark, VmHWM, so a peak between samples
+    counts), and the CPU seconds every watched process used.
+    """
+
+    sshd_pid: int
+    peaks: dict[str, int] = field(default_factory=lambda: {"bridge": 0, "site": 0})
+    _cpu: dict[tuple[int, float], float] = field(default_factory=dict)
+    _roles: dict[int, str | None] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self, pid: int, role: str | None) -> None:
+        self._cpu.clear()
+        self._roles = {pid: role}
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        """Stops sampling; the CPU seconds the operation's processes used."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return sum(self._cpu.values())
+
+    def _loop(self, pid: int) -> None:
+        tick = 0
+        while not self._stop.is_set():
+            if tick % TREE_EVERY == 0:  # walking all of /proc costs; a pid's stats do not
+                self._discover(pid)
+            for known, role in list(self._roles.items()):
+                self._sample(known, role)
+            tick += 1
+            self._stop.wait(SAMPLE_SECONDS)
+
+    def _discover(self, pid: int) -> None:
+        for root in (pid, self.sshd_pid):
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(root).children(recursive=True):
+                    # Asked again each time: a forked sshd becomes the site once it execs.
+                    self._roles[child.pid] = _role(child)
+
+    def _sample(self, pid: int, role: str | None) -> None:
+        with contextlib.suppress(psutil.Error, OSError):
+            proc = psutil.Process(pid)
+            times = proc.cpu_times()
+            self._cpu[(pid, proc.create_time())] = times.user + times.system
+            if role is not None:
+                rss = max(proc.memory_info().rss, _vm_hwm(pid))
+                self.peaks[role] = max(self.peaks[role], rss)
+
+
+def _role(proc: psutil.Process) -> str | None:
+    with contextlib.suppress(psutil.Error):
+        if "serve-ssh" in proc.cmdline():
+            return "site"
+    return None
+
+
+def _vm_hwm(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- one timed operation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    seconds: float
+    cpu_seconds: float
+
+
+def timed(argv: list[str], timeout: float, watch: Watch, role: str | None = None) -> Timing:
+    """Wall time and CPU time of ``argv``; raises if it fails or runs past ``timeout``."""
+    os.sync()  # earlier runs' dirty pages are not flushed on this run's clock
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watch.start(proc.pid, role)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"timed out after {timeout} s: {argv}") from None
+    finally:
+        cpu = watch.stop()
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {argv}\n{err.decode()[-2000:]}")
+    return Timing(elapsed, cpu)
+
+
+def bridge_argv(bench: Bench, site: str, command: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "bridge.cli", "run", "--config", str(bench.bridge_config),
+        "--site", site, "--command", command, *extra,
+    ]  # fmt: skip
+
+
+def ssh_options(bench: Bench) -> list[str]:
+    """OpenSSH client options for the unrestricted key: no user config, pinned host key."""
+    return [
+        "-F", "/dev/null", "-o", f"UserKnownHostsFile={bench.sshd.known_hosts}",
+        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+        "-i", str(bench.scp_key),
+    ]  # fmt: skip
+
+
+def scp_argv(bench: Bench, source: str, dest: str, cipher: str | None) -> list[str]:
+    cipher_opt = ["-c", cipher] if cipher else []
+    port = ["-P", str(bench.sshd.port)]
+    return ["scp", "-q", *ssh_options(bench), *cipher_opt, *port, source, dest]
+
+
+def remote(path: Path) -> str:
+    return f"{os.environ.get('USER', 'root')}@127.0.0.1:{path}"
+
+
+def clean_dir(path: Path) -> None:
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+# --- the four transfers ------------------------------------------------------------------
+
+
+def bridge_in(bench: Bench, which: str, out: Path, watch: Watch) -> Timing:
+    argv = bridge_argv(bench, "site", "sink", "-i", str(bench.client / f"{which}.bin"))
+    return timed([*argv, "-o", str(out)], bench.timeout, watch, "bridge")
+
+
+def bridge_out(bench: Bench, which: str, out: Path, watch: Watch) -> Timing:
+    argv = bridge_argv(bench, "site", "source", "-p", f"which={which}", "-o", str(out))
+    timing = timed(argv, bench.timeout, watch, "bridge")
+    expected = (bench.payload / f"{which}.bin").stat().st_size
+    if (out / "result.bin").stat().st_size != expected:
+        raise RuntimeError("bridge out: result has the wrong size")
+    return timing
+
+
+def scp_in(bench: Bench, which: str, watch: Watch, cipher: str | None) -> Timing:
+    source, dest = str(bench.client / f"{which}.bin"), remote(bench.scp_dest / f"{which}.bin")
+    return timed(scp_argv(bench, source, dest, cipher), bench.timeout, watch)
+
+
+def scp_out(bench: Bench, which: str, out: Path, watch: Watch, cipher: str | None) -> Timing:
+    source = remote(bench.payload / f"{which}.bin")
+    return timed(scp_argv(bench, source, str(out / f"{which}.bin"), cipher), bench.timeout, watch)
+
+
+@dataclass
+class Series:
+    """Timings of one operation: big payload runs and 1-byte runs."""
+
+    big: list[Timing] = field(default_factory=list)
+    tiny: list[Timing] = field(default_factory=list)
+
+    def summary(self, size: int) -> dict[str, Any]:
+        fixed = statistics.median(t.seconds for t in self.tiny)
+        big = statistics.median(t.seconds for t in self.big)
+        cpu = statistics.median(t.cpu_seconds for t in self.big)
+        return {
+            "mbps": round(size / MB / max(big - fixed, 1e-9), 1),
+            "mbps_gross": round(size / MB / big, 1),
+            "seconds": [round(t.seconds, 3) for t in self.big],
+            "fixed_seconds": round(fixed, 3),
+            "cpu_seconds": round(cpu, 2),
+            "cpu_seconds_fixed": round(statistics.median(t.cpu_seconds for t in self.tiny), 2),
+        }
+
+
+Operation = Callable[[str, Path], Timing]
+
+
+def run_once(bench: Bench, op: Operation, which: str) -> Timing:
+    out = bench.root / "out"
+    out.mkdir(exist_ok=True)
+    try:
+        return op(which, out)
+    finally:
+        for path in (out, bench.work_base, bench.scp_dest):
+            clean_dir(path)
+
+
+def operations(bench: Bench, watch: Watch) -> dict[str, Operation]:
+    gcm = "aes128-gcm@openssh.com"
+    return {
+        "bridge_in": lambda w, o: bridge_in(bench, w, o, watch),
+        "bridge_out": lambda w, o: bridge_out(bench, w, o, watch),
+        "scp_in": lambda w, o: scp_in(bench, w, watch, None),
+        "scp_out": lambda w, o: scp_out(bench, w, o, watch, None),
+        "scp_gcm_in": lambda w, o: scp_in(bench, w, watch, gcm),
+        "scp_gcm_out": lambda w, o: scp_out(bench, w, o, watch, gcm),
+    }
+
+
+def measure_transfers(bench: Bench, repeat: int) -> tuple[dict[str, Series], dict[str, int]]:
+    watch = Watch(bench.sshd.pid)
+    ops = operations(bench, watch)
+    series = {name: Series() for name in ops}
+    for name, op in ops.items():  # the 1-byte runs also warm caches up
+        series[name].tiny = [run_once(bench, op, "tiny") for _ in range(TINY_RUNS)]
+    for round_no in range(repeat):
+        for name, op in ops.items():  # interleaved, so drifts hit every method alike
+            timing = run_once(bench, op, "big")
+            series[name].big.append(timing)
+            progress(
+                f"round {round_no + 1}/{repeat} {name}: {timing.seconds:.2f} s, "
+                f"{timing.cpu_seconds:.2f} CPU s"
+            )
+    return series, watch.peaks
+
+
+# --- the kousoku-sized job ---------------------------------------------------------------
+
+
+def kousoku(bench: Bench, runs: int) -> dict[str, Any]:
+    inputs = []
+    for name in ("yield_strength.dat", "tensile_strength.dat", "reduction_area.dat"):
+        path = bench.client / name
+        path.write_bytes(b"123.4567\n\n")
+        inputs += ["-i", str(path)]
+    direct = [shutil.which("dd") or "dd", *kousoku_args()]
+    baseline = statistics.median(direct_run(bench, direct) for _ in range(runs))
+    result: dict[str, Any] = {"baseline_seconds": round(baseline, 4)}
+    watch = Watch(bench.sshd.pid)
+    for method, site in (("ssh", "site"), ("local", "local")):
+        argv = bridge_argv(bench, site, "kousoku", *inputs)
+        times = [kousoku_once(bench, argv, watch) for _ in range(runs)]
+        total = statistics.median(times)
+        result[method] = {
+            "total_seconds": round(total, 3),
+            "overhead_seconds": round(total - baseline, 3),
+            "runs": [round(t, 3) for t in times],
+        }
+    return result
+
+
+def kousoku_once(bench: Bench, argv: list[str], watch: Watch) -> float:
+    return run_once(bench, lambda _, out: timed([*argv, "-o", str(out)], 60, watch), "").seconds
+
+
+def direct_run(bench: Bench, argv: list[str]) -> float:
+    out = bench.root / "direct"
+    out.mkdir(exist_ok=True)
+    try:
+        start = time.perf_counter()
+        subprocess.run(argv, cwd=out, check=True, timeout=60)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(out)
+
+
+# --- machine info and report -------------------------------------------------------------
+
+
+def machine_info(bench: Bench) -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "cpu_model": _cpu_model(),
+        "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "paramiko": importlib.metadata.version("paramiko"),
+        "cryptography": importlib.metadata.version("cryptography"),
+        "openssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
+        "cipher_bridge": _bridge_cipher(bench),
+        "cipher_scp_default": _scp_cipher(bench),
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _bridge_cipher(bench: Bench) -> str:
+    """What paramiko negotiates with this sshd (no channel opened, so no site process)."""
+    from bridge.bridge_config import SshSite, load_bridge_config
+    from bridge.client.ssh import SshConnector
+
+    site = load_bridge_config(str(bench.bridge_config)).site("site")
+    assert isinstance(site, SshSite)
+    connection = SshConnector(site).connect()
+    try:
+        transport = connection.clients[-1].get_transport()  # type: ignore[attr-defined]
+        cipher = str(transport.local_cipher)
+        mac = "<implicit>" if "gcm" in cipher else transport.local_mac  # AEAD: no separate MAC
+        return f"{cipher} / {mac}"
+    finally:
+        connection.close()
+
+
+def _scp_cipher(bench: Bench) -> str:
+    ssh = ["ssh", "-v", *ssh_options(bench), "-p", str(bench.sshd.port), "127.0.0.1", "true"]
+    proc = subprocess.run(ssh, capture_output=True, text=True, timeout=30)
+    found = re.search(r"kex: client->server cipher: (\S+) MAC: (\S+)", proc.stderr)
+    return f"{found.group(1)} / {found.group(2)}" if found else "unknown"
+
+
+def report(
+    size: int, repeat: int, series: dict[str, Series], peaks: dict[str, int], small: dict[str, Any],
+    machine: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    figures = {name: s.summary(size) for name, s in series.items()}
+    ratio = {
+        d: round(figures[f"bridge_{d}"]["mbps"] / figures[f"scp_{d}"]["mbps"], 3)
+        for d in ("in", "out")
+    }
+    ratio_gcm = {
+        d: round(figures[f"bridge_{d}"]["mbps"] / figures[f"scp_gcm_{d}"]["mbps"], 3)
+        for d in ("in", "out")
+    }
+    rss = {role: round(peak / MIB, 1) for role, peak in peaks.items()}
+    return {
+        "size_bytes": size,
+        "repeat": repeat,
+        "mbps": {name: f["mbps"] for name, f in figures.items()},
+        # CPU seconds all processes of one big transfer used (client, sshd, site or sftp
+        # server): less sensitive than wall time to other load on the machine.
+        "cpu_seconds": {name: f["cpu_seconds"] for name, f in figures.items()},
+        "ratio_bridge_over_scp": ratio,
+        "ratio_bridge_over_scp_aes128gcm": ratio_gcm,
+        "peak_rss_mib": rss,
+        "kousoku": small,
+        "targets_met": {
+            "ratio_in": ratio["in"] >= TARGET_RATIO,
+            "ratio_out": ratio["out"] >= TARGET_RATIO,
+            "rss_bridge": rss["bridge"] <= TARGET_RSS_MIB,
+            "rss_site": rss["site"] <= TARGET_RSS_MIB,
+            "kousoku_overhead_ssh": small["ssh"]["overhead_seconds"] <= TARGET_OVERHEAD_S,
+            "kousoku_overhead_local": small["local"]["overhead_seconds"] <= TARGET_OVERHEAD_S,
+        },
+        "details": figures,
+        "machine": machine,
+    }
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    m, r, k = result["mbps"], result["ratio_bridge_over_scp"], result["kousoku"]
+    return (
+        f"bridge in {m['bridge_in']} / out {m['bridge_out']} MB/s; scp in {m['scp_in']} / "
+        f"out {m['scp_out']} MB/s; ratio in {r['in']} / out {r['out']}; peak RSS bridge "
+        f"{result['peak_rss_mib']['bridge']} / site {result['peak_rss_mib']['site']} MiB; "
+        f"kousoku overhead ssh {k['ssh']['overhead_seconds']} s / local "
+        f"{k['local']['overhead_seconds']} s"
+    )
+
+
+def progress(message: str) -> None:
+    if os.environ.get("BENCH_VERBOSE"):
+        print(message, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="payload size (default 1024)")
+    parser.add_argument("--repeat", type=int, default=3, help="big transfers per method")
+    parser.add_argument("--runs", type=int, default=5, help="kousoku-sized jobs per method")
+    args = parser.parse_args()
+    # A plain kill still stops sshd and removes the GiB-sized temp files (the finally clauses).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    size = args.size_mib * MIB
+    # Generous: even a pathological 5 MB/s moves the payload within it.
+    timeout = 60 + size / (5 * MB)
+    with bench_env(size, timeout) as bench:
+        machine = machine_info(bench)
+        series, peaks = measure_transfers(bench, args.repeat)
+        small = kousoku(bench, args.runs)
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result = report(size, args.repeat, series, peaks, small, machine)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    print(summary_line(result), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
