@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from bridge.errors import ProtocolError, TransportError
+from bridge.errors import ProtocolError, TransportError, from_wire
 
 HEADER = struct.Struct(">cI")
 KIND_JSON = b"J"
@@ -198,6 +198,11 @@ def copy_frames_to(
     received = 0
     while True:
         kind, length = reader.read_header()
+        if kind == KIND_JSON:  # the sender stopped mid-file to say why
+            message = decode_json(b"".join(bytes(p) for p in reader.read_payload(length)))
+            if "error" in message:
+                raise from_wire(message["error"])
+            raise ProtocolError("a control message arrived in the middle of a file")
         if kind != KIND_FILE:
             raise ProtocolError(f"expected file data, got a {kind!r} frame")
         if not length:

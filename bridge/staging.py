@@ -194,7 +194,9 @@ def receive_file(reader: FrameReader, header: FileHeader, dir_fd: int, leaf: str
     The body goes to a temporary name first; only when size and SHA-256 match is it renamed
     over ``leaf`` (replacing a symlink there, never writing through it). Returns the digest.
     """
-    part = f".{leaf[:200]}.{os.getpid()}{_PART_SUFFIX}"
+    # Cut by bytes, not characters: a valid 255-byte name must still leave room for the suffix.
+    stem = leaf.encode("utf-8", "surrogateescape")[:180].decode("utf-8", "ignore")
+    part = f".{stem}.{os.getpid()}{_PART_SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(part, flags, 0o600, dir_fd=dir_fd)
@@ -301,8 +303,11 @@ class ReturnRule:
     patterns: tuple[str, ...] | None
     exclude: tuple[str, ...] = ()
 
+    def excluded(self, relpath: str) -> bool:
+        return any(fnmatch.fnmatchcase(relpath, pat) for pat in self.exclude)
+
     def wants(self, relpath: str) -> bool:
-        if any(fnmatch.fnmatchcase(relpath, pat) for pat in self.exclude):
+        if self.excluded(relpath):
             return False
         if self.patterns is None:
             return True
@@ -320,12 +325,12 @@ def collect_results(
     root = os.path.realpath(workdir)
     files: list[ResultFile] = []
     skipped: list[Skipped] = []
-    for rel, entry in _walk(root, ""):
+    for rel, entry in _walk(root, "", skipped):
         if not rule.wants(rel):
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISLNK(st.st_mode):
-            _collect_symlink(root, rel, entry.path, files, skipped)
+            _collect_symlink(root, rel, entry.path, rule, files, skipped)
         elif stat.S_ISREG(st.st_mode):
             if unchanged_inputs.get(rel) == (st.st_size, st.st_mtime_ns):
                 continue
@@ -336,26 +341,49 @@ def collect_results(
     return files, skipped
 
 
-def _walk(root: str, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    with os.scandir(os.path.join(root, prefix) if prefix else root) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            rel = f"{prefix}{entry.name}"
-            if not prefix and entry.name == CONTROL_DIR:
-                continue
-            if _name_problem(entry.name):
-                continue  # an unsafe name (e.g. a partial upload) never travels
-            if entry.is_dir(follow_symlinks=False):
-                yield from _walk(root, rel + "/")
-            else:
-                yield rel, entry
+def _walk(root: str, prefix: str, skipped: list[Skipped]) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    try:
+        with os.scandir(os.path.join(root, prefix) if prefix else root) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append(
+            Skipped(prefix.rstrip("/") or ".", f"directory not readable: {exc.strerror}")
+        )
+        return
+    for entry in entries:
+        rel = f"{prefix}{entry.name}"
+        if not prefix and entry.name == CONTROL_DIR:
+            continue
+        problem = _name_problem(entry.name)
+        if problem:
+            if not entry.name.endswith(_PART_SUFFIX):  # our own partial uploads stay silent
+                skipped.append(Skipped(rel, f"name not allowed: {problem}"))
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(root, rel + "/", skipped)
+        else:
+            yield rel, entry
 
 
 def _collect_symlink(
-    root: str, rel: str, link_path: str, files: list[ResultFile], skipped: list[Skipped]
+    root: str,
+    rel: str,
+    link_path: str,
+    rule: ReturnRule,
+    files: list[ResultFile],
+    skipped: list[Skipped],
 ) -> None:
     target = os.path.realpath(link_path)
     if os.path.commonpath([root, target]) != root:
         skipped.append(Skipped(rel, "symlink to a path outside the work dir (not read)"))
+        return
+    # A link must not bring back what the site keeps: its control dir or an excluded file.
+    target_rel = os.path.relpath(target, root)
+    if PurePosixPath(target_rel).parts[:1] == (CONTROL_DIR,):
+        skipped.append(Skipped(rel, "symlink into mint-bridge's control dir (not read)"))
+        return
+    if rule.excluded(target_rel):
+        skipped.append(Skipped(rel, "symlink to a file the site does not return (not read)"))
         return
     try:
         st = os.stat(target, follow_symlinks=False)
@@ -377,8 +405,10 @@ def open_result_for_reading(root_fd: int, result: ResultFile) -> BinaryIO:
     """
     parts = PurePosixPath(result.source).parts
     dir_fd = open_dir_nofollow(root_fd, parts[:-1], create=False)
+    # O_NONBLOCK: a FIFO swapped in for the file must fail the check below, not block the open.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(parts[-1], flags, dir_fd=dir_fd)
     except OSError as exc:
         raise StagingError(f"cannot read result {result.name}: {exc.strerror}") from exc
     finally:
@@ -386,4 +416,5 @@ def open_result_for_reading(root_fd: int, result: ResultFile) -> BinaryIO:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise StagingError(f"{result.name} is no longer a regular file")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")

@@ -176,7 +176,17 @@ def test_copy_frames_to_rejects_a_non_file_frame() -> None:
     writer.write_json({"sha256": "x"})
     with pytest.raises(ProtocolError) as info:
         copy_frames_to(reader, lambda _: None, 10)
-    assert str(info.value) == "expected file data, got a b'J' frame"
+    assert str(info.value) == "a control message arrived in the middle of a file"
+
+
+def test_an_error_sent_mid_file_is_raised_as_itself() -> None:
+    from bridge.errors import StagingError
+
+    writer, reader, _ = pipe()
+    writer.write_frame(KIND_FILE, b"abc")
+    writer.write_json({"error": {"kind": "StagingError", "message": "r.txt shrank while sent"}})
+    with pytest.raises(StagingError, match=r"r\.txt shrank while sent"):
+        copy_frames_to(reader, lambda _: None, 10)
 
 
 def test_copy_frames_to_eof_mid_body_is_a_transport_error() -> None:

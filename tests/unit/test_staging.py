@@ -251,16 +251,10 @@ def test_receive_file_of_zero_bytes(dest: tuple[Path, int]) -> None:
         pytest.param(
             "é" * 127,
             id="latin-254-bytes",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="receive_file's part name keeps 200 characters of the name, which can "
-                "exceed 255 bytes for a valid multi-byte name (ENAMETOOLONG)",
-            ),
         ),
         pytest.param(
             "データ" * 28,
             id="japanese-252-bytes",
-            marks=pytest.mark.xfail(strict=True, reason="as above: part name too long"),
         ),
     ],
 )
@@ -596,7 +590,9 @@ def test_collect_results_never_returns_the_control_dir(workdir: Path) -> None:
     (wd / "sub" / CONTROL_DIR / "f").write_text("x")
     files, skipped = collect_results(str(wd), ReturnRule(None), {})
     assert _names(files) == []
-    assert skipped == []
+    assert skipped == [
+        Skipped("sub/.mint-bridge", "name not allowed: the name is reserved by mint-bridge")
+    ]
 
 
 def test_collect_results_ignores_unsafe_names_and_part_files(workdir: Path) -> None:
@@ -713,11 +709,6 @@ def test_open_result_refuses_a_file_swapped_for_a_directory(workdir: Path, root_
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_result_for_reading opens the leaf without O_NONBLOCK: a FIFO swapped in after "
-    "collection blocks the site entry forever",
-)
 def test_open_result_does_not_block_on_a_file_swapped_for_a_fifo(
     workdir: Path, root_fd: int
 ) -> None:
@@ -744,3 +735,27 @@ def test_open_result_does_not_block_on_a_file_swapped_for_a_fifo(
         thread.join(10.0)
     assert not blocked, "open_result_for_reading blocked on a FIFO"
     assert isinstance(outcome[0], StagingError)
+
+
+def test_unsafe_result_names_are_reported_not_silently_dropped(tmp_path: Path) -> None:
+    (tmp_path / "-out.csv").write_text("x")
+    (tmp_path / "bad\nname").write_text("x")
+    (tmp_path / "good.txt").write_text("x")
+    files, skipped = collect_results(str(tmp_path), ReturnRule(None), {})
+    assert [f.name for f in files] == ["good.txt"]
+    reasons = {s.name: s.reason for s in skipped}
+    assert reasons["-out.csv"].startswith("name not allowed: it starts with '-'")
+    assert reasons["bad\nname"] == "name not allowed: it contains a NUL or control character"
+
+
+def test_a_link_never_brings_back_an_excluded_file_or_the_control_dir(tmp_path: Path) -> None:
+    (tmp_path / "deck.inp").write_text("PRIVATE MODEL")
+    (tmp_path / ".mint-bridge").mkdir()
+    (tmp_path / ".mint-bridge" / "request.json").write_text("{}")
+    (tmp_path / "copy.txt").symlink_to("deck.inp")
+    (tmp_path / "ctl.txt").symlink_to(".mint-bridge/request.json")
+    files, skipped = collect_results(str(tmp_path), ReturnRule(None, ("*.inp",)), {})
+    assert files == []
+    reasons = {s.name: s.reason for s in skipped}
+    assert reasons["copy.txt"] == "symlink to a file the site does not return (not read)"
+    assert reasons["ctl.txt"] == "symlink into mint-bridge's control dir (not read)"
