@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -21,6 +22,18 @@ log = logging.getLogger("bridge")
 def _fail(exc: BridgeError) -> NoReturn:
     click.echo(f"mint-bridge: error: {exc}", err=True)
     sys.exit(int(exc.exit_code))
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without the interpreter's tear-down, which costs up to 0.1 s per process (module
+    finalisation, paramiko's and requests' leftovers) on every job. Everything that must reach
+    a file or a pipe is flushed first; connections and files were closed by the code that
+    opened them."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _raise_cancelled(signum: int, frame: FrameType | None) -> None:
@@ -128,7 +141,7 @@ def run(
         )
     except BridgeError as exc:
         _fail(exc)
-    sys.exit(code)
+    _exit_now(code)
 
 
 @main.command()
@@ -192,7 +205,7 @@ def serve_ssh(config_path: str) -> None:
     """The forced command for MInt's key in authorized_keys: serves one protocol request."""
     from bridge.site.entry import serve_stdio
 
-    sys.exit(serve_stdio(config_path, os.environ.get("SSH_ORIGINAL_COMMAND")))
+    _exit_now(serve_stdio(config_path, os.environ.get("SSH_ORIGINAL_COMMAND")))
 
 
 @site.command("cleanup")

@@ -32,6 +32,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 import psutil
@@ -43,6 +44,7 @@ from schedulers.base import JobHandle, JobSpec, Scheduler
 SPEC_FILE = "local-spec.json"
 EXIT_FILE = "exit.json"
 RUNNER_LOG = "runner.log"
+RUNNER_PID = "runner.pid"
 # Written by cancel() before it signals the supervisor, so a cancel that arrives before the
 # supervisor can handle SIGTERM still ends as "cancelled" (and the program never starts).
 CANCEL_FILE = "local-cancel"
@@ -57,6 +59,12 @@ class LocalScheduler(Scheduler):
     def submit(self, spec: JobSpec) -> str:
         write_json_atomic(os.path.join(spec.control_dir, SPEC_FILE), _spec_to_json(spec))
         log_path = os.path.join(spec.control_dir, RUNNER_LOG)
+        if threading.active_count() == 1:
+            # One thread (the SSH site entry): fork the supervisor instead of starting a new
+            # interpreter, which costs a tenth of a second on every job. With other threads
+            # (the agent) a fork could inherit a lock some thread holds, so spawn instead.
+            pid = _fork_runner(spec.control_dir, log_path)
+            return f"{pid}:{psutil.Process(pid).create_time():.6f}"
         with open(log_path, "ab") as log:
             try:
                 proc = subprocess.Popen(
@@ -108,6 +116,46 @@ class LocalScheduler(Scheduler):
             return
 
 
+def _fork_runner(control_dir: str, log_path: str) -> int:
+    """Start the supervisor as a forked child in a new session; returns its pid."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(log_fd)
+        raise SiteError(f"could not start the local runner: {exc}") from exc
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 1
+        try:
+            os.setsid()
+            _detach_stdio(log_fd)
+            from schedulers.local_runner import main as runner_main
+
+            code = runner_main(["local_runner", control_dir])
+        finally:
+            os._exit(code)
+    os.close(log_fd)
+    with open(os.path.join(control_dir, RUNNER_PID), "w", encoding="ascii") as handle:
+        handle.write(f"{pid}\n")  # before returning: status() may ask at once
+    return pid
+
+
+def _detach_stdio(log_fd: int) -> None:
+    """stdin from /dev/null, stdout/stderr to the runner log, every other fd closed (the work
+    dir's lock and the SSH channel must not stay open in a process that outlives the request)."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
 def read_exit_file(control_dir: str) -> JobOutcome | None:
     try:
         with open(os.path.join(control_dir, EXIT_FILE), encoding="utf-8") as handle:
@@ -139,10 +187,17 @@ def _runner_process(handle: JobHandle) -> psutil.Process | None:
 
 
 def _is_runner_of(proc: psutil.Process, control_dir: str) -> bool:
-    """Our supervisor for this job: the clock may have been stepped since it started."""
+    """Our supervisor for this job: the clock may have been stepped since it started.
+
+    A spawned runner names the control dir on its command line; a forked one (which keeps its
+    parent's command line) recorded its pid there when it started.
+    """
     try:
-        return proc.cmdline()[-3:] == ["-m", RUNNER_MODULE, control_dir]
-    except psutil.Error:
+        if proc.cmdline()[-3:] == ["-m", RUNNER_MODULE, control_dir]:
+            return True
+        with open(os.path.join(control_dir, RUNNER_PID), encoding="ascii") as handle:
+            return int(handle.read().strip()) == proc.pid
+    except (psutil.Error, OSError, ValueError):
         return False
 
 
