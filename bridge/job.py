@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import ExitCode, ProtocolError
-from bridge.staging import check_name
 
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -171,6 +170,8 @@ class JobRequest:
 def _parse_inputs(raw: object) -> list[InputDecl]:
     if not isinstance(raw, list):
         raise ProtocolError("inputs must be a list")
+    from bridge.staging import check_name  # here: the job supervisor imports this module too
+
     decls: list[InputDecl] = []
     seen: set[str] = set()
     for item in raw:

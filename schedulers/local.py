@@ -40,14 +40,10 @@ import psutil
 from bridge.errors import ProtocolError, SiteError
 from bridge.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec, Scheduler
+from schedulers.records import CANCEL_FILE, EXIT_FILE, SPEC_FILE, write_json_atomic
 
-SPEC_FILE = "local-spec.json"
-EXIT_FILE = "exit.json"
 RUNNER_LOG = "runner.log"
 RUNNER_PID = "runner.pid"
-# Written by cancel() before it signals the supervisor, so a cancel that arrives before the
-# supervisor can handle SIGTERM still ends as "cancelled" (and the program never starts).
-CANCEL_FILE = "local-cancel"
 RUNNER_MODULE = "schedulers.local_runner"
 
 
@@ -221,11 +217,4 @@ def _runner_env() -> dict[str, str]:
     return env
 
 
-def write_json_atomic(path: str, data: object) -> None:
-    """Write atomically: readers see the old file or the whole new one, never half of it."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+__all__ = ["CANCEL_FILE", "EXIT_FILE", "SPEC_FILE", "LocalScheduler", "write_json_atomic"]

@@ -17,11 +17,9 @@ import sys
 import time
 from types import FrameType
 
-import psutil
-
 from bridge import defaults
 from bridge.job import JobOutcome, JobState
-from schedulers.local import CANCEL_FILE, EXIT_FILE, SPEC_FILE, write_json_atomic
+from schedulers.records import CANCEL_FILE, EXIT_FILE, SPEC_FILE, write_json_atomic
 
 
 class _Stop(Exception):
@@ -49,6 +47,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def kill_tree(root_pid: int, grace: float) -> None:
     """SIGTERM the process group and every descendant of ``root_pid``, SIGKILL survivors."""
+    import psutil  # only when something must be stopped: start-up time is job latency
+
     try:
         root = psutil.Process(root_pid)
         procs = [root, *root.children(recursive=True)]
