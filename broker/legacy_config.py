@@ -13,7 +13,7 @@ nims-dev = ["/opt/Abaqus/Commands/abaqus", "/opt/fem-ccv/femccv"]
 ```
 
 The whitelist is the only guard between a workflow and the original poller's shell (it runs
-``command`` with ``shell=True``), so it is matched exactly, character for character; this
+``command`` through a shell), so it is matched exactly, character for character; this
 module never normalises, splits or pattern-matches a command.
 """
 
