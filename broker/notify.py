@@ -55,7 +55,7 @@ class Waiter:
 class Notifier:
     def __init__(self, max_waiters: int, max_waiters_per_owner: int) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[Waiter]] = {}
+        self._waiters: dict[str, dict[Waiter, None]] = {}  # ordered: the longest waiting first
         self._per_owner: dict[str, int] = {}
         self._total = 0
         self.max_waiters = max_waiters
@@ -76,10 +76,21 @@ class Notifier:
             waiter.event.set()
 
     def changed(self, job_ids: Iterable[str], sites: Iterable[str]) -> None:
-        """The store's change listener: wake everyone waiting on these jobs and sites."""
-        keys = [job_key(j) for j in job_ids] + [site_key(s) for s in sites]
+        """The store's change listener: wake everyone waiting on these jobs, and for each site
+        one claim that is not awake yet.
+
+        A new job can go to one agent only: waking every agent of the site would have each of
+        them open a write transaction for nothing (a thundering herd). A claim that wakes and
+        finds no job simply waits again; one whose wait ends before it looks has already
+        returned, and the agent's next claim finds the job at once.
+        """
         with self._lock:
-            waiters = [w for key in keys for w in self._waiters.get(key, ())]
+            waiters = [w for j in job_ids for w in self._waiters.get(job_key(j), ())]
+            for site in sites:
+                asleep = (w for w in self._waiters.get(site_key(site), ()) if not w.event.is_set())
+                first = next(asleep, None)
+                if first is not None:
+                    waiters.append(first)
         for waiter in waiters:
             waiter.event.set()
 
@@ -114,7 +125,7 @@ class Notifier:
             self._total += 1
             self._per_owner[owner] = self._per_owner.get(owner, 0) + 1
             for key in keys:
-                self._waiters.setdefault(key, set()).add(waiter)
+                self._waiters.setdefault(key, {})[waiter] = None
 
     def _unregister(self, waiter: Waiter, keys: list[str], owner: str) -> None:
         with self._lock:
@@ -127,6 +138,6 @@ class Notifier:
             for key in keys:
                 group = self._waiters.get(key)
                 if group is not None:
-                    group.discard(waiter)
+                    group.pop(waiter, None)
                     if not group:
                         del self._waiters[key]

@@ -81,3 +81,21 @@ def test_shut_down_ends_waiting_and_later_long_polls() -> None:
     assert outcome == [0.0]
     with notifier.listen(["site:x"], "agent", 50.0) as later:
         assert later.remaining() == 0.0 and later.wait() is False
+
+
+def test_a_new_job_wakes_one_waiting_claim_of_its_site_not_all() -> None:
+    from broker.notify import Notifier, job_key, site_key
+
+    notifier = Notifier(max_waiters=10, max_waiters_per_owner=10)
+    with (
+        notifier.listen([site_key("s")], "a", 50.0) as first,
+        notifier.listen([site_key("s")], "b", 50.0) as second,
+        notifier.listen([job_key("j")], "c", 50.0) as status_1,
+        notifier.listen([job_key("j")], "d", 50.0) as status_2,
+    ):
+        notifier.changed([], ["s"])
+        assert (first.event.is_set(), second.event.is_set()) == (True, False)
+        notifier.changed([], ["s"])  # the next job wakes the next claim, not the same one again
+        assert second.event.is_set()
+        notifier.changed(["j"], [])  # a change of a job wakes everyone watching it
+        assert status_1.event.is_set() and status_2.event.is_set()
