@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 import psutil
 
@@ -55,11 +56,8 @@ class LocalScheduler(Scheduler):
     def submit(self, spec: JobSpec) -> str:
         write_json_atomic(os.path.join(spec.control_dir, SPEC_FILE), _spec_to_json(spec))
         log_path = os.path.join(spec.control_dir, RUNNER_LOG)
-        if threading.active_count() == 1:
-            # One thread (the SSH site entry): fork the supervisor instead of starting a new
-            # interpreter, which costs a tenth of a second on every job. With other threads
-            # (the agent) a fork could inherit a lock some thread holds, so spawn instead.
-            pid = _fork_runner(spec.control_dir, log_path)
+        pid = _fast_start(spec.control_dir, log_path)
+        if pid is not None:
             return f"{pid}:{psutil.Process(pid).create_time():.6f}"
         with open(log_path, "ab") as log:
             try:
@@ -112,6 +110,93 @@ class LocalScheduler(Scheduler):
             return
 
 
+def _fast_start(control_dir: str, log_path: str) -> int | None:
+    """Start the supervisor without a new interpreter (which costs a tenth of a second on every
+    job) when that is safe: by a fork in a one-thread process (the SSH site entry), or through
+    the fork server a multi-threaded caller (the agent) started before its threads. A fork in a
+    process with other threads could inherit a lock one of them holds. None: spawn instead."""
+    global _fork_server
+    if threading.active_count() == 1:
+        return _fork_runner(control_dir, log_path)
+    if _fork_server is not None:
+        try:
+            return _fork_server.start_runner(control_dir, log_path)
+        except (OSError, ValueError):
+            _fork_server = None  # it died: spawn from now on
+    return None
+
+
+class ForkServer:
+    """A one-thread helper process that forks local supervisors for a multi-threaded caller.
+
+    Start it before any other thread exists. It ends when the caller closes its pipe (the caller
+    exited); supervisors it started run on in their own sessions.
+    """
+
+    def __init__(self) -> None:
+        requests_r, self._requests = os.pipe()
+        self._replies, replies_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self._requests)
+            os.close(self._replies)
+            _serve_forks(requests_r, replies_w)
+        os.close(requests_r)
+        os.close(replies_w)
+        self._lock = threading.Lock()
+
+    def start_runner(self, control_dir: str, log_path: str) -> int:
+        with self._lock:
+            os.write(self._requests, (json.dumps([control_dir, log_path]) + "\n").encode())
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = os.read(self._replies, 64)
+                if not chunk:
+                    raise OSError("the fork server exited")
+                reply += chunk
+        pid = int(reply)
+        if pid <= 0:
+            raise OSError("the fork server could not start the runner")
+        return pid
+
+    def close(self) -> None:
+        os.close(self._requests)
+        os.close(self._replies)
+
+
+def _serve_forks(requests_fd: int, replies_fd: int) -> NoReturn:
+    code = 0
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps ended supervisors
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C is the caller's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        pending = b""
+        while chunk := os.read(requests_fd, 65536):
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                control_dir, log_path = json.loads(line)
+                try:
+                    pid = _fork_runner(control_dir, log_path)
+                except Exception:  # report, keep serving
+                    pid = -1
+                os.write(replies_fd, f"{pid}\n".encode())
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+_fork_server: ForkServer | None = None
+
+
+def start_fork_server() -> None:
+    """For a caller about to start threads (the agent): later submits fork through it."""
+    global _fork_server
+    if _fork_server is None and threading.active_count() == 1:
+        _fork_server = ForkServer()
+
+
 def _fork_runner(control_dir: str, log_path: str) -> int:
     """Start the supervisor as a forked child in a new session; returns its pid."""
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -150,6 +235,8 @@ def _detach_stdio(log_fd: int) -> None:
                 os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the fork server ignores it; the solver's
+    # supervisor must be able to wait for its child
 
 
 def read_exit_file(control_dir: str) -> JobOutcome | None:

@@ -42,6 +42,7 @@ from bridge.site.agent_api import AgentApi, Claimed, Lease
 from bridge.site.pulled_job import BROKER_FILE, COMPLETED_FILE, PulledJob, drop_local_job
 from bridge.site.workdir import WorkDir
 from bridge.site_config import AgentConfig, SiteConfig, load_site_config
+from schedulers.local import start_fork_server
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,8 @@ def run_agent(config_path: str, *, configure_logging: bool = True) -> int:
             )
         if configure_logging:
             _setup_logging(site)
+        # Before any thread exists: local jobs are then forked, not started as new interpreters.
+        start_fork_server()
         agent = Agent(site, site.agent)
         previous = {
             sig: signal.signal(sig, agent.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)

@@ -511,3 +511,33 @@ def test_job_survives_its_submitter(tmp_path: Path, scheduler: LocalScheduler) -
     outcome = wait_final(scheduler, handle)
     assert outcome.state is JobState.COMPLETED
     assert Path(spec.workdir, "done").read_text() == "survived"
+
+
+def test_fork_server_starts_supervisors_for_a_threaded_caller(tmp_path: Path) -> None:
+    """The agent's path: a helper forked before any thread starts each job's supervisor."""
+    import threading
+
+    import psutil
+
+    from schedulers import local
+
+    server = local.ForkServer()
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait)  # now the caller has two threads
+    helper.start()
+    previous, local._fork_server = local._fork_server, server
+    try:
+        spec = make_spec(tmp_path, python("print('via fork server')"))
+        native_id = LocalScheduler().submit(spec)
+        pid = int(native_id.split(":")[0])
+        outcome = wait_final(LocalScheduler(), JobHandle(spec.job_id, native_id, spec.control_dir))
+        assert outcome.state is JobState.COMPLETED and outcome.exit_code == 0
+        assert Path(spec.stdout_path).read_text() == "via fork server\n"
+        assert pid != os.getpid()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).ppid() == server.pid
+    finally:
+        local._fork_server = previous
+        release.set()
+        helper.join()
+        server.close()
+    psutil.Process(server.pid).wait(timeout=10)  # it ends when its caller closes the pipe
