@@ -32,6 +32,7 @@ from bridge.http import check_broker_url
 from bridge.site_config import load_site_config
 from node_setup import authorized_keys as ak
 from node_setup import changes, systemd
+from node_setup.config_files import read_text
 from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
 from node_setup.prompt import Prompter, need
@@ -252,7 +253,7 @@ def _plan_ssh(
     key = ak.parse_public_key(_read_key_file(key_file), key_file)
     command = ak.forced_command(mint_bridge, paths.site_config)
     line = ak.key_line(key, command, mint_ip)
-    existing = _read_text(paths.authorized_keys)
+    existing = read_text(paths.authorized_keys)
     content, replaces = ak.merge(existing, line, key)
     plan.mkdir(paths.ssh_dir, 0o700)
     plan.write(paths.authorized_keys, content, 0o600, edit=True, needs_force=replaces)
@@ -267,16 +268,6 @@ def _read_key_file(path: str) -> str:
         raise MissingValue(f"--mint-key {path}: no such file; ask MInt's admin for it") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"--mint-key {path}: cannot read it: {exc}") from exc
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SetupError(f"cannot read {path}: {exc}") from exc
 
 
 @dataclass(frozen=True)
