@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bridge import defaults
 from bridge.errors import ConfigError
@@ -19,6 +20,14 @@ from bridge.units import parse_duration
 
 DEFAULT_PATH = "~/.config/mint-bridge/bridge.toml"
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch
+# A host name, an address or an ~/.ssh/config alias: never an option (leading '-'), never a
+# second word or a user@ prefix (``user`` says that), nothing a shell or ssh could re-read.
+_SSH_HOST = re.compile(r"[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]{0,252}")
+_SSH_CLIENTS = ("paramiko", "openssh")
+_OPENSSH_ONLY = ("share_connection", "connection_persist", "control_dir")
+# Unix socket paths are limited to 108 bytes on Linux; OpenSSH expands %C to 40 hex digits and
+# adds a temporary suffix while it binds the socket.
+_MAX_CONTROL_DIR = 60
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -35,6 +44,12 @@ class SshSite:
     keepalive: int = defaults.SSH_KEEPALIVE_SECONDS
     reconnect_attempts: int = defaults.RECONNECT_ATTEMPTS
     method: str = "ssh"
+    # Which SSH client carries the protocol: "paramiko" (in-process) or "openssh" (the system's
+    # ``ssh``: C-speed transfers, and jobs share one connection through a control socket).
+    client: str = "paramiko"
+    share_connection: bool = True  # openssh only: ControlMaster=auto
+    connection_persist: float = defaults.SSH_CONNECTION_PERSIST  # openssh only: ControlPersist
+    control_dir: str = defaults.SSH_CONTROL_DIR  # openssh only: where control sockets live
 
 
 @dataclass(frozen=True)
@@ -129,7 +144,7 @@ def _load_site(sec: Section, name: str, config_path: str) -> Site:
     sec.check_keys(
         {
             "method", "host", "user", "port", "identity_file", "known_hosts", "ssh_config",
-            "connect_timeout", "keepalive", "reconnect_attempts",
+            "connect_timeout", "keepalive", "reconnect_attempts", "client", *_OPENSSH_ONLY,
         }
     )  # fmt: skip
     port = sec.data.get("port")
@@ -144,10 +159,19 @@ def _load_site(sec: Section, name: str, config_path: str) -> Site:
     if keepalive < 0:
         raise sec.error("must not be negative (0 turns keepalives off)", "keepalive")
     user = _optional_str(sec, "user")
+    if user is not None and not _SSH_HOST.fullmatch(user):
+        raise sec.error("must be a plain user name (letters, digits, '_', '.', '-')", "user")
     identity = _optional_str(sec, "identity_file")
+    host = sec.require("host", str)
+    if not _SSH_HOST.fullmatch(host):
+        raise sec.error(
+            f"{host!r:.80} is not a host name, address or ~/.ssh/config alias; put the user "
+            "in 'user' and the port in 'port'",
+            "host",
+        )
     return SshSite(
         name=name,
-        host=sec.require("host", str),
+        host=host,
         user=user,
         port=port,
         identity_file=os.path.expanduser(identity) if identity is not None else None,
@@ -156,7 +180,36 @@ def _load_site(sec: Section, name: str, config_path: str) -> Site:
         connect_timeout=connect_timeout,
         keepalive=keepalive,
         reconnect_attempts=attempts,
+        **_ssh_client_options(sec),
     )
+
+
+def _ssh_client_options(sec: Section) -> dict[str, Any]:
+    client = sec.get("client", str, "paramiko")
+    if client not in _SSH_CLIENTS:
+        raise sec.error(f"{client!r} is not an SSH client; use 'paramiko' or 'openssh'", "client")
+    if client != "openssh":
+        for key in _OPENSSH_ONLY:
+            if key in sec.data:
+                raise sec.error("applies only with client = 'openssh'", key)
+        return {"client": client}
+    persist = sec.convert("connection_persist", parse_duration, defaults.SSH_CONNECTION_PERSIST)
+    if persist < 0:
+        raise sec.error("must not be negative (0 closes the connection with the last job)",
+                        "connection_persist")
+    control_dir = sec.path_value("control_dir", defaults.SSH_CONTROL_DIR)
+    if not os.path.isabs(control_dir) or len(control_dir.encode()) > _MAX_CONTROL_DIR:
+        raise sec.error(
+            f"must be an absolute path of at most {_MAX_CONTROL_DIR} bytes (unix socket paths "
+            f"are short); {control_dir!r:.100} is not",
+            "control_dir",
+        )
+    return {
+        "client": client,
+        "share_connection": sec.get("share_connection", bool, True),
+        "connection_persist": persist,
+        "control_dir": control_dir,
+    }
 
 
 def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:

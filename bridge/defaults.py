@@ -25,6 +25,13 @@ LOG_POLL_MAX = 0.1
 # SSH: detect dead peers quickly and never hang forever connecting.
 SSH_CONNECT_TIMEOUT = 15.0
 SSH_KEEPALIVE_SECONDS = 15
+# OpenSSH client: jobs to one site share a connection while it has been idle less than this
+# (ControlPersist), so a burst of short jobs pays one handshake; long enough to span the gaps
+# between a workflow's steps, short enough not to hold idle connections open for hours.
+SSH_CONNECTION_PERSIST = 600.0
+# Control sockets of shared connections: private to the user (0700), short enough for a
+# unix socket path once OpenSSH appends the 40-digit connection hash.
+SSH_CONTROL_DIR = "~/.local/state/mint-bridge/ssh"
 
 # Reconnects after a dropped connection: bounded, exponential with jitter, about 4 minutes in all,
 # enough to ride out a site's sshd restart or a short network outage.

@@ -35,6 +35,10 @@ def connector_for(site: Site) -> Connector:
         return LocalConnector(site)
     if isinstance(site, BrokerSite):
         raise ConfigError(f"site {site.name} is reached through its broker, not a connection")
+    if site.client == "openssh":  # paramiko is then never imported
+        from bridge.client.openssh import OpenSshConnector
+
+        return OpenSshConnector(site)
     from bridge.client.ssh import SshConnector
 
     return SshConnector(site)

@@ -124,8 +124,8 @@ def test_site_lookup_names_the_known_sites(tmp_path: Path) -> None:
 
 
 SSH_KEYS = (
-    "connect_timeout, host, identity_file, keepalive, known_hosts, method, port, "
-    "reconnect_attempts, ssh_config, user"
+    "client, connect_timeout, connection_persist, control_dir, host, identity_file, keepalive, "
+    "known_hosts, method, port, reconnect_attempts, share_connection, ssh_config, user"
 )
 
 

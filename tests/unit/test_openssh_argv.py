@@ -1,0 +1,192 @@
+"""The OpenSSH client backend's pure parts: its argv, its config keys, and how ssh's messages
+(captured from OpenSSH 9.2p1, Debian 12) become our errors."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge.bridge_config import SshSite, load_bridge_config
+from bridge.client.openssh import classify_failure, openssh_argv, private_control_dir
+from bridge.client.transport import PROTOCOL_COMMAND
+from bridge.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    HostKeyRejected,
+    SiteError,
+    SiteUnreachable,
+)
+
+SITE = SshSite(
+    name="rme", host="rme-u-tokyo", user="mint", port=2222, identity_file="/k/id",
+    known_hosts="/k/known_hosts", ssh_config="/nonexistent/config", client="openssh",
+    connection_persist=90.5, control_dir="/run/cm",
+)  # fmt: skip
+
+
+def options(argv: list[str]) -> dict[str, str]:
+    pairs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-o"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_argv_pins_host_keys_and_allows_nothing_else() -> None:
+    argv = openssh_argv(SITE, "/run/cm")
+    opts = options(argv)
+    assert argv[0] == "ssh"
+    assert argv[-3:] == ["--", "rme-u-tokyo", PROTOCOL_COMMAND]
+    assert opts["StrictHostKeyChecking"] == "yes"
+    assert opts["UserKnownHostsFile"] == "/k/known_hosts"
+    assert opts["GlobalKnownHostsFile"] == "none"
+    assert opts["UpdateHostKeys"] == "no"
+    assert opts["BatchMode"] == "yes"
+    for off in ("ForwardAgent", "ForwardX11", "PermitLocalCommand", "RequestTTY"):
+        assert opts[off] == "no"
+    assert opts["ClearAllForwardings"] == "yes"
+    assert opts["IdentityAgent"] == "none"
+    assert argv[argv.index("-i") : argv.index("-i") + 2] == ["-i", "/k/id"]
+    assert opts["IdentitiesOnly"] == "yes"
+    assert argv[argv.index("-l") : argv.index("-l") + 2] == ["-l", "mint"]
+    assert argv[argv.index("-p") : argv.index("-p") + 2] == ["-p", "2222"]
+    # A missing SSH config reads as empty, as with paramiko: the system-wide file is not read.
+    assert argv[argv.index("-F") + 1] == os.devnull
+
+
+def test_argv_shares_the_connection_through_the_control_dir() -> None:
+    opts = options(openssh_argv(SITE, "/run/cm"))
+    assert opts["ControlMaster"] == "auto"
+    assert opts["ControlPath"] == "/run/cm/%C"
+    assert opts["ControlPersist"] == "91"
+
+
+def test_argv_without_sharing_overrides_the_users_ssh_config() -> None:
+    opts = options(openssh_argv(SITE, None))
+    assert opts["ControlMaster"] == "no" and opts["ControlPath"] == "none"
+    assert "ControlPersist" not in opts
+
+
+def test_argv_uses_an_existing_ssh_config(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("Host rme-u-tokyo\n  HostName 192.0.2.7\n")
+    site = SshSite(name="rme", host="rme-u-tokyo", ssh_config=str(config), client="openssh")
+    argv = openssh_argv(site, None)
+    assert argv[argv.index("-F") + 1] == str(config)
+    assert "-l" not in argv and "-p" not in argv and "-i" not in argv
+
+
+# Messages as OpenSSH 9.2p1 prints them with LogLevel=ERROR (captured on this project's test sshd).
+CHANGED = [
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@",
+    "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @",
+    "Host key verification failed.",
+]
+UNKNOWN = [
+    "No ED25519 host key is known for [127.0.0.1]:40227 and you have requested strict checking.",
+    "Host key verification failed.",
+]
+DENIED = ["root@127.0.0.1: Permission denied (publickey)."]
+REFUSED = ["ssh: connect to host 127.0.0.1 port 1: Connection refused"]
+DNS = ["ssh: Could not resolve hostname nowhere.invalid: Name or service not known"]
+BAD_OPTION = [
+    "/root/.ssh/config: line 3: Bad configuration option: frobnicate",
+    "/root/.ssh/config: terminating, 1 bad configuration options",
+]
+DROPPED = ["Connection to 127.0.0.1 closed by remote host."]
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "kind", "words"),
+    [
+        (255, CHANGED, HostKeyRejected, "not the one pinned in /k/known_hosts"),
+        (255, UNKNOWN, HostKeyRejected, "mint-bridge setup add-site rme"),
+        (255, DENIED, AuthenticationFailed, "refused the key /k/id"),
+        (255, REFUSED, SiteUnreachable, "Connection refused"),
+        (255, DNS, SiteUnreachable, "Could not resolve hostname"),
+        (255, BAD_OPTION, ConfigError, "Bad configuration option: frobnicate"),
+        (255, DROPPED, SiteUnreachable, "closed by remote host"),
+        (255, [], SiteUnreachable, "cannot reach rme-u-tokyo:2222"),
+        (77, ["mint-bridge: this key only runs mint-bridge jobs"], SiteError, "exit 77"),
+    ],
+)
+def test_failures_become_our_errors(
+    code: int, stderr: list[str], kind: type[Exception], words: str
+) -> None:
+    error = classify_failure(SITE, code, stderr)
+    assert type(error) is kind
+    assert words in str(error)
+    assert "\n" not in str(error)
+
+
+def test_transient_only_when_the_network_is_to_blame() -> None:
+    assert classify_failure(SITE, 255, REFUSED).transient  # type: ignore[union-attr]
+    assert not classify_failure(SITE, 255, UNKNOWN).transient  # type: ignore[union-attr]
+    assert not classify_failure(SITE, 255, DENIED).transient  # type: ignore[union-attr]
+
+
+def test_a_plain_end_of_stream_is_left_to_the_protocol() -> None:
+    assert classify_failure(SITE, 0, []) is None
+    assert classify_failure(SITE, -9, ["killed"]) is None
+
+
+def test_control_dir_is_made_private(tmp_path: Path) -> None:
+    loose = tmp_path / "cm"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    assert private_control_dir(str(loose)) == str(loose)
+    assert loose.stat().st_mode & 0o777 == 0o700
+    fresh = tmp_path / "new" / "cm"
+    private_control_dir(str(fresh))
+    assert fresh.stat().st_mode & 0o777 == 0o700
+
+
+def test_control_dir_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ConfigError, match="not a directory owned by this user"):
+        private_control_dir(str(tmp_path / "link"))
+
+
+# --- config keys ---------------------------------------------------------------------------
+
+
+def load(tmp_path: Path, body: str) -> SshSite:
+    path = tmp_path / "bridge.toml"
+    path.write_text("[sites.s]\n" + textwrap.dedent(body))
+    site = load_bridge_config(str(path)).site("s")
+    assert isinstance(site, SshSite)
+    return site
+
+
+def test_openssh_keys_load_with_defaults(tmp_path: Path) -> None:
+    site = load(tmp_path, 'host = "h"\nclient = "openssh"\n')
+    assert (site.client, site.share_connection, site.connection_persist) == ("openssh", True, 600)
+    assert site.control_dir == os.path.expanduser("~/.local/state/mint-bridge/ssh")
+    site = load(tmp_path, 'host = "h"\nclient = "openssh"\nconnection_persist = "2m"\n'
+                'share_connection = false\ncontrol_dir = "/run/mb"\n')  # fmt: skip
+    assert (site.share_connection, site.connection_persist, site.control_dir) == (
+        False, 120.0, "/run/mb",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "words"),
+    [
+        ('host = "h"\nclient = "putty"\n', "client", "use 'paramiko' or 'openssh'"),
+        ('host = "h"\nshare_connection = true\n', "share_connection", "only with client"),
+        ('host = "h"\nclient = "openssh"\ncontrol_dir = "rel/dir"\n', "control_dir", "absolute"),
+        (f'host = "h"\nclient = "openssh"\ncontrol_dir = "/{"d" * 70}"\n', "control_dir",
+         "at most 60 bytes"),
+        ('host = "h"\nclient = "openssh"\nconnection_persist = "soon"\n', "connection_persist",
+         ""),
+        ('host = "-oProxyCommand=touch /tmp/x"\n', "host", "not a host name"),
+        ('host = "mint@h"\n', "host", "put the user in 'user'"),
+        ('host = "h other"\n', "host", "not a host name"),
+        ('host = "h"\nuser = "-l root"\n', "user", "plain user name"),
+    ],
+)  # fmt: skip
+def test_bad_keys_name_the_key(tmp_path: Path, body: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=f"sites.s.{key}") as info:
+        load(tmp_path, body)
+    assert words in str(info.value)
