@@ -279,7 +279,10 @@ def test_example_bridge_config_loads() -> None:
         pytest.skip("no examples/bridge.toml")
     config = load_bridge_config(str(path))
     assert isinstance(config, BridgeConfig)
-    assert config.sites
+    assert sorted(config.sites) == ["local", "rme-u-tokyo", "rme-u-tokyo-openssh"]
+    openssh = config.site("rme-u-tokyo-openssh")
+    assert isinstance(openssh, SshSite) and openssh.client == "openssh"
+    assert openssh.share_connection and openssh.connection_persist == 600
 
 
 def test_find_config_order(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
