@@ -8,6 +8,7 @@ admins. ``add-site`` records a site in the bridge config:
   authenticating and pinned in mint-bridge's own known_hosts only when its fingerprint is the
   one the site admin gave out of band (interactively, the fingerprint is shown and the admin
   confirms). ``--jump`` reaches the site through a jump host, whose key is pinned the same way.
+  ``--client openssh`` has jobs use the system's ``ssh`` instead of paramiko.
 - ``--broker URL --token-file F``: a pull site reached through the broker.
 
 An existing site entry that differs is replaced only with ``--force``; the new config is
@@ -36,6 +37,11 @@ from node_setup.errors import MissingValue, SetupError
 from node_setup.prompt import Prompter
 
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SSH_CLIENTS = ("paramiko", "openssh")
+_OPENSSH_COMMENT = (
+    "the system's ssh; jobs share one connection (optional keys: share_connection, "
+    "connection_persist, control_dir)"
+)
 FETCH_TIMEOUT = 15.0  # seconds for one key exchange: as long as the bridge's connect timeout
 
 
@@ -132,6 +138,7 @@ class AddSiteOptions:
     jump: str | None = None  # [user@]HOST[:PORT]
     fingerprint: str | None = None
     jump_fingerprint: str | None = None
+    client: str = "paramiko"  # which SSH client jobs use: "paramiko" or "openssh"
     broker: str | None = None
     token_file: str | None = None
     ca_bundle: str | None = None
@@ -170,16 +177,28 @@ def add_site(options: AddSiteOptions, prompter: Prompter) -> list[changes.Step]:
         )
     if bool(options.ssh) == bool(options.broker):
         raise SetupError("give either --ssh HOST[:PORT] or --broker URL (with --token-file)")
+    _check_client(options)
     paths = options.paths.expanded()
     plan = changes.Plan()
     plan.mkdir(os.path.dirname(paths.config), 0o700)
+    comments: dict[str, str] = {}
     if options.ssh:
         table = _plan_ssh_site(plan, options, paths, prompter)
+        if options.client == "openssh":
+            table["client"] = "openssh"  # paramiko, the default, is not written
+            comments["client"] = _OPENSSH_COMMENT
     else:
         table = _broker_table(options)
-    config_files.plan_site_entry(plan, paths.config, options.name, table, options.force)
+    config_files.plan_site_entry(plan, paths.config, options.name, table, options.force, comments)
     plan.note(f"check it: mint-bridge health --site {options.name}")
     return _review_and_apply(plan, prompter, dry_run=options.dry_run, force=options.force)
+
+
+def _check_client(options: AddSiteOptions) -> None:
+    if options.client not in SSH_CLIENTS:
+        raise SetupError(f"--client {options.client!r:.40}: use 'paramiko' or 'openssh'")
+    if options.broker and options.client != "paramiko":
+        raise SetupError("--client applies only with --ssh: a broker site has no SSH client")
 
 
 def _plan_ssh_site(
@@ -233,7 +252,9 @@ def _plan_ssh_site(
         table["ssh_config"] = paths.ssh_config
         text = config_files.read_text(paths.ssh_config)
         jump_alias = f"{options.name}-jump"
-        hop = config_files.host_block(jump_alias, jump, jump.user, identity, None)
+        hop = config_files.host_block(
+            jump_alias, jump, jump.user, identity, None, known_hosts=paths.known_hosts
+        )
         site_block = config_files.host_block(options.name, target, user, identity, jump_alias)
         text = config_files.merge_host_block(text, jump_alias, hop)
         text = config_files.merge_host_block(text, options.name, site_block)

@@ -162,6 +162,13 @@ def setup_bridge_node_command(**kw: Any) -> None:
 @click.option("--jump", default=None, help="[USER@]HOST[:PORT] of a jump host.")
 @click.option("--fingerprint", default=None, help="SHA256:... the site admin gave you.")
 @click.option("--jump-fingerprint", default=None, help="SHA256:... of the jump host.")
+@click.option(
+    "--client",
+    type=click.Choice(bridge_setup.SSH_CLIENTS),
+    default="paramiko",
+    show_default=True,
+    help="SSH client for jobs: in-process paramiko, or the system's ssh (openssh).",
+)
 @click.option("--broker", default=None, help="https:// URL of the broker (a pull site).")
 @click.option("--token-file", default=None, help="File (0600) with this bridge's client token.")
 @click.option("--ca-bundle", default=None, help="CA bundle for the broker's certificate.")

@@ -43,14 +43,35 @@ CONFIG_HEADER = """\
 """
 
 
-def host_block(alias: str, where: Place, user: str | None, identity: str, jump: str | None) -> str:
-    """A ``Host`` block of mint-bridge's own SSH config (read by paramiko, as OpenSSH would)."""
+def host_block(
+    alias: str,
+    where: Place,
+    user: str | None,
+    identity: str,
+    jump: str | None,
+    known_hosts: str | None = None,
+) -> str:
+    """A ``Host`` block of mint-bridge's own SSH config (read by paramiko, as OpenSSH would).
+
+    With ``known_hosts`` (a jump host's block), the block pins the host's key itself: for a
+    ProxyJump, OpenSSH starts the jump's ``ssh`` with ``-F`` but none of our ``-o`` options, so
+    without these lines the jump's key would be checked against ``~/.ssh/known_hosts`` and a
+    prompt. paramiko checks every hop against the site's ``known_hosts`` and ignores them.
+    """
     lines = [f"Host {alias}", f"    HostName {where.host}", f"    Port {where.port}"]
     if user:
         lines.append(f"    User {user}")
     lines.append(f"    IdentityFile {identity}")
     if jump:
         lines.append(f"    ProxyJump {jump}")
+    if known_hosts:
+        lines += [
+            f"    UserKnownHostsFile {known_hosts}",
+            "    GlobalKnownHostsFile none",
+            "    StrictHostKeyChecking yes",
+            "    UpdateHostKeys no",
+            "    BatchMode yes",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -72,7 +93,12 @@ def merge_host_block(existing: str, name: str, block: str) -> str:
 
 
 def plan_site_entry(
-    plan: changes.Plan, config: str, name: str, table: dict[str, Any], force: bool
+    plan: changes.Plan,
+    config: str,
+    name: str,
+    table: dict[str, Any],
+    force: bool,
+    comments: dict[str, str] | None = None,
 ) -> None:
     existing = read_text(config)
     current = _site_table(config, name) if existing else None
@@ -80,14 +106,20 @@ def plan_site_entry(
         plan.write(config, existing, 0o600, edit=True)  # nothing to do: shown as unchanged
         return
     base = _without_site(existing, name) if current is not None else existing
-    text = (base or CONFIG_HEADER).rstrip("\n") + "\n\n" + render_site_table(name, table)
+    entry = render_site_table(name, table, comments)
+    text = (base or CONFIG_HEADER).rstrip("\n") + "\n\n" + entry
     _validate_bridge_config(text)
     plan.write(config, text, 0o600, edit=True, needs_force=current is not None)
 
 
-def render_site_table(name: str, table: dict[str, Any]) -> str:
+def render_site_table(
+    name: str, table: dict[str, Any], comments: dict[str, str] | None = None
+) -> str:
+    """The ``[sites.name]`` table; ``comments`` holds a comment line to put above a key."""
     lines = [f"[sites.{name}]"]
     for key, value in table.items():
+        if comments and key in comments:
+            lines.append(f"# {comments[key]}")
         lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
     return "\n".join(lines) + "\n"
 

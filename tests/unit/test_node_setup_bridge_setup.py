@@ -206,3 +206,106 @@ def test_pinned_file_is_read_by_the_bridge(tmp_path: Path) -> None:
     assert loaded.lookup("[127.0.0.1]:2222")["ssh-ed25519"] == key.key
     site = SshSite(name="s", host="127.0.0.1", port=2222, known_hosts=str(known))
     assert site.known_hosts == str(known)
+
+
+# --- the SSH client of a site ------------------------------------------------------------------
+
+
+@pytest.fixture
+def pinned(monkeypatch: pytest.MonkeyPatch) -> host_keys.HostKey:
+    """Every host offers one key that matches the given fingerprint (no network)."""
+    key = host_key()
+    monkeypatch.setattr(host_keys, "find_matching_key", lambda *args: key)
+    return key
+
+
+def test_ssh_site_with_the_openssh_client(paths: BridgePaths, pinned: host_keys.HostKey) -> None:
+    options = AddSiteOptions(
+        "rme", ssh="site.example:2222", fingerprint=pinned.fingerprint, client="openssh",
+        paths=paths,
+    )  # fmt: skip
+    add_site(options, Unattended(echo=False))
+    site = load_bridge_config(paths.config).sites["rme"]
+    assert isinstance(site, SshSite)
+    assert (site.client, site.host, site.port) == ("openssh", "site.example", 2222)
+    assert site.share_connection  # the defaults of the OpenSSH client apply
+    text = Path(paths.config).read_text()
+    comment, line = text.splitlines()[-2:]
+    assert line == 'client = "openssh"'
+    assert comment.startswith("# the system's ssh") and "control_dir" in comment
+    steps = add_site(options, Unattended(echo=False))  # the same again: nothing to do
+    assert {s.action for s in steps} == {Action.UNCHANGED}
+
+
+def test_paramiko_is_the_default_and_not_written(
+    paths: BridgePaths, pinned: host_keys.HostKey
+) -> None:
+    add_site(
+        AddSiteOptions("rme", ssh="site.example", fingerprint=pinned.fingerprint, paths=paths),
+        Unattended(echo=False),
+    )
+    site = load_bridge_config(paths.config).sites["rme"]
+    assert isinstance(site, SshSite) and site.client == "paramiko"
+    assert "client" not in Path(paths.config).read_text().split("[sites.rme]")[1]
+
+
+def test_switching_the_client_needs_force(paths: BridgePaths, pinned: host_keys.HostKey) -> None:
+    options = AddSiteOptions("rme", ssh="site.example", fingerprint=pinned.fingerprint, paths=paths)
+    add_site(options, Unattended(echo=False))
+    options.client = "openssh"
+    with pytest.raises(OverwriteRefused):
+        add_site(options, Unattended(echo=False))
+    options.force = True
+    add_site(options, Unattended(echo=False))
+    site = load_bridge_config(paths.config).sites["rme"]
+    assert isinstance(site, SshSite) and site.client == "openssh"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(ssh="site.example", client="putty"), "--client 'putty'"),
+        (dict(broker="https://b.example", client="openssh"), "only with --ssh"),
+    ],
+)
+def test_client_choice_is_checked(
+    paths: BridgePaths, tmp_path: Path, options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SetupError, match=message):
+        add_site(
+            AddSiteOptions("s", token_file=token_file(tmp_path), paths=paths, **options),
+            Unattended(echo=False),
+        )
+    assert not Path(paths.config).exists()
+
+
+class NoJumpChannels:
+    """Stands in for the connection to the jump host (its key is checked by ``pinned``)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_jump_host_block_pins_its_key_for_openssh(
+    paths: BridgePaths, pinned: host_keys.HostKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenSSH starts a ProxyJump's ssh with -F only: the pin must be in the jump's block.
+    monkeypatch.setattr(bridge_setup, "_JumpChannels", NoJumpChannels)
+    options = AddSiteOptions(
+        "rme", ssh="site.internal", jump="gw.example:2200", fingerprint=pinned.fingerprint,
+        jump_fingerprint=pinned.fingerprint, client="openssh", paths=paths,
+    )  # fmt: skip
+    add_site(options, Unattended(echo=False))
+    ssh_config = Path(paths.ssh_config).read_text()
+    jump_block, site_block = ssh_config.split("\n\n")
+    assert jump_block.startswith("Host rme-jump\n    HostName gw.example\n    Port 2200\n")
+    assert f"    UserKnownHostsFile {paths.known_hosts}\n" in jump_block
+    assert "    StrictHostKeyChecking yes\n" in jump_block
+    assert "    BatchMode yes" in jump_block
+    assert site_block.startswith("Host rme\n") and "KnownHosts" not in site_block
+    site = load_bridge_config(paths.config).sites["rme"]
+    assert isinstance(site, SshSite)
+    assert (site.client, site.host, site.ssh_config) == ("openssh", "rme", paths.ssh_config)
