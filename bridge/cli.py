@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
-import os
 import signal
 import sys
 from types import FrameType
@@ -13,7 +11,7 @@ from typing import ClassVar, NoReturn
 
 import click
 
-from bridge import __version__
+from bridge import __version__, launcher
 from bridge.errors import BridgeError, Cancelled, ExitCode
 
 log = logging.getLogger("bridge")
@@ -22,18 +20,6 @@ log = logging.getLogger("bridge")
 def _fail(exc: BridgeError) -> NoReturn:
     click.echo(f"mint-bridge: error: {exc}", err=True)
     sys.exit(int(exc.exit_code))
-
-
-def _exit_now(code: int) -> NoReturn:
-    """Exit without the interpreter's tear-down, which costs up to 0.1 s per process (module
-    finalisation, paramiko's and requests' leftovers) on every job. Everything that must reach
-    a file or a pipe is flushed first; connections and files were closed by the code that
-    opened them."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
 
 
 def _raise_cancelled(signum: int, frame: FrameType | None) -> None:
@@ -141,7 +127,7 @@ def run(
         )
     except BridgeError as exc:
         _fail(exc)
-    _exit_now(code)
+    launcher.exit_now(code)
 
 
 @main.command()
@@ -203,9 +189,7 @@ def site() -> None:
 @click.option("--config", "config_path", required=True, help="Site config (TOML).")
 def serve_ssh(config_path: str) -> None:
     """The forced command for MInt's key in authorized_keys: serves one protocol request."""
-    from bridge.site.entry import serve_stdio
-
-    _exit_now(serve_stdio(config_path, os.environ.get("SSH_ORIGINAL_COMMAND")))
+    launcher.serve_ssh(config_path)  # the console script serves this one without click
 
 
 @site.command("cleanup")

@@ -63,7 +63,8 @@ class LocalConnection:
 
     def open_channel(self, timeout: float | None = None) -> Channel:
         env = dict(os.environ, SSH_ORIGINAL_COMMAND=PROTOCOL_COMMAND)
-        argv = [sys.executable, "-m", "bridge.cli", "site", "serve-ssh"]
+        # The console script's fast path to the site entry: no click, no CLI module.
+        argv = [sys.executable, "-m", "bridge.launcher", "site", "serve-ssh"]
         try:
             proc = subprocess.Popen(
                 [*argv, "--config", self.site.site_config],

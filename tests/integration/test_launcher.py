@@ -1,0 +1,92 @@
+"""The console script's fast path to the site entry, as SSH's forced command runs it.
+
+``python -m bridge.launcher`` is what the ``mint-bridge`` console script runs (and what the
+``local`` method starts): the forced command must behave exactly as through the click CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bridge import PROTOCOL_VERSION
+from bridge.client.transport import PROTOCOL_COMMAND, LocalChannel
+from bridge.protocol import FrameReader, FrameWriter
+
+LAUNCHER = [sys.executable, "-m", "bridge.launcher"]
+
+
+def site_config(tmp_path: Path) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f'[site]\nname = "s"\nwork_base = "{tmp_path / "work"}"\n'
+        f'log_file = "{tmp_path / "site.log"}"\n'
+    )
+    return path
+
+
+def serve_ssh(*args: str, original: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SSH_ORIGINAL_COMMAND"}
+    if original is not None:
+        env["SSH_ORIGINAL_COMMAND"] = original
+    return subprocess.run(
+        [*LAUNCHER, "site", "serve-ssh", *args],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_refused_command_exits_77_without_importing_click(tmp_path: Path) -> None:
+    config = site_config(tmp_path)
+    proc = serve_ssh("--config", str(config), original="cat /etc/passwd")
+    assert proc.returncode == 77
+    assert "refused command 'cat /etc/passwd'" in proc.stderr
+    assert "refused: this key only runs mint-bridge jobs" in (tmp_path / "site.log").read_text()
+    imported = subprocess.run(
+        [sys.executable, "-X", "importtime", *LAUNCHER[1:], "site", "serve-ssh",
+         f"--config={config}"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    modules = {line.rsplit("|", 1)[-1].strip() for line in imported.stderr.splitlines()}
+    assert imported.returncode == 77 and "bridge.site.entry" in modules
+    assert not {"click", "bridge.cli"} & modules
+
+
+def test_a_shell_is_refused(tmp_path: Path) -> None:
+    proc = serve_ssh(f"--config={site_config(tmp_path)}", original=None)
+    assert proc.returncode == 77
+    assert "interactive shells are not allowed" in proc.stderr
+
+
+def test_an_unusable_config_exits_78(tmp_path: Path) -> None:
+    proc = serve_ssh("--config", str(tmp_path / "missing.toml"), original=PROTOCOL_COMMAND)
+    assert proc.returncode == 78
+    assert "mint-bridge: site configuration error: config file" in proc.stderr
+
+
+def test_hello_through_both_forms_of_the_option(tmp_path: Path) -> None:
+    config = site_config(tmp_path)
+    for args in (["--config", str(config)], [f"--config={config}"]):
+        proc = subprocess.Popen(
+            [*LAUNCHER, "site", "serve-ssh", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=dict(os.environ, SSH_ORIGINAL_COMMAND=PROTOCOL_COMMAND),
+        )  # fmt: skip
+        channel = LocalChannel(proc)
+        FrameWriter(channel).write_json({"op": "hello", "protocol": PROTOCOL_VERSION})
+        reply = FrameReader(channel).read_json()
+        channel.close()
+        assert reply["site"] == "s" and reply["protocol"] == PROTOCOL_VERSION
+        assert proc.returncode == 0
+
+
+def test_other_command_lines_reach_the_click_cli(tmp_path: Path) -> None:
+    help_text = subprocess.run([*LAUNCHER, "site", "serve-ssh", "--help"],
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert help_text.returncode == 0 and "--config TEXT" in help_text.stdout
+    missing = subprocess.run([*LAUNCHER, "site", "serve-ssh"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and "Missing option '--config'" in missing.stderr
+    version = subprocess.run([*LAUNCHER, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and "mint-bridge, version" in version.stdout
