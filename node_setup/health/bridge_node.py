@@ -1,8 +1,8 @@
 """``mint-bridge health`` on the bridge node: the bridge config, then each chosen site.
 
-SSH sites get the SSH checks, broker sites the broker checks with the bridge's client token,
-local sites a ``hello`` over pipes. Sites are checked concurrently and the whole run ends
-within the timeout (``runner``).
+SSH sites get the SSH checks (and the OpenSSH client's, with ``client = "openssh"``), broker
+sites the broker checks with the bridge's client token, local sites a ``hello`` over pipes.
+Sites are checked concurrently and the whole run ends within the timeout (``runner``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from bridge.bridge_config import (
 )
 from bridge.errors import BridgeError
 from node_setup.health.broker import BrokerTarget, check_broker
+from node_setup.health.openssh import check_openssh_site
 from node_setup.health.result import Check, Probe, Status
 from node_setup.health.runner import Job, run_all
 from node_setup.health.ssh import check_local_site, check_ssh_site
@@ -88,6 +89,8 @@ def _config(config_path: str | None, probe: Probe) -> BridgeConfig | None:
 
 
 def _job(site: Site, budget: float) -> Job:
+    if isinstance(site, SshSite) and site.client == "openssh":
+        return lambda probe: check_openssh_site(site, probe, budget)
     if isinstance(site, SshSite):
         return lambda probe: check_ssh_site(site, probe, budget)
     if isinstance(site, LocalSite):

@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from node_setup.health.result import Check, Probe, Status
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[Probe], None]
+Job = Callable[[Probe], object]  # what a job returns is not used
 
 
-def run_all(jobs: dict[str, Job], timeout: float) -> list[Check]:
+def run_all(jobs: Mapping[str, Job], timeout: float) -> list[Check]:
     """The checks of every target, in the order of ``jobs``, within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     probes = {target: Probe(target) for target in jobs}

@@ -9,7 +9,8 @@
 
 Steps that cannot run because an earlier one failed are reported ``unknown``. The connection
 is made with the bridge's own code (``bridge.client.ssh``), so ``~/.ssh/config``, jump hosts
-and host key pinning behave exactly as for ``mint-bridge run``.
+and host key pinning behave exactly as for ``mint-bridge run``. A site with
+``client = "openssh"`` gets these checks too, then those of ``openssh``.
 """
 
 from __future__ import annotations
@@ -37,30 +38,32 @@ RTT_WARN_MS = 1000.0  # slower than this, log streaming and small transfers feel
 LATER = ("ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt")
 
 
-def check_ssh_site(site: SshSite, probe: Probe, timeout: float) -> None:
+def check_ssh_site(site: SshSite, probe: Probe, timeout: float) -> str:
+    """Run the checks; return why no SSH session was made, or "" when our key was accepted."""
     deadline = Deadline(timeout)
     probe.start("ssh.config")
     try:
         endpoint = resolve(site)
     except BridgeError as exc:
         probe.fail("ssh.config", site.ssh_config, "", str(exc), "fix the SSH config file")
-        return
+        return "the SSH config is invalid"
     if not _reachable(site, endpoint, probe, deadline):
-        _skip(probe, LATER, "the site is not reachable")
-        return
+        return _skip(probe, LATER, "the site is not reachable")
     connection = _connect(site, endpoint, probe, deadline)
-    if connection is None:
-        return
+    if isinstance(connection, str):
+        return connection
     try:
         _hello(site, connection, probe, deadline)
         _rtt(connection, probe)
     finally:
         connection.close()
+    return ""
 
 
-def _skip(probe: Probe, names: tuple[str, ...], why: str) -> None:
+def _skip(probe: Probe, names: tuple[str, ...], why: str) -> str:
     for name in names:
         probe.unknown(name, f"not checked: {why}")
+    return why
 
 
 # --- DNS and TCP ------------------------------------------------------------------------------
@@ -122,18 +125,32 @@ def _tcp(host: str, port: int, via: str, probe: Probe, deadline: Deadline) -> bo
 # --- SSH handshake, host key, authentication ---------------------------------------------------
 
 
+def host_key_fix(site: SshSite, endpoint: Endpoint) -> str:
+    client = " --client openssh" if site.client == "openssh" else ""
+    return (
+        "confirm the site's fingerprint with its admin by another channel, then: "
+        f"mint-bridge setup add-site {site.name} --ssh {endpoint.hostname}:{endpoint.port} "
+        f"--fingerprint SHA256:...{client}"
+    )
+
+
+def auth_fix(endpoint: Endpoint) -> str:
+    keys = ", ".join(endpoint.identity_files) or "default keys"
+    return (
+        "ask the site admin to run `mint-bridge setup site` with this node's public key "
+        f"({keys}.pub) and IP"
+    )
+
+
 def _connect(
     site: SshSite, endpoint: Endpoint, probe: Probe, deadline: Deadline
-) -> SshConnection | None:
+) -> SshConnection | str:
+    """The authenticated connection, or why there is none (later checks are then unknown)."""
     probe.start(
         "ssh.host_key",
         "the server accepted TCP but sent no SSH banner: is it sshd, and is it overloaded?",
     )
     bounded = replace(site, connect_timeout=min(site.connect_timeout, deadline.left()))
-    readd = (
-        f"mint-bridge setup add-site {site.name} --ssh {endpoint.hostname}:{endpoint.port} "
-        "--fingerprint SHA256:..."
-    )
     try:
         connection = SshConnector(bounded).connect()
     except HostKeyRejected as exc:
@@ -142,23 +159,14 @@ def _connect(
             _offered_fingerprint(exc),
             "",
             str(exc).split(";")[0],
-            f"confirm the site's fingerprint with its admin by another channel, then: {readd}",
+            host_key_fix(site, endpoint),
         )
-        _skip(probe, LATER[1:], "the host key is not trusted")
-        return None
+        return _skip(probe, LATER[1:], "the host key is not trusted")
     except AuthenticationFailed as exc:
         probe.ok("ssh.host_key", None, "", "matches the pin")
         keys = ", ".join(endpoint.identity_files) or "default keys"
-        probe.fail(
-            "ssh.auth",
-            keys,
-            "",
-            str(exc).split(";")[0],
-            "ask the site admin to run `mint-bridge setup site` with this node's public key "
-            f"({keys}.pub) and IP",
-        )
-        _skip(probe, LATER[2:], "our key was refused")
-        return None
+        probe.fail("ssh.auth", keys, "", str(exc).split(";")[0], auth_fix(endpoint))
+        return _skip(probe, LATER[2:], "our key was refused")
     except TransportError as exc:
         silent = "banner" in str(exc)
         probe.fail(
@@ -170,8 +178,7 @@ def _connect(
             if silent
             else "the server does not complete an SSH handshake: ask the site admin to check sshd",
         )
-        _skip(probe, LATER[1:], "no SSH session")
-        return None
+        return _skip(probe, LATER[1:], "no SSH session")
     assert isinstance(connection, SshConnection)
     transport = connection.clients[-1].get_transport()
     key = transport.get_remote_server_key() if transport is not None else None
@@ -193,9 +200,7 @@ def _hello(site: SshSite, connection: SshConnection, probe: Probe, deadline: Dea
     try:
         reply = hello(connection, deadline.left())
     except HelloFailed as exc:
-        probe.fail(
-            "ssh.hello", exc.exit_status, "exit status", _hello_message(exc), _hello_fix(exc)
-        )
+        probe.fail("ssh.hello", exc.exit_status, "exit status", _hello_message(exc), hello_fix(exc))
         return
     except BridgeError as exc:
         probe.fail(
@@ -246,7 +251,7 @@ def _hello_message(exc: HelloFailed) -> str:
     return f"the forced command gave no answer (exit status {exc.exit_status}); it said: {said}"
 
 
-def _hello_fix(exc: HelloFailed) -> str:
+def hello_fix(exc: HelloFailed) -> str:
     if exc.exit_status == 78 or "configuration error" in exc.stderr:
         return (
             "the site config is invalid: ask the site admin to run `mint-bridge health "

@@ -15,8 +15,10 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import pytest
 from node_setup import authorized_keys as ak
 from node_setup import host_keys
 from tests.integration.conftest import service_unavailable
+from tests.integration.test_openssh_client import masters, stop_masters
 from tests.support.sshd import Sshd, SshdUnavailable, keygen, start_sshd
 from tests.unit.node_setup_tls import make_certs
 
@@ -521,6 +524,143 @@ def test_all_sites_finish_within_the_timeout_when_one_hangs(
         assert hung[2]["fix"]
     finally:
         listener.close()
+
+
+# --- health of a site with the OpenSSH client -----------------------------------------------------
+
+
+@dataclass
+class OpenSshSite:
+    home: Path
+    control_dir: Path  # the default one, under the (short) HOME
+    port: int
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        return health_json(self.home, "--site", "rme-os")
+
+
+OPENSSH_CHECKS = ["ssh.openssh.binary", "ssh.openssh.control_dir", "ssh.openssh.hello"]
+
+
+@pytest.fixture
+def openssh_site(deployment: Deployment) -> Iterator[OpenSshSite]:
+    """The bridge node's HOME, copied to a short path (the default control_dir must fit a unix
+    socket path), with site ``rme-os`` added by ``setup add-site --client openssh``."""
+    home = Path(tempfile.mkdtemp(prefix="mb-cm-"))
+    control_dir = home / ".local/state/mint-bridge/ssh"
+    try:
+        shutil.copytree(deployment.bridge_home, home, dirs_exist_ok=True)
+        done = cli(
+            home,
+            "setup",
+            "add-site",
+            "rme-os",
+            "--ssh",
+            f"127.0.0.1:{deployment.sshd.port}",
+            "--fingerprint",
+            fingerprint_of(deployment.sshd.host_key.with_suffix(".pub")),
+            "--client",
+            "openssh",
+        )
+        assert done.returncode == 0, done.stderr
+        assert 'client = "openssh"' in (home / ".config/mint-bridge/bridge.toml").read_text()
+        yield OpenSshSite(home, control_dir, deployment.sshd.port)
+    finally:
+        stop_masters(control_dir)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_health_of_a_site_with_the_openssh_client(
+    openssh_site: OpenSshSite, tmp_path: Path
+) -> None:
+    code, doc = openssh_site.health()
+    assert code == 0, doc
+    found = checks_of(doc, "rme-os")
+    assert list(found)[-3:] == OPENSSH_CHECKS
+    assert list(found)[:6] == [
+        "ssh.dns", "ssh.tcp", "ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt",
+    ]  # fmt: skip
+    assert all(c["status"] == "ok" for c in found.values())
+    assert found["ssh.openssh.binary"]["value"].startswith("OpenSSH_")
+    assert found["ssh.openssh.control_dir"]["value"] == str(openssh_site.control_dir)
+    assert "does not exist yet" in found["ssh.openssh.control_dir"]["message"]
+    hello = found["ssh.openssh.hello"]
+    assert hello["value"] == "mint-bridge 0.1.0, commands (1): example"
+    # The client made the directory private, and the check left no connection behind.
+    assert stat.S_IMODE(openssh_site.control_dir.stat().st_mode) == 0o700
+    assert masters(openssh_site.control_dir) == []
+
+    # A job leaves its shared connection open; the next check rides it.
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "bridge.cli", "run", "--site", "rme-os", "--command", "example",
+            "-p", "message=over-openssh", "-o", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+        env=dict(os.environ, HOME=str(openssh_site.home)),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "result.txt").read_text() == "over-openssh\n"
+    assert len(masters(openssh_site.control_dir)) == 1
+    code, doc = openssh_site.health()
+    assert code == 0, doc
+    found = checks_of(doc, "rme-os")
+    assert found["ssh.openssh.control_dir"]["message"] == "0700, ours; control sockets: 1"
+    assert found["ssh.openssh.hello"]["status"] == "ok"
+
+
+def test_openssh_failures_name_their_fix(openssh_site: OpenSshSite, tmp_path: Path) -> None:
+    # OpenSSH refuses an option paramiko ignores: only the OpenSSH check fails.
+    ssh_config = openssh_site.home / ".ssh/config"
+    ssh_config.write_text("Host *\n    NoSuchOption yes\n")
+    code, doc = openssh_site.health()
+    assert code == 2
+    found = checks_of(doc, "rme-os")
+    assert [n for n, c in found.items() if c["status"] != "ok"] == ["ssh.openssh.hello"]
+    hello = found["ssh.openssh.hello"]
+    assert hello["status"] == "fail"
+    assert "Bad configuration option" in hello["message"]
+    assert hello["fix"] == f"OpenSSH refuses the SSH config: see `ssh -G -F {ssh_config} 127.0.0.1`"
+    ssh_config.unlink()
+
+    # The site's host key changed: the pin check says how to re-pin for this client.
+    known = openssh_site.home / ".config/mint-bridge/known_hosts"
+    impostor = tmp_path / "impostor"
+    keygen(impostor, "impostor")
+    key_type, key = impostor.with_suffix(".pub").read_text().split()[:2]
+    port = openssh_site.port
+    known.write_text(f"[127.0.0.1]:{port} {key_type} {key}\n")
+    code, doc = openssh_site.health()
+    assert code == 2
+    found = checks_of(doc, "rme-os")
+    assert found["ssh.host_key"]["status"] == "fail"
+    assert found["ssh.host_key"]["fix"].endswith(
+        f"mint-bridge setup add-site rme-os --ssh 127.0.0.1:{port} --fingerprint SHA256:... "
+        "--client openssh"
+    )
+    assert found["ssh.openssh.hello"]["status"] == "unknown"
+    assert found["ssh.openssh.hello"]["message"].startswith(
+        "not checked: the host key is not trusted"
+    )
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a directory away needs root")
+def test_a_control_dir_of_another_user_fails(openssh_site: OpenSshSite) -> None:
+    openssh_site.control_dir.mkdir(mode=0o700, parents=True)
+    os.chown(openssh_site.control_dir, 65534, 65534)  # nobody
+    code, doc = openssh_site.health()
+    assert code == 2
+    found = checks_of(doc, "rme-os")
+    check = found["ssh.openssh.control_dir"]
+    assert check["status"] == "fail"
+    assert "belongs to nobody, not to root" in check["message"]
+    assert check["fix"] == (
+        f"remove {openssh_site.control_dir} (the next connection makes it anew), or point "
+        "control_dir of site rme-os at a directory of your own"
+    )
+    assert found["ssh.openssh.hello"]["status"] == "unknown"
+    assert found["ssh.hello"]["status"] == "ok"  # paramiko needs no control socket
+    assert masters(openssh_site.control_dir) == []
 
 
 class Scripted:
