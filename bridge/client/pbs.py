@@ -20,8 +20,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import psutil
-
 log = logging.getLogger(__name__)
 _HMS = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2})$")
 
@@ -98,6 +96,8 @@ def _remaining_from_env(env: Mapping[str, str], job_id: str) -> float | None:
 
 def _job_start_time(job_id: str) -> float:
     """Start of the oldest ancestor that belongs to the same PBS job (the job script's shell)."""
+    import psutil  # here: only this fallback needs it, and it costs every run ~20 ms to import
+
     started = psutil.Process().create_time()
     try:
         for parent in psutil.Process().parents():

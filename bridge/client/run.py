@@ -18,9 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from bridge import PROTOCOL_VERSION, defaults
 from bridge.client.transport import Channel, Connection, Connector
@@ -50,6 +48,9 @@ from bridge.staging import (
     receive_file,
     send_file,
 )
+
+if TYPE_CHECKING:
+    import tenacity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,6 +168,29 @@ class JobRun:
     # --- connection handling -------------------------------------------------------------
 
     def _with_reconnects(self, attempt: Callable[[], T]) -> T:
+        # Most jobs never lose their connection, and importing tenacity would cost every run
+        # ~15 ms: the first attempt is made here, and only a transient failure of it brings in
+        # tenacity, which gets that failure as its own first attempt (so it counts, logs and
+        # backs off exactly as if it had made that attempt itself).
+        try:
+            return attempt()
+        except BridgeError as exc:
+            if not exc.transient:
+                raise
+            first_failure: BridgeError | None = exc
+
+        def attempt_after_first() -> T:
+            nonlocal first_failure
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return attempt()
+
+        return self._retrying()(attempt_after_first)
+
+    def _retrying(self) -> tenacity.Retrying:
+        import tenacity
+
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
@@ -175,7 +199,7 @@ class JobRun:
             )  # fmt: skip
             self._disconnect()
 
-        retrying = tenacity.Retrying(
+        return tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, BridgeError) and e.transient),
             stop=tenacity.stop_after_attempt(self.reconnect_attempts),
             wait=tenacity.wait_exponential_jitter(
@@ -184,7 +208,6 @@ class JobRun:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return retrying(attempt)
 
     def _channel(self, timeout: float | None = None) -> Channel:
         if self.connection is None:
