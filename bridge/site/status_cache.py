@@ -22,7 +22,7 @@ from bridge.errors import ProtocolError
 from bridge.job import JobOutcome, check_job_id
 from bridge.site.workdir import WorkDir
 from schedulers import JobHandle, Scheduler
-from schedulers.local import write_json_atomic
+from schedulers.records import write_json_atomic
 
 log = logging.getLogger(__name__)
 
