@@ -126,11 +126,17 @@ def _tcp(host: str, port: int, via: str, probe: Probe, deadline: Deadline) -> bo
 
 
 def host_key_fix(site: SshSite, endpoint: Endpoint) -> str:
-    client = " --client openssh" if site.client == "openssh" else ""
+    """The ``add-site`` command that re-pins the site's keys, keeping its jump and client."""
+    extra = ""
+    if endpoint.proxy_jump and not endpoint.proxy_command:
+        host, port, _ = _first_hop(site, endpoint)
+        extra += f" --jump {host}:{port} --jump-fingerprint SHA256:..."
+    if site.client == "openssh":
+        extra += " --client openssh"
     return (
         "confirm the site's fingerprint with its admin by another channel, then: "
         f"mint-bridge setup add-site {site.name} --ssh {endpoint.hostname}:{endpoint.port} "
-        f"--fingerprint SHA256:...{client}"
+        f"--fingerprint SHA256:...{extra}"
     )
 
 

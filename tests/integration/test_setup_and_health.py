@@ -644,6 +644,45 @@ def test_openssh_failures_name_their_fix(openssh_site: OpenSshSite, tmp_path: Pa
     )
 
 
+def test_openssh_site_through_a_jump_host(
+    openssh_site: OpenSshSite, deployment: Deployment, tmp_path: Path
+) -> None:
+    # OpenSSH gives a ProxyJump's own ssh none of our -o options: the jump's key is checked
+    # with the pin that setup wrote into the jump's Host block.
+    jump = sshd_or_skip(tmp_path / "jump", deployment.site_config)
+    try:
+        public = Path(str(deployment.key) + ".pub").read_text().strip()
+        jump.authorize(
+            f'restrict,port-forwarding,permitopen="127.0.0.1:{deployment.sshd.port}",'
+            f'command="/bin/false",from="127.0.0.1" {public}'
+        )
+        done = cli(
+            openssh_site.home, "setup", "add-site", "rme-os", "--force",
+            "--ssh", f"127.0.0.1:{deployment.sshd.port}",
+            "--fingerprint", fingerprint_of(deployment.sshd.host_key.with_suffix(".pub")),
+            "--jump", f"127.0.0.1:{jump.port}",
+            "--jump-fingerprint", fingerprint_of(jump.host_key.with_suffix(".pub")),
+            "--client", "openssh",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        code, doc = openssh_site.health()
+        assert code == 0, doc
+        assert checks_of(doc, "rme-os")["ssh.openssh.hello"]["status"] == "ok"
+        # Without the pin in the jump's block, its ssh has no key to check against.
+        ssh_config = openssh_site.home / ".config/mint-bridge/ssh_config"
+        lines = ssh_config.read_text().splitlines()
+        ssh_config.write_text("\n".join(x for x in lines if "KnownHostsFile" not in x) + "\n")
+        code, doc = openssh_site.health()
+        assert code == 2
+        hello = checks_of(doc, "rme-os")["ssh.openssh.hello"]
+        assert hello["status"] == "fail"
+        assert hello["fix"].endswith(
+            f"--jump 127.0.0.1:{jump.port} --jump-fingerprint SHA256:... --client openssh"
+        )
+    finally:
+        jump.stop()
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="giving a directory away needs root")
 def test_a_control_dir_of_another_user_fails(openssh_site: OpenSshSite) -> None:
     openssh_site.control_dir.mkdir(mode=0o700, parents=True)
