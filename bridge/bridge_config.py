@@ -25,9 +25,9 @@ _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmat
 _SSH_HOST = re.compile(r"[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]{0,252}")
 _SSH_CLIENTS = ("paramiko", "openssh")
 _OPENSSH_ONLY = ("share_connection", "connection_persist", "control_dir")
-# Unix socket paths are limited to 108 bytes on Linux; OpenSSH expands %C to 40 hex digits and
-# adds a temporary suffix while it binds the socket.
-_MAX_CONTROL_DIR = 60
+# Unix socket paths hold at most 107 bytes on Linux. A control socket is this dir, "/", a
+# 24-character name and, while OpenSSH binds it, a 17-character temporary suffix.
+_MAX_CONTROL_DIR = 64
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
 

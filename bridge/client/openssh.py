@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -87,6 +88,9 @@ def openssh_argv(site: SshSite, control_dir: str | None) -> list[str]:
         "-o", "PermitLocalCommand=no",
         "-o", "RequestTTY=no",
         "-o", "LogLevel=ERROR",
+        # AES-GCM first, as with paramiko: one pass with the CPU's AES instructions, faster than
+        # OpenSSH's default chacha20-poly1305 wherever AES-NI exists; the server still decides.
+        "-o", "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com",
         "-o", f"ConnectTimeout={max(1, math.ceil(site.connect_timeout))}",
         "-o", f"ServerAliveInterval={site.keepalive}",
         "-o", "ServerAliveCountMax=3",
@@ -108,9 +112,28 @@ def _sharing_options(site: SshSite, control_dir: str | None) -> list[str]:
     persist = max(0, math.ceil(site.connection_persist))
     return [
         "-o", "ControlMaster=auto",
-        "-o", f"ControlPath={os.path.join(control_dir, '%C')}",
+        "-o", f"ControlPath={os.path.join(control_dir, control_socket_name(site))}",
         "-o", f"ControlPersist={persist if persist else 'no'}",
     ]  # fmt: skip
+
+
+def control_socket_name(site: SshSite) -> str:
+    """The control socket of one site's shared connection: 24 hex digits.
+
+    Not OpenSSH's ``%C`` (host, port, user, jump): two sites on one account with different keys
+    (say, two forced commands with different site configs) must never ride each other's
+    connection. Everything that picks the key, the config or the pinned host key goes in, with
+    the SSH config's modification time, so an edited config opens a new connection.
+    """
+    try:
+        config_mtime = os.stat(site.ssh_config).st_mtime_ns
+    except OSError:
+        config_mtime = 0
+    identity = (
+        site.name, site.host, site.user, site.port, site.identity_file, site.ssh_config,
+        site.known_hosts, config_mtime,
+    )  # fmt: skip
+    return hashlib.sha256(repr(identity).encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
 def private_control_dir(path: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from bridge.errors import ExitCode
 from tests.integration.conftest import SiteEnv, run_bridge
 from tests.integration.test_ssh_resilience import counter_lines, start_bridge, wait_for
-from tests.support.sshd import Sshd, keygen
+from tests.support.sshd import Sshd, forced_command, keygen
 
 
 def site_block(
@@ -260,3 +260,37 @@ def test_control_dir_of_another_user_is_refused(
     proc = refused(tmp_path, site_block("s", sshd, control_dir))
     assert proc.returncode == ExitCode.CONFIG_INVALID
     assert b"not a directory owned by this user" in proc.stderr
+
+
+def test_two_sites_on_one_account_never_share_a_connection(
+    config: Path, sshd: Sshd, control_dir: Path, tmp_path: Path
+) -> None:
+    # A second key on the same account, forced to another site config: a job for site "b"
+    # must reach that config even while site "shared" keeps a connection open.
+    other_config = tmp_path / "other-site.toml"
+    echo = shutil.which("echo")
+    other_config.write_text(
+        f'[site]\nname = "other"\nwork_base = "{tmp_path / "work-b"}"\n'
+        f'log_file = "{tmp_path / "site-b.log"}"\n'
+        f'[commands.whoami]\nprogram = "{echo}"\nargs = ["this is site b"]\n'
+    )
+    (tmp_path / "work-b").mkdir()
+    key_b = tmp_path / "key_b"
+    keygen(key_b)
+    sshd.authorize(
+        f'command="{forced_command(other_config)}",restrict,from="127.0.0.1" '
+        + key_b.with_suffix(".pub").read_text().strip()
+    )
+    path = tmp_path / "two.toml"
+    path.write_text(
+        site_block("shared", sshd, control_dir)
+        + site_block("b", sshd, control_dir, key=key_b, port=sshd.port)
+    )
+    first = run_bridge(path, "--site", "shared", "--command", "fail", "-p", "code=0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr.decode()
+    proc = run_bridge(path, "--site", "b", "--command", "whoami", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"this is site b\n"
+    wrong = run_bridge(path, "--site", "b", "--command", "fail", cwd=tmp_path)
+    assert wrong.returncode == ExitCode.COMMAND_NOT_ALLOWED
+    assert len(masters(control_dir)) == 2

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import os
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bridge.bridge_config import SshSite, load_bridge_config
-from bridge.client.openssh import classify_failure, openssh_argv, private_control_dir
+from bridge.client.openssh import (
+    classify_failure,
+    control_socket_name,
+    openssh_argv,
+    private_control_dir,
+)
 from bridge.client.transport import PROTOCOL_COMMAND
 from bridge.errors import (
     AuthenticationFailed,
@@ -57,8 +63,31 @@ def test_argv_pins_host_keys_and_allows_nothing_else() -> None:
 def test_argv_shares_the_connection_through_the_control_dir() -> None:
     opts = options(openssh_argv(SITE, "/run/cm"))
     assert opts["ControlMaster"] == "auto"
-    assert opts["ControlPath"] == "/run/cm/%C"
+    assert opts["ControlPath"] == f"/run/cm/{control_socket_name(SITE)}"
     assert opts["ControlPersist"] == "91"
+    assert opts["Ciphers"].startswith("^aes128-gcm@openssh.com")
+
+
+def test_sites_never_share_a_connection_with_another_key_or_config(tmp_path: Path) -> None:
+    names = {
+        control_socket_name(site)
+        for site in (
+            SITE,
+            replace(SITE, name="rme-creep"),  # same account, another forced command
+            replace(SITE, identity_file="/k/other"),
+            replace(SITE, known_hosts="/k/other_known_hosts"),
+            replace(SITE, user="other"),
+        )
+    }
+    assert len(names) == 5
+    assert all(len(name) == 24 for name in names)
+    assert control_socket_name(replace(SITE)) == control_socket_name(SITE)
+    config = tmp_path / "config"
+    config.write_text("Host rme-u-tokyo\n  HostName 192.0.2.7\n")
+    site = replace(SITE, ssh_config=str(config))
+    before = control_socket_name(site)
+    os.utime(config, ns=(1, 1))
+    assert control_socket_name(site) != before, "an edited SSH config opens a new connection"
 
 
 def test_argv_without_sharing_overrides_the_users_ssh_config() -> None:
@@ -177,7 +206,7 @@ def test_openssh_keys_load_with_defaults(tmp_path: Path) -> None:
         ('host = "h"\nshare_connection = true\n', "share_connection", "only with client"),
         ('host = "h"\nclient = "openssh"\ncontrol_dir = "rel/dir"\n', "control_dir", "absolute"),
         (f'host = "h"\nclient = "openssh"\ncontrol_dir = "/{"d" * 70}"\n', "control_dir",
-         "at most 60 bytes"),
+         "at most 64 bytes"),
         ('host = "h"\nclient = "openssh"\nconnection_persist = "soon"\n', "connection_persist",
          ""),
         ('host = "-oProxyCommand=touch /tmp/x"\n', "host", "not a host name"),
