@@ -2,7 +2,8 @@
 
 One module per family of checks: ``ssh`` (a site over SSH, from the bridge node), ``openssh``
 (what a site with ``client = "openssh"`` adds: the ``ssh`` binary, its control sockets),
-``broker`` (the HTTPS broker), ``site`` (at the site itself); ``bridge_node`` picks the sites of the
+``broker`` (the HTTPS broker), ``site`` (at the site itself) with ``login_shell`` (the site
+account's shell, as sshd starts it before each job); ``bridge_node`` picks the sites of the
 bridge config, ``runner`` runs them concurrently within the timeout, ``report`` renders the
 table, the JSON document and the exit code, and ``ping`` is the cheap ``site_ping`` round trip
 that can also run on a schedule. ``command`` is the click command the CLI attaches.

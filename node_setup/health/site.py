@@ -8,6 +8,8 @@
     site.disk_free       free space where work dirs go (psutil), against thresholds
     site.inodes          free inodes there (a full inode table fails jobs like a full disk)
     site.stale_workdirs  work dirs past retention that `site cleanup` would remove
+    site.login_shell     an SSH site: the account's login shell, which sshd runs before every
+                         job, starts fast and prints nothing (``login_shell``)
     site.agent           the broker agent runs (a pull site: the config has [agent])
     broker.*             a pull site's broker, as its agent sees it (site token)
 
@@ -30,6 +32,7 @@ from bridge.site.cleanup import remove_expired
 from bridge.site_config import SiteConfig, load_site_config
 from bridge.units import parse_size
 from node_setup.health.broker import BrokerTarget, check_broker
+from node_setup.health.login_shell import check_login_shell
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline, Job
 
@@ -120,6 +123,8 @@ def check_site_side(
     if check_work_base(site, probe):
         check_disk(site.work_base, probe, thresholds)
         check_stale(site, probe)
+    if site.agent is None:  # sshd runs our forced command through the login shell
+        check_login_shell(probe, deadline.left())
     if agent or (agent is None and site.agent is not None):
         check_agent(config_path, probe)
 

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -154,7 +155,9 @@ def program(path: Path, text: str = "#!/bin/sh\nexit 0\n", mode: int = 0o755) ->
 
 def site_checks(config: Path, **kwargs: object) -> dict[str, Check]:
     probe = Probe("site")
-    check_site_side(str(config), probe, 10, **kwargs)  # type: ignore[arg-type]
+    # site.login_shell runs the account's shell, which reads ~/.bashrc: a bare home keeps it quick.
+    with mock.patch.dict(os.environ, HOME=str(config.parent)):
+        check_site_side(str(config), probe, 10, **kwargs)  # type: ignore[arg-type]
     return by_name(probe.snapshot())
 
 
@@ -379,7 +382,8 @@ def test_usage_errors_exit_unknown() -> None:
 def test_cli_exit_code_and_json_for_the_site_side(tmp_path: Path) -> None:
     good = program(tmp_path / "run.sh")
     config = write_site(tmp_path, f'[commands.x]\nprogram = "{good}"\n')
-    done = health_cli("--site-side", "--config", str(config), "--json")
+    home = dict(os.environ, HOME=str(tmp_path))  # no ~/.bashrc to slow the login shell
+    done = health_cli("--site-side", "--config", str(config), "--json", env=home)
     doc = json.loads(done.stdout)
     assert done.returncode == doc["exit_code"] == 0
     assert [c["check"] for c in doc["checks"]] == [
@@ -389,6 +393,7 @@ def test_cli_exit_code_and_json_for_the_site_side(tmp_path: Path) -> None:
         "site.disk_free",
         "site.inodes",
         "site.stale_workdirs",
+        "site.login_shell",
     ]
     missing = health_cli("--site-side", "--config", str(tmp_path / "absent.toml"))
     assert missing.returncode == 2
