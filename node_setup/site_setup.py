@@ -13,6 +13,9 @@ public key for SSH; the broker's URL and the agent's token for the broker method
 - broker: stores the agent's token in a 0600 file and writes a sandboxed systemd unit for
   ``mint-bridge agent`` (see ``systemd``), checked with ``systemd-analyze verify``.
 
+The closing notes say what is left to do; for SSH, also when the account's login shell (which
+sshd runs before every job) is slow to start or unusable (``health.login_shell``).
+
 The token is never taken from the command line, never printed, and never shown in a diff.
 """
 
@@ -35,6 +38,7 @@ from node_setup import changes, systemd
 from node_setup.config_files import read_text
 from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
+from node_setup.health.login_shell import startup_advice
 from node_setup.prompt import Prompter, need
 from node_setup.site_templates import EXAMPLE_PROGRAM, render_agent_table, render_site_config
 from schedulers import NAMES as SCHEDULERS
@@ -345,6 +349,9 @@ def _plan_notes(
             f"MInt's admin then runs: mint-bridge setup add-site {options.site_id} "
             f"--ssh HOST[:PORT] {given}"
         )
+        shell = startup_advice()  # sshd runs each job through the login shell
+        if shell:
+            plan.note(shell)
     elif paths.unit_dir == "/etc/systemd/system":
         plan.note(
             f"start the agent: systemctl daemon-reload && systemctl enable --now "

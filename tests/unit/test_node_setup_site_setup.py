@@ -16,6 +16,7 @@ from node_setup import site_setup, systemd
 from node_setup.changes import Action
 from node_setup.detect import detect_schedulers
 from node_setup.errors import InvalidKey, MissingValue, OverwriteRefused
+from node_setup.health import login_shell
 from node_setup.prompt import Unattended
 from node_setup.site_setup import SiteOptions, setup_site
 from tests.unit.test_node_setup_authorized_keys import ED, PUB
@@ -94,6 +95,25 @@ def test_full_site_setup_over_ssh(home: Path, mint_key: Path) -> None:
         f'command="{MINT_BRIDGE} site serve-ssh --config {config}",restrict,'
         f'from="192.0.2.10" ssh-ed25519 {ED} mint-bridge@ssh-node01'
     ]
+
+
+def test_a_slow_login_shell_gets_a_line_of_advice(
+    home: Path, mint_key: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = tmp_path / "slowsh"
+    slow.write_text('#!/bin/sh\n[ -n "$SSH_CLIENT" ] && sleep 0.2\nexit 0\n')
+    slow.chmod(0o755)
+    account = login_shell.Account("mint", str(slow), str(home))
+    monkeypatch.setattr(login_shell, "this_account", lambda: account)
+    out = Unattended(echo=False)
+    result = setup_site(ssh_options(home, mint_key), out)
+    advice = [n for n in result.notes if n.startswith("every SSH job waits 0.2")]
+    assert len(advice) == 1 and "usermod -s /bin/sh mint" in advice[0]
+    assert f"next: {advice[0]}" in out.lines
+    fast = login_shell.Account("mint", "/bin/sh", str(home))
+    monkeypatch.setattr(login_shell, "this_account", lambda: fast)
+    result = setup_site(ssh_options(home, mint_key), Unattended(echo=False))
+    assert not any("every SSH job" in n for n in result.notes)
 
 
 def test_the_example_program_runs(home: Path, mint_key: Path, tmp_path: Path) -> None:
