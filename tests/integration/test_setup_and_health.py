@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -822,6 +823,7 @@ def test_site_side_health_after_setup(deployment: Deployment) -> None:
     assert found["site.config"]["value"] == str(deployment.site_config)
     assert found["site.program.example"]["status"] == "ok"
     assert "site.agent" not in found  # an SSH site has no agent
+    assert found["site.login_shell"]["status"] == "ok"  # no ~/.bashrc in the site's HOME
 
 
 def write_site(tmp_path: Path, work: Path, scheduler: str = "local") -> Path:
@@ -834,6 +836,24 @@ def write_site(tmp_path: Path, work: Path, scheduler: str = "local") -> Path:
         f'[commands.x]\nprogram = "{program}"\nscheduler = "{scheduler}"\n'
     )
     return config
+
+
+def test_a_slow_bashrc_warns_and_the_advice_fixes_it(tmp_path: Path) -> None:
+    if os.path.basename(pwd.getpwuid(os.getuid()).pw_shell) != "bash":
+        pytest.skip("the account's login shell is not bash")
+    (tmp_path / "work").mkdir()
+    config = write_site(tmp_path, tmp_path / "work")
+    bashrc = tmp_path / ".bashrc"  # HOME is tmp_path
+    bashrc.write_text("sleep 0.3\n")
+    code, doc = health_json(tmp_path, "--site-side", "--config", str(config))
+    shell = checks_of(doc, "site")["site.login_shell"]
+    assert (code, shell["status"], shell["unit"]) == (1, "warn", "s")
+    assert 0.3 <= shell["value"] < 3
+    assert shell["message"].startswith(f"every SSH job waits {shell['value']:g} s for ")
+    assert "case $- in *i*) ;; *) return;; esac" in shell["fix"]
+    bashrc.write_text("case $- in *i*) ;; *) return;; esac\nsleep 0.3\n")
+    code, doc = health_json(tmp_path, "--site-side", "--config", str(config))
+    assert (code, checks_of(doc, "site")["site.login_shell"]["status"]) == (0, "ok")
 
 
 def test_a_site_whose_scheduler_is_missing(tmp_path: Path) -> None:
