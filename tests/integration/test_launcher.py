@@ -1,4 +1,5 @@
-"""The console script's fast path to the site entry, as SSH's forced command runs it.
+"""The console script's fast path to the site entry, as SSH's forced command runs it, and what
+each end loads at start.
 
 ``python -m bridge.launcher`` is what the ``mint-bridge`` console script runs (and what the
 ``local`` method starts): the forced command must behave exactly as through the click CLI.
@@ -27,6 +28,11 @@ def site_config(tmp_path: Path) -> Path:
     return path
 
 
+def imported_modules(stderr: str) -> set[str]:
+    """The modules ``-X importtime`` reported on ``stderr``."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if "|" in line}
+
+
 def serve_ssh(*args: str, original: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "SSH_ORIGINAL_COMMAND"}
     if original is not None:
@@ -48,9 +54,9 @@ def test_a_refused_command_exits_77_without_importing_click(tmp_path: Path) -> N
          f"--config={config}"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    modules = {line.rsplit("|", 1)[-1].strip() for line in imported.stderr.splitlines()}
+    modules = imported_modules(imported.stderr)
     assert imported.returncode == 77 and "bridge.site.entry" in modules
-    assert not {"click", "bridge.cli"} & modules
+    assert not {"click", "bridge.cli", "psutil", "schedulers.local"} & modules
 
 
 def test_a_shell_is_refused(tmp_path: Path) -> None:
@@ -90,3 +96,14 @@ def test_other_command_lines_reach_the_click_cli(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "Missing option '--config'" in missing.stderr
     version = subprocess.run([*LAUNCHER, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and "mint-bridge, version" in version.stdout
+
+
+def test_the_bridge_node_loads_no_retry_or_pbs_helpers_up_front() -> None:
+    # tenacity only after a lost connection, psutil only inside a PBS job without qstat.
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import bridge.cli, bridge.client.entry"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    modules = imported_modules(proc.stderr)
+    assert proc.returncode == 0 and "bridge.client.run" in modules
+    assert not {"tenacity", "psutil", "bridge.site", "schedulers"} & modules
