@@ -189,7 +189,7 @@ class JobRun:
         return self._retrying()(attempt_after_first)
 
     def _retrying(self) -> tenacity.Retrying:
-        import tenacity
+        import tenacity  # here: only after a lost connection (see _with_reconnects)
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
