@@ -1,10 +1,26 @@
 """Staging throughput and small-job latency of ``mint-bridge run``, against OpenSSH ``scp``.
 
-Run: ``.venv/bin/python benchmarks/ssh_staging.py [--size-mib N] [--repeat K] [--runs R]``.
+Run: ``.venv/bin/python benchmarks/ssh_staging.py [--size-mib N] [--repeat K] [--runs R]
+[--site-user NAME]``.
 
 Everything happens on this machine: a private OpenSSH sshd on 127.0.0.1 (started with
 ``tests.support.sshd.start_sshd``) whose first key is forced to ``mint-bridge site serve-ssh``
 and whose second, unrestricted key is used by ``scp``. Nothing is sent anywhere else.
+
+The site side runs under its own account, as at a real site, which runs mint-bridge under a
+dedicated unprivileged account rather than root. As root, every SSH login of the bench (both
+bridge clients and ``scp``) is ``--site-user`` (default ``mint-bench``, created if missing: a
+system account with ``/bin/sh``, no password, home ``/var/lib/mint-bench``; it stays for later
+runs, and the JSON says whether this run created it). The reason: sshd runs every command (the
+forced command, scp's sftp server) as ``$SHELL -c ...``, and bash started by sshd sources
+``~/.bashrc``; root's here starts pyenv, ~0.2 s per SSH session, which belongs to this machine's
+root account, not to mint-bridge or to ``scp``. ``shell_session_seconds`` reports that cost for
+the site account and for root (``ssh ... true`` over an open master). The site account owns the
+site's directories (work dirs, payload, scp's destination, log; the payload must be its own
+because the ``source`` command hard-links it, which fs.protected_hardlinks allows only to the
+owner) and runs this venv's packages on hard links of this interpreter, which lives under
+``/root`` (see ``benchmarks/site_account.py``). Not root, or ``--site-user ''``: everything
+runs as the current user.
 
 Both SSH clients of the bridge are measured side by side, against the same sshd and site:
 ``paramiko`` (in-process; site ``site``, the figures without a client in their name) and
@@ -25,7 +41,9 @@ What is measured (MB = 10**6 bytes):
   payload (connection set-up, process start, job start) gives the transfer time; MB/s comes
   from that. The gross figures (no subtraction) are reported too. Methods take turns, and
   every run starts after ``sync``, so drifts and write-back hit all of them alike. The first
-  1-byte run of the shared openssh site opens its connection; the median hides it.
+  1-byte run of the shared openssh site opens its connection; the median hides it. The
+  1-byte runs' times are in ``details.*.fixed_runs``: a stall in them (load from elsewhere)
+  inflates that method's net MB/s, which the gross figure does not.
 - CPU seconds used by all processes of a transfer (client, sshd, site or sftp server, and the
   shared connection's ``ssh`` master, which lives outside the run's process tree): on a
   shared machine these vary much less than wall times. Processes that outlive one transfer
@@ -39,7 +57,8 @@ What is measured (MB = 10**6 bytes):
   dir; total wall time of ``mint-bridge run`` against the same program run directly;
   overhead = difference of medians. Methods: ``ssh`` (paramiko), ``ssh_openssh`` (shared
   connection already open: one first run opens it and is reported apart as
-  ``cold_seconds``), ``ssh_openssh_unshared`` and ``local``.
+  ``cold_seconds``), ``ssh_openssh_unshared`` and ``local`` (no SSH: the site runs as the
+  bench's own user).
 
 At the end every shared master is told to exit (``ssh -O exit``) and any process still naming
 the bench's directories is killed and reported (``leftover_processes``; should be empty).
@@ -75,6 +94,13 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.site_account import (  # noqa: E402
+    DEFAULT_SITE_USER,
+    SiteAccount,
+    hand_over,
+    site_account,
+    site_python,
+)
 from tests.support.sshd import Sshd, keygen, start_sshd  # noqa: E402
 
 MB = 1_000_000
@@ -90,6 +116,7 @@ SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 # Unix socket paths are short; the bridge config refuses a longer control_dir.
 MAX_CONTROL_DIR = 60
 SSH_CLIENTS = ("paramiko", "openssh")
+SHELL_RUNS = 7
 
 
 # --- the environment: site config, sshd, bridge config, scp key -----------------------------
@@ -107,16 +134,18 @@ class Bench:
     scp_dest: Path  # site-side directory scp uploads into
     control_dir: Path  # control sockets of the openssh client's shared connections
     timeout: float
+    account: SiteAccount  # every SSH login (both bridge clients, scp) is this account
+    python: str  # shell words starting the site's interpreter (the forced command's)
 
 
-def site_config_text(work_base: Path, payload: Path, root: Path) -> str:
+def site_config_text(work_base: Path, payload: Path, log_dir: Path) -> str:
     true, ln, dd = (shutil.which(p) for p in ("true", "ln", "dd"))
     return f"""
 [site]
 name = "bench-site"
 work_base = "{work_base}"
 retention = "1h"
-log_file = "{root / "site.log"}"
+log_file = "{log_dir / "site.log"}"
 
 [commands.sink]
 description = "Receive the inputs, run nothing, return nothing"
@@ -201,34 +230,41 @@ def make_control_dir(root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def bench_env(size: int, timeout: float) -> Iterator[Bench]:
+def bench_env(size: int, timeout: float, account: SiteAccount) -> Iterator[Bench]:
     root = Path(tempfile.mkdtemp(prefix="mint-bridge-bench-"))
     control_dir = make_control_dir(root)
     sshd: Sshd | None = None
     try:
-        dirs = {name: root / name for name in ("work", "payload", "client", "scp-dest", "sshd")}
+        names = ("work", "payload", "client", "scp-dest", "sshd", "log")
+        dirs = {name: root / name for name in names}
         for path in dirs.values():
             path.mkdir(mode=0o700)
         site_config = root / "site.toml"
-        site_config.write_text(site_config_text(dirs["work"], dirs["payload"], root))
-        sshd = start_sshd(dirs["sshd"], site_config)
+        site_config.write_text(site_config_text(dirs["work"], dirs["payload"], dirs["log"]))
+        for where in (dirs["payload"], dirs["client"]):
+            make_file(where / "big.bin", size)
+            make_file(where / "tiny.bin", 1)
+        python = sys.executable
+        if account.dedicated:
+            site_dirs = [dirs[name] for name in ("work", "payload", "scp-dest", "log")]
+            hand_over(account, root, site_dirs, readable=dirs["sshd"])
+            python = site_python(root / "python")
+        sshd = start_sshd(dirs["sshd"], site_config, user=account.user, python=python)
         enable_sftp(sshd)
         scp_key = root / "scp_ed25519"
         keygen(scp_key, "mint-bridge-bench-scp")
         sshd.authorize(f'from="127.0.0.1" {scp_key.with_suffix(".pub").read_text().strip()}')
         bridge_config = root / "bridge.toml"
         bridge_config.write_text(bridge_config_text(sshd, site_config, control_dir))
-        for where in (dirs["payload"], dirs["client"]):
-            make_file(where / "big.bin", size)
-            make_file(where / "tiny.bin", 1)
         yield Bench(
             root, sshd, bridge_config, scp_key, dirs["work"], dirs["payload"], dirs["client"],
-            dirs["scp-dest"], control_dir, timeout,
+            dirs["scp-dest"], control_dir, timeout, account, python,
         )  # fmt: skip
     finally:
         stop_masters(control_dir)  # while sshd still runs, so they can say goodbye
         if sshd is not None:
             sshd.stop()
+        # As root: the work dirs and the payload belong to the site account.
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(control_dir, ignore_errors=True)
 
@@ -443,8 +479,8 @@ def scp_argv(bench: Bench, source: str, dest: str, cipher: str | None) -> list[s
     return ["scp", "-q", *ssh_options(bench), *cipher_opt, *port, source, dest]
 
 
-def remote(path: Path) -> str:
-    return f"{os.environ.get('USER', 'root')}@127.0.0.1:{path}"
+def remote(bench: Bench, path: Path) -> str:
+    return f"{bench.account.user}@127.0.0.1:{path}"
 
 
 def clean_dir(path: Path) -> None:
@@ -478,12 +514,13 @@ def bridge_out(bench: Bench, which: str, out: Path, watch: Watch, client: str) -
 
 
 def scp_in(bench: Bench, which: str, watch: Watch, cipher: str | None) -> Timing:
-    source, dest = str(bench.client / f"{which}.bin"), remote(bench.scp_dest / f"{which}.bin")
+    source = str(bench.client / f"{which}.bin")
+    dest = remote(bench, bench.scp_dest / f"{which}.bin")
     return timed(scp_argv(bench, source, dest, cipher), bench.timeout, watch)
 
 
 def scp_out(bench: Bench, which: str, out: Path, watch: Watch, cipher: str | None) -> Timing:
-    source = remote(bench.payload / f"{which}.bin")
+    source = remote(bench, bench.payload / f"{which}.bin")
     return timed(scp_argv(bench, source, str(out / f"{which}.bin"), cipher), bench.timeout, watch)
 
 
@@ -503,6 +540,7 @@ class Series:
             "mbps_gross": round(size / MB / big, 1),
             "seconds": [round(t.seconds, 3) for t in self.big],
             "fixed_seconds": round(fixed, 3),
+            "fixed_runs": [round(t.seconds, 3) for t in self.tiny],
             "cpu_seconds": round(cpu, 2),
             "cpu_seconds_fixed": round(statistics.median(t.cpu_seconds for t in self.tiny), 2),
         }
@@ -679,9 +717,55 @@ def _openssh_cipher(bench: Bench) -> str:
 
 
 def _scp_cipher(bench: Bench) -> str:
-    ssh = ["ssh", "-v", *ssh_options(bench), "-p", str(bench.sshd.port), "127.0.0.1", "true"]
+    ssh = [*shell_argv(bench, bench.account.user), "-v", "127.0.0.1", "true"]
     proc = subprocess.run(ssh, capture_output=True, text=True, timeout=30)
     return _kex_cipher(proc.stderr)
+
+
+def site_account_info(bench: Bench) -> dict[str, Any]:
+    """Who the site runs as, and the Python its forced command runs (checked over SSH)."""
+    check = "import sys, bridge; print(sys.version.split()[0])"
+    argv = [*shell_argv(bench, bench.account.user), "127.0.0.1", f"{bench.python} -c '{check}'"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    return {
+        "user": bench.account.user,
+        "shell": bench.account.shell,
+        "created_this_run": bench.account.created,  # left in place, re-used by the next run
+        "python": proc.stdout.strip(),
+    }
+
+
+def shell_sessions(bench: Bench) -> dict[str, float | None]:
+    """What sshd's ``$SHELL -c`` costs per session, for the site account and (when running as
+    root) for root: bash started by sshd sources ``~/.bashrc``, and every SSH command of the
+    bench (forced command, sftp server) goes through that shell."""
+    root = shell_session(bench, "root") if os.geteuid() == 0 else None
+    return {"site_account": shell_session(bench, bench.account.user), "root": root}
+
+
+def shell_session(bench: Bench, user: str) -> float:
+    """Median wall time of ``ssh ... true`` over an already-open master (unrestricted key)."""
+    control = bench.control_dir / f"shell-{user}"
+    ssh = [*shell_argv(bench, user), "-o", f"ControlPath={control}"]
+    master = [*ssh, "-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-f", "-N"]
+    # No pipes: the master lives on in the background, holding them open.
+    subprocess.run([*master, "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=30, check=True)  # fmt: skip
+    try:
+        times = []
+        for _ in range(SHELL_RUNS):
+            start = time.perf_counter()
+            subprocess.run([*ssh, "127.0.0.1", "true"], capture_output=True, timeout=30,
+                           check=True)  # fmt: skip
+            times.append(time.perf_counter() - start)
+        return round(statistics.median(times), 3)
+    finally:
+        subprocess.run([*ssh, "-O", "exit", "127.0.0.1"], capture_output=True, timeout=10)
+        wait_gone(str(control), 5.0)  # not to be taken for a bridge master later
+
+
+def shell_argv(bench: Bench, user: str) -> list[str]:
+    return ["ssh", *ssh_options(bench), "-p", str(bench.sshd.port), "-l", user]
 
 
 def _kex_cipher(debug_log: str) -> str:
@@ -752,6 +836,7 @@ def targets(
 
 def summary_line(result: dict[str, Any]) -> str:
     m, k, rss = result["mbps"], result["kousoku"], result["peak_rss_mib"]
+    shell = result["shell_session_seconds"]
     r, ro = result["ratio_bridge_over_scp"], result["ratio_bridge_openssh_over_scp"]
     ko = k["ssh_openssh"]
     return (
@@ -763,7 +848,8 @@ def summary_line(result: dict[str, Any]) -> str:
         f"MiB; kousoku overhead paramiko {k['ssh']['overhead_seconds']} s / openssh "
         f"{ko['overhead_seconds']} s (cold {ko['cold_overhead_seconds']}, unshared "
         f"{k['ssh_openssh_unshared']['overhead_seconds']}) / local "
-        f"{k['local']['overhead_seconds']} s"
+        f"{k['local']['overhead_seconds']} s; shell session {result['site_account']['user']} "
+        f"{shell['site_account']} s / root {shell['root']} s"
     )
 
 
@@ -777,18 +863,28 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1024, help="payload size (default 1024)")
     parser.add_argument("--repeat", type=int, default=3, help="big transfers per method")
     parser.add_argument("--runs", type=int, default=5, help="kousoku-sized jobs per method")
+    parser.add_argument(
+        "--site-user", default=DEFAULT_SITE_USER,
+        help=f"as root: the account the site runs as, created if missing (default "
+        f"{DEFAULT_SITE_USER}); '' or not root: the current user",
+    )  # fmt: skip
     args = parser.parse_args()
     # A plain kill still stops sshd and removes the GiB-sized temp files (the finally clauses).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     size = args.size_mib * MIB
     # Generous: even a pathological 5 MB/s moves the payload within it.
     timeout = 60 + size / (5 * MB)
-    with bench_env(size, timeout) as bench:
+    account = site_account(args.site_user)
+    if account.created:
+        print(f"created the account {account.user}; it stays for later runs", file=sys.stderr)
+    with bench_env(size, timeout, account) as bench:
         machine = machine_info(bench)
+        accounts = {"site_account": site_account_info(bench), "shell_session_seconds":
+                    shell_sessions(bench)}  # fmt: skip
         series, peaks = measure_transfers(bench, args.repeat)
         small = kousoku(bench, args.runs)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    result = report(size, args.repeat, series, peaks, small, machine)
+    result = report(size, args.repeat, series, peaks, small, machine) | accounts
     result["leftover_processes"] = leftover_processes(bench)
     if result["leftover_processes"]:
         print(f"killed leftover processes: {result['leftover_processes']}", file=sys.stderr)

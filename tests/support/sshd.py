@@ -4,6 +4,10 @@ Everything lives in one private directory: the server's config and host key, a c
 an ``authorized_keys`` whose line forces ``mint-bridge site serve-ssh`` (``restrict`` and
 ``from="127.0.0.1"``), a ``known_hosts`` built from the generated host key (tests never trust a
 first connection), and an ``ssh_config`` with a ``site`` alias for the server.
+
+By default the ``site`` alias logs in as the current user and the forced command runs this
+interpreter (``sys.executable``); a caller that runs the site under another account passes that
+account (``user``) and an interpreter that account can reach (``python``).
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ def keygen(path: Path, comment: str = "mint-bridge-test") -> None:
     )
 
 
-def forced_command(site_config: Path) -> str:
-    return f"{sys.executable} -m bridge.cli site serve-ssh --config {site_config}"
+def forced_command(site_config: Path, python: str | None = None) -> str:
+    """``python``: the shell words that start the interpreter (default: this one)."""
+    return f"{python or sys.executable} -m bridge.cli site serve-ssh --config {site_config}"
 
 
 @dataclass
@@ -92,7 +97,12 @@ class Sshd:
         ]  # fmt: skip
 
 
-def start_sshd(root: Path, site_config: Path, timeout: float = 10.0) -> Sshd:
+def start_sshd(
+    root: Path, site_config: Path, timeout: float = 10.0, user: str | None = None,
+    python: str | None = None,
+) -> Sshd:  # fmt: skip
+    """``user``: the account the ``site`` alias logs in as (default: the current user);
+    ``python``: see ``forced_command``."""
     if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
         raise SshdUnavailable(
             f"{SSHD} or ssh-keygen is not installed (apt-get install openssh-server)"
@@ -105,9 +115,12 @@ def start_sshd(root: Path, site_config: Path, timeout: float = 10.0) -> Sshd:
     authorized = root / "authorized_keys"
     pub = client_key.with_suffix(".pub").read_text().strip()
     authorized.write_text(
-        f'command="{forced_command(site_config)}",restrict,from="127.0.0.1" {pub}\n'
+        f'command="{forced_command(site_config, python)}",restrict,from="127.0.0.1" {pub}\n'
     )
-    authorized.chmod(0o600)
+    # sshd reads the file as the user logging in, so another account must be able to (it holds
+    # public keys and the forced command only); that it can reach this directory is up to the
+    # caller.
+    authorized.chmod(0o600 if user in (None, _user()) else 0o644)
     port = free_port()
     config = root / "sshd_config"
     config.write_text(
@@ -139,7 +152,7 @@ def start_sshd(root: Path, site_config: Path, timeout: float = 10.0) -> Sshd:
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     ssh_config = root / "ssh_config"
     ssh_config.write_text(
-        f"Host site\n  HostName 127.0.0.1\n  Port {port}\n  User {_user()}\n"
+        f"Host site\n  HostName 127.0.0.1\n  Port {port}\n  User {user or _user()}\n"
         f"  IdentityFile {client_key}\n"
     )
     return Sshd(root, port, proc, client_key, known_hosts, ssh_config, authorized, host_key)
