@@ -23,7 +23,6 @@ the boundary where they become our errors (host key, authentication, SSH config,
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import logging
 import math
@@ -35,7 +34,14 @@ import subprocess
 import threading
 
 from bridge.bridge_config import SshSite
-from bridge.client.transport import PROTOCOL_COMMAND, Channel, Connection
+from bridge.client.transport import (
+    CHILD_EXIT_WAIT,
+    PROTOCOL_COMMAND,
+    Channel,
+    Connection,
+    ProcessChannel,
+    spawn_piped,
+)
 from bridge.errors import (
     AuthenticationFailed,
     BridgeError,
@@ -45,13 +51,11 @@ from bridge.errors import (
     SiteUnreachable,
     TransportError,
 )
-from bridge.protocol import FdChannel
 
 log = logging.getLogger(__name__)
 
 SSH_FAILURE = 255  # ssh's own exit status for its failures (the remote command's otherwise)
 _STDERR_KEEP = 64  # lines of the child's stderr kept for error messages
-_EXIT_WAIT = 5.0  # seconds a closed channel's ssh gets to exit before it is killed
 
 # Messages of OpenSSH's client (stable for many releases) and what they mean for us. The first
 # pattern found in the child's stderr decides; anything else with status 255 is "unreachable".
@@ -160,13 +164,11 @@ def private_control_dir(path: str) -> str:
     return path
 
 
-class OpenSshChannel(FdChannel):
-    """One ``ssh`` child as a ByteChannel; its failures become our errors at end of stream."""
+class OpenSshChannel(ProcessChannel):
+    """One ``ssh`` child as a channel; its failures become our errors at end of stream."""
 
     def __init__(self, proc: subprocess.Popen[bytes], site: SshSite, timeout: float | None):
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        super().__init__(proc.stdout.fileno(), proc.stdin.fileno())
-        self.proc = proc
+        super().__init__(proc)
         self.site = site
         self.timeout = timeout
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_KEEP)
@@ -193,15 +195,7 @@ class OpenSshChannel(FdChannel):
             raise
 
     def close(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        try:
-            self.proc.wait(timeout=_EXIT_WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().close()
         self._stderr_done.join(timeout=1.0)
         if self.proc.returncode not in (0, SSH_FAILURE, None) and self._stderr:
             log.warning("site %s: %s", self.site.name, self._stderr[-1])
@@ -216,7 +210,7 @@ class OpenSshChannel(FdChannel):
     def _raise_failure(self) -> None:
         """At end of stream: raise what ssh's exit says, or return for a plain early close."""
         try:
-            code = self.proc.wait(timeout=_EXIT_WAIT)
+            code = self.proc.wait(timeout=CHILD_EXIT_WAIT)
         except subprocess.TimeoutExpired:
             return  # still running: the reader reports the cut stream as transient
         self._stderr_done.join(timeout=1.0)
@@ -275,16 +269,7 @@ class OpenSshConnection:
 
     def open_channel(self, timeout: float | None = None) -> Channel:
         argv = openssh_argv(self.site, self.control_dir)
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise SiteUnreachable(f"cannot start ssh for site {self.site.name}: {exc}") from exc
+        proc = spawn_piped(argv, f"ssh for site {self.site.name}", stderr=subprocess.PIPE)
         return OpenSshChannel(proc, self.site, timeout)
 
     def close(self) -> None:

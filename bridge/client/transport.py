@@ -11,7 +11,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge import PROTOCOL_VERSION, defaults
 from bridge.bridge_config import LocalSite
@@ -39,7 +39,22 @@ class Connector(Protocol):
     def connect(self) -> Connection: ...
 
 
-class LocalChannel(FdChannel):
+CHILD_EXIT_WAIT = 5.0  # seconds a closed channel's child gets to exit before it is killed
+
+
+def spawn_piped(argv: list[str], what: str, **options: Any) -> subprocess.Popen[bytes]:
+    """Start a channel's child with stdin and stdout as pipes; SiteUnreachable if it cannot."""
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, **options
+        )
+    except OSError as exc:
+        raise SiteUnreachable(f"cannot start {what}: {exc}") from exc
+
+
+class ProcessChannel(FdChannel):
+    """A channel that is a child process's stdin and stdout (the local site entry, ``ssh``)."""
+
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None and proc.stdout is not None
         super().__init__(proc.stdout.fileno(), proc.stdin.fileno())
@@ -51,7 +66,7 @@ class LocalChannel(FdChannel):
                 with contextlib.suppress(OSError):
                     stream.close()
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=CHILD_EXIT_WAIT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -65,17 +80,8 @@ class LocalConnection:
         env = dict(os.environ, SSH_ORIGINAL_COMMAND=PROTOCOL_COMMAND)
         # The console script's fast path to the site entry: no click, no CLI module.
         argv = [sys.executable, "-m", "bridge.launcher", "site", "serve-ssh"]
-        try:
-            proc = subprocess.Popen(
-                [*argv, "--config", self.site.site_config],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise SiteUnreachable(f"cannot start the local site entry: {exc}") from exc
-        return LocalChannel(proc)
+        argv += ["--config", self.site.site_config]
+        return ProcessChannel(spawn_piped(argv, "the local site entry", env=env))
 
     def close(self) -> None:
         return None

@@ -5,6 +5,7 @@ With CI=true a service that cannot start fails the test; elsewhere it skips it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bridge.bridge_config import EXAMPLES_DIR
@@ -147,8 +149,9 @@ def sshd(site_env: SiteEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="session")
-def bridge_config(sshd: Sshd, site_env: SiteEnv) -> Path:
+def bridge_config(sshd: Sshd, site_env: SiteEnv) -> Iterator[Path]:
     path = sshd.root / "bridge.toml"
+    control_dir = sshd.root / "cm"
     path.write_text(
         f"""
 [sites.site]
@@ -158,12 +161,38 @@ ssh_config = "{sshd.ssh_config}"
 known_hosts = "{sshd.known_hosts}"
 reconnect_attempts = 5
 
+[sites.site-openssh]
+method = "ssh"
+client = "openssh"
+host = "site"
+ssh_config = "{sshd.ssh_config}"
+known_hosts = "{sshd.known_hosts}"
+control_dir = "{control_dir}"
+reconnect_attempts = 5
+
 [sites.local]
 method = "local"
 site_config = "{site_env.site_config}"
 """
     )
-    return path
+    yield path
+    stop_ssh_masters(control_dir)
+
+
+def ssh_masters(control_dir: Path) -> list[psutil.Process]:
+    """Background ``ssh`` masters of shared connections whose sockets live in ``control_dir``."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["name"] == "ssh" and str(control_dir) in cmdline and "[mux]" in cmdline:
+            found.append(proc)
+    return found
+
+
+def stop_ssh_masters(control_dir: Path) -> None:
+    for proc in ssh_masters(control_dir):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def run_bridge(

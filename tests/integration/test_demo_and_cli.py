@@ -58,7 +58,7 @@ def test_example_configs_load() -> None:
         "10",
     ]
     bridge = load_bridge_config(str(EXAMPLES_DIR / "bridge.toml"))
-    assert set(bridge.sites) == {"rme-u-tokyo", "local"}
+    assert set(bridge.sites) == {"rme-u-tokyo", "rme-u-tokyo-openssh", "local"}
     assert bridge.sites["local"].method == "local"
     assert load_site_config(bridge.sites["local"].site_config).commands["fatigue"]  # type: ignore[union-attr]
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bridge import PROTOCOL_VERSION
-from bridge.client.transport import PROTOCOL_COMMAND, LocalChannel
+from bridge.client.transport import PROTOCOL_COMMAND, ProcessChannel
 from bridge.protocol import FrameReader, FrameWriter
 
 LAUNCHER = [sys.executable, "-m", "bridge.launcher"]
@@ -79,7 +79,7 @@ def test_hello_through_both_forms_of_the_option(tmp_path: Path) -> None:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=dict(os.environ, SSH_ORIGINAL_COMMAND=PROTOCOL_COMMAND),
         )  # fmt: skip
-        channel = LocalChannel(proc)
+        channel = ProcessChannel(proc)
         FrameWriter(channel).write_json({"op": "hello", "protocol": PROTOCOL_VERSION})
         reply = FrameReader(channel).read_json()
         channel.close()

@@ -30,8 +30,7 @@ import pytest
 
 from node_setup import authorized_keys as ak
 from node_setup import host_keys
-from tests.integration.conftest import service_unavailable
-from tests.integration.test_openssh_client import masters, stop_masters
+from tests.integration.conftest import service_unavailable, ssh_masters, stop_ssh_masters
 from tests.support.sshd import Sshd, SshdUnavailable, keygen, start_sshd
 from tests.unit.node_setup_tls import make_certs
 
@@ -567,7 +566,7 @@ def openssh_site(deployment: Deployment) -> Iterator[OpenSshSite]:
         assert 'client = "openssh"' in (home / ".config/mint-bridge/bridge.toml").read_text()
         yield OpenSshSite(home, control_dir, deployment.sshd.port)
     finally:
-        stop_masters(control_dir)
+        stop_ssh_masters(control_dir)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -589,7 +588,7 @@ def test_health_of_a_site_with_the_openssh_client(
     assert hello["value"] == "mint-bridge 0.1.0, commands (1): example"
     # The client made the directory private, and the check left no connection behind.
     assert stat.S_IMODE(openssh_site.control_dir.stat().st_mode) == 0o700
-    assert masters(openssh_site.control_dir) == []
+    assert ssh_masters(openssh_site.control_dir) == []
 
     # A job leaves its shared connection open; the next check rides it.
     run = subprocess.run(
@@ -602,7 +601,7 @@ def test_health_of_a_site_with_the_openssh_client(
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "result.txt").read_text() == "over-openssh\n"
-    assert len(masters(openssh_site.control_dir)) == 1
+    assert len(ssh_masters(openssh_site.control_dir)) == 1
     code, doc = openssh_site.health()
     assert code == 0, doc
     found = checks_of(doc, "rme-os")
@@ -700,7 +699,7 @@ def test_a_control_dir_of_another_user_fails(openssh_site: OpenSshSite) -> None:
     )
     assert found["ssh.openssh.hello"]["status"] == "unknown"
     assert found["ssh.hello"]["status"] == "ok"  # paramiko needs no control socket
-    assert masters(openssh_site.control_dir) == []
+    assert ssh_masters(openssh_site.control_dir) == []
 
 
 class Scripted:

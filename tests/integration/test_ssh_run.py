@@ -20,7 +20,7 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("site", ["site", "local"])
+@pytest.mark.parametrize("site", ["site", "site-openssh", "local"])
 def test_job_end_to_end(bridge_config: Path, tmp_path: Path, site: str) -> None:
     payloads = {
         "a.dat": b"alpha\n",
@@ -43,9 +43,10 @@ def test_job_end_to_end(bridge_config: Path, tmp_path: Path, site: str) -> None:
     assert sorted(os.listdir(tmp_path / "out")) == ["sub", "sums.txt"]
 
 
-def test_solver_exit_code_passes_through(bridge_config: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("site", ["site", "site-openssh"])
+def test_solver_exit_code_passes_through(bridge_config: Path, tmp_path: Path, site: str) -> None:
     proc = run_bridge(
-        bridge_config, "--site", "site", "--command", "fail", "-p", "code=7", cwd=tmp_path
+        bridge_config, "--site", site, "--command", "fail", "-p", "code=7", cwd=tmp_path
     )
     assert proc.returncode == 7
     assert b"about to fail" in proc.stdout
@@ -168,7 +169,12 @@ def test_work_dir_is_private_and_kept(
     workdir = site_env.work_base / job_id
     assert workdir.is_dir()
     assert (workdir.stat().st_mode & 0o777) == 0o700
-    assert (workdir / ".mint-bridge" / "delivered").exists()
+    # The bridge exits once it has sent its acknowledgement; the site records it just after.
+    delivered = workdir / ".mint-bridge" / "delivered"
+    deadline = time.monotonic() + 10
+    while not delivered.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert delivered.exists()
 
 
 def test_missing_input_is_reported_before_connecting(bridge_config: Path, tmp_path: Path) -> None:
