@@ -2,6 +2,12 @@
 
 Only directories whose name is a job id and that hold our control dir are considered, so
 nothing else in a shared work base such as /tmp is ever touched. A job still running is kept.
+
+A job that started but left no record of its end (its runner was killed, the machine
+rebooted, the scheduler forgot it) is looked up with its scheduler, one status call per
+scheduler for all such jobs: once the scheduler says it ended or is lost, that outcome is
+recorded, and the work dir is kept for one more retention period from then, so whoever
+looks for it in the meantime still finds it. A scheduler that cannot answer keeps them all.
 """
 
 from __future__ import annotations
@@ -10,13 +16,15 @@ import logging
 import os
 import time
 
-from bridge.errors import ProtocolError
+from bridge.errors import BridgeError, ProtocolError
 from bridge.job import check_job_id
-from bridge.site.status_cache import OUTCOME_FILE
+from bridge.site.status_cache import OUTCOME_FILE, scheduler_of
 from bridge.site.workdir import WorkDir
 from bridge.site_config import SiteConfig
+from schedulers import JobHandle, get_scheduler
 from schedulers.batch import EXIT_CODE_FILE
 from schedulers.local import EXIT_FILE
+from schedulers.records import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +36,11 @@ def remove_expired(site: SiteConfig, dry_run: bool = False, now: float | None = 
         entries = list(os.scandir(site.work_base))
     except FileNotFoundError:
         return removed
-    for entry in entries:
-        wd = _our_workdir(site, entry)
-        if wd is None or not _expired(wd, site.retention, now):
+    workdirs = [wd for entry in entries if (wd := _our_workdir(site, entry)) is not None]
+    if not dry_run:
+        record_lost_outcomes(site, [wd for wd in workdirs if _unfinished(wd)])
+    for wd in workdirs:
+        if not _expired(wd, site.retention, now):
             continue
         removed.append(wd.path)
         if not dry_run:
@@ -50,12 +60,44 @@ def _our_workdir(site: SiteConfig, entry: os.DirEntry[str]) -> WorkDir | None:
     return wd if wd.exists() else None
 
 
-def _expired(wd: WorkDir, retention: float, now: float) -> bool:
-    """Expired when the job ended (or never started) longer than ``retention`` ago."""
+def record_lost_outcomes(site: SiteConfig, unfinished: list[WorkDir]) -> None:
+    """Ask each scheduler once about jobs without an end record; record the final outcomes."""
+    by_scheduler: dict[str, list[JobHandle]] = {}
+    for wd in unfinished:
+        name, native_id = scheduler_of(wd), wd.native_id()
+        if name and native_id:
+            by_scheduler.setdefault(name, []).append(JobHandle(wd.job_id, native_id, wd.control))
+    for name, handles in by_scheduler.items():
+        try:
+            outcomes = get_scheduler(name, site.scheduler_options).status(handles)
+        except (BridgeError, ValueError) as exc:  # ValueError: a scheduler name we do not know
+            log.warning("cleanup: cannot ask %s about %d job(s), keeping them: %s",
+                        name, len(handles), exc)  # fmt: skip
+            continue
+        for handle in handles:
+            outcome = outcomes.get(handle.native_id)
+            if outcome is not None and outcome.state.is_final:
+                write_json_atomic(
+                    os.path.join(handle.control_dir, OUTCOME_FILE), outcome.to_message()
+                )
+                log.info("%s: ended as %s without a record; kept for the retention time",
+                         handle.job_id, outcome.state.value)  # fmt: skip
+
+
+def _end_marker(wd: WorkDir) -> str | None:
     # Whichever record says the job ended: the local runner's, the batch script's exit code,
     # or the outcome the site entry saw from the scheduler (a walltime kill leaves no code).
     ends = (wd.control_file(name) for name in (EXIT_FILE, EXIT_CODE_FILE, OUTCOME_FILE))
-    marker = next((path for path in ends if os.path.exists(path)), None)
+    return next((path for path in ends if os.path.exists(path)), None)
+
+
+def _unfinished(wd: WorkDir) -> bool:
+    return _end_marker(wd) is None and wd.native_id() is not None
+
+
+def _expired(wd: WorkDir, retention: float, now: float) -> bool:
+    """Expired when the job ended (or never started) longer than ``retention`` ago."""
+    marker = _end_marker(wd)
     if marker is None and wd.native_id() is not None:
         return False  # started and not known to have ended: maybe still running
     reference = marker or wd.control

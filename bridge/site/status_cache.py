@@ -80,7 +80,7 @@ class SharedStatus:
                 continue
             if (
                 os.path.exists(wd.control_file(OUTCOME_FILE))
-                or _scheduler_of(wd) != self.scheduler.name
+                or scheduler_of(wd) != self.scheduler.name
             ):
                 continue
             native_id = wd.native_id()
@@ -104,7 +104,7 @@ class SharedStatus:
             os.close(fd)
 
 
-def _scheduler_of(wd: WorkDir) -> str | None:
+def scheduler_of(wd: WorkDir) -> str | None:
     try:
         with open(wd.control_file(SCHEDULER_FILE), encoding="utf-8") as stream:
             return stream.read().strip()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -114,3 +117,48 @@ def test_uses_the_current_time_by_default(base: Path) -> None:
     os.utime(job / CONTROL_DIR / EXIT_FILE, (1, 1))  # ended in 1970
     assert remove_expired(site(base)) == [str(job)]
     assert not job.exists()
+
+
+def started_job(base: Path, scheduler: str, native_id: str) -> Path:
+    path = base / str(uuid.uuid4())
+    control = path / CONTROL_DIR
+    control.mkdir(parents=True)
+    (control / "native_id").write_text(native_id + "\n")
+    (control / "scheduler").write_text(scheduler + "\n")
+    (path / "result.csv").write_text("data")
+    return path
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_lost_job_is_recorded_then_removed_after_the_retention(base: Path) -> None:
+    # Its runner died without an exit record (a reboot, a kill -9): the local scheduler
+    # reports it lost; cleanup records that and keeps the dir for one more retention period.
+    lost = started_job(base, "local", f"{dead_pid()}:{time.time() - 7200:.6f}")
+    now = time.time()
+    assert remove_expired(site(base), now=now) == []
+    outcome = json.loads((lost / CONTROL_DIR / "outcome.json").read_text())
+    assert outcome["state"] == "lost"
+    assert remove_expired(site(base), now=now + RETENTION - 60) == []
+    assert remove_expired(site(base), now=now + RETENTION + 60) == [str(lost)]
+    assert not lost.exists()
+
+
+def test_a_dry_run_records_nothing(base: Path) -> None:
+    lost = started_job(base, "local", f"{dead_pid()}:{time.time() - 7200:.6f}")
+    assert remove_expired(site(base), dry_run=True, now=time.time() + 10 * RETENTION) == []
+    assert not (lost / CONTROL_DIR / "outcome.json").exists()
+
+
+def test_jobs_of_a_scheduler_that_cannot_answer_are_kept(
+    base: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unknown = started_job(base, "nonesuch", "42")
+    assert remove_expired(site(base), now=time.time() + 10 * RETENTION) == []
+    assert unknown.is_dir()
+    assert not (unknown / CONTROL_DIR / "outcome.json").exists()
+    assert "cannot ask nonesuch about 1 job(s), keeping them" in caplog.text
