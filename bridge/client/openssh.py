@@ -178,14 +178,17 @@ class OpenSshChannel(ProcessChannel):
         self._stderr_done.start()
 
     def recv(self, size: int) -> bytes:
-        if self.timeout is not None:
-            ready, _, _ = select.select([self.read_fd], [], [], self.timeout)
-            if not ready:
-                raise TransportError("the site sent nothing within the heartbeat timeout")
+        if self.timeout is not None and not self._readable(self.timeout):
+            raise TransportError("the site sent nothing within the heartbeat timeout")
         data = super().recv(size)
         if not data:
             self._raise_failure()
         return data
+
+    def _readable(self, timeout: float) -> bool:
+        poller = select.poll()  # not select(): it fails for descriptors above 1023
+        poller.register(self.read_fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
 
     def send_all(self, data: bytes | memoryview) -> None:
         try:

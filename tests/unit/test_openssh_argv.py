@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from bridge.bridge_config import SshSite, load_bridge_config
 from bridge.client.openssh import (
+    OpenSshChannel,
     classify_failure,
     control_socket_name,
     openssh_argv,
@@ -24,6 +27,7 @@ from bridge.errors import (
     HostKeyRejected,
     SiteError,
     SiteUnreachable,
+    TransportError,
 )
 
 SITE = SshSite(
@@ -219,3 +223,40 @@ def test_bad_keys_name_the_key(tmp_path: Path, body: str, key: str, words: str) 
     with pytest.raises(ConfigError, match=f"sites.s.{key}") as info:
         load(tmp_path, body)
     assert words in str(info.value)
+
+
+# --- the channel over a child that stands in for ssh --------------------------------------------
+
+
+def child(script: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_a_silent_site_trips_the_heartbeat_timeout() -> None:
+    channel = OpenSshChannel(child("sleep 30"), SITE, timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="heartbeat timeout") as info:
+        channel.recv(1024)
+    assert info.value.transient
+    assert time.monotonic() - started < 5
+    channel.proc.kill()
+    channel.close()
+
+
+def test_ssh_failure_at_end_of_stream_becomes_our_error() -> None:
+    proc = child('echo "mint@rme: Permission denied (publickey)." >&2; exit 255')
+    channel = OpenSshChannel(proc, SITE, timeout=10)
+    with pytest.raises(AuthenticationFailed, match="refused the key /k/id"):
+        channel.recv(1024)
+    channel.close()
+
+
+def test_data_then_a_plain_end_of_stream() -> None:
+    channel = OpenSshChannel(child("printf abc; cat >/dev/null"), SITE, timeout=10)
+    assert channel.recv(1024) == b"abc"
+    channel.send_all(b"ignored")
+    channel.close()
+    assert channel.proc.returncode == 0
