@@ -1,8 +1,10 @@
-"""The contract every scheduler adapter fills in: submit, status of many jobs, cancel.
+"""The contract every scheduler adapter fills in: submit, recover, status of many jobs, cancel.
 
 An adapter never sees MInt's raw request: it gets a ``JobSpec`` whose argv and environment the
 site's config produced and validated. The native job id an adapter returns is stored in the
 job's control dir at once, so a restarted site entry re-attaches instead of resubmitting.
+Should the site process die between a submit and that record, ``recover`` finds the job the
+submit started, so it is followed instead of started a second time.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bridge.errors import SchedulerError
 from bridge.job import JobOutcome
 
 
@@ -72,6 +75,18 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def submit(self, spec: JobSpec) -> str:
         """Start the job; return its native id. Must not return before the id is durable."""
+
+    def recover(self, spec: JobSpec) -> str | None:
+        """The native id of this job if an earlier submit of it reached the scheduler, else None.
+
+        Asked when a submit began but its native id was never recorded (the site process was
+        killed in between). None must mean "certainly never started": when the adapter cannot
+        tell (the scheduler does not answer), it raises ``SchedulerError`` so the request fails
+        and is retried, instead of the job starting twice. This default always raises."""
+        raise SchedulerError(
+            f"{spec.job_id}: an earlier start may have reached scheduler {self.name or '?'}, "
+            "which cannot tell whether it did; the job is not started again"
+        )
 
     @abc.abstractmethod
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobOutcome]:

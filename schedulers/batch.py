@@ -9,6 +9,11 @@ Rules kept here for all schedulers:
 - Every value in a batch script goes through ``shlex.quote`` or a strict pattern.
 - A submit that may have reached the scheduler (a timeout, "Socket timed out") is never simply
   repeated: the job is first looked up by its name, derived from the job id.
+- The same holds across processes (``recover``): the job script records its own id in the
+  control dir as its first act, so a job that ran or runs is found there, and one still queued
+  by its name. The submit command holds a lock on ``submit.lock`` that it shares with the
+  submitting process and keeps if that process is killed, so recovery waits for a submit
+  command still on its way to the scheduler instead of looking before it arrives.
 - A scheduler outage holds each job in its last known state; it never fails a job.
 - Non-transient errors (invalid account, bad resource request) fail at once with the
   scheduler's own message.
@@ -17,12 +22,15 @@ Rules kept here for all schedulers:
 from __future__ import annotations
 
 import abc
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import shlex
 import subprocess
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -38,6 +46,10 @@ T = TypeVar("T")
 EXIT_CODE_FILE = "exit_code"
 SCRIPT_FILE = "job.sh"
 SCHEDULER_OUTPUT = "scheduler.out"
+# Written by the job script as its first act: the id the scheduler gave the job.
+SELF_ID_FILE = "scheduler_job_id"
+# flock'd by a submit and inherited by its submit command (see the module docstring).
+SUBMIT_LOCK = "submit.lock"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Messages that mean "try again later", not "your request is wrong".
@@ -86,8 +98,24 @@ def read_exit_code(control_dir: str) -> int | None:
         return None
 
 
-def render_script(spec: JobSpec, directives: Sequence[str], shell: str = "/bin/bash") -> str:
-    """The job script: directives, then quoted cd, environment, program and exit-code record."""
+def read_self_id(control_dir: str) -> str | None:
+    """The job id the job script recorded when it started (None if it has not started)."""
+    try:
+        with open(os.path.join(control_dir, SELF_ID_FILE), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def render_script(
+    spec: JobSpec,
+    directives: Sequence[str],
+    shell: str = "/bin/bash",
+    id_variables: Sequence[str] = ("SLURM_JOB_ID", "PBS_JOBID"),
+) -> str:
+    """The job script: directives, the job's own id recorded, then quoted cd, environment,
+    program and exit-code record. ``id_variables``: where the scheduler puts the job's id, the
+    first one set wins."""
     env_lines = []
     for key, value in sorted(spec.env.items()):
         if not _ENV_NAME.match(key):
@@ -98,11 +126,16 @@ def render_script(spec: JobSpec, directives: Sequence[str], shell: str = "/bin/b
     else:
         redirect = f"> {shlex.quote(spec.stdout_path)} 2> {shlex.quote(spec.stderr_path)}"
     record = shlex.quote(os.path.join(spec.control_dir, EXIT_CODE_FILE))
+    own_id = "".join(f"${{{name}:-" for name in id_variables) + "}" * len(id_variables)
+    id_record = shlex.quote(os.path.join(spec.control_dir, SELF_ID_FILE))
     return "\n".join(
         [
             f"#!{shell}",
             *directives,
             f"# mint-bridge job {spec.job_id}: every value below is quoted; nothing is pasted raw.",
+            f'mb_job_id="{own_id}"',
+            f'[ -z "$mb_job_id" ] || {{ printf "%s\\n" "$mb_job_id" > {id_record}.tmp '
+            f"&& mv -f {id_record}.tmp {id_record}; }}",
             f"cd -- {shlex.quote(spec.workdir)} || exit 200",
             *env_lines,
             f"{shlex.join(spec.argv)} < /dev/null {redirect}",
@@ -132,6 +165,8 @@ class BatchScheduler(Scheduler):
     command_timeout = 30.0
     retries = 5
     retry_wait = 1.0
+    #: The environment variables holding a running job's own id, the first one set wins.
+    job_id_variables: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._last_known: dict[str, JobOutcome] = {}
@@ -172,6 +207,10 @@ class BatchScheduler(Scheduler):
         ids = [line.strip() for line in stdout.splitlines() if line.strip()]
         return ids[0] if ids else None
 
+    def check_native_id(self, native_id: str) -> str:
+        """The id if it has this scheduler's shape; SchedulerError otherwise."""
+        return native_id
+
     def finished_status(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
         """Status of jobs the live query no longer lists (e.g. Slurm's sacct); default none."""
         return {}
@@ -201,13 +240,20 @@ class BatchScheduler(Scheduler):
         argv: list[str],
         what: str,
         accept: Callable[[int, str, str], bool] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> str:
         """Run a scheduler command; SchedulerError with ``transient`` set when worth retrying.
 
-        ``accept(returncode, stdout, stderr)`` may declare a non-zero exit usable."""
+        ``accept(returncode, stdout, stderr)`` may declare a non-zero exit usable; ``pass_fds``
+        stay open in the command."""
         try:
             proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.command_timeout, check=False
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.command_timeout,
+                check=False,
+                pass_fds=pass_fds,
             )
         except subprocess.TimeoutExpired as exc:
             raise SchedulerError(f"{what}: {argv[0]} timed out", transient=True) from exc
@@ -237,23 +283,43 @@ class BatchScheduler(Scheduler):
 
     def submit(self, spec: JobSpec) -> str:
         script_path = os.path.join(spec.control_dir, SCRIPT_FILE)
+        script = render_script(spec, self.directives(spec), id_variables=self.job_id_variables)
         with open(script_path, "w", encoding="utf-8") as handle:
-            handle.write(render_script(spec, self.directives(spec)))
+            handle.write(script)
         os.chmod(script_path, 0o700)
         name = job_name(spec.job_id)
         attempted = False
-        for attempt in self._retrying():
-            with attempt:
-                if attempted:  # the last try may have reached the scheduler: look first
-                    found = self.find_by_name(name)
-                    if found:
-                        log.warning(
-                            "%s: submit had reached %s as %s", spec.job_id, self.name, found
-                        )
-                        return found
-                attempted = True
-                return self.parse_submit(self.run(self.submit_argv(script_path, spec), "submit"))
+        with _submit_lock(spec.control_dir) as lock_fd:
+            for attempt in self._retrying():
+                with attempt:
+                    if attempted:  # the last try may have reached the scheduler: look first
+                        found = self.find_by_name(name)
+                        if found:
+                            log.warning(
+                                "%s: submit had reached %s as %s", spec.job_id, self.name, found
+                            )
+                            return found
+                    attempted = True
+                    argv = self.submit_argv(script_path, spec)
+                    return self.parse_submit(self.run(argv, "submit", pass_fds=(lock_fd,)))
         raise AssertionError("unreachable")  # tenacity reraises the last error
+
+    def recover(self, spec: JobSpec) -> str | None:
+        """Found by the id its script recorded (it ran or runs) or by its name (still queued, or
+        ended recently); a scheduler that does not answer raises, as the contract asks."""
+        with _submit_lock(spec.control_dir, wait=self.command_timeout, job_id=spec.job_id):
+            recorded = read_self_id(spec.control_dir)
+            if recorded is not None:
+                return self.check_native_id(recorded)
+            found = self._call(lambda: self.find_by_name(job_name(spec.job_id)))
+            if found is not None:
+                return found
+            if read_exit_code(spec.control_dir) is not None:
+                raise SchedulerError(
+                    f"{spec.job_id}: the job already ran under {self.name} but left no job id; "
+                    "it is not started again"
+                )
+        return None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobOutcome]:
         if not handles:
@@ -302,3 +368,34 @@ class BatchScheduler(Scheduler):
         except SchedulerError as exc:
             if not self.is_already_finished(exc.message):
                 raise
+
+
+@contextlib.contextmanager
+def _submit_lock(control_dir: str, wait: float | None = None, job_id: str = "") -> Iterator[int]:
+    """Hold ``submit.lock`` (see the module docstring); yields its fd for the submit command.
+
+    ``wait``: give up after that many seconds with a transient error (the submit command of a
+    killed process may hang with nobody left to time it out); None: wait as long as it takes."""
+    fd = os.open(
+        os.path.join(control_dir, SUBMIT_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
+    try:
+        if wait is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise SchedulerError(
+                            f"{job_id}: the submit command of an earlier attempt is still "
+                            "running; try again later",
+                            transient=True,
+                        ) from None
+                    time.sleep(0.1)
+        yield fd
+    finally:
+        os.close(fd)

@@ -22,6 +22,11 @@ State table (local supervisor -> our state):
 
 The supervisor is recognised by its start time or, should the clock have been stepped since
 (the start time psutil reports moves with it), by its command line naming the job's control dir.
+
+Recovery (a submitter killed before it recorded the native id): the supervisor is found through
+``runner.pid``, which it writes as its first act and its starter writes too, or, in the moment
+before either wrote it, by the command line of a spawned supervisor. One that has already
+ended is found all the same; ``exit.json`` says how it ended (or nothing does: lost).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -41,11 +47,23 @@ import psutil
 from bridge.errors import ProtocolError, SiteError
 from bridge.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec, Scheduler
-from schedulers.records import CANCEL_FILE, EXIT_FILE, SPEC_FILE, write_json_atomic
+from schedulers.records import (
+    CANCEL_FILE,
+    EXIT_FILE,
+    RUNNER_PID,
+    SPEC_FILE,
+    read_runner_pid,
+    record_runner_pid,
+    write_json_atomic,
+)
 
 RUNNER_LOG = "runner.log"
-RUNNER_PID = "runner.pid"
 RUNNER_MODULE = "schedulers.local_runner"
+# The native id of a supervisor recovery found already ended: it names no process, so none is
+# ever mistaken for it; its exit.json (or the lack of one) gives the outcome.
+ENDED_RUNNER_ID = "0:0"
+# How long recovery waits for a supervisor that was started but has not recorded its pid yet.
+_RECORD_GRACE = 0.5
 
 
 class LocalScheduler(Scheduler):
@@ -72,8 +90,27 @@ class LocalScheduler(Scheduler):
                 )
             except OSError as exc:
                 raise SiteError(f"{spec.job_id} could not start the local runner: {exc}") from exc
+        record_runner_pid(spec.control_dir, proc.pid)
         created = psutil.Process(proc.pid).create_time()
         return f"{proc.pid}:{created:.6f}"
+
+    def recover(self, spec: JobSpec) -> str | None:
+        control = spec.control_dir
+        if not os.path.exists(os.path.join(control, SPEC_FILE)):
+            return None  # submit stopped before it could start anything
+        pid = _recorded_or_spawned_runner(control)
+        if pid is None:
+            time.sleep(_RECORD_GRACE)  # a supervisor forked a moment ago records itself now
+            pid = _recorded_or_spawned_runner(control)
+        if pid is None:
+            return None
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE and _started_before_record(proc, control):
+                return f"{pid}:{proc.create_time():.6f}"
+        except psutil.Error:
+            pass
+        return ENDED_RUNNER_ID
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobOutcome]:
         return {handle.native_id: self._status_one(handle) for handle in handles}
@@ -216,8 +253,7 @@ def _fork_runner(control_dir: str, log_path: str) -> int:
         finally:
             os._exit(code)
     os.close(log_fd)
-    with open(os.path.join(control_dir, RUNNER_PID), "w", encoding="ascii") as handle:
-        handle.write(f"{pid}\n")  # before returning: status() may ask at once
+    record_runner_pid(control_dir, pid)  # before returning: status() may ask at once
     return pid
 
 
@@ -275,12 +311,36 @@ def _is_runner_of(proc: psutil.Process, control_dir: str) -> bool:
     A spawned runner names the control dir on its command line; a forked one (which keeps its
     parent's command line) recorded its pid there when it started.
     """
+    return _spawned_for(proc, control_dir) or read_runner_pid(control_dir) == proc.pid
+
+
+def _spawned_for(proc: psutil.Process, control_dir: str) -> bool:
     try:
-        if proc.cmdline()[-3:] == ["-m", RUNNER_MODULE, control_dir]:
-            return True
-        with open(os.path.join(control_dir, RUNNER_PID), encoding="ascii") as handle:
-            return int(handle.read().strip()) == proc.pid
-    except (psutil.Error, OSError, ValueError):
+        return proc.cmdline()[-3:] == ["-m", RUNNER_MODULE, control_dir]
+    except psutil.Error:
+        return False
+
+
+def _recorded_or_spawned_runner(control_dir: str) -> int | None:
+    recorded = read_runner_pid(control_dir)
+    if recorded is not None:
+        return recorded
+    wanted = ["-m", RUNNER_MODULE, control_dir]
+    for proc in psutil.process_iter(["cmdline"]):
+        if (proc.info["cmdline"] or [])[-3:] == wanted:
+            return int(proc.pid)
+    return None
+
+
+def _started_before_record(proc: psutil.Process, control_dir: str) -> bool:
+    """The supervisor itself, not a process that reused its pid after it ended: that one
+    started after runner.pid was written (by the supervisor, or once it was running)."""
+    if _spawned_for(proc, control_dir):
+        return True
+    try:
+        written = os.stat(os.path.join(control_dir, RUNNER_PID)).st_mtime
+        return proc.create_time() <= written + 1.0
+    except (OSError, psutil.Error):
         return False
 
 

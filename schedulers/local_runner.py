@@ -1,9 +1,10 @@
 """Supervisor of one local job: ``python -m schedulers.local_runner CONTROL_DIR``.
 
-Started by ``LocalScheduler.submit`` in a session of its own. It runs the solver in a new
-process group with stdout/stderr to the files the spec names, enforces the walltime, and on
-SIGTERM (a cancel) stops the whole process tree: SIGTERM, a grace period, then SIGKILL. It
-always leaves ``exit.json`` behind, written atomically, before it exits.
+Started by ``LocalScheduler.submit`` in a session of its own. It records its pid in
+``runner.pid``, runs the solver in a new process group with stdout/stderr to the files the
+spec names, enforces the walltime, and on SIGTERM (a cancel) stops the whole process tree:
+SIGTERM, a grace period, then SIGKILL. It always leaves ``exit.json`` behind, written
+atomically, before it exits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from types import FrameType
 
 from bridge import defaults
 from bridge.job import JobOutcome, JobState
-from schedulers.records import CANCEL_FILE, EXIT_FILE, SPEC_FILE, write_json_atomic
+from schedulers.records import (
+    CANCEL_FILE,
+    EXIT_FILE,
+    SPEC_FILE,
+    record_runner_pid,
+    write_json_atomic,
+)
 
 
 class _Stop(Exception):
@@ -142,6 +149,9 @@ def main(argv: list[str]) -> int:
     control_dir = argv[1]
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Before anything else: a submitter killed before it recorded our pid must still find us.
+    with contextlib.suppress(OSError):
+        record_runner_pid(control_dir, os.getpid())
     try:
         outcome = run(control_dir)
     except Exception as exc:  # the exit record must exist whatever went wrong

@@ -314,6 +314,10 @@ def read_scheduler_output(control_dir: str) -> str:
 class PbsFamilyScheduler(BatchScheduler):
     """qsub / qdel / qselect as Torque and PBS Pro both have them."""
 
+    # Torque and PBS Pro set PBS_JOBID (the id qsub printed, e.g. 123.server); Slurm's PBS
+    # wrappers (slurm-wlm-torque) leave it unset, and their qsub prints the Slurm job id.
+    job_id_variables = ("PBS_JOBID", "SLURM_JOB_ID")
+
     def submit_argv(self, script_path: str, spec: JobSpec) -> list[str]:
         # -o and -j also sit in the script, but only the command line is honoured everywhere
         # (slurm-wlm-torque's qsub passes its own -o/-e to sbatch) and can carry any path.
@@ -325,6 +329,9 @@ class PbsFamilyScheduler(BatchScheduler):
     def cancel_argv(self, native_id: str) -> list[str]:
         # Plain qdel: PBS Pro's `qdel -x` would also purge the history that holds the outcome.
         return ["qdel", check_job_id(native_id)]
+
+    def check_native_id(self, native_id: str) -> str:
+        return check_job_id(native_id)
 
     def lookup_argv(self, name: str) -> list[str]:
         return ["qselect", "-N", name]
@@ -346,9 +353,10 @@ class PbsFamilyScheduler(BatchScheduler):
         argv: list[str],
         what: str,
         accept: Callable[[int, str, str], bool] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> str:
         try:
-            return super().run(argv, what, accept)
+            return super().run(argv, what, accept, pass_fds)
         except SchedulerError as exc:
             if not exc.transient and any(p in exc.message.lower() for p in _TRANSIENT):
                 raise SchedulerError(exc.message, transient=True) from exc

@@ -5,7 +5,11 @@ Commands (argv lists; the script itself comes from ``batch.render_script``):
     qsub -o <control>/scheduler.out -j oe <control>/job.sh     prints the id, e.g. 123.pbs01
     qstat -x -f -F json <id> <id> ...                          one call for every job we follow
     qdel <id>                                                  (not -x: it would purge history)
-    qselect -N <name>                                          duplicate-submit guard
+    qselect -N <name>                                          duplicate-submit guard, recovery
+
+A submit cut off before its id was recorded is recovered from ``$PBS_JOBID``, which the job
+script records in the control dir as its first act (``$SLURM_JOB_ID`` under Slurm's PBS
+wrappers, which leave ``PBS_JOBID`` unset), or while the job is still queued by ``qselect``.
 
 ``-x`` includes finished jobs, kept for the server's ``job_history_duration`` when
 ``job_history_enable`` is set (it is off by default: then a finished job simply disappears and

@@ -10,6 +10,7 @@ pure and tested on output captured from a real Slurm (``tests/unit/fixtures/slur
               ``scontrol show job -o ID`` (the controller remembers a job for MinJobAge)
     cancel    scancel ID                          (a job that already ended is not an error)
     lookup    squeue -h --states=all --name=NAME --format=%i   (duplicate-submit guard)
+    recover   the id the job script recorded from $SLURM_JOB_ID when it started, else lookup
 
 The job's own exit code comes from the ``exit_code`` file the job script writes; Slurm's state
 wins whenever Slurm ended the job itself (time limit, cancel, memory, node failure), because then
@@ -266,6 +267,7 @@ def _invalid_job_id(stderr: str) -> bool:
 
 class SlurmScheduler(BatchScheduler):
     name = "slurm"
+    job_id_variables = ("SLURM_JOB_ID",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -341,6 +343,9 @@ class SlurmScheduler(BatchScheduler):
 
     def cancel_argv(self, native_id: str) -> list[str]:
         return ["scancel", check_job_id(native_id)]
+
+    def check_native_id(self, native_id: str) -> str:
+        return check_job_id(native_id)
 
     def lookup_argv(self, name: str) -> list[str]:
         # All states: a short job may have ended by the time a timed-out submit is checked.

@@ -5,7 +5,11 @@ Commands (argv lists; the script itself comes from ``batch.render_script``):
     qsub -o <control>/scheduler.out -j oe <control>/job.sh     prints the id, e.g. 123.server
     qstat -f -1 <id> <id> ...                                   one call for every job we follow
     qdel <id>
-    qselect -N <name>                                           duplicate-submit guard
+    qselect -N <name>                                           duplicate-submit guard, recovery
+
+A submit cut off before its id was recorded is recovered from ``$PBS_JOBID``, which the job
+script records in the control dir as its first act (``$SLURM_JOB_ID`` under Slurm's PBS
+wrappers, which leave ``PBS_JOBID`` unset), or while the job is still queued by ``qselect``.
 
 ``qstat -f`` prints one block per job: ``Job Id: <id>``, then ``    attribute = value`` lines.
 With ``-1`` values are never folded; without it (and in older versions) long values continue

@@ -541,3 +541,98 @@ def test_fork_server_starts_supervisors_for_a_threaded_caller(tmp_path: Path) ->
         helper.join()
         server.close()
     psutil.Process(server.pid).wait(timeout=10)  # it ends when its caller closes the pipe
+
+
+# --- recovering a submit whose id was never recorded ----------------------------------------
+
+COUNTING = """
+import os, sys, time
+with open("runs.txt", "a") as out:
+    out.write(f"{os.getpid()}\\n")
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+"""
+
+
+def counting_spec(tmp_path: Path) -> tuple[JobSpec, Path]:
+    release = tmp_path / f"release-{uuid.uuid4()}"
+    return make_spec(tmp_path, [*python(COUNTING), str(release)]), release
+
+
+def test_recover_finds_the_running_supervisor_and_the_job_runs_once(
+    tmp_path: Path, scheduler: LocalScheduler
+) -> None:
+    spec, release = counting_spec(tmp_path)
+    native_id = scheduler.submit(spec)  # ... and the submitter died before recording it
+    runs = Path(spec.workdir, "runs.txt")
+    wait_for_file(runs)
+    try:
+        recovered = LocalScheduler().recover(spec)
+        assert recovered == native_id
+        handle = handle_for(spec, native_id)
+        assert scheduler.status([handle])[native_id].state is JobState.RUNNING
+    finally:
+        release.touch()
+    assert wait_final(scheduler, handle).state is JobState.COMPLETED
+    assert len(runs.read_text().splitlines()) == 1
+
+
+def test_a_spawned_supervisor_records_its_own_pid(
+    tmp_path: Path, scheduler: LocalScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submitter was killed right after the start, before it could write runner.pid."""
+    from schedulers import local
+
+    monkeypatch.setattr(local, "_fast_start", lambda *_: None)  # spawn, as a threaded caller
+    monkeypatch.setattr(local, "record_runner_pid", lambda *_: None)
+    spec, release = counting_spec(tmp_path)
+    native_id = scheduler.submit(spec)
+    try:
+        assert LocalScheduler().recover(spec) == native_id  # by its command line, or its record
+        wait_for_file(Path(spec.control_dir, "runner.pid"))
+        assert LocalScheduler().recover(spec) == native_id  # by the pid it recorded itself
+    finally:
+        release.touch()
+    assert wait_final(scheduler, handle_for(spec, native_id)).state is JobState.COMPLETED
+
+
+def test_recover_of_a_job_that_already_ran_gives_its_outcome(
+    tmp_path: Path, scheduler: LocalScheduler
+) -> None:
+    spec = make_spec(tmp_path, python("import sys; sys.exit(4)"))
+    first = handle_for(spec, scheduler.submit(spec))
+    assert wait_final(scheduler, first).exit_code == 4
+    wait_gone(runner_pid(first.native_id))
+    recovered = LocalScheduler().recover(spec)
+    assert recovered is not None
+    handle = handle_for(spec, recovered)
+    assert scheduler.status([handle])[recovered] == scheduler.status([first])[first.native_id]
+    scheduler.cancel(handle)  # names no process: nothing is signalled
+
+
+def test_recover_of_a_submit_that_started_nothing(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, ["/bin/true"])
+    assert LocalScheduler().recover(spec) is None  # killed before it wrote anything
+    Path(spec.control_dir, SPEC_FILE).write_text("{}")
+    assert LocalScheduler().recover(spec) is None  # killed before the supervisor started
+
+
+def test_recover_never_takes_a_process_that_reused_the_pid(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, ["/bin/true"])
+    Path(spec.control_dir, SPEC_FILE).write_text("{}")
+    pid_file = Path(spec.control_dir, "runner.pid")
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        pid_file.write_text(f"{bystander.pid}\n")
+        written = time.time() - 3600  # the supervisor recorded it an hour ago, then ended
+        os.utime(pid_file, (written, written))
+        recovered = LocalScheduler().recover(spec)
+        assert recovered is not None and str(bystander.pid) not in recovered
+        handle = handle_for(spec, recovered)
+        assert LocalScheduler().status([handle])[recovered].state is JobState.LOST
+        LocalScheduler().cancel(handle)
+        time.sleep(0.2)
+        assert bystander.poll() is None, "cancel signalled an unrelated process"
+    finally:
+        bystander.kill()
+        bystander.wait()

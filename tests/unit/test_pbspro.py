@@ -15,7 +15,14 @@ from bridge.errors import ExitCode, SchedulerError
 from bridge.job import JobOutcome, JobState
 from schedulers import get_scheduler
 from schedulers.base import JobHandle, Resources, SchedulerOptions
-from schedulers.batch import EXIT_CODE_FILE, SCHEDULER_OUTPUT, NativeStatus, job_name, render_script
+from schedulers.batch import (
+    EXIT_CODE_FILE,
+    SCHEDULER_OUTPUT,
+    SELF_ID_FILE,
+    NativeStatus,
+    job_name,
+    render_script,
+)
 from schedulers.pbs_base import kill_notice
 from schedulers.pbspro import (
     JOB_EXEC,
@@ -360,3 +367,43 @@ def test_lookup_uses_qselect(fakes: FakeCommands) -> None:
     fakes.add("qselect", stdout="2003.pbs01\n")
     assert scheduler().find_by_name("mb9a8b7c6d5e4f3") == "2003.pbs01"
     assert fakes.calls() == [["-N", "mb9a8b7c6d5e4f3"]]
+
+
+# --- recovering a submit whose id was never recorded -----------------------------------------
+
+
+def test_the_script_records_pbs_jobid_first(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    script = Path(spec.control_dir) / "job.sh"
+    script.write_text(
+        render_script(spec, directives(spec), id_variables=PbsProScheduler.job_id_variables)
+    )
+    env = {"PATH": "/usr/bin:/bin", "PBS_JOBID": "2042.pbs01"}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (Path(spec.control_dir) / SELF_ID_FILE).read_text() == "2042.pbs01\n"
+
+
+def test_recover_by_recorded_id_then_by_qselect(tmp_path: Path, fakes: FakeCommands) -> None:
+    spec = make_spec(tmp_path)
+    fakes.add("qselect", stdout="2043.pbs01\n")
+    assert scheduler().recover(spec) == "2043.pbs01"  # still queued: found by its name
+    write_control(spec.control_dir, SELF_ID_FILE, "2043.pbs01\n")
+    assert scheduler().recover(spec) == "2043.pbs01"
+    assert fakes.calls() == [["-N", job_name(spec.job_id)]]  # the record needs no command
+
+
+def test_recover_refuses_a_recorded_id_that_is_not_a_pbs_id(
+    tmp_path: Path, fakes: FakeCommands
+) -> None:
+    spec = make_spec(tmp_path)
+    write_control(spec.control_dir, SELF_ID_FILE, "-x all\n")
+    with pytest.raises(SchedulerError, match="not a PBS job id"):
+        scheduler().recover(spec)
+
+
+def test_recover_fails_when_the_server_is_busy(tmp_path: Path, fakes: FakeCommands) -> None:
+    fakes.add("qselect", stderr="qselect: Server is currently too busy\n", code=1)
+    with pytest.raises(SchedulerError) as caught:
+        scheduler().recover(make_spec(tmp_path))
+    assert caught.value.transient

@@ -15,7 +15,13 @@ import pytest
 from bridge.errors import ExitCode, SchedulerError
 from bridge.job import JobState
 from schedulers.base import JobHandle, JobSpec, Resources, SchedulerOptions
-from schedulers.batch import EXIT_CODE_FILE, SCHEDULER_OUTPUT, job_name, render_script
+from schedulers.batch import (
+    EXIT_CODE_FILE,
+    SCHEDULER_OUTPUT,
+    SELF_ID_FILE,
+    job_name,
+    render_script,
+)
 from schedulers.slurm import (
     LIVE_STATES,
     STATES,
@@ -528,3 +534,104 @@ def test_cancel_of_an_ended_job_is_not_an_error(monkeypatch: pytest.MonkeyPatch)
     fake = FakeSlurm(scancel=_fixed(1, "", fixture("scancel_finished.err")))
     _slurm(monkeypatch, fake).cancel(JobHandle("x", "2", "/nonexistent"))
     assert fake.programs() == ["scancel"]
+
+
+# --- recovering a submit whose id was never recorded ---------------------------------------------
+
+
+def test_the_script_records_its_slurm_job_id_first(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    script = Path(spec.control_dir) / "job.sh"
+    script.write_text(
+        render_script(spec, SlurmScheduler().directives(spec), id_variables=("SLURM_JOB_ID",))
+    )
+    env = {"PATH": os.environ["PATH"], "SLURM_JOB_ID": "4242", "PBS_JOBID": "9.pbs"}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (Path(spec.control_dir) / SELF_ID_FILE).read_text() == "4242\n"
+
+
+def test_recover_finds_a_job_that_started_by_the_id_it_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeSlurm()  # no Slurm command may run
+    spec = _spec(tmp_path)
+    (Path(spec.control_dir) / SELF_ID_FILE).write_text("4242\n")
+    assert _slurm(monkeypatch, fake).recover(spec) == "4242"
+    assert fake.calls == []
+
+
+def test_recover_refuses_a_recorded_id_that_is_not_slurms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec(tmp_path)
+    (Path(spec.control_dir) / SELF_ID_FILE).write_text("--all\n")
+    with pytest.raises(SchedulerError, match="not a Slurm job id"):
+        _slurm(monkeypatch, FakeSlurm()).recover(spec)
+
+
+def test_recover_finds_a_queued_job_by_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeSlurm(squeue=_fixed(0, "42\n"))
+    spec = _spec(tmp_path)
+    assert _slurm(monkeypatch, fake).recover(spec) == "42"
+    assert fake.calls == [
+        ["squeue", "-h", "--states=all", f"--name={job_name(spec.job_id)}", "--format=%i"]
+    ]
+
+
+def test_recover_says_never_submitted_only_when_slurm_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeSlurm(squeue=_fixed(0, ""))
+    assert _slurm(monkeypatch, fake).recover(_spec(tmp_path)) is None
+
+
+def test_recover_fails_when_slurm_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timeout = "squeue: error: slurm_load_jobs error: Socket timed out on send/recv operation"
+    fake = FakeSlurm(squeue=_fixed(1, "", timeout))
+    with pytest.raises(SchedulerError, match="timed out") as caught:
+        _slurm(monkeypatch, fake).recover(_spec(tmp_path))
+    assert caught.value.transient
+    assert fake.programs() == ["squeue"] * 3  # retried, then failed: never "not submitted"
+
+
+def test_recover_of_a_job_that_ran_without_recording_its_id_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec(tmp_path)
+    (Path(spec.control_dir) / EXIT_CODE_FILE).write_text("0\n")
+    with pytest.raises(SchedulerError, match="already ran"):
+        _slurm(monkeypatch, FakeSlurm(squeue=_fixed(0, ""))).recover(spec)
+
+
+SLOW_SBATCH = """#!/bin/bash
+# Answers at once but leaves a process behind that holds what sbatch inherited, as an sbatch
+# still on its way to the controller would after the site process was killed.
+( sleep {seconds} ) > /dev/null 2>&1 &
+echo 77
+"""
+
+
+def test_recover_waits_for_a_submit_command_still_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(SLOW_SBATCH.format(seconds=1.5))
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    slurm = SlurmScheduler()
+    slurm.configure(SchedulerOptions(retries=1, command_timeout=0.3))
+    spec = _spec(tmp_path)
+    assert slurm.submit(spec) == "77"
+    with pytest.raises(SchedulerError, match="still running") as caught:
+        slurm.recover(spec)
+    assert caught.value.transient
+    (Path(spec.control_dir) / SELF_ID_FILE).write_text("77\n")
+    slurm.configure(SchedulerOptions(retries=1, command_timeout=10))
+    assert slurm.recover(spec) == "77"  # once the command is gone

@@ -17,6 +17,7 @@ from schedulers.base import JobHandle, Resources, SchedulerOptions
 from schedulers.batch import (
     EXIT_CODE_FILE,
     SCHEDULER_OUTPUT,
+    SELF_ID_FILE,
     NativeStatus,
     job_name,
     render_script,
@@ -593,3 +594,53 @@ def test_a_kill_notice_beats_exit_status_0_without_a_recorded_code(
     assert scheduler().status([killed])[killed.native_id].state is JobState.TIMEOUT
     write_control(killed.control_dir, EXIT_CODE_FILE, "0\n")  # the script did finish after all
     assert scheduler().status([killed])[killed.native_id].state is JobState.COMPLETED
+
+
+# --- recovering a submit whose id was never recorded -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "recorded"),
+    [
+        ({"PBS_JOBID": f"1042.{SERVER}", "SLURM_JOB_ID": "9"}, f"1042.{SERVER}\n"),
+        ({"SLURM_JOB_ID": "5"}, "5\n"),  # slurm-wlm-torque leaves PBS_JOBID unset
+    ],
+)
+def test_the_script_records_its_own_id_first(
+    tmp_path: Path, env: dict[str, str], recorded: str
+) -> None:
+    spec = make_spec(tmp_path)
+    script = Path(spec.control_dir) / "job.sh"
+    script.write_text(
+        render_script(spec, directives(spec), id_variables=TorqueScheduler.job_id_variables)
+    )
+    proc = subprocess.run(
+        ["bash", str(script)], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (Path(spec.control_dir) / SELF_ID_FILE).read_text() == recorded
+
+
+def test_recover_reads_the_recorded_id_before_asking_torque(
+    tmp_path: Path, fakes: FakeCommands
+) -> None:
+    spec = make_spec(tmp_path)
+    write_control(spec.control_dir, SELF_ID_FILE, f"1042.{SERVER}\n")
+    assert scheduler().recover(spec) == f"1042.{SERVER}"
+    assert fakes.calls() == []
+
+
+def test_recover_finds_a_queued_job_with_qselect(tmp_path: Path, fakes: FakeCommands) -> None:
+    spec = make_spec(tmp_path)
+    fakes.add("qselect", stdout=f"1043.{SERVER}\n")
+    assert scheduler().recover(spec) == f"1043.{SERVER}"
+    assert fakes.calls() == [["-N", job_name(spec.job_id)]]
+    fakes.add("qselect")
+    assert scheduler().recover(spec) is None
+
+
+def test_recover_fails_when_the_server_does_not_answer(tmp_path: Path, fakes: FakeCommands) -> None:
+    fakes.add("qselect", stderr="qselect: cannot connect to server torque01 (errno=111)\n", code=1)
+    with pytest.raises(SchedulerError) as caught:
+        scheduler().recover(make_spec(tmp_path))
+    assert caught.value.transient
