@@ -2,7 +2,9 @@
 
 A job is started at most once: staging and start happen under the work dir's lock, and the
 scheduler's native id is recorded before the bridge hears "started". A retried submit of a job
-that already started attaches to it instead.
+that already started attaches to it instead. A start cut off between the submit and that record
+(the site process killed) left a ``submitting`` mark: the next request for the job asks the
+scheduler to ``recover`` it before anything else, and follows what it finds.
 """
 
 from __future__ import annotations
@@ -59,14 +61,43 @@ def stage_inputs(job: AcceptedJob, reader: FrameReader) -> None:
 
 
 def start(job: AcceptedJob, scheduler: Scheduler, walltime_limit: float | None = None) -> str:
-    """Submit the job to its scheduler and record the native id; returns it."""
+    """Submit the job to its scheduler and record the native id; returns it.
+
+    Call under the work dir's lock with no native id recorded, after ``recover`` (which
+    callers ask before staging inputs) found no earlier start."""
+    recovered = recover(job, scheduler)
+    if recovered is not None:
+        return recovered
     spec = build_spec(job, walltime_limit)
     _check_program(job)
     with open(job.workdir.control_file(SCHEDULER_FILE), "w", encoding="utf-8") as stream:
         stream.write(scheduler.name + "\n")
+    job.workdir.mark_submitting()
     native_id = scheduler.submit(spec)
     job.workdir.record_native_id(native_id)
     log.info("%s: started command %s as %s", job.request.job_id, job.command.name, native_id)
+    return native_id
+
+
+def recover(job: AcceptedJob, scheduler: Scheduler) -> str | None:
+    """The native id of an earlier start that reached the scheduler without being recorded,
+    now recorded; None if no start was cut off (or it never reached the scheduler).
+
+    Call under the work dir's lock with no native id recorded. Raises ``SchedulerError`` when
+    the scheduler cannot tell: the caller fails the request rather than start the job twice."""
+    wd, job_id = job.workdir, job.request.job_id
+    if not wd.submitting():
+        return None
+    native_id = scheduler.recover(build_spec(job, None))
+    if native_id is None:
+        log.info("%s: an earlier start never reached %s", job_id, scheduler.name)
+        wd.clear_submitting()
+        return None
+    wd.record_native_id(native_id)
+    log.warning(
+        "%s: an earlier start reached %s as %s before it was recorded; following that job",
+        job_id, scheduler.name, native_id,
+    )  # fmt: skip
     return native_id
 
 

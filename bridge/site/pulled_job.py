@@ -8,7 +8,8 @@ transport differs: HTTP calls to the broker instead of frames over SSH.
 
 Exactly once: the job is marked running at the broker under our lease epoch (refused when a
 newer lease holds it) before it is started, and it is started under the work dir's lock only if
-no native id is recorded there. A work dir that holds a native id is followed, never started.
+no native id is recorded there. A work dir that holds a native id is followed, never started;
+one whose start was cut off before the id was recorded is recovered first (``jobs.recover``).
 
 Never: start or follow a job in a work dir this broker job does not own (``broker.json`` in
 the control dir names it), upload a file from outside the work dir, or go on acting on a job
@@ -78,10 +79,15 @@ class Dropped(HandBack):
 def drop_local_job(site: SiteConfig, wd: WorkDir, why: str) -> None:
     """Stop a job the broker no longer has for us, and never pick it up again."""
     native_id = wd.native_id()
-    if native_id is not None:
+    if native_id is not None or wd.submitting():
         try:
             job = jobs.load_accepted(site, wd)
-            site.scheduler(job.command).cancel(JobHandle(wd.job_id, native_id, wd.control))
+            scheduler = site.scheduler(job.command)
+            if native_id is None:  # a start cut off before it recorded the id: find it
+                with wd.locked():
+                    native_id = wd.native_id() or jobs.recover(job, scheduler)
+            if native_id is not None:
+                scheduler.cancel(JobHandle(wd.job_id, native_id, wd.control))
         except BridgeError as exc:
             log.error("%s: could not stop the job: %s", wd.job_id, exc)
     with open(wd.control_file(COMPLETED_FILE), "w", encoding="utf-8") as marker:
@@ -229,9 +235,15 @@ class PulledJob:
 
     def _stage_and_start(self, api: AgentApi, job: jobs.AcceptedJob) -> bool:
         """Download the inputs and start the job, once; False if it ended before starting."""
+        scheduler = self.site.scheduler(job.command)
         with self.wd.locked():
             if self.wd.native_id() is not None:
                 return True  # an earlier worker of ours started it: follow it
+            # One that was killed before it recorded the native id: recovered, never restaged.
+            native_id = jobs.recover(job, scheduler)
+            if native_id is not None:
+                self._report_native_id(api, native_id)
+                return True
             if self._cancelled_before_start(api):
                 return False
             self.wd.discard_inputs()  # leftovers of an interrupted attempt
@@ -241,10 +253,13 @@ class PulledJob:
                 return False
             # Running at the broker first: if our lease is stale this raises and nothing starts.
             api.renew(self.lease, state="running")
-            native_id = jobs.start(job, self.site.scheduler(job.command), self._walltime())
+            native_id = jobs.start(job, scheduler, self._walltime())
+        self._report_native_id(api, native_id)
+        return True
+
+    def _report_native_id(self, api: AgentApi, native_id: str) -> None:
         with contextlib.suppress(BridgeError):  # shown to admins; not needed to follow the job
             api.renew(self.lease, native_id=native_id)
-        return True
 
     def _cancelled_before_start(self, api: AgentApi) -> bool:
         self._checkpoint()

@@ -108,7 +108,9 @@ class Session:
         job = jobs.AcceptedJob(request, command, values, wd)
         wd.create()
         with wd.locked():
-            if wd.native_id() is not None:
+            # A start cut off before its id was recorded is recovered, never staged over.
+            scheduler = self.site.scheduler(command)
+            if wd.native_id() is not None or jobs.recover(job, scheduler) is not None:
                 log.info("%s: submit retried; attaching to the running job", request.job_id)
                 self.writer.write_json({"attached": True})
             else:
@@ -133,6 +135,9 @@ class Session:
 
     def _attach(self, message: dict[str, Any]) -> None:
         wd = WorkDir(self.site.work_base, check_job_id(message.get("job_id")))
+        if wd.exists() and wd.native_id() is None and wd.submitting():
+            with wd.locked():
+                self._recover(wd)
         wd.require_started()
         job = jobs.load_accepted(self.site, wd)
         offsets = message.get("offsets", {})
@@ -148,7 +153,7 @@ class Session:
             # Wait for a submit that is staging or starting this job, and make sure one that
             # has not started yet never will: the bridge that sent it is going away.
             with wd.locked():
-                if wd.native_id() is None:
+                if self._recover(wd) is None:
                     wd.mark_cancel_requested()
         native_id = wd.require_started()
         job = jobs.load_accepted(self.site, wd)
@@ -158,6 +163,15 @@ class Session:
         log.info("%s: cancel requested by the bridge", wd.job_id)
         outcome = _wait_final(scheduler, handle, defaults.CANCEL_CONFIRM_SECONDS)
         self.writer.write_json({"cancel": outcome.to_message()})
+
+    def _recover(self, wd: WorkDir) -> str | None:
+        """The job's native id, recovered first if its start was cut off before recording it;
+        None if it never started. Call under the work dir's lock."""
+        native_id = wd.native_id()
+        if native_id is None and wd.submitting():
+            job = jobs.load_accepted(self.site, wd)
+            native_id = jobs.recover(job, self.site.scheduler(job.command))
+        return native_id
 
     # --- streaming a job --------------------------------------------------------------
 

@@ -4,6 +4,8 @@ The control files live in ``<work dir>/.mint-bridge/`` and are never returned as
 
     request.json   the accepted request (command, parameter values, input names)
     inputs.json    size and mtime of each staged input (unchanged inputs are not sent back)
+    submitting     written just before the job is handed to its scheduler: with no native_id
+                   beside it, a submit may have been cut off after it reached the scheduler
     native_id      the scheduler's id for the job, written the moment it is known
     stdout/stderr  the job's output, tailed live to the bridge
     delivered      written when the bridge confirmed it received the results
@@ -85,6 +87,20 @@ class WorkDir:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.control_file("native_id"))
+
+    def mark_submitting(self) -> None:
+        """Durable before the submit: a restart that finds it without a native id recovers."""
+        with open(self.control_file("submitting"), "w", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.3f}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def submitting(self) -> bool:
+        return os.path.exists(self.control_file("submitting"))
+
+    def clear_submitting(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.control_file("submitting"))
 
     def require_started(self) -> str:
         native = self.native_id() if self.exists() else None
