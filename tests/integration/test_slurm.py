@@ -420,6 +420,66 @@ def test_a_submit_that_reached_slurm_before_timing_out_runs_once(
     assert jobs == [native_id(slurm_site.work_base, job_id)], "exactly one Slurm job"
 
 
+# A site process that submits through a slow sbatch: it is killed after the job reached Slurm,
+# before its id came back, while the submit command is still running.
+CUT_OFF_SUBMITTER = """
+import sys
+from bridge.job import JobRequest
+from bridge.site import jobs
+from bridge.site.workdir import WorkDir
+from bridge.site_config import load_site_config
+
+site = load_site_config(sys.argv[1])
+request = JobRequest.from_message(
+    {"job_id": sys.argv[2], "command": "ticks", "params": {"count": 10, "delay": 0.2}}
+)
+command, values = site.check_request(request)
+wd = WorkDir(site.work_base, request.job_id)
+wd.create()
+job = jobs.AcceptedJob(request, command, values, wd)
+with wd.locked():
+    jobs.save_accepted(job)
+    wd.write_json("inputs.json", {})
+    jobs.start(job, site.scheduler(command))
+"""
+
+
+def test_a_site_killed_between_submit_and_record_runs_the_job_once(
+    slurm_site: SlurmSite,
+    slurm: SlurmCluster,
+    tmp_path: Path,
+) -> None:
+    real = shutil.which("sbatch", path=slurm_site.env.get("PATH"))
+    assert real is not None
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    (wrappers / "sbatch").write_text(
+        f'#!/bin/bash\nout=$({shlex.quote(real)} "$@")\nsleep 3\necho "$out"\n'
+    )
+    (wrappers / "sbatch").chmod(0o755)
+    env = dict(slurm_site.env, PATH=f"{wrappers}{os.pathsep}{slurm_site.env.get('PATH', '')}")
+    job_id = str(uuid.uuid4())
+    site_toml = str(slurm_site.root / "site.toml")
+    submitter = subprocess.Popen(
+        [sys.executable, "-c", CUT_OFF_SUBMITTER, site_toml, job_id], env=env
+    )
+    try:
+        wait_for(lambda: bool(slurm_jobs_named(slurm, job_id)), "the job to reach Slurm")
+    finally:
+        submitter.kill()  # SIGKILL: nothing of the site process runs after this
+        submitter.wait()
+    assert native_id(slurm_site.work_base, job_id) == "", "killed before it recorded the id"
+
+    code, out, err = run_bridge(
+        slurm_site, tmp_path, "--site", "slurm", "--command", "ticks", "-p", "count=10",
+        "-p", "delay=0.2", "--job-id", job_id,
+    )  # fmt: skip
+    assert code == 0, err.decode()
+    assert out == b"".join(f"tick {i}\n".encode() for i in range(10))
+    (slurm_id,) = slurm_jobs_named(slurm, job_id)  # exactly one Slurm job
+    assert native_id(slurm_site.work_base, job_id) == slurm_id
+
+
 def test_status_rides_out_controller_timeouts(slurm_site: SlurmSite, tmp_path: Path) -> None:
     env, calls = flaky(tmp_path, slurm_site, "squeue", fails=3)
     code, out, err = run_bridge(

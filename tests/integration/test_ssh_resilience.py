@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,10 @@ from pathlib import Path
 import psutil
 
 from bridge.errors import ExitCode
+from bridge.job import JobRequest
+from bridge.site import jobs
+from bridge.site.workdir import WorkDir
+from bridge.site_config import load_site_config
 from tests.integration.conftest import SiteEnv
 from tests.support.sshd import Sshd
 
@@ -94,6 +99,40 @@ def test_sigterm_during_local_site_job_cancels_too(
     proc.communicate(timeout=30)
     assert proc.returncode == ExitCode.CANCELLED
     wait_for(lambda: not _alive(solver_pid), timeout=10, what="the solver to be gone")
+
+
+def test_a_start_cut_off_before_its_id_was_recorded_runs_once_over_ssh(
+    bridge_config: Path, site_env: SiteEnv, tmp_path: Path
+) -> None:
+    """The site entry died between the local scheduler's submit and the record of its id (as a
+    kill -9 would leave it): the bridge's retried submit follows that job, never starts it again."""
+    before = len(counter_lines(site_env))
+    job_id = "7f3d5b9c-b5e4-4a0d-8c13-4d5e6f7a8b92"
+    site = load_site_config(str(site_env.site_config))
+    request = JobRequest.from_message(
+        {"job_id": job_id, "command": "once", "params": {"seconds": 2}}
+    )
+    command, values = site.check_request(request)
+    wd = WorkDir(site.work_base, job_id)
+    wd.create()
+    job = jobs.AcceptedJob(request, command, values, wd)
+    with wd.locked():
+        jobs.save_accepted(job)
+        wd.write_json("inputs.json", {})
+        first = jobs.start(job, site.scheduler(command))
+    os.unlink(wd.control_file("native_id"))
+    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+
+    proc = start_bridge(
+        bridge_config, tmp_path, "--site", "site", "--command", "once", "-p", "seconds=2",
+        "--job-id", job_id,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert out == b"working 0\nworking 1\n"
+    assert (tmp_path / "done.txt").read_text() == "done\n"
+    assert len(counter_lines(site_env)) == before + 1, "the job must run exactly once"
+    assert wd.native_id() == first
 
 
 def _alive(pid: int) -> bool:
