@@ -38,6 +38,9 @@ def remove_expired(site: SiteConfig, dry_run: bool = False, now: float | None = 
         return removed
     workdirs = [wd for entry in entries if (wd := _our_workdir(site, entry)) is not None]
     if not dry_run:
+        for wd in workdirs:
+            if wd.submitting() and wd.native_id() is None:
+                recover_cut_off_start(site, wd)
         record_lost_outcomes(site, [wd for wd in workdirs if _unfinished(wd)])
     for wd in workdirs:
         if not _expired(wd, site.retention, now):
@@ -84,6 +87,21 @@ def record_lost_outcomes(site: SiteConfig, unfinished: list[WorkDir]) -> None:
                          handle.job_id, outcome.state.value)  # fmt: skip
 
 
+def recover_cut_off_start(site: SiteConfig, wd: WorkDir) -> None:
+    """A start cut off before its native id was recorded may be running: find it first, so
+    its work dir is judged like any started job. If the scheduler cannot tell, it is kept."""
+    from bridge.site import jobs  # the start machinery, only when such a dir exists
+
+    try:
+        with wd.locked():
+            if wd.native_id() is None:
+                job = jobs.load_accepted(site, wd)
+                jobs.recover(job, site.scheduler(job.command))
+    except (BridgeError, OSError, ValueError) as exc:
+        log.warning("%s: cannot tell whether its start reached the scheduler, keeping it: %s",
+                    wd.job_id, exc)  # fmt: skip
+
+
 def _end_marker(wd: WorkDir) -> str | None:
     # Whichever record says the job ended: the local runner's, the batch script's exit code,
     # or the outcome the site entry saw from the scheduler (a walltime kill leaves no code).
@@ -98,7 +116,7 @@ def _unfinished(wd: WorkDir) -> bool:
 def _expired(wd: WorkDir, retention: float, now: float) -> bool:
     """Expired when the job ended (or never started) longer than ``retention`` ago."""
     marker = _end_marker(wd)
-    if marker is None and wd.native_id() is not None:
+    if marker is None and (wd.native_id() is not None or wd.submitting()):
         return False  # started and not known to have ended: maybe still running
     reference = marker or wd.control
     try:

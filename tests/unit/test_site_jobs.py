@@ -265,3 +265,35 @@ def test_a_cancel_reaches_a_job_whose_start_was_cut_off(tmp_path: Path) -> None:
     assert reply["cancel"]["state"] == "cancelled"  # type: ignore[index]
     assert job.workdir.native_id() == native_id
     assert not job.workdir.cancel_requested()  # it had started: stopped, not pre-empted
+
+
+# --- cleanup meets a cut-off start --------------------------------------------------------------
+
+
+def test_cleanup_keeps_a_cut_off_start_that_is_running(tmp_path: Path) -> None:
+    from bridge.site.cleanup import remove_expired
+
+    site, counter = write_site(tmp_path)
+    job = accept(site, seconds=3.0)
+    native_id = start_cut_off(site, job)
+    wait_for(lambda: len(runs(counter)) == 1, "the solver to start")
+    # Long after the retention time: only the recovery tells cleanup the job is running.
+    assert remove_expired(site, now=time.time() + 10 * site.retention) == []
+    assert job.workdir.native_id() == native_id
+    assert os.path.isdir(job.workdir.path)
+    assert len(runs(counter)) == 1
+
+
+def test_cleanup_removes_a_start_that_never_reached_the_scheduler(tmp_path: Path) -> None:
+    from bridge.site.cleanup import remove_expired
+
+    site, counter = write_site(tmp_path)
+    job = accept(site)
+    job.workdir.mark_submitting()  # killed after the marker, before the submit
+    past = time.time() - 10 * site.retention
+    os.utime(job.workdir.control, (past, past))
+    # Found never started: the marker goes, and the dir one retention period later.
+    assert remove_expired(site) == []
+    assert not job.workdir.submitting()
+    assert remove_expired(site, now=time.time() + site.retention + 60) == [job.workdir.path]
+    assert runs(counter) == []
