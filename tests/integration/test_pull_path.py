@@ -572,3 +572,72 @@ def test_broker_crash_mid_job_is_ridden_out(
     assert [j for j, _ in main_site.counted()].count(job_id) == 1
     assert (tmp_path / "done.txt").read_text() == "done\n"
     assert out.decode().splitlines() == [f"counted {job_id}"] + [f"working {i}" for i in range(3)]
+
+
+# --- an agent killed between submit and recording the native id ---------------------------------
+
+
+def test_a_start_cut_off_before_its_id_was_recorded_runs_once(
+    broker: BrokerProcess, client_token: Path, tmp_path: Path
+) -> None:
+    from bridge.job import JobRequest
+    from bridge.site import jobs
+    from bridge.site.pulled_job import BROKER_FILE
+    from bridge.site.workdir import WorkDir
+    from bridge.site_config import load_site_config
+
+    name = "pull-cut"
+    site = make_site(broker, tmp_path / "site", name)
+    config = site.config(f"{name}-agent")
+    toml = bridge_config(tmp_path / "bridge.toml", broker.url, broker.ca_bundle, client_token,
+                         [name])  # fmt: skip
+    module = tmp_path / "module"
+    module.mkdir()
+    job_id = str(uuid.uuid4())
+    client = mint_bridge(
+        toml, "--site", name, "--command", "count", "-p", "seconds=2", "--job-id", job_id,
+        cwd=module,
+    )  # fmt: skip
+    agent: Agent | None = None
+    try:
+        api = ClientApi(broker, client_token)
+        wait_until(lambda: _exists(api, job_id), "the job to reach the broker")
+        # What an agent killed right after the scheduler's submit leaves behind: its work dir,
+        # the accepted request, the submitting marker, a running solver, and no native id.
+        site_config = load_site_config(str(config))
+        request = JobRequest.from_message(
+            {"job_id": job_id, "command": "count", "params": {"seconds": "2"}}
+        )
+        command, values = site_config.check_request(request)
+        wd = WorkDir(site_config.work_base, job_id)
+        wd.create()
+        wd.write_json(BROKER_FILE, {"job_id": job_id, "broker": broker.url, "agent_id": "gone"})
+        job = jobs.AcceptedJob(request, command, values, wd)
+        jobs.save_accepted(job)
+        wd.write_json("inputs.json", {})
+        with wd.locked():
+            jobs.start(job, site_config.scheduler(command))
+        os.unlink(wd.control_file("native_id"))
+        wait_until(lambda: site.counted(), "the solver to start")
+        solver = site.counted()[0][1]
+
+        agent = start_agent(config)
+        out, err = client.communicate(timeout=90)
+    finally:
+        if client.poll() is None:
+            client.kill()
+        stopped = agent.stop() if agent is not None else 0
+    assert client.returncode == 0, err.decode()
+    assert site.counted() == [(job_id, solver)], "the agent must follow it, not start it again"
+    assert (module / "done.txt").read_text() == "done\n"
+    assert out.decode().splitlines() == [f"counted {job_id}", "working 0", "working 1"]
+    assert stopped == 0
+    assert wd.native_id() is not None
+
+
+def _exists(api: ClientApi, job_id: str) -> bool:
+    try:
+        api.job(job_id)
+    except requests.HTTPError:
+        return False
+    return True
