@@ -197,7 +197,7 @@ def _ssh_client_options(sec: Section) -> dict[str, Any]:
     if persist < 0:
         raise sec.error("must not be negative (0 closes the connection with the last job)",
                         "connection_persist")
-    control_dir = sec.path_value("control_dir", defaults.SSH_CONTROL_DIR)
+    control_dir = sec.path_value("control_dir", "") or default_control_dir()
     if not os.path.isabs(control_dir) or len(control_dir.encode()) > _MAX_CONTROL_DIR:
         raise sec.error(
             f"must be an absolute path of at most {_MAX_CONTROL_DIR} bytes (unix socket paths "
@@ -210,6 +210,19 @@ def _ssh_client_options(sec: Section) -> dict[str, Any]:
         "connection_persist": persist,
         "control_dir": control_dir,
     }
+
+
+def default_control_dir() -> str:
+    """``~/.local/state/mint-bridge/ssh``, unless the home dir is too deep for a socket path:
+    then the user's runtime dir, else a per-user dir in /tmp (which the client refuses to use
+    if another user made it first, or made it a symlink)."""
+    candidates = [os.path.expanduser(defaults.SSH_CONTROL_DIR)]
+    if os.environ.get("XDG_RUNTIME_DIR", "").startswith("/"):
+        candidates.append(os.path.join(os.environ["XDG_RUNTIME_DIR"], "mint-bridge-ssh"))
+    for path in candidates:
+        if len(path.encode()) <= _MAX_CONTROL_DIR:
+            return path
+    return f"/tmp/mint-bridge-ssh-{os.getuid()}"  # the client checks: ours, 0700, no link
 
 
 def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:

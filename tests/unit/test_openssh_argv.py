@@ -260,3 +260,31 @@ def test_data_then_a_plain_end_of_stream() -> None:
     channel.send_all(b"ignored")
     channel.close()
     assert channel.proc.returncode == 0
+
+
+def test_a_deep_home_falls_back_to_a_short_control_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = "/home/" + "d" * 80
+    monkeypatch.setenv("HOME", deep)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    site = load(tmp_path, 'host = "h"\nclient = "openssh"\n')
+    assert site.control_dir == f"/tmp/mint-bridge-ssh-{os.getuid()}"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    assert load(tmp_path, 'host = "h"\nclient = "openssh"\n').control_dir == (
+        "/run/user/1000/mint-bridge-ssh"
+    )
+    monkeypatch.setenv("HOME", "/home/mint")
+    assert load(tmp_path, 'host = "h"\nclient = "openssh"\n').control_dir == (
+        "/home/mint/.local/state/mint-bridge/ssh"
+    )
+
+
+def test_a_control_dir_made_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o700)
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(ConfigError, match="not a directory owned by this user"):
+        private_control_dir(str(planted))
