@@ -43,7 +43,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import ssl
 import statistics
@@ -74,6 +73,7 @@ from broker_bench import (
     progress,
     start_agent,
 )
+from scp_baseline import clean_dir, enable_sftp, make_file, scp_argv
 
 from tests.support.broker import BrokerProcess, start_broker
 from tests.support.sshd import Sshd, keygen, start_sshd
@@ -81,7 +81,6 @@ from tests.support.sshd import Sshd, keygen, start_sshd
 SITE = "bench-staging"
 TINY_RUNS = 3
 TARGET_RSS_MIB = 100.0
-SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 GCM = "aes128-gcm@openssh.com"
 # "HOST [time] "METHOD PATH HTTP/1.1" STATUS BYTES SECONDSs", the broker's access log format.
 ACCESS = re.compile(
@@ -139,28 +138,6 @@ type = "choice"
 choices = ["big", "tiny"]
 default = "tiny"
 """
-
-
-def make_file(path: Path, size: int) -> None:
-    block = os.urandom(MIB)
-    with open(path, "wb") as out:
-        for offset in range(0, size, MIB):
-            out.write(block[: min(MIB, size - offset)])
-
-
-def enable_sftp(sshd: Sshd) -> None:
-    """Give the server an sftp subsystem, which today's ``scp`` speaks by default; sshd re-reads
-    its config on SIGHUP (re-executing itself under the same pid), then listens again."""
-    with open(sshd.root / "sshd_config", "a", encoding="utf-8") as config:
-        config.write(f"Subsystem sftp {SFTP_SERVER}\n")
-    sshd.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    time.sleep(0.2)
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", sshd.port), 1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError("sshd did not come back after SIGHUP")
 
 
 @contextlib.contextmanager
@@ -274,31 +251,13 @@ def bridge_argv(bench: Bench, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def ssh_options(bench: Bench) -> list[str]:
-    """OpenSSH client options for the unrestricted key: no user config, pinned host key."""
-    return [
-        "-F", "/dev/null", "-o", f"UserKnownHostsFile={bench.sshd.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-        "-i", str(bench.scp_key),
-    ]  # fmt: skip
-
-
-def scp_argv(bench: Bench, source: str, dest: str, cipher: str | None) -> list[str]:
-    cipher_opt = ["-c", cipher] if cipher else []
-    return ["scp", "-q", *ssh_options(bench), *cipher_opt, "-P", str(bench.sshd.port), source, dest]
-
-
 def remote(path: Path) -> str:
     return f"{os.environ.get('USER', 'root')}@127.0.0.1:{path}"
 
 
 def clean(bench: Bench) -> None:
     for path in (bench.out, bench.site.work_base, bench.scp_dest):
-        for entry in path.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        clean_dir(path)
 
 
 def new_access_lines(bench: Bench) -> list[str]:
@@ -354,10 +313,10 @@ def bridge_op(bench: Bench, direction: str, which: str) -> Run:
 
 def scp_op(bench: Bench, direction: str, which: str, cipher: str | None) -> Run:
     if direction == "in":
-        argv = scp_argv(bench, str(bench.client / f"{which}.bin"),
+        argv = scp_argv(bench.sshd, bench.scp_key, str(bench.client / f"{which}.bin"),
                         remote(bench.scp_dest / f"{which}.bin"), cipher)  # fmt: skip
     else:
-        argv = scp_argv(bench, remote(bench.payload / f"{which}.bin"),
+        argv = scp_argv(bench.sshd, bench.scp_key, remote(bench.payload / f"{which}.bin"),
                         str(bench.out / f"{which}.bin"), cipher)  # fmt: skip
     return timed(bench, argv, watch_client=False)
 

@@ -77,7 +77,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -94,6 +93,14 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.scp_baseline import (  # noqa: E402
+    MIB,
+    clean_dir,
+    enable_sftp,
+    make_file,
+    scp_argv,
+    ssh_options,
+)
 from benchmarks.site_account import (  # noqa: E402
     DEFAULT_SITE_USER,
     SiteAccount,
@@ -104,7 +111,6 @@ from benchmarks.site_account import (  # noqa: E402
 from tests.support.sshd import Sshd, keygen, start_sshd  # noqa: E402
 
 MB = 1_000_000
-MIB = 1 << 20
 SAMPLE_SECONDS = 0.02
 TREE_EVERY = 5  # samples between walks of the process tree
 TARGET_RATIO = 0.9
@@ -112,7 +118,6 @@ TARGET_RSS_MIB = 100.0
 TARGET_OVERHEAD_S = 0.5
 KOUSOKU_OUTPUT_BYTES = 400_000
 TINY_RUNS = 3
-SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 # Unix socket paths are short; the bridge config refuses a longer control_dir.
 MAX_CONTROL_DIR = 60
 SSH_CLIENTS = ("paramiko", "openssh")
@@ -193,31 +198,6 @@ method = "local"
 site_config = "{site_config}"
 reconnect_attempts = 1
 """
-
-
-def enable_sftp(sshd: Sshd) -> None:
-    """Give the server an sftp subsystem, which today's ``scp`` speaks by default.
-
-    The fixture's config has none; sshd re-reads its config on SIGHUP (re-executing itself
-    under the same pid), then listens again.
-    """
-    with open(sshd.root / "sshd_config", "a", encoding="utf-8") as config:
-        config.write(f"Subsystem sftp {SFTP_SERVER}\n")
-    sshd.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    time.sleep(0.2)
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", sshd.port), 1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError("sshd did not come back after SIGHUP")
-
-
-def make_file(path: Path, size: int) -> None:
-    block = os.urandom(MIB)
-    with open(path, "wb") as out:
-        for offset in range(0, size, MIB):
-            out.write(block[: min(MIB, size - offset)])
 
 
 def make_control_dir(root: Path) -> Path:
@@ -464,31 +444,8 @@ def bridge_argv(bench: Bench, site: str, command: str, *extra: str) -> list[str]
     ]  # fmt: skip
 
 
-def ssh_options(bench: Bench) -> list[str]:
-    """OpenSSH client options for the unrestricted key: no user config, pinned host key."""
-    return [
-        "-F", "/dev/null", "-o", f"UserKnownHostsFile={bench.sshd.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-        "-i", str(bench.scp_key),
-    ]  # fmt: skip
-
-
-def scp_argv(bench: Bench, source: str, dest: str, cipher: str | None) -> list[str]:
-    cipher_opt = ["-c", cipher] if cipher else []
-    port = ["-P", str(bench.sshd.port)]
-    return ["scp", "-q", *ssh_options(bench), *cipher_opt, *port, source, dest]
-
-
 def remote(bench: Bench, path: Path) -> str:
     return f"{bench.account.user}@127.0.0.1:{path}"
-
-
-def clean_dir(path: Path) -> None:
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 # --- the transfers -----------------------------------------------------------------------
@@ -516,12 +473,13 @@ def bridge_out(bench: Bench, which: str, out: Path, watch: Watch, client: str) -
 def scp_in(bench: Bench, which: str, watch: Watch, cipher: str | None) -> Timing:
     source = str(bench.client / f"{which}.bin")
     dest = remote(bench, bench.scp_dest / f"{which}.bin")
-    return timed(scp_argv(bench, source, dest, cipher), bench.timeout, watch)
+    return timed(scp_argv(bench.sshd, bench.scp_key, source, dest, cipher), bench.timeout, watch)
 
 
 def scp_out(bench: Bench, which: str, out: Path, watch: Watch, cipher: str | None) -> Timing:
     source = remote(bench, bench.payload / f"{which}.bin")
-    return timed(scp_argv(bench, source, str(out / f"{which}.bin"), cipher), bench.timeout, watch)
+    argv = scp_argv(bench.sshd, bench.scp_key, source, str(out / f"{which}.bin"), cipher)
+    return timed(argv, bench.timeout, watch)
 
 
 @dataclass
@@ -765,7 +723,7 @@ def shell_session(bench: Bench, user: str) -> float:
 
 
 def shell_argv(bench: Bench, user: str) -> list[str]:
-    return ["ssh", *ssh_options(bench), "-p", str(bench.sshd.port), "-l", user]
+    return ["ssh", *ssh_options(bench.sshd, bench.scp_key), "-p", str(bench.sshd.port), "-l", user]
 
 
 def _kex_cipher(debug_log: str) -> str:
