@@ -73,7 +73,7 @@ from broker_bench import (
     progress,
     start_agent,
 )
-from scp_baseline import clean_dir, enable_sftp, make_file, scp_argv
+from scp_baseline import clean_dir, enable_sftp, make_file, scp_argv, staging_commands
 
 from tests.support.broker import BrokerProcess, start_broker
 from tests.support.sshd import Sshd, keygen, start_sshd
@@ -121,25 +121,6 @@ class Bench:
     access_offset: int = 0
 
 
-def commands(payload: Path) -> str:
-    true, ln = shutil.which("true"), shutil.which("ln")
-    return f"""
-[commands.sink]
-description = "Receive the inputs, run nothing, return nothing"
-program = "{true}"
-returns = ["nothing-comes-back"]
-
-[commands.source]
-description = "Hard-link a pre-made site file into the work dir so it comes back"
-program = "{ln}"
-args = ["{payload}/{{which}}.bin", "result.bin"]
-[commands.source.params.which]
-type = "choice"
-choices = ["big", "tiny"]
-default = "tiny"
-"""
-
-
 @contextlib.contextmanager
 def bench_env(size: int, timeout: float) -> Iterator[Bench]:
     root = Path(tempfile.mkdtemp(prefix="mb-bench-http-"))
@@ -151,7 +132,7 @@ def bench_env(size: int, timeout: float) -> Iterator[Bench]:
         for path in dirs.values():
             path.mkdir(mode=0o700)
         broker = start_broker(root / "broker")
-        site = make_pull_site(broker, root / "site", SITE, commands(dirs["payload"]))
+        site = make_pull_site(broker, root / "site", SITE, staging_commands(dirs["payload"]))
         agent = start_agent(site)
         sshd = start_sshd(dirs["sshd"], site.config)  # its forced-command key is not used here
         enable_sftp(sshd)

@@ -20,6 +20,28 @@ MIB = 1 << 20
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
+def staging_commands(payload: Path) -> str:
+    """Site commands that move bytes and do nothing else: ``sink`` takes the inputs and returns
+    nothing; ``source`` hard-links a pre-made payload file into the work dir (~0 cost), so the
+    same bytes come back."""
+    true, ln = shutil.which("true"), shutil.which("ln")
+    return f"""
+[commands.sink]
+description = "Receive the inputs, run nothing, return nothing"
+program = "{true}"
+returns = ["nothing-comes-back"]
+
+[commands.source]
+description = "Hard-link a pre-made site file into the work dir so it comes back"
+program = "{ln}"
+args = ["{payload}/{{which}}.bin", "result.bin"]
+[commands.source.params.which]
+type = "choice"
+choices = ["big", "tiny"]
+default = "tiny"
+"""
+
+
 def make_file(path: Path, size: int) -> None:
     block = os.urandom(MIB)
     with open(path, "wb") as out:

@@ -100,6 +100,7 @@ from benchmarks.scp_baseline import (  # noqa: E402
     make_file,
     scp_argv,
     ssh_options,
+    staging_commands,
 )
 from benchmarks.site_account import (  # noqa: E402
     DEFAULT_SITE_USER,
@@ -144,28 +145,14 @@ class Bench:
 
 
 def site_config_text(work_base: Path, payload: Path, log_dir: Path) -> str:
-    true, ln, dd = (shutil.which(p) for p in ("true", "ln", "dd"))
+    dd = shutil.which("dd")
     return f"""
 [site]
 name = "bench-site"
 work_base = "{work_base}"
 retention = "1h"
 log_file = "{log_dir / "site.log"}"
-
-[commands.sink]
-description = "Receive the inputs, run nothing, return nothing"
-program = "{true}"
-returns = ["nothing-comes-back"]
-
-[commands.source]
-description = "Hard-link a pre-made site file into the work dir so it comes back"
-program = "{ln}"
-args = ["{payload}/{{which}}.bin", "result.bin"]
-[commands.source.params.which]
-type = "choice"
-choices = ["big", "tiny"]
-default = "tiny"
-
+{staging_commands(payload)}
 [commands.kousoku]
 description = "Write {KOUSOKU_OUTPUT_BYTES} bytes into the work dir and nothing else"
 program = "{dd}"
