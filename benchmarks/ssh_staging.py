@@ -630,8 +630,8 @@ def _cpu_model() -> str:
 
 def _bridge_cipher(bench: Bench) -> str:
     """What paramiko negotiates with this sshd (no channel opened, so no site process)."""
-    from bridge.bridge_config import SshSite, load_bridge_config
-    from bridge.client.ssh import SshConnector
+    from bridge.client.node_config import SshSite, load_bridge_config
+    from bridge.client.transports.paramiko_ssh import SshConnector
 
     site = load_bridge_config(str(bench.bridge_config)).site("site")
     assert isinstance(site, SshSite)
@@ -647,8 +647,8 @@ def _bridge_cipher(bench: Bench) -> str:
 
 def _openssh_cipher(bench: Bench) -> str:
     """What the openssh client negotiates: its own command line, with debug logging."""
-    from bridge.bridge_config import SshSite, load_bridge_config
-    from bridge.client.openssh import openssh_argv
+    from bridge.client.node_config import SshSite, load_bridge_config
+    from bridge.client.transports.openssh import openssh_argv
 
     site = load_bridge_config(str(bench.bridge_config)).site("site-openssh-unshared")
     assert isinstance(site, SshSite)

@@ -12,7 +12,7 @@ from typing import ClassVar, NoReturn
 import click
 
 from bridge import __version__, launcher
-from bridge.errors import BridgeError, Cancelled, ExitCode
+from bridge.core.errors import BridgeError, Cancelled, ExitCode
 
 log = logging.getLogger("bridge")
 
@@ -108,7 +108,7 @@ def run(
     Exits with the solver's exit code, or with one of the documented bridge codes.
     """
     _setup_stderr_logging(verbose)
-    from bridge.client.entry import run_command
+    from bridge.client.run import run_command
 
     signal.signal(signal.SIGTERM, _raise_cancelled)
     signal.signal(signal.SIGINT, _raise_cancelled)
@@ -163,7 +163,7 @@ def compat() -> None:
 def execute_remote_command(arguments: tuple[str, ...]) -> None:
     """Like execute_remote_command.sample.py: client_name:H client_cmd:P client_files:A,B."""
     _setup_stderr_logging(0)
-    from bridge.compat.execute_remote_command import main as compat_main
+    from bridge.client.legacy.execute_remote_command import main as compat_main
 
     signal.signal(signal.SIGTERM, _raise_cancelled)
     sys.exit(compat_main(list(arguments)))
@@ -174,7 +174,7 @@ def execute_remote_command(arguments: tuple[str, ...]) -> None:
 def mi_system_wf(arguments: tuple[str, ...]) -> None:
     """Like mi-system-wf.py: URL SITE TOKEN COMMAND in1:in2 out1:out2 [PARAMS]."""
     _setup_stderr_logging(0)
-    from bridge.compat.mi_system_wf import main as compat_main
+    from bridge.client.legacy.mi_system_wf import main as compat_main
 
     signal.signal(signal.SIGTERM, _raise_cancelled)
     sys.exit(compat_main(list(arguments)))
@@ -199,7 +199,7 @@ def cleanup(config_path: str, dry_run: bool) -> None:
     """Remove work dirs whose retention time has passed."""
     _setup_stderr_logging(1)
     from bridge.site.cleanup import remove_expired
-    from bridge.site_config import load_site_config
+    from bridge.site.config import load_site_config
 
     try:
         removed = remove_expired(load_site_config(config_path), dry_run=dry_run)

@@ -40,7 +40,7 @@ def serve_ssh_config(args: list[str]) -> str | None:
 
 def serve_ssh(config_path: str) -> NoReturn:
     """Serve one protocol request on stdin/stdout (the SSH channel) and end the process."""
-    from bridge.site.entry import serve_stdio
+    from bridge.site.ssh_entry import serve_stdio
 
     exit_now(serve_stdio(config_path, os.environ.get("SSH_ORIGINAL_COMMAND")))
 

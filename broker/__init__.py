@@ -1,5 +1,5 @@
 """The HTTPS broker between MInt's bridge node and sites that open no inbound port.
 
-It imports the shared core (``bridge.job``, ``bridge.staging``, ``bridge.errors``, config
-helpers), never the site side (``bridge.site``) or the bridge-node side (``bridge.client``).
+It imports only the shared core (``bridge.core``: job, staging, errors, config helpers), never
+the site side (``bridge.site``) or the bridge-node side (``bridge.client``).
 """

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from broker import api_legacy, auth
+from broker import auth
 from broker.api_base import answer, json_body
 from broker.api_client import LIST_LIMIT
 from broker.auth import SUBJECT_NAME
+from broker.legacy import api_workflow
 from broker.runtime import current
 from broker.store import Scope
 from broker.validation import query_state, text
@@ -75,4 +76,4 @@ def agents() -> Response:
 def reload() -> Response:
     """Put broker.toml's [legacy] section (switch, whitelist, limits) in force now."""
     json_body(required=False)
-    return answer(api_legacy.reload_from_file())
+    return answer(api_workflow.reload_from_file())

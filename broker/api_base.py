@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from flask import Response, jsonify, request
 
-from bridge.errors import BridgeError
-from bridge.job import check_job_id
+from bridge.core.errors import BridgeError
+from bridge.core.job import check_job_id
 from broker import auth
 from broker.errors import NotFound, TooLarge
 from broker.runtime import current

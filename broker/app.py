@@ -14,9 +14,10 @@ from collections.abc import Callable
 from flask import Flask
 from werkzeug.routing import PathConverter
 
-from broker import api_admin, api_agent, api_client, api_legacy, errors, openapi
+from broker import api_admin, api_agent, api_client, errors, openapi
 from broker.config import BrokerConfig
 from broker.housekeeping import Housekeeper
+from broker.legacy import api_workflow
 from broker.runtime import EXTENSION, Broker
 from broker.transfers import drain_after_error
 
@@ -46,7 +47,7 @@ def create_app(
     errors.init_app(app)
     for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp):
         app.register_blueprint(area)
-    api_legacy.init_app(app, config)  # the original API; answers 404 unless [legacy] enables it
+    api_workflow.init_app(app, config)  # the original API; answers 404 unless [legacy] enables it
     app.after_request(lambda response: drain_after_error(response, config.body_timeout))
     if housekeeping:
         Housekeeper(broker).start()

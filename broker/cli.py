@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import click
 
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 from broker.auth import check_subject, new_token
 from broker.config import BrokerConfig, load_config
 from broker.errors import InvalidField
@@ -159,7 +159,7 @@ def import_ini(ini_path: str, output: str | None, data_dir: str, cert: str, key_
     [Server] ipaddress/portnumber become [server] host/port; [RemoteSites] and each site's
     commands become the [legacy.sites] whitelist (exact commands), with the original API on.
     """
-    from broker.legacy_ini import read_ini, render_toml
+    from broker.legacy.ini import read_ini, render_toml
 
     def convert() -> None:
         imported = read_ini(ini_path)

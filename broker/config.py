@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.errors import ConfigError
-from bridge.tomlconf import Section, load_toml
-from bridge.units import parse_duration, parse_size
+from bridge.core.errors import ConfigError
+from bridge.core.tomlconf import Section, load_toml
+from bridge.core.units import parse_duration, parse_size
 from broker import defaults
-from broker.legacy_config import LegacyConfig, parse_legacy
+from broker.legacy.config import LegacyConfig, parse_legacy
 
 _SECTIONS = {"server", "storage", "jobs", "limits", "legacy"}
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}

@@ -5,7 +5,7 @@ contract (docs/broker-api.md) and never change meaning. Foreign exceptions (sqli
 werkzeug's HTTP exceptions) are converted where they enter broker code or here, in the one
 error handler; this module never lets a traceback, a token or a request header reach a client.
 
-    BridgeError                               (bridge.errors)
+    BridgeError                               (bridge.core.errors)
     └── BrokerError                           status 500, code internal_error
         ├── BadRequest            400         bad_request
         │   ├── InvalidJson       400         invalid_json
@@ -39,7 +39,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from broker.legacy_openapi import LEGACY_PATHS, LEGACY_SCHEMAS, RELOAD_PATH
+from broker.legacy.openapi import LEGACY_PATHS, LEGACY_SCHEMAS, RELOAD_PATH
 
 OCTETS = "application/octet-stream"
 

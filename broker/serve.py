@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 from broker import defaults
 from broker.app import create_app
 from broker.config import BrokerConfig, check_tls_files, load_config

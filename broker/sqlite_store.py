@@ -19,7 +19,6 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from broker import sqlite_jobs as q
-from broker import sqlite_legacy
 from broker.errors import (
     AlreadyClaimed,
     Conflict,
@@ -29,6 +28,7 @@ from broker.errors import (
     StaleEpoch,
     StoreError,
 )
+from broker.legacy import sqlite as sqlite_legacy
 from broker.store import (
     AgentSeen,
     ChangeListener,
@@ -315,7 +315,7 @@ class SQLiteStore(Store):
             ).fetchall()
         return [AgentSeen(r["site"], r["agent_id"], r["last_seen"]) for r in rows]
 
-    # --- the original API (broker.api_legacy) -----------------------------------------------
+    # --- the original API (broker.legacy) ---------------------------------------------------------
 
     def create_legacy_job(
         self, spec: JobSpec, calc_info: Mapping[str, Any], now: float

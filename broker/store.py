@@ -201,7 +201,7 @@ def _result_doc(record: ResultRecord) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class LegacyRecord:
-    """What the original API (``broker.api_legacy``) keeps about a job besides the job itself.
+    """What the original API (``broker.legacy``) keeps about a job besides the job itself.
 
     ``calc_info`` is the job as the original workflow client registered it, without file
     contents (those are the job's inputs). ``progress``, ``poller`` and ``epoch`` describe the
@@ -381,7 +381,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def agents_seen(self) -> list[AgentSeen]: ...
 
-    # --- the original API (broker.api_legacy) -----------------------------------------------
+    # --- the original API (broker.legacy) ---------------------------------------------------------
 
     @abc.abstractmethod
     def create_legacy_job(

@@ -24,7 +24,7 @@ from flask import Response, g, request
 from werkzeug.wrappers import Response as BaseResponse
 from werkzeug.wsgi import FileWrapper
 
-from bridge import defaults as bridge_defaults
+from bridge.core import defaults as bridge_defaults
 from broker import defaults
 from broker.errors import BodyCut, ChecksumMismatch, TooLarge, Unavailable
 from broker.files import JobFiles

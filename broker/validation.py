@@ -2,7 +2,7 @@
 
 Each check raises a 400 error whose ``field`` names what is wrong (``inputs[2].sha256``,
 ``Upload-Offset``, ``wait``). Unknown keys are refused too, so a misspelt setting is never
-silently dropped. Names of inputs and results follow ``bridge.staging`` (one set of rules for
+silently dropped. Names of inputs and results follow ``bridge.core.staging`` (one set of rules for
 both ends). This module never reads a request stream and never touches the store.
 """
 
@@ -16,10 +16,10 @@ from typing import Any, NoReturn
 
 from werkzeug.datastructures import Headers
 
-from bridge import defaults
-from bridge.errors import BridgeError
-from bridge.job import check_job_id, new_job_id
-from bridge.staging import check_name, check_relative_path
+from bridge.core import defaults
+from bridge.core.errors import BridgeError
+from bridge.core.job import check_job_id, new_job_id
+from bridge.core.staging import check_name, check_relative_path
 from broker.auth import SUBJECT_NAME
 from broker.errors import InvalidField, InvalidJson, MissingField, UnsafeName
 from broker.store import InputSpec, JobSpec, ParamValue, ResultRecord, State

@@ -28,10 +28,10 @@ import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.bridge_config import SshSite, load_bridge_config
-from bridge.client.ssh import connect_endpoint, resolve
-from bridge.errors import HostKeyRejected, SiteUnreachable
-from bridge.http import check_broker_url, read_token
+from bridge.client.node_config import SshSite, load_bridge_config
+from bridge.client.transports.paramiko_ssh import connect_endpoint, resolve
+from bridge.core.broker_http import check_broker_url, read_token
+from bridge.core.errors import HostKeyRejected, SiteUnreachable
 from node_setup import changes, config_files, host_keys
 from node_setup.errors import MissingValue, SetupError
 from node_setup.prompt import Prompter

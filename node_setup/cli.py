@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from bridge import __version__
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 from node_setup import bridge_setup, site_setup
 from node_setup.console import configure_logging, fail, prompter_for
 from node_setup.health.command import health

@@ -14,9 +14,9 @@ import re
 import tempfile
 from typing import Any, Protocol
 
-from bridge.bridge_config import load_bridge_config
-from bridge.errors import BridgeError
-from bridge.tomlconf import load_toml
+from bridge.client.node_config import load_bridge_config
+from bridge.core.errors import BridgeError
+from bridge.core.tomlconf import load_toml
 from node_setup import changes
 from node_setup.errors import SetupError
 

@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import click
 
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 
 
 def configure_logging(verbose: int) -> None:

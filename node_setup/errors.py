@@ -1,19 +1,19 @@
 """Errors of the setup commands, under the project's root ``BridgeError``.
 
-    BridgeError (bridge.errors)
+    BridgeError (bridge.core.errors)
     └── SetupError               setup cannot go on; the message names the flag or the fix
         ├── MissingValue         a value setup cannot detect was not given (non-interactive)
         ├── InvalidKey           a file given as a public key is not one
         └── OverwriteRefused     an existing file differs from what setup would write
 
-A host key that does not match the given fingerprint raises ``bridge.errors.HostKeyRejected``
+A host key that does not match the given fingerprint raises ``bridge.core.errors.HostKeyRejected``
 and an unreachable host ``SiteUnreachable``, as ``mint-bridge run`` does. Exit codes follow
 ``sysexits.h``, like the rest of mint-bridge.
 """
 
 from __future__ import annotations
 
-from bridge.errors import BridgeError, ExitCode
+from bridge.core.errors import BridgeError, ExitCode
 
 
 class SetupError(BridgeError):

@@ -20,8 +20,8 @@ from typing import Any
 
 import paramiko
 
-from bridge.client.ssh import fingerprint
-from bridge.errors import HostKeyRejected, SiteUnreachable
+from bridge.client.transports.paramiko_ssh import fingerprint
+from bridge.core.errors import HostKeyRejected, SiteUnreachable
 
 FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 # The host key algorithms paramiko negotiates, in its own order of preference.

@@ -29,10 +29,10 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 
-from bridge import defaults
-from bridge.errors import BridgeError
-from bridge.http import check_broker_url
-from bridge.site_config import load_site_config
+from bridge.core import defaults
+from bridge.core.broker_http import check_broker_url
+from bridge.core.errors import BridgeError
+from bridge.site.config import load_site_config
 from node_setup import authorized_keys as ak
 from node_setup import changes, systemd
 from node_setup.config_files import read_text

@@ -13,8 +13,8 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bridge.errors import SchedulerError
-from bridge.job import JobOutcome
+from bridge.core.errors import SchedulerError
+from bridge.core.job import JobOutcome
 
 
 @dataclass(frozen=True)

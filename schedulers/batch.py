@@ -36,8 +36,8 @@ from typing import TypeVar
 
 import tenacity
 
-from bridge.errors import SchedulerError
-from bridge.job import JobOutcome, JobState
+from bridge.core.errors import SchedulerError
+from bridge.core.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec, Scheduler, SchedulerOptions
 
 log = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ from typing import NoReturn
 
 import psutil
 
-from bridge.errors import ProtocolError, SiteError
-from bridge.job import JobOutcome, JobState
+from bridge.core.errors import ProtocolError, SiteError
+from bridge.core.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec, Scheduler
 from schedulers.records import (
     CANCEL_FILE,

@@ -18,8 +18,8 @@ import sys
 import time
 from types import FrameType
 
-from bridge import defaults
-from bridge.job import JobOutcome, JobState
+from bridge.core import defaults
+from bridge.core.job import JobOutcome, JobState
 from schedulers.records import (
     CANCEL_FILE,
     EXIT_FILE,

@@ -20,8 +20,8 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bridge.errors import SchedulerError
-from bridge.job import JobOutcome, JobState
+from bridge.core.errors import SchedulerError
+from bridge.core.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec, Resources
 from schedulers.batch import (
     SCHEDULER_OUTPUT,

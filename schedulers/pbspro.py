@@ -78,8 +78,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.errors import SchedulerError
-from bridge.job import JobState
+from bridge.core.errors import SchedulerError
+from bridge.core.job import JobState
 from schedulers.base import JobSpec
 from schedulers.batch import NativeStatus
 from schedulers.pbs_base import (

@@ -33,8 +33,8 @@ import os
 import re
 from collections.abc import Sequence
 
-from bridge.errors import SchedulerError
-from bridge.job import JobOutcome, JobState
+from bridge.core.errors import SchedulerError
+from bridge.core.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec
 from schedulers.batch import SCHEDULER_OUTPUT, BatchScheduler, NativeStatus, job_name
 

@@ -74,7 +74,7 @@ import re
 import shutil
 from collections.abc import Sequence
 
-from bridge.job import JobState
+from bridge.core.job import JobState
 from schedulers.base import JobSpec
 from schedulers.batch import NativeStatus
 from schedulers.pbs_base import (

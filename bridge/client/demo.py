@@ -24,9 +24,9 @@ from pathlib import Path
 
 import requests
 
-from bridge.bridge_config import EXAMPLES_DIR, BrokerSite, default_config
-from bridge.client.entry import run_job_at
-from bridge.errors import SiteUnreachable
+from bridge.client.node_config import EXAMPLES_DIR, BrokerSite, default_config
+from bridge.client.run import run_job_at
+from bridge.core.errors import SiteUnreachable
 
 SAMPLE = EXAMPLES_DIR / "kousoku"
 INPUTS = ("yield_strength.dat", "tensile_strength.dat", "reduction_area.dat")

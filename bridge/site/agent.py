@@ -28,8 +28,8 @@ import time
 from types import FrameType
 from typing import Any
 
-from bridge import defaults
-from bridge.errors import (
+from bridge.core import defaults
+from bridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
     ConfigError,
@@ -37,11 +37,11 @@ from bridge.errors import (
     JobUnknown,
     ProtocolError,
 )
-from bridge.job import check_job_id
+from bridge.core.job import check_job_id
 from bridge.site.agent_api import AgentApi, Claimed, Lease
+from bridge.site.config import AgentConfig, SiteConfig, load_site_config
 from bridge.site.pulled_job import BROKER_FILE, COMPLETED_FILE, PulledJob, drop_local_job
 from bridge.site.workdir import WorkDir
-from bridge.site_config import AgentConfig, SiteConfig, load_site_config
 from schedulers.local import start_fork_server
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class Agent:
 
 def _setup_logging(site: SiteConfig) -> None:
     """The site log (as for serve-ssh) and stderr, which a service manager keeps."""
-    from bridge.site.entry import setup_site_logging
+    from bridge.site.ssh_entry import setup_site_logging
 
     setup_site_logging(site)
     handler = logging.StreamHandler(sys.stderr)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from bridge import defaults
-from bridge.errors import Conflict, JobUnknown, ProtocolError, SiteUnreachable
-from bridge.http import BrokerEndpoint, BrokerSession, iter_body
-from bridge.job import check_job_id
-from bridge.site_config import AgentConfig
-from bridge.streams import FileSlice, VerifiedFile
+from bridge.core import defaults
+from bridge.core.broker_http import BrokerEndpoint, BrokerSession, iter_body
+from bridge.core.errors import Conflict, JobUnknown, ProtocolError, SiteUnreachable
+from bridge.core.job import check_job_id
+from bridge.core.streams import FileSlice, VerifiedFile
+from bridge.site.config import AgentConfig
 
 log = logging.getLogger(__name__)
 

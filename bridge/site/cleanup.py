@@ -16,11 +16,11 @@ import logging
 import os
 import time
 
-from bridge.errors import BridgeError, ProtocolError
-from bridge.job import check_job_id
+from bridge.core.errors import BridgeError, ProtocolError
+from bridge.core.job import check_job_id
+from bridge.site.config import SiteConfig
 from bridge.site.status_cache import OUTCOME_FILE, scheduler_of
 from bridge.site.workdir import WorkDir
-from bridge.site_config import SiteConfig
 from schedulers import JobHandle, get_scheduler
 from schedulers.batch import EXIT_CODE_FILE
 from schedulers.local import EXIT_FILE

@@ -15,14 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bridge import defaults
-from bridge.errors import ProtocolError, SiteError
-from bridge.job import JobOutcome, JobRequest, ParamValue
-from bridge.protocol import FrameReader
+from bridge.core import defaults
+from bridge.core.errors import ProtocolError, SiteError
+from bridge.core.job import JobOutcome, JobRequest, ParamValue
+from bridge.core.protocol import FrameReader
+from bridge.core.staging import FileHeader, receive_file
+from bridge.site.config import CommandSpec, SiteConfig
 from bridge.site.status_cache import SCHEDULER_FILE, SharedStatus
 from bridge.site.workdir import WorkDir
-from bridge.site_config import CommandSpec, SiteConfig
-from bridge.staging import FileHeader, receive_file
 from schedulers import JobHandle, JobSpec, Scheduler
 
 log = logging.getLogger(__name__)

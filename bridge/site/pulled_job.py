@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bridge.errors import (
+from bridge.core.errors import (
     BridgeError,
     CommandNotAllowed,
     Conflict,
@@ -39,14 +39,14 @@ from bridge.errors import (
     StagingError,
     TransferCorrupted,
 )
-from bridge.job import JobOutcome, JobRequest, JobState
+from bridge.core.job import JobOutcome, JobRequest, JobState
+from bridge.core.staging import ResultFile, check_name, collect_results, open_result_for_reading
+from bridge.core.streams import VerifiedFile, sha256_stream
 from bridge.site import jobs
 from bridge.site.agent_api import AgentApi, Claimed, Lease
+from bridge.site.config import AgentConfig, SiteConfig
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
-from bridge.site_config import AgentConfig, SiteConfig
-from bridge.staging import ResultFile, check_name, collect_results, open_result_for_reading
-from bridge.streams import VerifiedFile, sha256_stream
 from schedulers import JobHandle
 
 log = logging.getLogger(__name__)

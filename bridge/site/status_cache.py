@@ -18,8 +18,8 @@ import os
 import time
 from collections.abc import Iterator
 
-from bridge.errors import ProtocolError
-from bridge.job import JobOutcome, check_job_id
+from bridge.core.errors import ProtocolError
+from bridge.core.job import JobOutcome, check_job_id
 from bridge.site.workdir import WorkDir
 from schedulers import JobHandle, Scheduler
 from schedulers.records import write_json_atomic

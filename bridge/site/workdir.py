@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.errors import JobUnknown, SiteError
-from bridge.job import check_job_id
-from bridge.staging import CONTROL_DIR
+from bridge.core.errors import JobUnknown, SiteError
+from bridge.core.job import check_job_id
+from bridge.core.staging import CONTROL_DIR
 from schedulers.records import write_json_atomic
 
 

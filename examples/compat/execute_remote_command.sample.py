@@ -10,7 +10,7 @@ import os
 import sys
 
 try:
-    from bridge.compat.execute_remote_command import main
+    from bridge.client.legacy.execute_remote_command import main
 except ImportError:
     mint_bridge = os.environ.get("MINT_BRIDGE", "mint-bridge")
     argv = [mint_bridge, "compat", "execute-remote-command", *sys.argv[1:]]

@@ -11,7 +11,7 @@ import os
 import sys
 
 try:
-    from bridge.compat.mi_system_wf import main
+    from bridge.client.legacy.mi_system_wf import main
 except ImportError:
     mint_bridge = os.environ.get("MINT_BRIDGE", "mint-bridge")
     argv = [mint_bridge, "compat", "mi-system-wf", *sys.argv[1:]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from bridge.bridge_config import (
+from bridge.client.node_config import (
     BridgeConfig,
     BrokerSite,
     LocalSite,
@@ -17,7 +17,7 @@ from bridge.bridge_config import (
     SshSite,
     find_config,
 )
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 from node_setup.health.broker import BrokerTarget, check_broker
 from node_setup.health.openssh import check_openssh_site
 from node_setup.health.result import Check, Probe, Status

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 from node_setup.console import configure_logging, fail
 from node_setup.health import report
 from node_setup.health.result import Check, Probe, Status
@@ -205,7 +205,7 @@ def _broker(kw: dict[str, Any], timeout: float) -> list[Check]:
 
 def _broker_sites(kw: dict[str, Any]) -> dict[str, Any]:
     """The broker sites of the bridge config, each checked with its own client token."""
-    from bridge.bridge_config import BrokerSite, find_config
+    from bridge.client.node_config import BrokerSite, find_config
     from node_setup.health.broker import BrokerTarget
 
     config = find_config(kw["config_path"])
@@ -227,7 +227,7 @@ def _broker_sites(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _watch(kw: dict[str, Any]) -> None:
-    from bridge.bridge_config import BrokerSite, find_config
+    from bridge.client.node_config import BrokerSite, find_config
     from node_setup.changes import write_atomic
     from node_setup.health.ping import PingResult, PingSchedule, site_ping
 

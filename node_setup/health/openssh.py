@@ -2,7 +2,7 @@
 
     ssh.openssh.binary       ``ssh`` is on PATH, is OpenSSH and new enough; value: ``ssh -V``
     ssh.openssh.control_dir  the control socket directory is ours and private (or can be made)
-    ssh.openssh.hello        ``hello`` through ``bridge.client.openssh``, as a job connects
+    ssh.openssh.hello        ``hello`` through ``transports.openssh``, as a job connects
 
 They run after the checks of ``ssh``, which probe the same host and pinned key with paramiko:
 when those got no SSH session, ``ssh.openssh.hello`` is ``unknown`` rather than a second
@@ -22,10 +22,10 @@ import stat
 import subprocess
 from dataclasses import replace
 
-from bridge.bridge_config import SshSite
-from bridge.client.openssh import OpenSshConnector
-from bridge.client.ssh import Endpoint, resolve
-from bridge.errors import (
+from bridge.client.node_config import SshSite
+from bridge.client.transports.openssh import OpenSshConnector
+from bridge.client.transports.paramiko_ssh import Endpoint, resolve
+from bridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
     ConfigError,

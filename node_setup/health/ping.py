@@ -17,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import PROTOCOL_VERSION
-from bridge.bridge_config import LocalSite, Site, SshSite
-from bridge.client.ssh import SshConnector
-from bridge.client.transport import Channel, Connection, Connector, LocalConnector
-from bridge.errors import BridgeError, ProtocolError, TransportError, from_wire
-from bridge.protocol import FrameReader, FrameWriter
+from bridge.client.node_config import LocalSite, Site, SshSite
+from bridge.client.transports.base import Channel, Connection, Connector, LocalConnector
+from bridge.client.transports.paramiko_ssh import SshConnector
+from bridge.core.errors import BridgeError, ProtocolError, TransportError, from_wire
+from bridge.core.protocol import PROTOCOL_VERSION, FrameReader, FrameWriter
 
 log = logging.getLogger(__name__)
 

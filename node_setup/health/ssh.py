@@ -8,9 +8,9 @@
     ssh.rtt        SSH round-trip time on the open connection (keepalive request), in ms
 
 Steps that cannot run because an earlier one failed are reported ``unknown``. The connection
-is made with the bridge's own code (``bridge.client.ssh``), so ``~/.ssh/config``, jump hosts
-and host key pinning behave exactly as for ``mint-bridge run``. A site with
-``client = "openssh"`` gets these checks too, then those of ``openssh``.
+is made with the bridge's own code (``bridge.client.transports.paramiko_ssh``), so
+``~/.ssh/config``, jump hosts and host key pinning behave exactly as for ``mint-bridge run``.
+A site with ``client = "openssh"`` gets these checks too, then those of ``openssh``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,23 @@ import statistics
 import time
 from dataclasses import replace
 
-from bridge import PROTOCOL_VERSION, __version__
-from bridge.bridge_config import LocalSite, SshSite
-from bridge.client.ssh import Endpoint, SshConnection, SshConnector, fingerprint, resolve
-from bridge.client.transport import LocalConnector
-from bridge.errors import (
+from bridge import __version__
+from bridge.client.node_config import LocalSite, SshSite
+from bridge.client.transports.base import LocalConnector
+from bridge.client.transports.paramiko_ssh import (
+    Endpoint,
+    SshConnection,
+    SshConnector,
+    fingerprint,
+    resolve,
+)
+from bridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
     HostKeyRejected,
     TransportError,
 )
+from bridge.core.protocol import PROTOCOL_VERSION
 from node_setup.health.ping import Hello, HelloFailed, hello
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline

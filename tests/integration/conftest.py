@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bridge.bridge_config import EXAMPLES_DIR
+from bridge.client.node_config import EXAMPLES_DIR
 from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
 
 PROGRAMS = Path(__file__).parent / "programs"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bridge_config import EXAMPLES_DIR
+from bridge.client.node_config import EXAMPLES_DIR
 from tests.integration.test_pull_path import PROGRAMS, Site, broker, make_site, start_agent
 from tests.integration.test_sample_workflow import expected_amplitude, mint_module_dir
 from tests.support.broker import BrokerProcess

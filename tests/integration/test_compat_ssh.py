@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.bridge_config import EXAMPLES_DIR
+from bridge.client.node_config import EXAMPLES_DIR
 from tests.support.sshd import Sshd
 
 DROP_IN = EXAMPLES_DIR / "compat" / "execute_remote_command.sample.py"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bridge_config import EXAMPLES_DIR, load_bridge_config
-from bridge.site_config import load_site_config
+from bridge.client.node_config import EXAMPLES_DIR, load_bridge_config
+from bridge.site.config import load_site_config
 
 MINT_BRIDGE = [sys.executable, "-m", "bridge.cli"]
 

@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge import PROTOCOL_VERSION
-from bridge.client.transport import PROTOCOL_COMMAND, ProcessChannel
-from bridge.protocol import FrameReader, FrameWriter
+from bridge.client.transports.base import PROTOCOL_COMMAND, ProcessChannel
+from bridge.core.protocol import PROTOCOL_VERSION, FrameReader, FrameWriter
 
 LAUNCHER = [sys.executable, "-m", "bridge.launcher"]
 
@@ -55,7 +54,7 @@ def test_a_refused_command_exits_77_without_importing_click(tmp_path: Path) -> N
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     modules = imported_modules(imported.stderr)
-    assert imported.returncode == 77 and "bridge.site.entry" in modules
+    assert imported.returncode == 77 and "bridge.site.ssh_entry" in modules
     assert not {"click", "bridge.cli", "psutil", "schedulers.local"} & modules
 
 
@@ -101,9 +100,9 @@ def test_other_command_lines_reach_the_click_cli(tmp_path: Path) -> None:
 def test_the_bridge_node_loads_no_retry_or_pbs_helpers_up_front() -> None:
     # tenacity only after a lost connection, psutil only inside a PBS job without qstat.
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import bridge.cli, bridge.client.entry"],
+        [sys.executable, "-X", "importtime", "-c", "import bridge.cli, bridge.client.run"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     modules = imported_modules(proc.stderr)
-    assert proc.returncode == 0 and "bridge.client.run" in modules
+    assert proc.returncode == 0 and "bridge.client.channel_job" in modules
     assert not {"tenacity", "psutil", "bridge.site", "schedulers"} & modules

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bridge.errors import ExitCode
+from bridge.core.errors import ExitCode
 from tests.integration.conftest import SiteEnv, run_bridge, ssh_masters, stop_ssh_masters
 from tests.integration.test_ssh_resilience import counter_lines, start_bridge, wait_for
 from tests.support.sshd import Sshd, forced_command, keygen

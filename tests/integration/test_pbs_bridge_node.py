@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from bridge.errors import ExitCode
+from bridge.core.errors import ExitCode
 from tests.integration.conftest import SiteEnv
 from tests.integration.test_ssh_resilience import counter_lines, wait_for
 

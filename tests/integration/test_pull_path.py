@@ -580,11 +580,11 @@ def test_broker_crash_mid_job_is_ridden_out(
 def test_a_start_cut_off_before_its_id_was_recorded_runs_once(
     broker: BrokerProcess, client_token: Path, tmp_path: Path
 ) -> None:
-    from bridge.job import JobRequest
+    from bridge.core.job import JobRequest
     from bridge.site import jobs
+    from bridge.site.config import load_site_config
     from bridge.site.pulled_job import BROKER_FILE
     from bridge.site.workdir import WorkDir
-    from bridge.site_config import load_site_config
 
     name = "pull-cut"
     site = make_site(broker, tmp_path / "site", name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bridge_config import EXAMPLES_DIR
+from bridge.client.node_config import EXAMPLES_DIR
 
 MODULE = EXAMPLES_DIR / "kousoku" / "module"
 E = 206_000.0

@@ -726,7 +726,7 @@ class Scripted:
 def test_interactive_pin_shows_the_fingerprint_and_asks(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    from bridge.errors import HostKeyRejected
+    from bridge.core.errors import HostKeyRejected
     from node_setup.bridge_setup import AddSiteOptions, BridgePaths, add_site
 
     paths = BridgePaths(
@@ -754,7 +754,7 @@ def test_interactive_pin_shows_the_fingerprint_and_asks(
 
 
 def test_site_ping_and_its_schedule(deployment: Deployment) -> None:
-    from bridge.bridge_config import load_bridge_config
+    from bridge.client.node_config import load_bridge_config
     from node_setup.health.ping import PingResult, PingSchedule, site_ping
 
     site = load_bridge_config(str(deployment.bridge_config)).sites["rme-u-tokyo"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bridge.errors import ExitCode
+from bridge.core.errors import ExitCode
 from schedulers.batch import job_name
 from schedulers.slurm import LIVE_STATES, parse_scontrol
 from tests.support.slurm import SlurmCluster
@@ -424,10 +424,10 @@ def test_a_submit_that_reached_slurm_before_timing_out_runs_once(
 # before its id came back, while the submit command is still running.
 CUT_OFF_SUBMITTER = """
 import sys
-from bridge.job import JobRequest
+from bridge.core.job import JobRequest
 from bridge.site import jobs
 from bridge.site.workdir import WorkDir
-from bridge.site_config import load_site_config
+from bridge.site.config import load_site_config
 
 site = load_site_config(sys.argv[1])
 request = JobRequest.from_message(

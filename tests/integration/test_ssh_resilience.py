@@ -12,11 +12,11 @@ from pathlib import Path
 
 import psutil
 
-from bridge.errors import ExitCode
-from bridge.job import JobRequest
+from bridge.core.errors import ExitCode
+from bridge.core.job import JobRequest
 from bridge.site import jobs
+from bridge.site.config import load_site_config
 from bridge.site.workdir import WorkDir
-from bridge.site_config import load_site_config
 from tests.integration.conftest import SiteEnv
 from tests.support.sshd import Sshd
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ExitCode
+from bridge.core.errors import ExitCode
 from tests.integration.conftest import SiteEnv, run_bridge
 from tests.support.sshd import Sshd
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge import PROTOCOL_VERSION
-from bridge.bridge_config import SshSite
-from bridge.client.ssh import SshConnector
-from bridge.errors import ExitCode
-from bridge.job import new_job_id
-from bridge.protocol import KIND_FILE, FrameReader, FrameWriter
+from bridge.client.node_config import SshSite
+from bridge.client.transports.paramiko_ssh import SshConnector
+from bridge.core.errors import ExitCode
+from bridge.core.job import new_job_id
+from bridge.core.protocol import KIND_FILE, PROTOCOL_VERSION, FrameReader, FrameWriter
 from tests.integration.conftest import PROGRAMS, SiteEnv, run_bridge
 from tests.support.sshd import Sshd, keygen
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ExitCode
-from bridge.job import JobOutcome, JobState
+from bridge.core.errors import ExitCode
+from bridge.core.job import JobOutcome, JobState
 from schedulers import get_scheduler
 from schedulers.base import JobHandle, JobSpec, Resources, SchedulerOptions
 from schedulers.batch import SCHEDULER_OUTPUT, job_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from bridge.protocol import KIND_FILE, FrameReader, FrameWriter
+from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter
 
 
 class LoopbackChannel:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import defaults
-from bridge.bridge_config import (
+from bridge.client.node_config import (
     EXAMPLES_DIR,
     BridgeConfig,
     LocalSite,
@@ -18,8 +17,9 @@ from bridge.bridge_config import (
     find_config,
     load_bridge_config,
 )
-from bridge.errors import ConfigError
-from bridge.site_config import load_site_config
+from bridge.core import defaults
+from bridge.core.errors import ConfigError
+from bridge.site.config import load_site_config
 
 
 def write(tmp_path: Path, text: str, name: str = "bridge.toml") -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
 from broker.config import is_loopback, load_config
 from broker.serve import ACCESS_LOG_FORMAT, gunicorn_settings
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.core.staging import CONTROL_DIR
 from bridge.site.cleanup import remove_expired
-from bridge.site_config import SiteConfig
-from bridge.staging import CONTROL_DIR
+from bridge.site.config import SiteConfig
 from schedulers.local import EXIT_FILE
 
 NOW = 2_000_000_000.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import errors
-from bridge.errors import (
+from bridge.core import errors
+from bridge.core.errors import (
     BridgeError,
     CommandNotAllowed,
     ConfigError,

@@ -1,4 +1,4 @@
-"""bridge.http: the loopback-only http rule, the token file rule, retries and error mapping.
+"""broker_http: the loopback-only http rule, the token file rule, retries and error mapping.
 
 The retry tests talk to a small scripted HTTP server on loopback (real sockets, real requests);
 sleeping is replaced by a recorder, so no test waits for a backoff.
@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import (
+from bridge.core.broker_http import (
+    BrokerEndpoint,
+    BrokerSession,
+    check_broker_url,
+    is_loopback,
+    read_token,
+)
+from bridge.core.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
     ConfigError,
@@ -34,7 +41,6 @@ from bridge.errors import (
     SiteUnreachable,
     TransferCorrupted,
 )
-from bridge.http import BrokerEndpoint, BrokerSession, check_broker_url, is_loopback, read_token
 from tests.support.broker import make_ca
 
 TOKEN = "mbt_0123456789ab_S3cretS3cretS3cretS3cret"

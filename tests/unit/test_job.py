@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import ExitCode, InputRejected, ProtocolError
-from bridge.job import (
+from bridge.core.errors import ExitCode, InputRejected, ProtocolError
+from bridge.core.job import (
     InputDecl,
     JobOutcome,
     JobRequest,

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
 from broker.cli import cli
 from broker.config import load_config
-from broker.legacy_config import LegacyConfig
-from broker.legacy_ini import read_ini, render_toml
-from broker.legacy_model import (
+from broker.legacy.config import LegacyConfig
+from broker.legacy.ini import read_ini, render_toml
+from broker.legacy.model import (
     STDERR_NAME,
     STDOUT_NAME,
     Progress,

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bridge.errors import ExitCode
-from bridge.job import JobOutcome, JobState
+from bridge.core.errors import ExitCode
+from bridge.core.job import JobOutcome, JobState
 from schedulers.base import JobHandle, JobSpec
 from schedulers.local import (
     CANCEL_FILE,

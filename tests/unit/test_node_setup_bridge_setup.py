@@ -8,8 +8,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from bridge.bridge_config import BrokerSite, SshSite, load_bridge_config
-from bridge.errors import ConfigError, HostKeyRejected
+from bridge.client.node_config import BrokerSite, SshSite, load_bridge_config
+from bridge.core.errors import ConfigError, HostKeyRejected
 from node_setup import bridge_setup, host_keys
 from node_setup.bridge_setup import AddSiteOptions, BridgePaths, add_site, parse_host
 from node_setup.changes import Action

@@ -281,7 +281,7 @@ def test_agent_is_checked_for_a_pull_site(tmp_path: Path) -> None:
 
 
 def test_dns_failure_is_reported_with_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.bridge_config import SshSite
+    from bridge.client.node_config import SshSite
     from node_setup.health.ssh import check_ssh_site
 
     def no_such_host(*args: object, **kwargs: object) -> list[object]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bridge_config import SshSite
-from bridge.errors import (
+from bridge.client.node_config import SshSite
+from bridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
     ConfigError,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.site_config import load_site_config
+from bridge.site.config import load_site_config
 from node_setup import site_setup, systemd
 from node_setup.changes import Action
 from node_setup.detect import detect_schedulers

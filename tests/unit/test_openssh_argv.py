@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bridge_config import SshSite, load_bridge_config
-from bridge.client.openssh import (
+from bridge.client.node_config import SshSite, load_bridge_config
+from bridge.client.transports.base import PROTOCOL_COMMAND
+from bridge.client.transports.openssh import (
     OpenSshChannel,
     classify_failure,
     control_socket_name,
     openssh_argv,
     private_control_dir,
 )
-from bridge.client.transport import PROTOCOL_COMMAND
-from bridge.errors import (
+from bridge.core.errors import (
     AuthenticationFailed,
     ConfigError,
     HostKeyRejected,

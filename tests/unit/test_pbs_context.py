@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.client import pbs
+from bridge.client import mint_pbs
 
 # `qstat -f -1` of a running Torque 6.1 job (attributes one per line thanks to -1).
 QSTAT = """Job Id: 4242.mint-pbs
@@ -16,21 +16,21 @@ QSTAT = """Job Id: 4242.mint-pbs
 
 
 def test_remaining_walltime_from_qstat() -> None:
-    assert pbs.parse_qstat_walltime(QSTAT) == 3600 - 630
+    assert mint_pbs.parse_qstat_walltime(QSTAT) == 3600 - 630
 
 
 def test_no_walltime_in_qstat() -> None:
-    assert pbs.parse_qstat_walltime("Job Id: 1\n    job_state = Q\n") is None
-    assert pbs.hms_seconds("1:02:03") == 3723
-    assert pbs.hms_seconds("soon") is None
+    assert mint_pbs.parse_qstat_walltime("Job Id: 1\n    job_state = Q\n") is None
+    assert mint_pbs.hms_seconds("1:02:03") == 3723
+    assert mint_pbs.hms_seconds("soon") is None
 
 
 def test_outside_pbs_nothing_is_detected() -> None:
-    assert pbs.detect({}) is None
+    assert mint_pbs.detect({}) is None
 
 
 def test_env_fallback_and_metadata() -> None:
-    ctx = pbs.detect({"PBS_JOBID": "77.nowhere-such-server", "PBS_WALLTIME": "900",
+    ctx = mint_pbs.detect({"PBS_JOBID": "77.nowhere-such-server", "PBS_WALLTIME": "900",
                       "PBS_O_WORKDIR": "/m/dir", "PBS_QUEUE": "q"})  # fmt: skip
     assert ctx is not None
     assert ctx.metadata() == {"mint_job_id": "77.nowhere-such-server", "module_dir": "/m/dir",

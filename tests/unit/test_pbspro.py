@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ExitCode, SchedulerError
-from bridge.job import JobOutcome, JobState
+from bridge.core.errors import ExitCode, SchedulerError
+from bridge.core.job import JobOutcome, JobState
 from schedulers import get_scheduler
 from schedulers.base import JobHandle, Resources, SchedulerOptions
 from schedulers.batch import (

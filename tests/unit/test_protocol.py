@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from bridge.errors import ProtocolError, TransportError
-from bridge.protocol import (
+from bridge.core.errors import ProtocolError, TransportError
+from bridge.core.protocol import (
     HEADER,
     KIND_FILE,
     KIND_JSON,
@@ -180,7 +180,7 @@ def test_copy_frames_to_rejects_a_non_file_frame() -> None:
 
 
 def test_an_error_sent_mid_file_is_raised_as_itself() -> None:
-    from bridge.errors import StagingError
+    from bridge.core.errors import StagingError
 
     writer, reader, _ = pipe()
     writer.write_frame(KIND_FILE, b"abc")

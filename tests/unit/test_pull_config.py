@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge import defaults
-from bridge.bridge_config import BrokerSite, load_bridge_config
-from bridge.errors import ConfigError
-from bridge.site_config import load_site_config
+from bridge.client.node_config import BrokerSite, load_bridge_config
+from bridge.core import defaults
+from bridge.core.errors import ConfigError
+from bridge.site.config import load_site_config
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

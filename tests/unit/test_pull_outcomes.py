@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bridge.bridge_config import BrokerSite
-from bridge.client.broker import BrokerJobRun
-from bridge.errors import (
+from bridge.client.broker_job import BrokerJobRun
+from bridge.client.node_config import BrokerSite
+from bridge.core.errors import (
     BridgeError,
     CommandNotAllowed,
     ExitCode,
@@ -20,7 +20,7 @@ from bridge.errors import (
     ParameterInvalid,
     SiteError,
 )
-from bridge.job import JobRequest, JobState
+from bridge.core.job import JobRequest, JobState
 from bridge.site.agent import run_agent
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.client.run import JobRun
-from bridge.errors import ProtocolError, StagingError, TransferCorrupted
-from bridge.job import JobRequest, new_job_id
-from bridge.protocol import KIND_FILE, KIND_STDOUT, FrameWriter
+from bridge.client.channel_job import JobRun
+from bridge.core.errors import ProtocolError, StagingError, TransferCorrupted
+from bridge.core.job import JobRequest, new_job_id
+from bridge.core.protocol import KIND_FILE, KIND_STDOUT, FrameWriter
 
 
 class Recorder:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.client.run import JobRun
-from bridge.errors import ParameterInvalid, TransportError
-from bridge.job import JobRequest, new_job_id
+from bridge.client.channel_job import JobRun
+from bridge.core.errors import ParameterInvalid, TransportError
+from bridge.core.job import JobRequest, new_job_id
 from tests.unit.test_run_against_hostile_site import ScriptedChannel, site_script
 
 

@@ -10,23 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from bridge import defaults
-from bridge.errors import (
+from bridge.core import defaults
+from bridge.core.errors import (
     CommandNotAllowed,
     ConfigError,
     InputRejected,
     JobRejected,
     ParameterInvalid,
 )
-from bridge.job import InputDecl, JobRequest
-from bridge.site_config import (
+from bridge.core.job import InputDecl, JobRequest
+from bridge.core.staging import ReturnRule
+from bridge.site.config import (
     DEFAULT_STRING_PATTERN,
     CommandSpec,
     ParamSpec,
     SiteConfig,
     load_site_config,
 )
-from bridge.staging import ReturnRule
 
 GOOD = """
 [site]

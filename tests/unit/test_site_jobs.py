@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge import PROTOCOL_VERSION
-from bridge.errors import SchedulerError, TransportError
-from bridge.job import JobOutcome, JobRequest, JobState
-from bridge.protocol import KIND_JSON, FrameReader, FrameWriter
+from bridge.core.errors import SchedulerError, TransportError
+from bridge.core.job import JobOutcome, JobRequest, JobState
+from bridge.core.protocol import KIND_JSON, PROTOCOL_VERSION, FrameReader, FrameWriter
 from bridge.site import jobs
-from bridge.site.serve import Session
+from bridge.site.config import SiteConfig, load_site_config
+from bridge.site.session import Session
 from bridge.site.workdir import WorkDir
-from bridge.site_config import SiteConfig, load_site_config
 from schedulers.base import JobHandle, JobSpec, Scheduler
 from tests.unit.helpers import LoopbackChannel
 

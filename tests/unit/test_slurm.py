@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ExitCode, SchedulerError
-from bridge.job import JobState
+from bridge.core.errors import ExitCode, SchedulerError
+from bridge.core.job import JobState
 from schedulers.base import JobHandle, JobSpec, Resources, SchedulerOptions
 from schedulers.batch import (
     EXIT_CODE_FILE,

@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from bridge import defaults
-from bridge.errors import (
+from bridge.core import defaults
+from bridge.core.errors import (
     InputRejected,
     ProtocolError,
     StagingError,
     TransferCorrupted,
     TransportError,
 )
-from bridge.protocol import KIND_FILE, FrameReader, FrameWriter
-from bridge.staging import (
+from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter
+from bridge.core.staging import (
     CONTROL_DIR,
     FileHeader,
     ResultFile,

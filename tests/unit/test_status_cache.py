@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.job import JobOutcome, JobState, new_job_id
+from bridge.core.job import JobOutcome, JobState, new_job_id
 from bridge.site.status_cache import OUTCOME_FILE, SCHEDULER_FILE, SharedStatus
 from schedulers.base import JobHandle, JobSpec, Scheduler
 

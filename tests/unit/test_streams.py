@@ -1,4 +1,4 @@
-"""bridge.streams: a file appears under its name only once its size and SHA-256 match."""
+"""bridge.core.streams: a file appears under its name only once its size and SHA-256 match."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import StagingError, TransferCorrupted
-from bridge.staging import ReturnRule, collect_results
-from bridge.streams import PART_SUFFIX, FileSlice, VerifiedFile, sha256_file, sha256_stream
+from bridge.core.errors import StagingError, TransferCorrupted
+from bridge.core.staging import ReturnRule, collect_results
+from bridge.core.streams import PART_SUFFIX, FileSlice, VerifiedFile, sha256_file, sha256_stream
 
 BODY = b"0123456789" * 1000
 DIGEST = hashlib.sha256(BODY).hexdigest()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bridge.units import parse_duration, parse_size
+from bridge.core.units import parse_duration, parse_size
 
 DURATION_HELP = "is not a duration; use seconds or a number with s/m/h/d/w, e.g. '30m'"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import JobUnknown, ProtocolError, SiteError
+from bridge.core.errors import JobUnknown, ProtocolError, SiteError
+from bridge.core.staging import CONTROL_DIR
 from bridge.site.workdir import WorkDir
-from bridge.staging import CONTROL_DIR
 
 
 @pytest.fixture

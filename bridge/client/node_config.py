@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge import defaults
-from bridge.errors import ConfigError
-from bridge.tomlconf import Section, load_toml
-from bridge.units import parse_duration
+from bridge.core import defaults
+from bridge.core.errors import ConfigError
+from bridge.core.tomlconf import Section, load_toml
+from bridge.core.units import parse_duration
 
 DEFAULT_PATH = "~/.config/mint-bridge/bridge.toml"
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch
@@ -28,7 +28,7 @@ _OPENSSH_ONLY = ("share_connection", "connection_persist", "control_dir")
 # Unix socket paths hold at most 107 bytes on Linux. A control socket is this dir, "/", a
 # 24-character name and, while OpenSSH binds it, a 17-character temporary suffix.
 _MAX_CONTROL_DIR = 64
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,9 @@ def default_control_dir() -> str:
 
 
 def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
-    from bridge.http import check_broker_url  # requests is imported only for broker sites
+    from bridge.core.broker_http import (
+        check_broker_url,  # requests is imported only for broker sites
+    )
 
     sec.check_keys(
         {

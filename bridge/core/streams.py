@@ -3,7 +3,7 @@
 Shared by the bridge's broker client and the site's agent. Memory stays constant whatever the
 file size. What this module must never do: make a file appear under its real name before its
 size and SHA-256 match, or follow a symlink while writing (the directory is given as a file
-descriptor opened with ``O_NOFOLLOW`` by ``bridge.staging.open_dir_nofollow``).
+descriptor opened with ``O_NOFOLLOW`` by ``bridge.core.staging.open_dir_nofollow``).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import threading
 from types import TracebackType
 from typing import BinaryIO
 
-from bridge import defaults
-from bridge.errors import StagingError, TransferCorrupted
+from bridge.core import defaults
+from bridge.core.errors import StagingError, TransferCorrupted
 
 # The staging module's suffix for partial files: collect_results never returns a name with
 # it, so a partial download in a work dir can never travel back as a result.
-from bridge.staging import _PART_SUFFIX as PART_SUFFIX
-from bridge.staging import safe_mode
+from bridge.core.staging import _PART_SUFFIX as PART_SUFFIX
+from bridge.core.staging import safe_mode
 
 
 def sha256_file(path: str, size: int) -> str:

@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bridge import defaults
-from bridge.errors import InputRejected, ProtocolError, StagingError, TransferCorrupted
-from bridge.protocol import KIND_FILE, FrameReader, FrameWriter, copy_frames_to
+from bridge.core import defaults
+from bridge.core.errors import InputRejected, ProtocolError, StagingError, TransferCorrupted
+from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter, copy_frames_to
 
 if TYPE_CHECKING:
     from pathlib import PurePosixPath

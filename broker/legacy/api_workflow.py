@@ -4,7 +4,7 @@ The unmodified original workflow client (``mi-system-wf.py``) and site poller
 (``mi-system-remote.py``) work against these endpoints as they did against the original
 broker (the README's "Legacy API" section says what differs, on purpose). A job added here
 is an ordinary job of the store: a new agent may run it, and an original poller may run a job
-of the new API whose command is whitelisted for it (``broker.legacy_site``).
+of the new API whose command is whitelisted for it (``broker.legacy.api_site``).
 
 Workflow calls map onto the store like this:
 
@@ -13,7 +13,7 @@ Workflow calls map onto the store like this:
 | add-calcinfo | ``create_legacy_job`` (``created``), inputs written and counted |
 | allow-wait-calc | ``submit`` (``queued``) |
 | cancel-wait-calc | ``cancel`` |
-| calc-status, calc-progress | read: derived from the job's state (``broker.legacy_model``) |
+| calc-status, calc-progress | read: derived from the job's state (``broker.legacy.model``) |
 | get-calc-result | read: declared results, and the two log files |
 
 Never: accept a command that is not whitelisted exactly for its site, keep an input name with
@@ -28,13 +28,13 @@ import logging
 
 from flask import Flask, Response, request
 
-from bridge.errors import BridgeError
-from bridge.job import new_job_id
-from broker import legacy_site  # noqa: F401 - registers the poller's routes on ``bp``
+from bridge.core.errors import BridgeError
+from bridge.core.job import new_job_id
 from broker.api_client import LIST_LIMIT
 from broker.config import BrokerConfig, load_config
 from broker.errors import BadRequest, Conflict
-from broker.legacy_http import (
+from broker.legacy import api_site  # noqa: F401 - registers the poller's routes on ``bp``
+from broker.legacy.api_base import (
     EXTENSION,
     LegacyRuntime,
     body,
@@ -48,7 +48,7 @@ from broker.legacy_http import (
     workflow_job,
     workflow_principal,
 )
-from broker.legacy_model import (
+from broker.legacy.model import (
     LOG_FILES,
     ORIGIN,
     STDERR_NAME,

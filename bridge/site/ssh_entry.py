@@ -6,10 +6,10 @@ import logging
 import os
 import sys
 
-from bridge.errors import BridgeError
-from bridge.protocol import FdChannel
-from bridge.site.serve import RefusedRequest, Session, check_original_command
-from bridge.site_config import SiteConfig, load_site_config
+from bridge.core.errors import BridgeError
+from bridge.core.protocol import FdChannel
+from bridge.site.config import SiteConfig, load_site_config
+from bridge.site.session import RefusedRequest, Session, check_original_command
 
 log = logging.getLogger(__name__)
 DEFAULT_LOG = "~/.local/state/mint-bridge/site.log"

@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bridge.errors import ParameterInvalid
-from bridge.tomlconf import Section
-from bridge.units import parse_size
+from bridge.core.errors import ParameterInvalid
+from bridge.core.tomlconf import Section
+from bridge.core.units import parse_size
 from schedulers.base import Resources
 
 _COUNTS = ("cpus", "nodes", "tasks")

@@ -28,9 +28,9 @@ import configparser
 import json
 from dataclasses import dataclass, field
 
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
 from broker import defaults
-from broker.legacy_config import SITE_ID, command_problem
+from broker.legacy.config import SITE_ID, command_problem
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import types
 from dataclasses import dataclass
 from typing import Any, cast
 
-from bridge.bridge_config import SshSite
-from bridge.client.transport import PROTOCOL_COMMAND, Channel, Connection
-from bridge.errors import (
+from bridge.client.node_config import SshSite
+from bridge.client.transports.base import PROTOCOL_COMMAND, Channel, Connection
+from bridge.core.errors import (
     AuthenticationFailed,
     HostKeyRejected,
     SiteUnreachable,

@@ -24,10 +24,11 @@ import time
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from bridge import defaults
-from bridge.bridge_config import BrokerSite
-from bridge.client.run import LocalInput, RunResult
-from bridge.errors import (
+from bridge.client.channel_job import LocalInput, RunResult
+from bridge.client.node_config import BrokerSite
+from bridge.core import defaults
+from bridge.core.broker_http import BrokerEndpoint, BrokerSession, iter_body
+from bridge.core.errors import (
     BridgeError,
     Cancelled,
     Conflict,
@@ -41,10 +42,9 @@ from bridge.errors import (
     TransferCorrupted,
     from_wire,
 )
-from bridge.http import BrokerEndpoint, BrokerSession, iter_body
-from bridge.job import JobOutcome, JobRequest, JobState
-from bridge.staging import check_relative_path, open_dir_nofollow
-from bridge.streams import FileSlice, VerifiedFile, sha256_file
+from bridge.core.job import JobOutcome, JobRequest, JobState
+from bridge.core.staging import check_relative_path, open_dir_nofollow
+from bridge.core.streams import FileSlice, VerifiedFile, sha256_file
 
 log = logging.getLogger(__name__)
 

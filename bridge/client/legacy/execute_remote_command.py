@@ -20,8 +20,8 @@ import logging
 import os
 import sys
 
-from bridge.bridge_config import SshSite, find_config
-from bridge.errors import BridgeError, ConfigError, ParameterInvalid
+from bridge.client.node_config import SshSite, find_config
+from bridge.core.errors import BridgeError, ConfigError, ParameterInvalid
 
 log = logging.getLogger(__name__)
 _KEYS = ("client_name", "client_cmd", "client_files")
@@ -50,7 +50,7 @@ def command_name(client_cmd: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from bridge.client.entry import run_job_at
+    from bridge.client.run import run_job_at
 
     try:
         args = parse_arguments(argv)

@@ -1,4 +1,5 @@
-"""The original API's words, shapes and rules, without HTTP: what ``broker.api_legacy`` answers.
+"""The original API's words, shapes and rules, without HTTP: what
+``broker.legacy`` answers.
 
 - Replies are ``{"errors": [{"code": ..., "message": ...}]}``, successes included; only the
   JSON integer 200 means OK (``ok``/``refusal``). "No job yet" is the string code ``"0300"``.
@@ -26,10 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import defaults as bridge_defaults
-from bridge.errors import BridgeError
-from bridge.staging import check_name, check_relative_path
-from broker.legacy_config import LegacyConfig
+from bridge.core import defaults as bridge_defaults
+from bridge.core.errors import BridgeError
+from bridge.core.staging import check_name, check_relative_path
+from broker.legacy.config import LegacyConfig
 from broker.store import JobRecord, LegacyRecord, State
 
 OK = 200

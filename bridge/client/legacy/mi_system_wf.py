@@ -31,10 +31,10 @@ import tempfile
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from bridge.bridge_config import BrokerSite
-from bridge.errors import BridgeError, ParameterInvalid
-from bridge.job import JobState
-from bridge.staging import check_relative_path
+from bridge.client.node_config import BrokerSite
+from bridge.core.errors import BridgeError, ParameterInvalid
+from bridge.core.job import JobState
+from bridge.core.staging import check_relative_path
 
 STDOUT_FILE = "計算標準出力.txt"
 STDERR_FILE = "計算標準エラー出力.txt"
@@ -110,7 +110,7 @@ def _run(
     url: str, site_name: str, token: str, command: str, inputs: list[str], outputs: list[str],
     params: list[str],
 ) -> int:  # fmt: skip
-    from bridge.client.entry import run_job_at
+    from bridge.client.run import run_job_at
 
     private = tempfile.mkdtemp(prefix="mi-system-wf.")
     try:

@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
 
 T = TypeVar("T")
 

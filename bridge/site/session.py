@@ -21,15 +21,23 @@ import os
 import time
 from typing import Any
 
-from bridge import PROTOCOL_VERSION, __version__, defaults
-from bridge.errors import BridgeError, JobRejected, JobUnknown, ProtocolError, SiteError
-from bridge.job import JobOutcome, JobRequest, check_job_id
-from bridge.protocol import KIND_STDERR, KIND_STDOUT, ByteChannel, FrameReader, FrameWriter
+from bridge import __version__
+from bridge.core import defaults
+from bridge.core.errors import BridgeError, JobRejected, JobUnknown, ProtocolError, SiteError
+from bridge.core.job import JobOutcome, JobRequest, check_job_id
+from bridge.core.protocol import (
+    KIND_STDERR,
+    KIND_STDOUT,
+    PROTOCOL_VERSION,
+    ByteChannel,
+    FrameReader,
+    FrameWriter,
+)
+from bridge.core.staging import collect_results, open_result_for_reading, send_file
 from bridge.site import jobs
+from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
-from bridge.site_config import SiteConfig
-from bridge.staging import collect_results, open_result_for_reading, send_file
 from schedulers import JobHandle
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,13 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import defaults
-from bridge.errors import CommandNotAllowed, InputRejected, ParameterInvalid
-from bridge.job import JobRequest, ParamValue
-from bridge.site_resources import ResourceTemplate, load_resources
-from bridge.staging import ReturnRule, check_name
-from bridge.tomlconf import Section, load_toml
-from bridge.units import parse_duration, parse_size
+from bridge.core import defaults
+from bridge.core.errors import CommandNotAllowed, InputRejected, ParameterInvalid
+from bridge.core.job import JobRequest, ParamValue
+from bridge.core.staging import ReturnRule, check_name
+from bridge.core.tomlconf import Section, load_toml
+from bridge.core.units import parse_duration, parse_size
+from bridge.site.resources import ResourceTemplate, load_resources
 from schedulers import NAMES as SCHEDULER_NAMES
 from schedulers import Scheduler, SchedulerOptions, get_scheduler
 from schedulers.base import Resources
@@ -307,7 +307,9 @@ _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")  # used with fullma
 def _load_agent(root: Section, config_dir: str) -> AgentConfig | None:
     if "agent" not in root.data:
         return None
-    from bridge.http import check_broker_url  # requests is imported only for a pull site
+    from bridge.core.broker_http import (
+        check_broker_url,  # requests is imported only for a pull site
+    )
 
     sec = root.section("agent")
     sec.check_keys(

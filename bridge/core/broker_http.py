@@ -32,8 +32,9 @@ import requests
 import tenacity
 from requests.exceptions import ChunkedEncodingError
 
-from bridge import __version__, defaults
-from bridge.errors import (
+from bridge import __version__
+from bridge.core import defaults
+from bridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
     BrokerUnavailable,
@@ -47,7 +48,7 @@ from bridge.errors import (
     SiteUnreachable,
     TransferCorrupted,
 )
-from bridge.streams import FileSlice
+from bridge.core.streams import FileSlice
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bridge.tomlconf import Section
-from bridge.units import parse_duration, parse_size
+from bridge.core.tomlconf import Section
+from bridge.core.units import parse_duration, parse_size
 
 # The original clients hold every file of a request in memory as base64; so does the broker
 # while it answers. 64 MiB keeps one request well below what a small server can hold.

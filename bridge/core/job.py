@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.errors import ExitCode, ProtocolError
+from bridge.core.errors import ExitCode, ProtocolError
 
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -173,7 +173,7 @@ class JobRequest:
 def _parse_inputs(raw: object) -> list[InputDecl]:
     if not isinstance(raw, list):
         raise ProtocolError("inputs must be a list")
-    from bridge.staging import check_name  # here: the job supervisor imports this module too
+    from bridge.core.staging import check_name  # here: the job supervisor imports this module too
 
     decls: list[InputDecl] = []
     seen: set[str] = set()

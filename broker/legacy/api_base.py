@@ -25,12 +25,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from bridge.errors import BridgeError
-from bridge.job import check_job_id
+from bridge.core.errors import BridgeError
+from bridge.core.job import check_job_id
 from broker import auth
 from broker.errors import BrokerError, InvalidJson, NotFound, error_response
-from broker.legacy_config import LegacyConfig
-from broker.legacy_model import (
+from broker.legacy.config import LegacyConfig
+from broker.legacy.model import (
     POLLER_PREFIX,
     Progress,
     Refused,

@@ -33,7 +33,7 @@ from flask import Response, request
 
 from broker import defaults
 from broker.errors import InvalidState
-from broker.legacy_http import (
+from broker.legacy.api_base import (
     body,
     bp,
     poller_id,
@@ -44,7 +44,7 @@ from broker.legacy_http import (
     settings,
     too_large,
 )
-from broker.legacy_model import (
+from broker.legacy.model import (
     LOG_FILES,
     Progress,
     Refused,

@@ -25,7 +25,10 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from bridge.errors import ProtocolError, TransportError, from_wire
+from bridge.core.errors import ProtocolError, TransportError, from_wire
+
+#: Version of the request/response protocol spoken over SSH (or a local pipe).
+PROTOCOL_VERSION = 1
 
 HEADER = struct.Struct(">cI")
 KIND_JSON = b"J"

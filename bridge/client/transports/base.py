@@ -13,10 +13,10 @@ import subprocess
 import sys
 from typing import Any, Protocol
 
-from bridge import PROTOCOL_VERSION, defaults
-from bridge.bridge_config import LocalSite
-from bridge.errors import SiteUnreachable, TransportError
-from bridge.protocol import ByteChannel, FdChannel
+from bridge.client.node_config import LocalSite
+from bridge.core import defaults
+from bridge.core.errors import SiteUnreachable, TransportError
+from bridge.core.protocol import PROTOCOL_VERSION, ByteChannel, FdChannel
 
 PROTOCOL_COMMAND = f"{defaults.PROTOCOL_REQUEST} {PROTOCOL_VERSION}"
 

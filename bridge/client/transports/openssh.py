@@ -33,8 +33,8 @@ import stat
 import subprocess
 import threading
 
-from bridge.bridge_config import SshSite
-from bridge.client.transport import (
+from bridge.client.node_config import SshSite
+from bridge.client.transports.base import (
     CHILD_EXIT_WAIT,
     PROTOCOL_COMMAND,
     Channel,
@@ -42,7 +42,7 @@ from bridge.client.transport import (
     ProcessChannel,
     spawn_piped,
 )
-from bridge.errors import (
+from bridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
     ConfigError,

@@ -1,0 +1,395 @@
+"""``mint-bridge run``: send inputs, run a command at a site, stream its log, fetch results.
+
+The flow over one connection: ``submit`` (the site validates before any byte of input moves),
+inputs as checksummed streams, then the live log, the outcome, the result manifest and the
+result files, each verified before it is renamed into the output directory.
+
+If the connection drops, the bridge reconnects with bounded exponential backoff and jitter
+(tenacity) and ``attach``-es to the job by id from the log offsets it already has: the job runs
+on at the site meanwhile and is never started twice (the site starts a job id at most once).
+On SIGTERM (PBS's ``qdel``), the bridge asks the site to cancel the job before it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from bridge.client.transports.base import Channel, Connection, Connector
+from bridge.core import defaults
+from bridge.core.errors import (
+    BridgeError,
+    Cancelled,
+    InputMissing,
+    JobUnknown,
+    ProtocolError,
+    StagingError,
+    from_wire,
+)
+from bridge.core.job import InputDecl, JobOutcome, JobRequest, ParamValue
+from bridge.core.protocol import (
+    KIND_JSON,
+    KIND_STDERR,
+    KIND_STDOUT,
+    PROTOCOL_VERSION,
+    FrameReader,
+    FrameWriter,
+    decode_json,
+)
+from bridge.core.staging import (
+    FileHeader,
+    check_name,
+    check_relative_path,
+    open_dir_nofollow,
+    receive_file,
+    send_file,
+)
+
+if TYPE_CHECKING:
+    import tenacity
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LocalInput:
+    name: str
+    path: str  # the real file (symlinks followed: MInt module dirs link to their inputs)
+    size: int
+    mode: int
+
+
+def prepare_inputs(paths: list[str]) -> list[LocalInput]:
+    """Check every input exists and is readable before anything is sent."""
+    inputs: list[LocalInput] = []
+    for path in paths:
+        name = check_name(os.path.basename(path.rstrip("/")), "input name")
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputMissing(f"input {path} cannot be read: {exc.strerror}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise InputMissing(f"input {path} is not a regular file")
+        if not os.access(path, os.R_OK):
+            raise InputMissing(f"input {path} is not readable by this user")
+        if any(i.name == name for i in inputs):
+            raise InputMissing(f"two inputs are named {name}; input names must be unique")
+        inputs.append(
+            LocalInput(name, os.path.realpath(path), st.st_size, stat.S_IMODE(st.st_mode))
+        )
+    return inputs
+
+
+@dataclass
+class RunResult:
+    outcome: JobOutcome
+    results: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.bridge_exit_code()
+
+
+@dataclass
+class _Progress:
+    """What the bridge already has, so a re-attach continues where the cut happened."""
+
+    started: bool = False
+    offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    outcome: JobOutcome | None = None
+
+
+class JobRun:
+    """One job at one site, from submit to the last verified result file."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        request: JobRequest,
+        inputs: list[LocalInput],
+        output_dir: str,
+        stdout: BinaryIO,
+        stderr: BinaryIO,
+        *,
+        reconnect_attempts: int = defaults.RECONNECT_ATTEMPTS,
+        walltime_limit: float | None = None,
+        heartbeat_timeout: float | None = defaults.HEARTBEAT_TIMEOUT,
+    ) -> None:
+        self.connector = connector
+        self.request = request
+        self.inputs = inputs
+        self.output_dir = output_dir
+        self.stdout = stdout
+        self.stderr = stderr
+        self.reconnect_attempts = reconnect_attempts
+        self.walltime_limit = walltime_limit
+        self.heartbeat_timeout = heartbeat_timeout
+        self.progress = _Progress()
+        self.connection: Connection | None = None
+        self.job_id = request.job_id
+
+    # --- public --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        try:
+            return self._with_reconnects(self._attempt)
+        except Cancelled:
+            self.cancel()
+            raise
+        finally:
+            self._disconnect()
+
+    def cancel(self) -> JobOutcome | None:
+        """Ask the site to stop the job; bounded in time (PBS sends SIGKILL soon after)."""
+        if not self.progress.started and self.connection is None:
+            return None
+        try:
+            channel = self._channel(timeout=defaults.CANCEL_CONFIRM_SECONDS)
+            writer, reader = FrameWriter(channel), FrameReader(channel)
+            writer.write_json({"op": "cancel", "protocol": PROTOCOL_VERSION, "job_id": self.job_id})
+            reply = reader.read_json()
+            channel.close()
+        except BridgeError as exc:
+            log.error("%s: could not confirm the cancel with the site: %s", self.job_id, exc)
+            return None
+        if "error" in reply:
+            log.error("%s: site refused the cancel: %s", self.job_id, from_wire(reply["error"]))
+            return None
+        outcome = JobOutcome.from_message(reply.get("cancel", {}))
+        log.warning("%s: cancelled at the site (state %s)", self.job_id, outcome.state.value)
+        return outcome
+
+    # --- connection handling -------------------------------------------------------------
+
+    def _with_reconnects(self, attempt: Callable[[], T]) -> T:
+        # Most jobs never lose their connection, and importing tenacity would cost every run
+        # ~15 ms: the first attempt is made here, and only a transient failure of it brings in
+        # tenacity, which gets that failure as its own first attempt (so it counts, logs and
+        # backs off exactly as if it had made that attempt itself).
+        try:
+            return attempt()
+        except BridgeError as exc:
+            if not exc.transient:
+                raise
+            first_failure: BridgeError | None = exc
+
+        def attempt_after_first() -> T:
+            nonlocal first_failure
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return attempt()
+
+        return self._retrying()(attempt_after_first)
+
+    def _retrying(self) -> tenacity.Retrying:
+        import tenacity  # here: only after a lost connection (see _with_reconnects)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s: connection lost (%s); reconnecting, attempt %d of %d",
+                self.job_id, exc, state.attempt_number + 1, self.reconnect_attempts,
+            )  # fmt: skip
+            self._disconnect()
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, BridgeError) and e.transient),
+            stop=tenacity.stop_after_attempt(self.reconnect_attempts),
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=defaults.RECONNECT_INITIAL_WAIT, max=defaults.RECONNECT_MAX_WAIT
+            ),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def _channel(self, timeout: float | None = None) -> Channel:
+        if self.connection is None:
+            self.connection = self.connector.connect()
+        return self.connection.open_channel(timeout=timeout)
+
+    def _disconnect(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+            self.connection = None
+
+    # --- one attempt: submit or re-attach, then follow --------------------------------------
+
+    def _attempt(self) -> RunResult:
+        channel = self._channel(timeout=self.heartbeat_timeout)
+        try:
+            reader, writer = FrameReader(channel), FrameWriter(channel)
+            if self.progress.started or self.progress.outcome is not None:
+                self._reattach(reader, writer)
+            else:
+                self._submit(reader, writer)
+            return self._follow(reader, writer)
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
+
+    def _submit(self, reader: FrameReader, writer: FrameWriter) -> None:
+        message: dict[str, Any] = {
+            "op": "submit",
+            "protocol": PROTOCOL_VERSION,
+            "request": self.request.to_message(),
+        }
+        if self.walltime_limit:
+            message["walltime_limit"] = self.walltime_limit
+        writer.write_json(message)
+        reply = _reply(reader)
+        if reply.get("attached"):  # an earlier attempt of ours started it already
+            self.progress.started = True
+            return
+        if not reply.get("ready"):
+            raise ProtocolError(f"unexpected reply to submit: {sorted(reply)}")
+        for item in self.inputs:
+            with open(item.path, "rb") as source:
+                send_file(writer, item.name, source, item.size, item.mode)
+        started = _reply(reader)
+        if not started.get("started"):
+            raise ProtocolError(f"unexpected reply after inputs: {sorted(started)}")
+        self.progress.started = True
+        log.info("%s: started at site %s", self.job_id, self.connector.site_name)
+
+    def _reattach(self, reader: FrameReader, writer: FrameWriter) -> None:
+        writer.write_json(
+            {
+                "op": "attach",
+                "protocol": PROTOCOL_VERSION,
+                "job_id": self.job_id,
+                "offsets": self.progress.offsets,
+            }
+        )
+        try:
+            _reply(reader)
+        except JobUnknown:
+            if self.progress.started:
+                raise
+        log.info("%s: re-attached at offsets %s", self.job_id, self.progress.offsets)
+
+    def _follow(self, reader: FrameReader, writer: FrameWriter) -> RunResult:
+        """Log frames until the outcome, then the manifest and the result files."""
+        while True:
+            kind, payload = reader.read_frame()
+            if kind == KIND_STDOUT:
+                self._log(self.stdout, "stdout", payload)
+                continue
+            if kind == KIND_STDERR:
+                self._log(self.stderr, "stderr", payload)
+                continue
+            if kind != KIND_JSON:
+                raise ProtocolError(f"unexpected {kind!r} frame while following the job")
+            message = _check_error(decode_json(payload))
+            if "exit" in message:
+                self.progress.outcome = JobOutcome.from_message(message["exit"])
+            elif "manifest" in message:
+                return self._receive_results(reader, writer, message)
+
+    def _log(self, sink: BinaryIO, stream: str, data: bytes) -> None:
+        sink.write(data)
+        sink.flush()
+        self.progress.offsets[stream] += len(data)
+
+    def _receive_results(
+        self, reader: FrameReader, writer: FrameWriter, manifest: dict[str, Any]
+    ) -> RunResult:
+        if self.progress.outcome is None:
+            raise ProtocolError("the site sent results before the job's outcome")
+        expected = _manifest_entries(manifest)
+        skipped = [s for s in manifest.get("skipped", []) if isinstance(s, dict)]
+        for entry in skipped:
+            log.warning(
+                "%s: %s not returned: %s", self.job_id, entry.get("name"), entry.get("reason")
+            )
+        received: list[str] = []
+        out_fd = _open_output_dir(self.output_dir)
+        try:
+            for _ in expected:
+                header = FileHeader.from_message(_check_error(reader.read_json()))
+                if expected.get(header.name) != header.size:
+                    raise ProtocolError(f"result {header.name!r:.80} is not in the manifest")
+                parts = check_relative_path(header.name).parts
+                dir_fd = open_dir_nofollow(out_fd, parts[:-1], create=True)
+                try:
+                    receive_file(reader, header, dir_fd, parts[-1])
+                finally:
+                    os.close(dir_fd)
+                received.append(header.name)
+        finally:
+            os.close(out_fd)
+        done = _check_error(reader.read_json())
+        if not done.get("done"):
+            raise ProtocolError("the site did not close the result stream")
+        with contextlib.suppress(BridgeError):
+            writer.write_json({"op": "ack"})
+        return RunResult(self.progress.outcome, received, skipped)
+
+
+def _manifest_entries(manifest: dict[str, Any]) -> dict[str, int]:
+    entries = manifest.get("manifest")
+    if not isinstance(entries, list):
+        raise ProtocolError("malformed result manifest")
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
+            raise ProtocolError("malformed result manifest entry")
+        name = str(check_relative_path(entry.get("name")))
+        sizes[name] = entry["size"]
+    return sizes
+
+
+def _open_output_dir(path: str) -> int:
+    try:
+        os.makedirs(path, exist_ok=True)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StagingError(f"cannot write results to {path}: {exc.strerror}") from exc
+
+
+def _check_error(message: dict[str, Any]) -> dict[str, Any]:
+    if "error" in message:
+        raise from_wire(message["error"])
+    return message
+
+
+def _reply(reader: FrameReader) -> dict[str, Any]:
+    return _check_error(reader.read_json())
+
+
+def build_request(
+    job_id: str,
+    command: str,
+    inputs: list[LocalInput],
+    params: dict[str, ParamValue],
+    metadata: dict[str, str],
+) -> JobRequest:
+    return JobRequest(
+        job_id=job_id,
+        command=command,
+        params=params,
+        inputs=tuple(InputDecl(i.name, i.size, i.mode) for i in inputs),
+        metadata=metadata,
+    )
+
+
+def parse_params(pairs: list[str]) -> dict[str, ParamValue]:
+    """``-p name=value`` pairs; values travel as strings, the site converts them by type."""
+    params: dict[str, ParamValue] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise BridgeError(f"parameter {pair!r} must look like name=value")
+        params[name] = value
+    return params
+
+
+__all__ = ["JobRun", "LocalInput", "RunResult", "build_request", "parse_params", "prepare_inputs"]
