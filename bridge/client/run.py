@@ -14,13 +14,12 @@ from bridge.client import mint_pbs
 from bridge.client.channel_job import JobRun, RunResult, build_request, parse_params, prepare_inputs
 from bridge.client.node_config import (
     BrokerSite,
-    LocalSite,
     Site,
     default_config,
     find_config,
 )
-from bridge.client.transports.base import Connector, LocalConnector
-from bridge.core.errors import BridgeError, ConfigError, ExitCode, ParameterInvalid, TimedOut
+from bridge.client.transports import connector_for
+from bridge.core.errors import BridgeError, ExitCode, ParameterInvalid, TimedOut
 from bridge.core.job import check_job_id, new_job_id
 from bridge.core.units import parse_duration
 
@@ -28,20 +27,6 @@ if TYPE_CHECKING:
     from bridge.client.broker_job import BrokerJobRun
 
 log = logging.getLogger(__name__)
-
-
-def connector_for(site: Site) -> Connector:
-    if isinstance(site, LocalSite):
-        return LocalConnector(site)
-    if isinstance(site, BrokerSite):
-        raise ConfigError(f"site {site.name} is reached through its broker, not a connection")
-    if site.client == "openssh":  # paramiko is then never imported
-        from bridge.client.transports.openssh import OpenSshConnector
-
-        return OpenSshConnector(site)
-    from bridge.client.transports.paramiko_ssh import SshConnector
-
-    return SshConnector(site)
 
 
 def run_command(

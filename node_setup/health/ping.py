@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.client.node_config import LocalSite, Site, SshSite
-from bridge.client.transports.base import Channel, Connection, Connector, LocalConnector
-from bridge.client.transports.paramiko_ssh import SshConnector
+from bridge.client.node_config import Site
+from bridge.client.transports import connector_for
+from bridge.client.transports.base import Channel, Connection
 from bridge.core.errors import BridgeError, ProtocolError, TransportError, from_wire
 from bridge.core.protocol import PROTOCOL_VERSION, FrameReader, FrameWriter
 
@@ -92,18 +92,6 @@ def _leftovers(channel: Channel) -> tuple[str, int | None]:
         if raw.exit_status_ready():
             status = int(raw.recv_exit_status())
     return b"".join(chunks).decode("utf-8", "replace").strip(), status
-
-
-def connector_for(site: Site, timeout: float | None = None) -> Connector:
-    if isinstance(site, SshSite):
-        if timeout is not None:
-            from dataclasses import replace
-
-            site = replace(site, connect_timeout=min(site.connect_timeout, timeout))
-        return SshConnector(site)
-    if isinstance(site, LocalSite):
-        return LocalConnector(site)
-    raise ProtocolError(f"site {site.name} is reached through the broker: it has no hello")
 
 
 @dataclass(frozen=True)
