@@ -18,7 +18,8 @@ from bridge.client.node_config import (
     find_config,
 )
 from bridge.core.errors import BridgeError
-from node_setup.health.broker import BrokerTarget, check_broker
+from node_setup.health.broker import check_broker
+from node_setup.health.broker_access import BrokerTarget
 from node_setup.health.openssh import check_openssh_site
 from node_setup.health.result import Check, Probe, Status
 from node_setup.health.runner import Job, run_all

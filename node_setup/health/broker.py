@@ -16,27 +16,19 @@ allows it): a broker that fails the TLS check never sees the token.
 
 from __future__ import annotations
 
-import datetime
 import email.utils
 import http.client
-import json
-import socket
 import ssl
-import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
-
-from cryptography import x509
 
 from bridge.core.broker_http import check_broker_url, read_token
 from bridge.core.errors import BridgeError
+from node_setup.health.broker_access import Answer, BrokerTarget, HealthClient
+from node_setup.health.broker_tls import check_tls
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline
 
-CERT_WARN_DAYS = 30.0  # time to renew without hurry
-CERT_FAIL_DAYS = 7.0  # a week: someone must act now
 SKEW_WARN_S = 5.0  # job times and lease expiry read oddly beyond this
 SKEW_FAIL_S = 30.0  # half a lease (60 s): leases may expire early or late
 QUEUE_WARN_S = 5 * 60.0  # an agent long-polls every <= 50 s: a job this old is not claimed
@@ -44,70 +36,6 @@ QUEUE_FAIL_S = 30 * 60.0
 AGENT_WARN_S = 3 * 60.0  # an idle agent polls at least every ~50 s
 AGENT_FAIL_S = 15 * 60.0
 _NO_JOB = "00000000-0000-4000-8000-000000000000"  # a valid UUID4 no broker will hold
-
-
-@dataclass(frozen=True)
-class BrokerTarget:
-    url: str
-    token_file: str | None
-    ca_bundle: str | None = None
-    allow_http: bool = False
-    expected_scope: str | None = None  # "client", "site", "admin"; None: any valid scope
-    site: str | None = None  # only this site's queue (a broker site of the bridge config)
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    seconds: float
-    sent_at: float  # time.time() halfway through the request, for the clock skew
-
-    def json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-
-class _Client:
-    """One HTTP(S) connection per request; the token goes only into the header."""
-
-    def __init__(self, url: str, ca_bundle: str | None, deadline: Deadline) -> None:
-        parts = urlsplit(url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.https else 80)
-        self.prefix = parts.path.rstrip("/")
-        self.ca_bundle = ca_bundle
-        self.deadline = deadline
-
-    def context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.ca_bundle)
-
-    def get(self, path: str, token: str | None = None) -> Answer:
-        conn: http.client.HTTPConnection
-        if self.https:
-            conn = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.deadline.left(), context=self.context()
-            )
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.deadline.left())
-        headers = {"Accept": "application/json", "User-Agent": "mint-bridge-health"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        started, wall = time.monotonic(), time.time()
-        try:
-            conn.request("GET", self.prefix + path, headers=headers)
-            response = conn.getresponse()
-            body = response.read(1 << 20)
-            seconds = time.monotonic() - started
-            found = {k.lower(): v for k, v in response.getheaders()}
-            return Answer(response.status, found, body, seconds, wall + seconds / 2)
-        finally:
-            conn.close()
 
 
 def check_broker(target: BrokerTarget, probe: Probe, timeout: float) -> None:
@@ -118,8 +46,8 @@ def check_broker(target: BrokerTarget, probe: Probe, timeout: float) -> None:
     except BridgeError as exc:
         probe.fail("broker.config", target.url, "", str(exc), "fix the broker URL")
         return
-    client = _Client(url, target.ca_bundle, deadline)
-    if client.https and not _tls(client, probe):
+    client = HealthClient(url, target.ca_bundle, deadline)
+    if client.https and not check_tls(client, probe):
         _skip(probe, "the broker's certificate does not verify; the token was not sent")
         return
     answer = _reachable(client, probe)
@@ -139,91 +67,10 @@ def _skip(probe: Probe, why: str) -> None:
     probe.unknown("broker.token", f"not checked: {why}")
 
 
-# --- TLS ------------------------------------------------------------------------------------
-
-
-def _tls(client: _Client, probe: Probe) -> bool:
-    probe.start("broker.tls", f"TLS handshake with {client.host}:{client.port} hangs")
-    where = f"{client.host}:{client.port}"
-    try:
-        with _tls_socket(client, client.context()) as tls:
-            version = tls.version()
-            cert = tls.getpeercert(binary_form=True)
-    except ssl.SSLCertVerificationError as exc:
-        probe.fail(
-            "broker.tls",
-            where,
-            "",
-            f"the certificate does not verify: {exc.verify_message}",
-            _tls_fix(exc),
-        )
-        _expiry(client, _fetch_unverified(client), probe)
-        return False
-    except (OSError, ssl.SSLError) as exc:
-        probe.fail(
-            "broker.tls",
-            where,
-            "",
-            f"cannot connect with TLS: {exc}",
-            f"check that the broker runs and listens with TLS on {where}",
-        )
-        return False
-    probe.ok("broker.tls", version, "", f"the certificate of {client.host} verifies")
-    _expiry(client, cert, probe)
-    return True
-
-
-def _tls_socket(client: _Client, context: ssl.SSLContext) -> ssl.SSLSocket:
-    raw = socket.create_connection((client.host, client.port), client.deadline.left())
-    try:
-        return context.wrap_socket(raw, server_hostname=client.host)
-    except BaseException:
-        raw.close()
-        raise
-
-
-def _tls_fix(exc: ssl.SSLCertVerificationError) -> str:
-    reason = str(exc.verify_message)
-    if "expired" in reason:
-        return "renew the broker's certificate now (and reload the broker)"
-    if "hostname" in reason.lower() or "IP address mismatch" in reason:
-        return "use the host name the certificate names in the URL, or reissue the certificate"
-    return "give the broker's CA with ca_bundle (bridge config) / --ca-file, or fix its chain"
-
-
-def _fetch_unverified(client: _Client) -> bytes | None:
-    """The certificate without verifying it, only to read its dates (no token is sent)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with _tls_socket(client, context) as tls:
-            return tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError):
-        return None
-
-
-def _expiry(client: _Client, der: bytes | None, probe: Probe) -> None:
-    if der is None:
-        probe.unknown("broker.cert_expiry", "the certificate could not be read")
-        return
-    cert = x509.load_der_x509_certificate(der)
-    ends = cert.not_valid_after_utc
-    days = round((ends - datetime.datetime.now(datetime.UTC)).total_seconds() / 86400, 1)
-    seen = f"expires {ends.date().isoformat()}"
-    fix = f"renew the certificate of {client.host} and reload the broker"
-    if days < CERT_FAIL_DAYS:
-        probe.fail("broker.cert_expiry", days, "days", seen if days >= 0 else "expired", fix)
-    elif days < CERT_WARN_DAYS:
-        probe.warn("broker.cert_expiry", days, "days", seen, fix)
-    else:
-        probe.ok("broker.cert_expiry", days, "days", seen)
-
-
 # --- HTTP, clock ----------------------------------------------------------------------------
 
 
-def _reachable(client: _Client, probe: Probe) -> Answer | None:
+def _reachable(client: HealthClient, probe: Probe) -> Answer | None:
     probe.start("broker.reachable", "the broker accepts connections but does not answer")
     try:
         answer = client.get("/api/v1/health")
@@ -287,7 +134,7 @@ def _token(target: BrokerTarget, probe: Probe) -> str | None:
         return None
 
 
-def _scope(client: _Client, token: str, target: BrokerTarget, probe: Probe) -> str | None:
+def _scope(client: HealthClient, token: str, target: BrokerTarget, probe: Probe) -> str | None:
     """Which scope the token has, found by which API areas admit it (nothing is changed)."""
     try:
         admin = client.get("/api/v1/admin/queues", token)
@@ -334,7 +181,7 @@ def _said(answer: Answer, default: str) -> str:
 
 
 def _queues_and_agents(
-    client: _Client, token: str, scope: str, target: BrokerTarget, probe: Probe
+    client: HealthClient, token: str, scope: str, target: BrokerTarget, probe: Probe
 ) -> None:
     probe.start("broker.queue")
     if scope == "admin":
@@ -354,7 +201,7 @@ def _queues_and_agents(
             _agent(site, ago, probe)
 
 
-def _admin_queues(client: _Client, token: str) -> dict[str, tuple[int, float | None]]:
+def _admin_queues(client: HealthClient, token: str) -> dict[str, tuple[int, float | None]]:
     sites = client.get("/api/v1/admin/queues", token).json().get("sites", [])
     return {
         str(s.get("site")): (int(s.get("queued", 0)), s.get("oldest_wait"))
@@ -363,7 +210,7 @@ def _admin_queues(client: _Client, token: str) -> dict[str, tuple[int, float | N
     }
 
 
-def _own_queues(client: _Client, token: str) -> dict[str, tuple[int, float | None]]:
+def _own_queues(client: HealthClient, token: str) -> dict[str, tuple[int, float | None]]:
     """A client sees only its own jobs: their queue, by site, from the job documents."""
     answer = client.get("/api/v1/jobs?state=queued", token)
     jobs = [j for j in answer.json().get("jobs", []) if isinstance(j, dict)]

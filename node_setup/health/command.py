@@ -175,7 +175,8 @@ def _site_side(kw: dict[str, Any], timeout: float) -> list[Check]:
 
 
 def _broker(kw: dict[str, Any], timeout: float) -> list[Check]:
-    from node_setup.health.broker import BrokerTarget, check_broker
+    from node_setup.health.broker import check_broker
+    from node_setup.health.broker_access import BrokerTarget
     from node_setup.health.runner import run_all
 
     if kw["broker_url"]:
@@ -206,7 +207,7 @@ def _broker(kw: dict[str, Any], timeout: float) -> list[Check]:
 def _broker_sites(kw: dict[str, Any]) -> dict[str, Any]:
     """The broker sites of the bridge config, each checked with its own client token."""
     from bridge.client.node_config import BrokerSite, find_config
-    from node_setup.health.broker import BrokerTarget
+    from node_setup.health.broker_access import BrokerTarget
 
     config = find_config(kw["config_path"])
     return {

@@ -31,7 +31,8 @@ from bridge.core.errors import BridgeError
 from bridge.core.units import parse_size
 from bridge.site.cleanup import remove_expired
 from bridge.site.config import SiteConfig, load_site_config
-from node_setup.health.broker import BrokerTarget, check_broker
+from node_setup.health.broker import check_broker
+from node_setup.health.broker_access import BrokerTarget
 from node_setup.health.login_shell import check_login_shell
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline, Job

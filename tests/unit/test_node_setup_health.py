@@ -15,7 +15,8 @@ from unittest import mock
 import pytest
 
 from node_setup.health import report
-from node_setup.health.broker import BrokerTarget, check_broker
+from node_setup.health.broker import check_broker
+from node_setup.health.broker_access import BrokerTarget
 from node_setup.health.result import Check, Probe, Status, worst
 from node_setup.health.runner import run_all
 from node_setup.health.site import (
