@@ -18,6 +18,7 @@ from bridge.core.errors import BridgeError
 from node_setup import bridge_setup, site_setup
 from node_setup.console import configure_logging, fail, prompter_for
 from node_setup.health.command import health
+from node_setup.site_layout import SiteOptions
 
 
 @click.group()
@@ -81,7 +82,7 @@ def setup_site_command(**kw: Any) -> None:
     configure_logging(kw.pop("verbose"))
     yes = kw.pop("yes")
     token = _read_token(kw.pop("token_stdin"), kw.pop("token_file"))
-    options = site_setup.SiteOptions(token=token, **kw)
+    options = SiteOptions(token=token, **kw)
     try:
         site_setup.setup_site(options, prompter_for(yes))
     except BridgeError as exc:

@@ -29,7 +29,6 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 
-from bridge.core import defaults
 from bridge.core.broker_http import check_broker_url
 from bridge.core.errors import BridgeError
 from bridge.site.config import load_site_config
@@ -40,85 +39,13 @@ from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
 from node_setup.health.login_shell import startup_advice
 from node_setup.prompt import Prompter, need
+from node_setup.site_layout import SiteOptions, SitePaths, site_paths
 from node_setup.site_templates import EXAMPLE_PROGRAM, render_agent_table, render_site_config
 from schedulers import NAMES as SCHEDULERS
 
 SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as site names in the bridge config
 TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # becomes an HTTP header value: no spaces
 LOW_DISK = 5 << 30  # below 5 GiB free in the work base, setup warns (solvers write a lot)
-
-
-@dataclass
-class SiteOptions:
-    site_id: str
-    method: str = "ssh"
-    scheduler: str | None = None
-    mint_ip: str | None = None
-    mint_key: str | None = None  # path of MInt's .pub file
-    broker_url: str | None = None
-    allow_http: bool = False
-    ca_bundle: str | None = None
-    token: str | None = None  # read from stdin or a file by the caller, never from argv
-    work_base: str = defaults.WORK_BASE
-    config_dir: str = "~/.config/mint-bridge"
-    site_dir: str = "~/mint-site"
-    state_dir: str = "~/.local/state/mint-bridge"
-    authorized_keys: str = "~/.ssh/authorized_keys"
-    unit_dir: str | None = None  # default: /etc/systemd/system as root, else the config dir
-    mint_bridge: str | None = None
-    agent_user: str | None = None
-    force: bool = False
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class SitePaths:
-    config_dir: str
-    site_config: str
-    site_dir: str
-    programs: str
-    example_program: str
-    private: str
-    state_dir: str
-    log_file: str
-    work_base: str
-    ssh_dir: str
-    authorized_keys: str
-    token_file: str
-    unit_dir: str
-    unit_file: str
-
-
-def site_paths(options: SiteOptions) -> SitePaths:
-    def full(path: str) -> str:
-        return os.path.abspath(os.path.expanduser(path))
-
-    config_dir, site_dir, state_dir = (
-        full(p) for p in (options.config_dir, options.site_dir, options.state_dir)
-    )
-    unit_dir = (
-        full(options.unit_dir)
-        if options.unit_dir
-        else ("/etc/systemd/system" if os.geteuid() == 0 else config_dir)
-    )
-    programs = os.path.join(site_dir, "programs")
-    authorized = full(options.authorized_keys)
-    return SitePaths(
-        config_dir=config_dir,
-        site_config=os.path.join(config_dir, "site.toml"),
-        site_dir=site_dir,
-        programs=programs,
-        example_program=os.path.join(programs, "example.sh"),
-        private=os.path.join(site_dir, "private"),
-        state_dir=state_dir,
-        log_file=os.path.join(state_dir, "site.log"),
-        work_base=full(options.work_base),
-        ssh_dir=os.path.dirname(authorized),
-        authorized_keys=authorized,
-        token_file=os.path.join(config_dir, "agent.token"),
-        unit_dir=unit_dir,
-        unit_file=os.path.join(unit_dir, systemd.UNIT_NAME),
-    )
 
 
 @dataclass

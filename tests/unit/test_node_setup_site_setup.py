@@ -18,7 +18,8 @@ from node_setup.detect import detect_schedulers
 from node_setup.errors import InvalidKey, MissingValue, OverwriteRefused
 from node_setup.health import login_shell
 from node_setup.prompt import Unattended
-from node_setup.site_setup import SiteOptions, setup_site
+from node_setup.site_layout import SiteOptions
+from node_setup.site_setup import setup_site
 from tests.unit.test_node_setup_authorized_keys import ED, PUB
 
 MINT_BRIDGE = "/opt/mint-bridge/bin/mint-bridge"
