@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from bridge.core.broker_http import check_broker_url, read_token
+from bridge.core.broker_endpoint import check_broker_url, read_token
 from bridge.core.errors import BridgeError
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline
