@@ -324,7 +324,7 @@ def _retry_after(response: requests.Response) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -335,7 +335,7 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _int_header(response: requests.Response, name: str) -> int | None:
     value = response.headers.get(name, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _certificate_refused(exc: BaseException) -> bool:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # The broker's ETag is the file's SHA-256; a proxy may mark it weak or drop the quotes.
 _ETAG_SHA256 = re.compile(r'(?:W/)?"?([0-9a-fA-F]{64})"?')
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)", re.ASCII)
 
 
 def upload(
