@@ -9,11 +9,11 @@ network.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core.broker_endpoint import is_loopback
 from bridge.core.errors import ConfigError
 from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration, parse_size
@@ -21,7 +21,6 @@ from broker import defaults
 from broker.legacy.config import LegacyConfig, parse_legacy
 
 _SECTIONS = {"server", "storage", "jobs", "limits", "legacy"}
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
 @dataclass(frozen=True)
@@ -156,19 +155,11 @@ def _check_tls(config: BrokerConfig, server: Section) -> None:
         return
     if not is_loopback(config.host):
         raise server.error(
-            f"tls = false is allowed only when host is a loopback address (127.0.0.1, ::1), "
-            f"behind a TLS reverse proxy; {config.host!r} would serve tokens unencrypted",
+            "tls = false is allowed only when host is a loopback address (127.0.0.1, ::1, "
+            f"localhost), behind a TLS reverse proxy; {config.host!r} would serve tokens "
+            "unencrypted",
             "tls",
         )
-
-
-def is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_tls_files(config: BrokerConfig) -> None:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.client.node_config import SshSite, load_bridge_config
 from bridge.client.transports.paramiko_ssh import connect_endpoint, resolve
-from bridge.core.broker_http import check_broker_url, read_token
+from bridge.core.broker_endpoint import check_broker_url, read_token
 from bridge.core.errors import HostKeyRejected, SiteUnreachable
 from node_setup import changes, config_files, host_keys
 from node_setup.errors import MissingValue, SetupError

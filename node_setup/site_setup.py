@@ -29,7 +29,7 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 
-from bridge.core.broker_http import check_broker_url
+from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import BridgeError
 from bridge.site.config import load_site_config
 from node_setup import authorized_keys as ak

@@ -24,10 +24,11 @@ import time
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from bridge.client.channel_job import LocalInput, RunResult
+from bridge.client.channel_job import LocalInput, RunResult, open_output_dir
 from bridge.client.node_config import BrokerSite
-from bridge.core import defaults
-from bridge.core.broker_http import BrokerEndpoint, BrokerSession, iter_body
+from bridge.core import broker_transfer, defaults
+from bridge.core.broker_endpoint import BrokerEndpoint, endpoint_of
+from bridge.core.broker_session import BrokerSession, answer_count
 from bridge.core.errors import (
     BridgeError,
     Cancelled,
@@ -37,25 +38,18 @@ from bridge.core.errors import (
     JobFailedAtSite,
     JobUnknown,
     ProtocolError,
-    SiteUnreachable,
     StagingError,
     TransferCorrupted,
     from_wire,
 )
 from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.staging import check_relative_path, open_dir_nofollow
-from bridge.core.streams import FileSlice, VerifiedFile, sha256_file
+from bridge.core.streams import VerifiedFile, sha256_file
 
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("finished", "cancelled", "expired")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def endpoint_of(site: BrokerSite) -> BrokerEndpoint:
-    return BrokerEndpoint(
-        site.url, site.token_file, site.ca_bundle, site.allow_http, site.where or site.name
-    )
 
 
 class BrokerJobRun:
@@ -88,10 +82,12 @@ class BrokerJobRun:
     @property
     def session(self) -> BrokerSession:
         if self._session is None:
-            self._session = BrokerSession(
-                endpoint_of(self.site), attempts=self.site.reconnect_attempts
-            )
+            self._session = BrokerSession(self._endpoint(), attempts=self.site.reconnect_attempts)
         return self._session
+
+    def _endpoint(self) -> BrokerEndpoint:
+        # Config errors about a site without a recorded place name the site.
+        return endpoint_of(self.site, self.site.where or self.site.name)
 
     # --- public --------------------------------------------------------------------------
 
@@ -117,7 +113,7 @@ class BrokerJobRun:
             return None
         deadline = time.monotonic() + defaults.CANCEL_CONFIRM_SECONDS
         try:
-            session = BrokerSession(endpoint_of(self.site), attempts=1)
+            session = BrokerSession(self._endpoint(), attempts=1)
         except BridgeError as exc:
             log.error("%s: could not cancel at the broker: %s", self.job_id, exc)
             return None
@@ -130,7 +126,7 @@ class BrokerJobRun:
                 doc = session.json(
                     "GET",
                     self.path,
-                    params={"wait": wait, "version": _int(doc.get("version"), "version")},
+                    params={"wait": wait, "version": answer_count(doc.get("version"), "version")},
                     timeout=wait + 2,
                 )
         except JobUnknown:
@@ -198,43 +194,11 @@ class BrokerJobRun:
     def _upload_from(self, item: LocalInput, source: BinaryIO) -> None:
         path = f"{self.path}/inputs/{quote(item.name, safe='')}"
         try:
-            self.session.retrying(f"{self.job_id}: input {item.name}")(
-                self._send_rest, path, item, source
-            )
+            broker_transfer.upload(self.session, path, source, item.size, f"input {item.name}")
         except TransferCorrupted as exc:
             raise InputMissing(
                 f"input {item.path} changed while it was being sent ({exc}); run again"
             ) from exc
-
-    def _send_rest(self, path: str, item: LocalInput, source: BinaryIO) -> None:
-        """Send what the broker lacks, from the offset it says it holds. A cut raises a
-        transient error; the retry asks for the offset again (a blind repeat of the PATCH
-        would push the whole body only to hear that the offset moved)."""
-        offset = self._held(path)
-        while offset < item.size:  # an empty input counts as received from the start
-            length = min(defaults.UPLOAD_CHUNK, item.size - offset)
-            try:
-                response = self.session.request(
-                    "PATCH",
-                    path,
-                    body=FileSlice(source, offset, length, item.path),
-                    headers={
-                        "Upload-Offset": str(offset),
-                        "Content-Type": "application/offset+octet-stream",
-                    },
-                    ok=(200, 204),
-                    retry=False,
-                )
-            except Conflict as exc:
-                if exc.code != "offset_mismatch":
-                    raise
-                offset = exc.offset if exc.offset is not None else self._held(path)
-                continue
-            offset = _int(response.headers.get("Upload-Offset"), "Upload-Offset")
-
-    def _held(self, path: str) -> int:
-        response = self.session.request("HEAD", path)
-        return _int(response.headers.get("Upload-Offset"), "Upload-Offset")
 
     def _submit(self) -> None:
         try:
@@ -260,7 +224,10 @@ class BrokerJobRun:
             doc = self.session.json(
                 "GET",
                 self.path,
-                params={"wait": f"{wait:g}", "version": _int(doc.get("version"), "version")},
+                params={
+                    "wait": f"{wait:g}",
+                    "version": answer_count(doc.get("version"), "version"),
+                },
                 timeout=wait + defaults.LONG_POLL_MARGIN,
             )
 
@@ -268,7 +235,7 @@ class BrokerJobRun:
         sizes = doc.get("logs") or {}
         for stream, sink in self.sinks.items():
             size = sizes.get(stream, 0) if isinstance(sizes, dict) else 0
-            while self.offsets[stream] < _int(size, f"logs.{stream}"):
+            while self.offsets[stream] < answer_count(size, f"logs.{stream}"):
                 response = self.session.request(
                     "GET",
                     f"{self.path}/logs/{stream}",
@@ -318,17 +285,16 @@ class BrokerJobRun:
     def _download_results(self, doc: dict[str, Any]) -> list[str]:
         entries = [_result_entry(e) for e in doc.get("results") or []]
         received: list[str] = []
-        out_fd = _open_output_dir(self.output_dir)
+        out_fd = open_output_dir(self.output_dir)
         try:
             for name, size, sha256, mode in entries:
                 parts = check_relative_path(name).parts
                 dir_fd = open_dir_nofollow(out_fd, parts[:-1], create=True)
                 try:
-                    with VerifiedFile(dir_fd, parts[-1], size, sha256, mode, name) as target:
-                        self.session.retrying(f"{self.job_id}: result {name}")(
-                            self._download, name, target
-                        )
-                        target.commit()
+                    label = f"result {name}"
+                    with VerifiedFile(dir_fd, parts[-1], size, sha256, mode, label) as target:
+                        path = f"{self.path}/results/{quote(name, safe='/')}"
+                        broker_transfer.download(self.session, path, target)
                 finally:
                     os.close(dir_fd)
                 received.append(name)
@@ -336,35 +302,6 @@ class BrokerJobRun:
             os.close(out_fd)
         log.info("%s: %d result file(s) received", self.job_id, len(received))
         return received
-
-    def _download(self, name: str, target: VerifiedFile) -> None:
-        """Fetch what ``target`` still lacks; a cut raises a transient error and the retry
-        continues from ``target.offset``."""
-        headers = {"Range": f"bytes={target.offset}-"} if target.offset else {}
-        response = self.session.request(
-            "GET",
-            f"{self.path}/results/{quote(name, safe='/')}",
-            headers=headers,
-            ok=(200, 206),
-            stream=True,
-            retry=False,  # the caller's retry loop resumes from the new offset
-        )
-        etag = re.fullmatch(r'(?:W/)?"?([0-9a-fA-F]{64})"?', response.headers.get("ETag", ""))
-        if etag and etag.group(1).lower() != target.sha256:
-            response.close()
-            raise TransferCorrupted(f"result {name} at the broker is not the one the site sent")
-        skip = target.offset if response.status_code == 200 else 0  # Range ignored: skip ahead
-        if response.status_code == 206 and not _range_starts_at(response, target.offset):
-            response.close()
-            raise ProtocolError(f"broker sent result {name} from the wrong offset")
-        for chunk in iter_body(response, defaults.DOWNLOAD_CHUNK):
-            if skip:
-                dropped = min(skip, len(chunk))
-                chunk, skip = chunk[dropped:], skip - dropped
-            if chunk:
-                target.write(chunk)
-        if target.offset < target.size:
-            raise SiteUnreachable(f"result {name} was cut at {target.offset} of {target.size}")
 
 
 def _rejection(outcome: dict[str, Any]) -> BridgeError:
@@ -388,25 +325,4 @@ def _result_entry(entry: object) -> tuple[str, int, str, int]:
     return name, size, sha256, mode
 
 
-def _range_starts_at(response: Any, offset: int) -> bool:
-    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    return match is not None and int(match.group(1)) == offset
-
-
-def _int(value: object, what: str) -> int:
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ProtocolError(f"broker sent an invalid {what}: {value!r:.40}")
-
-
-def _open_output_dir(path: str) -> int:
-    try:
-        os.makedirs(path, exist_ok=True)
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StagingError(f"cannot write results to {path}: {exc.strerror}") from exc
-
-
-__all__ = ["BrokerJobRun", "endpoint_of"]
+__all__ = ["BrokerJobRun"]

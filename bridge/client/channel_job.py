@@ -311,7 +311,7 @@ class JobRun:
                 "%s: %s not returned: %s", self.job_id, entry.get("name"), entry.get("reason")
             )
         received: list[str] = []
-        out_fd = _open_output_dir(self.output_dir)
+        out_fd = open_output_dir(self.output_dir)
         try:
             for _ in expected:
                 header = FileHeader.from_message(_check_error(reader.read_json()))
@@ -347,7 +347,9 @@ def _manifest_entries(manifest: dict[str, Any]) -> dict[str, int]:
     return sizes
 
 
-def _open_output_dir(path: str) -> int:
+def open_output_dir(path: str) -> int:
+    """The output dir (created if missing) as a descriptor, for ``open_dir_nofollow``: the
+    MInt module's own dir, so symlinks on the way to it are followed, never below it."""
     try:
         os.makedirs(path, exist_ok=True)
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -392,4 +394,12 @@ def parse_params(pairs: list[str]) -> dict[str, ParamValue]:
     return params
 
 
-__all__ = ["JobRun", "LocalInput", "RunResult", "build_request", "parse_params", "prepare_inputs"]
+__all__ = [
+    "JobRun",
+    "LocalInput",
+    "RunResult",
+    "build_request",
+    "open_output_dir",
+    "parse_params",
+    "prepare_inputs",
+]

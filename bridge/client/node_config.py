@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core import defaults
+from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import ConfigError
 from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration
@@ -226,10 +227,6 @@ def default_control_dir() -> str:
 
 
 def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
-    from bridge.core.broker_http import (
-        check_broker_url,  # requests is imported only for broker sites
-    )
-
     sec.check_keys(
         {
             "method", "url", "token_file", "ca_bundle", "allow_http", "poll_wait",

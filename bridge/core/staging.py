@@ -229,7 +229,7 @@ def _receive_body(reader: FrameReader, header: FileHeader, fd: int) -> tuple[int
 
     try:
         received = copy_frames_to(reader, write, header.size)
-        os.fchmod(fd, safe_mode(header.mode) & ~_current_umask())
+        os.fchmod(fd, safe_mode(header.mode) & ~current_umask())
     finally:
         os.close(fd)
     return received, digest.hexdigest()
@@ -255,8 +255,14 @@ def _verify(reader: FrameReader, header: FileHeader, received: int, actual: str)
         )
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
+def current_umask() -> int:
+    """The process umask, read without changing it where possible: ``os.umask(0)`` would
+    briefly give the agent's other threads a zero umask while they create files."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)  # no /proc: the briefest change, to the strictest mask
     os.umask(mask)
     return mask
 

@@ -21,7 +21,7 @@ from bridge.core.errors import StagingError, TransferCorrupted
 # The staging module's suffix for partial files: collect_results never returns a name with
 # it, so a partial download in a work dir can never travel back as a result.
 from bridge.core.staging import _PART_SUFFIX as PART_SUFFIX
-from bridge.core.staging import safe_mode
+from bridge.core.staging import current_umask, safe_mode
 
 
 def sha256_file(path: str, size: int) -> str:
@@ -126,7 +126,7 @@ class VerifiedFile:
                 f"the expected {self.sha256[:16]}..."
             )
         assert self._fd is not None
-        os.fchmod(self._fd, safe_mode(self.mode) & ~_current_umask())
+        os.fchmod(self._fd, safe_mode(self.mode) & ~current_umask())
         os.close(self._fd)
         self._fd = None
         os.rename(self._part, self.leaf, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
@@ -148,18 +148,6 @@ class VerifiedFile:
         tb: TracebackType | None,
     ) -> None:
         self.abort()  # after commit() this does nothing
-
-
-def _current_umask() -> int:
-    # Read without changing it: os.umask(0) would briefly give the agent's other threads a
-    # zero umask while they create directories.
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 __all__ = ["PART_SUFFIX", "FileSlice", "VerifiedFile", "sha256_file", "sha256_stream"]

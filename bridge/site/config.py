@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core import defaults
+from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import CommandNotAllowed, InputRejected, ParameterInvalid
 from bridge.core.job import JobRequest, ParamValue
 from bridge.core.staging import ReturnRule, check_name
@@ -307,10 +308,6 @@ _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")  # used with fullma
 def _load_agent(root: Section, config_dir: str) -> AgentConfig | None:
     if "agent" not in root.data:
         return None
-    from bridge.core.broker_http import (
-        check_broker_url,  # requests is imported only for a pull site
-    )
-
     sec = root.section("agent")
     sec.check_keys(
         {

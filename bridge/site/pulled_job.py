@@ -282,10 +282,7 @@ class PulledJob:
                 with VerifiedFile(
                     dir_fd, check_name(decl.name), decl.size, sha256, decl.mode, label
                 ) as target:
-                    api.session.retrying(f"{self.job_id}: {label}")(
-                        api.download_input, self.lease, decl.name, target
-                    )
-                    target.commit()
+                    api.download_input(self.lease, decl.name, target)
                 st = os.stat(decl.name, dir_fd=dir_fd, follow_symlinks=False)
                 staged[decl.name] = (st.st_size, st.st_mtime_ns)
         finally:

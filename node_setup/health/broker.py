@@ -22,7 +22,7 @@ import ssl
 from collections import defaultdict
 from typing import Any
 
-from bridge.core.broker_http import check_broker_url, read_token
+from bridge.core.broker_endpoint import check_broker_url, read_token
 from bridge.core.errors import BridgeError
 from node_setup.health.broker_access import Answer, BrokerTarget, HealthClient
 from node_setup.health.broker_tls import check_tls

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.core.broker_endpoint import is_loopback
 from bridge.core.errors import ConfigError
-from broker.config import is_loopback, load_config
+from broker.config import load_config
 from broker.serve import ACCESS_LOG_FORMAT, gunicorn_settings
 
 

@@ -1,33 +1,24 @@
-"""broker_http: the loopback-only http rule, the token file rule, retries and error mapping.
+"""broker_session: retries with backoff and jitter, error mapping, the token's header, TLS.
 
-The retry tests talk to a small scripted HTTP server on loopback (real sockets, real requests);
+The tests talk to a small scripted HTTP server on loopback (real sockets, real requests);
 sleeping is replaced by a recorder, so no test waits for a backoff.
 """
 
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import os
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from bridge.core.broker_http import (
-    BrokerEndpoint,
-    BrokerSession,
-    check_broker_url,
-    is_loopback,
-    read_token,
-)
+from bridge.core.broker_endpoint import BrokerEndpoint
+from bridge.core.broker_session import BrokerSession, answer_count, answer_seconds
 from bridge.core.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -42,188 +33,22 @@ from bridge.core.errors import (
     TransferCorrupted,
 )
 from tests.support.broker import make_ca
-
-TOKEN = "mbt_0123456789ab_S3cretS3cretS3cretS3cret"
-
-
-# --- the http:// rule ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080", "http://127.9.8.7/", "http://[::1]:9000", "http://localhost"]
+from tests.support.scripted_http import (
+    TOKEN,
+    Reply,
+    Scripted,
+    SleepRecorder,
+    serving,
+    session_for,
+    write_token,
 )
-def test_http_allowed_for_loopback_when_configured(url: str) -> None:
-    assert check_broker_url(url, True, "b.toml: sites.s") == url.rstrip("/")
-
-
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1"])
-def test_http_to_loopback_needs_allow_http(url: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        check_broker_url(url, False, "b.toml: sites.s")
-    assert "b.toml: sites.s.allow_http = true" in caught.value.message
-    assert "https://" in caught.value.message
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://broker.example.org",
-        "http://10.0.0.1:80",
-        "http://[2001:db8::1]/",
-        "http://localhost.example.org",
-        "http://128.0.0.1",
-    ],
-)
-def test_http_never_allowed_for_other_hosts(url: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        check_broker_url(url, True, "b.toml: sites.s")
-    assert "b.toml: sites.s.url" in caught.value.message
-    assert "use https://" in caught.value.message
-
-
-@pytest.mark.parametrize(
-    "url", ["ftp://broker", "broker.example.org", "https://u:p@broker", "https://b/?token=x"]
-)
-def test_other_url_mistakes_are_config_errors(url: str) -> None:
-    with pytest.raises(ConfigError):
-        check_broker_url(url, False, "w")
-
-
-def test_https_is_always_fine() -> None:
-    assert check_broker_url("https://broker.example.org:50443/", False, "w") == (
-        "https://broker.example.org:50443"
-    )
-    assert not is_loopback("broker.example.org")
-    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("LOCALHOST")
-
-
-# --- the token file ------------------------------------------------------------------------
-
-
-def write_token(path: Path, mode: int, text: str = TOKEN + "\n") -> Path:
-    path.write_text(text)
-    path.chmod(mode)
-    return path
-
-
-def test_token_read_from_private_file(tmp_path: Path) -> None:
-    assert read_token(str(write_token(tmp_path / "t", 0o600))) == TOKEN
-    assert read_token(str(write_token(tmp_path / "r", 0o400))) == TOKEN
-
-
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o620, 0o601])
-def test_token_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
-    path = write_token(tmp_path / "token", mode)
-    with pytest.raises(ConfigError) as caught:
-        read_token(str(path), "site.toml: agent")
-    message = caught.value.message
-    assert f"chmod 600 {path}" in message
-    assert "site.toml: agent.token_file" in message
-    assert TOKEN not in message
-
-
-def test_missing_or_malformed_token_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
-        read_token(str(tmp_path / "nope"))
-    bad = write_token(tmp_path / "bad", 0o600, "two words-that-are-long-enough-to-count\n")
-    with pytest.raises(ConfigError) as caught:
-        read_token(str(bad))
-    assert "words-that" not in caught.value.message
-
-
-# --- a scripted server ---------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-    @classmethod
-    def error(cls, status: int, code: str, message: str, **headers: str) -> Reply:
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
-        return cls(status, body, {"Content-Type": "application/json", **headers})
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-class Scripted:
-    def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.seen: list[Seen] = []
-        self.lock = threading.Lock()
-
-    def next_reply(self, seen: Seen) -> Reply:
-        with self.lock:
-            self.seen.append(seen)
-            return self.replies.pop(0) if self.replies else Reply(200, b"{}")
-
-
-def make_handler(script: Scripted) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            reply = script.next_reply(Seen(self.command, self.path, dict(self.headers.items())))
-            if reply.delay:
-                time.sleep(reply.delay)
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(reply.body)
-
-        do_GET = do_POST = do_PATCH = do_HEAD = _serve
-
-    return Handler
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client that gave up (timeout tests) or spoke TLS to us: expected here
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[Scripted, str]]:
     script = Scripted()
-    httpd = QuietServer(("127.0.0.1", 0), make_handler(script))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield script, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-class SleepRecorder:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-def session_for(url: str, tmp_path: Path, **kwargs: object) -> tuple[BrokerSession, SleepRecorder]:
-    token_file = write_token(tmp_path / "token", 0o600)
-    sleep = SleepRecorder()
-    endpoint = BrokerEndpoint(url, str(token_file), allow_http=True, where="test")
-    return BrokerSession(endpoint, sleep=sleep, **kwargs), sleep  # type: ignore[arg-type]
+    with serving(script) as url:
+        yield script, url
 
 
 # --- retries -------------------------------------------------------------------------------
@@ -392,15 +217,10 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[Scripted, str, Path]]:
     (tmp_path / "ca-dir").mkdir()
     ca, cert, key = make_ca(tmp_path / "ca-dir")
     script = Scripted()
-    httpd = QuietServer(("127.0.0.1", 0), make_handler(script))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield script, f"https://127.0.0.1:{httpd.server_address[1]}", ca
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(script, context) as url:
+        yield script, url, ca
 
 
 def test_tls_verified_against_the_configured_ca(
@@ -437,22 +257,13 @@ def test_untrusted_certificate_is_refused_and_not_retried(
 
 def test_tls_cut_mid_handshake_is_transient(tmp_path: Path) -> None:
     """A plain-HTTP server behind an https URL looks like a cut handshake: retried."""
-    script = Scripted()
-    httpd = QuietServer(("127.0.0.1", 0), make_handler(script))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    with serving(Scripted()) as plain_url:
         token_file = write_token(tmp_path / "token", 0o600)
-        endpoint = BrokerEndpoint(
-            f"https://127.0.0.1:{httpd.server_address[1]}", str(token_file), where="w"
-        )
+        endpoint = BrokerEndpoint(plain_url.replace("http:", "https:"), str(token_file), where="w")
         sleep = SleepRecorder()
         with pytest.raises(SiteUnreachable):
             BrokerSession(endpoint, sleep=sleep, attempts=2).json("GET", "/x")
         assert len(sleep.delays) == 1
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_missing_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
@@ -476,17 +287,39 @@ def test_loopback_broker_is_never_reached_through_a_proxy(
 ) -> None:
     script, url = server
     proxy = Scripted()
-    httpd = QuietServer(("127.0.0.1", 0), make_handler(proxy))
-    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
-    try:
+    with serving(proxy) as proxy_url:
         for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
-            monkeypatch.setenv(name, f"http://127.0.0.1:{httpd.server_address[1]}")
+            monkeypatch.setenv(name, proxy_url)
         for name in ("NO_PROXY", "no_proxy"):
             monkeypatch.delenv(name, raising=False)
         session, _ = session_for(url, tmp_path)
         session.json("GET", "/x")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert proxy.seen == []
     assert len(script.seen) == 1
+
+
+# --- values in answers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "count"), [(0, 0), (7, 7), ("4096", 4096), ("0", 0)])
+def test_counts_in_answers(value: object, count: int) -> None:
+    assert answer_count(value, "offset") == count
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, 3.0, True, None, "", "-3", "1e3", " 5", "\u00b2", []])
+def test_a_count_that_is_not_a_non_negative_integer_is_refused(value: object) -> None:
+    with pytest.raises(ProtocolError, match="invalid Upload-Offset"):
+        answer_count(value, "Upload-Offset")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(30, 30.0), (0.5, 0.5), (29.875, 29.875), ("9", 9.0)]
+)
+def test_durations_in_answers_keep_their_fraction(value: object, seconds: float) -> None:
+    assert answer_seconds(value, "ttl") == seconds
+
+
+@pytest.mark.parametrize("value", [-0.5, float("inf"), float("nan"), False, None, "1.5", {}])
+def test_a_duration_that_is_not_a_finite_non_negative_number_is_refused(value: object) -> None:
+    with pytest.raises(ProtocolError, match="invalid ttl"):
+        answer_seconds(value, "ttl")

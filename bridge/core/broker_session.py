@@ -1,30 +1,28 @@
-"""HTTPS to the broker, shared by the bridge's broker client and the site's agent.
+"""Requests to the broker, shared by the bridge's broker client and the site's agent.
 
-- TLS certificates are always verified (the system CAs, or the CA bundle the config names).
-  Plain ``http://`` is accepted only for a broker on this machine (127.0.0.0/8, ::1,
-  localhost) and only when the config says ``allow_http = true``: a token never crosses a
-  network unencrypted.
-- The token is read from a file that only its owner may read, and sent only in the
-  ``Authorization: Bearer`` header of requests to the configured broker: never in a URL, never
-  logged, and redirects are not followed (they could carry it elsewhere).
+- TLS certificates are always verified (the system CAs, or the CA bundle the config names);
+  which URLs are acceptable at all (https, or http on this machine only) is decided by
+  ``bridge.core.broker_endpoint`` before a session exists.
+- The token is sent only in the ``Authorization: Bearer`` header of requests to the configured
+  broker: never in a URL, never logged, and redirects are not followed (they could carry it
+  elsewhere).
 - Transient failures (connection errors, timeouts, 5xx, 429) are retried, bounded, with
   exponential backoff and full jitter, honouring ``Retry-After``. Other 4xx answers fail at once
   with the broker's own message. ``requests`` exceptions and HTTP statuses are converted to our
-  errors here; above this module nothing sees a ``requests`` type.
+  errors here; above this module nothing sees a ``requests`` type, and no value the broker sent
+  is used before the ``answer_*`` helpers have checked it.
 """
 
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import logging
+import math
 import os
 import re
 import ssl
-import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +32,7 @@ from requests.exceptions import ChunkedEncodingError
 
 from bridge import __version__
 from bridge.core import defaults
+from bridge.core.broker_endpoint import BrokerEndpoint, check_broker_url, is_loopback, read_token
 from bridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
@@ -52,102 +51,10 @@ from bridge.core.streams import FileSlice
 
 log = logging.getLogger(__name__)
 
-# What a token may contain: it becomes a header value, so no whitespace or control characters.
-_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
-_LOOPBACK_NAMES = ("localhost",)
 _JOB_IN_PATH = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 # A callable makes a fresh body for every attempt; a FileSlice can be sent once (retry=False).
 Body = bytes | FileSlice | Callable[[], Any] | None
-
-
-@dataclass(frozen=True)
-class BrokerEndpoint:
-    """Where the broker is and how to prove who we are; ``where`` prefixes config errors."""
-
-    url: str
-    token_file: str
-    ca_bundle: str | None = None
-    allow_http: bool = False
-    where: str = "broker"
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_broker_url(url: str, allow_http: bool, where: str) -> str:
-    """The broker's base URL without a trailing slash; ConfigError naming the key and the fix."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(
-            f"{where}.url: {url!r:.120} is not a broker address; write https://HOST[:PORT]",
-            field="url",
-        )
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(
-            f"{where}.url: must not contain a user name or password; put the token in the "
-            "file named by token_file",
-            field="url",
-        )
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{where}.url: must not have a query or fragment", field="url")
-    if parts.scheme == "http":
-        if not is_loopback(parts.hostname):
-            raise ConfigError(
-                f"{where}.url: plain http:// would send the token unencrypted to "
-                f"{parts.hostname}; use https:// (http is only possible for a broker on this "
-                "machine: 127.0.0.1, ::1 or localhost, with allow_http = true)",
-                field="url",
-            )
-        if not allow_http:
-            raise ConfigError(
-                f"{where}.url: plain http:// is refused; use https://, or, for a broker on "
-                f"this machine only, set {where}.allow_http = true",
-                field="allow_http",
-            )
-    return url.rstrip("/")
-
-
-def read_token(path: str, where: str = "broker") -> str:
-    """The token in ``path``; the file must be private to its owner (like an SSH key)."""
-    key = f"{where}.token_file"
-    try:
-        st = os.stat(path)
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise ConfigError(
-                f"{key}: token file {path} is accessible by group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}",
-                field="token_file",
-            )
-        with open(path, encoding="ascii") as handle:
-            token = handle.read(4096).strip()
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{key}: token file {path} does not exist; ask the broker admin for a token and "
-            "save it there with mode 600",
-            field="token_file",
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "it is not ASCII text"
-        raise ConfigError(
-            f"{key}: cannot read token file {path}: {reason}", field="token_file"
-        ) from exc
-    if not _TOKEN.fullmatch(token):
-        # The token itself is never shown, not even in part.
-        raise ConfigError(
-            f"{key}: token file {path} does not hold a token (one line, no spaces)",
-            field="token_file",
-        )
-    return token
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -229,9 +136,7 @@ class BrokerSession:
 
         if not retry:
             return attempt()
-        job = _JOB_IN_PATH.search(path)  # log lines about a job start with its id
-        what = f"{job.group(0)}: {method} {path}" if job else f"{method} {path}"
-        return self.retrying(what)(attempt)
+        return self.retrying(about(path, f"{method} {path}"))(attempt)
 
     def retrying(self, what: str) -> tenacity.Retrying:
         """This session's retry policy, for a step of several calls (e.g. a resumed download)."""
@@ -246,16 +151,7 @@ class BrokerSession:
 
     def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """An API call whose answer is a JSON object (``{}`` for 204 and other empty bodies)."""
-        response = self.request(method, path, **kwargs)
-        if response.status_code == 204 or not response.content:
-            return {}
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise ProtocolError(f"broker answered {path} with invalid JSON") from exc
-        if not isinstance(data, dict):
-            raise ProtocolError(f"broker answered {path} with JSON that is not an object")
-        return data
+        return answer_json(self.request(method, path, **kwargs), path)
 
     def _once(
         self,
@@ -331,6 +227,47 @@ def iter_body(
         response.close()
 
 
+def about(path: str, what: str) -> str:
+    """``what``, led by the job id in ``path`` if there is one: log lines about a job start
+    with its id."""
+    job = _JOB_IN_PATH.search(path)
+    return f"{job.group(0)}: {what}" if job else what
+
+
+def answer_json(response: requests.Response, path: str) -> dict[str, Any]:
+    """The JSON object a broker answer holds (``{}`` for 204 and other empty bodies)."""
+    if response.status_code == 204 or not response.content:
+        return {}
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise ProtocolError(f"broker answered {path} with invalid JSON") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"broker answered {path} with JSON that is not an object")
+    return data
+
+
+def answer_count(value: object, what: str) -> int:
+    """A count the broker sent (offset, size, version, epoch): a non-negative integer, as JSON
+    number or header digits. Anything else is a ProtocolError, never a guess."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ProtocolError(f"broker sent an invalid {what}: {value!r:.40}")
+
+
+def answer_seconds(value: object, what: str) -> float:
+    """A duration the broker sent (a lease's time to live): a finite non-negative number."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    raise ProtocolError(f"broker sent an invalid {what}: {value!r:.40}")
+
+
 def error_for(response: requests.Response, endpoint: BrokerEndpoint) -> BridgeError:
     """Our error for a broker answer that is not a success, with the broker's message."""
     status = response.status_code
@@ -387,7 +324,7 @@ def _retry_after(response: requests.Response) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -398,7 +335,7 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _int_header(response: requests.Response, name: str) -> int | None:
     value = response.headers.get(name, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _certificate_refused(exc: BaseException) -> bool:
@@ -424,11 +361,12 @@ def _short(exc: BaseException) -> str:
 
 
 __all__ = [
-    "BrokerEndpoint",
+    "Body",
     "BrokerSession",
-    "check_broker_url",
+    "about",
+    "answer_count",
+    "answer_json",
+    "answer_seconds",
     "error_for",
-    "is_loopback",
     "iter_body",
-    "read_token",
 ]
