@@ -19,7 +19,7 @@ from node_setup.errors import InvalidKey, MissingValue, OverwriteRefused
 from node_setup.health import login_shell
 from node_setup.prompt import Unattended
 from node_setup.site_setup import SiteOptions, setup_site
-from tests.unit.test_node_setup_authorized_keys import ED, PUB
+from tests.unit.node_setup.test_authorized_keys import ED, PUB
 
 MINT_BRIDGE = "/opt/mint-bridge/bin/mint-bridge"
 TOKEN = "mbt_0123456789ab_Zm9yIHRlc3RzIG9ubHk"
