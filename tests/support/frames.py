@@ -1,4 +1,8 @@
-"""Small in-memory stand-ins shared by the unit tests."""
+"""In-memory stand-ins for the wire protocol's byte channel, and frames as a sender writes them.
+
+For unit tests of both ends (core framing and staging, the site's job start): no sockets, no
+processes, nothing written to disk.
+"""
 
 from __future__ import annotations
 
