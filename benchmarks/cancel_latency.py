@@ -30,7 +30,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.integration.conftest import write_site_config  # noqa: E402
+from tests.support.sites import write_site_config  # noqa: E402
 from tests.support.sshd import start_sshd  # noqa: E402
 
 

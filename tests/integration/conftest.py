@@ -1,120 +1,26 @@
-"""Fixtures that start real services: an OpenSSH server with our forced command.
+"""Fixtures that start real services: an OpenSSH server with our forced command, and brokers.
 
-With CI=true a service that cannot start fails the test; elsewhere it skips it.
+With CI=true a service that cannot start fails the test; elsewhere it skips it
+(``tests.support.services``). Every service is stopped when its scope ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from bridge.client.node_config import EXAMPLES_DIR
+from tests.support.broker import BrokerFactory, BrokerProcess, BrokerUnavailable, start_broker
+from tests.support.services import unavailable
+from tests.support.sites import write_site_config
 from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
-
-PROGRAMS = Path(__file__).parent / "programs"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def service_unavailable(message: str) -> None:
-    if IN_CI:
-        pytest.fail(f"required service unavailable in CI: {message}")
-    pytest.skip(message)
-
-
-def write_site_config(path: Path, work_base: Path, private: Path) -> None:
-    prog = PROGRAMS / "testprog.py"
-    model = EXAMPLES_DIR / "kousoku" / "private" / "Modeldata.inp"
-    path.write_text(
-        f"""
-[site]
-name = "test-site"
-work_base = "{work_base}"
-retention = "1h"
-log_file = "{path.parent / "site.log"}"
-
-[commands.checksum]
-program = "{prog}"
-args = ["checksum"]
-
-[commands.fail]
-program = "{prog}"
-args = ["exit", "{{code}}"]
-[commands.fail.params.code]
-type = "int"
-default = 3
-min = 0
-max = 255
-
-[commands.ticks]
-program = "{prog}"
-args = ["ticks", "{{count}}", "{{delay}}"]
-[commands.ticks.params.count]
-type = "int"
-default = 3
-[commands.ticks.params.delay]
-type = "float"
-default = 0.3
-
-[commands.argv]
-program = "{prog}"
-args = ["argv", "{{label}}", "{{free}}"]
-[commands.argv.params.label]
-type = "string"
-default = "x"
-[commands.argv.params.free]
-type = "string"
-pattern = ".*"
-default = ""
-
-[commands.links]
-program = "{prog}"
-args = ["links", "{private / "secret.txt"}"]
-
-[commands.once]
-program = "{prog}"
-args = ["once", "{private / "counter.txt"}", "{{seconds}}"]
-[commands.once.params.seconds]
-type = "float"
-default = 3
-
-[commands.big]
-program = "{prog}"
-args = ["big", "{{size}}"]
-[commands.big.params.size]
-type = "int"
-default = 1048576
-
-[commands.legacy]
-program = "{PROGRAMS / "execute_remote-side_program_ssh.sh"}"
-log_file = "remote_program_exec.log"
-
-[commands."execute_remote-side_program_ssh.sh"]
-program = "{PROGRAMS / "execute_remote-side_program_ssh.sh"}"
-log_file = "remote_program_exec.log"
-
-[commands.fatigue]
-program = "{EXAMPLES_DIR / "kousoku" / "solver.py"}"
-args = ["--model", "{model}", "--cycles", "{{cycles}}"]
-inputs = ["yield_strength.dat", "tensile_strength.dat", "reduction_area.dat"]
-exclude = ["*.inp"]
-[commands.fatigue.params.cycles]
-type = "int"
-default = 100000
-
-[commands.globbed]
-program = "{prog}"
-args = ["checksum"]
-returns = ["sums.txt", "sub/**"]
-"""
-    )
 
 
 @dataclass
@@ -142,10 +48,37 @@ def sshd(site_env: SiteEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         server = start_sshd(tmp_path_factory.mktemp("sshd"), site_env.site_config)
     except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        service_unavailable(f"cannot start sshd: {exc}")
+        unavailable(f"cannot start sshd: {exc}")
         raise
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    """Starts brokers for one module: ``name`` names the temp dir, ``settings`` go to
+    ``start_broker`` as they are. Every broker it started is stopped after the module."""
+    started: list[BrokerProcess] = []
+
+    def start(name: str = "broker", **settings: Any) -> BrokerProcess:
+        try:
+            process = start_broker(tmp_path_factory.mktemp(name), **settings)
+        except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
+            unavailable(f"cannot start the broker: {exc}")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def broker(broker_factory: BrokerFactory) -> BrokerProcess:
+    """One broker per module, whose leases lapse after 10 s so a killed agent's job is soon
+    offered again. A module that needs other settings defines its own ``broker`` with
+    ``broker_factory``."""
+    return broker_factory(jobs='lease_ttl = "10s"')
 
 
 @pytest.fixture(scope="session")

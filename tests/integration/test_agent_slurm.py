@@ -15,7 +15,6 @@ job the restarted agent asks about and how many submits there were.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -23,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,8 @@ import pytest
 
 from schedulers.batch import job_name
 from schedulers.slurm import LIVE_STATES
-from tests.support.broker import BrokerProcess, BrokerUnavailable, start_broker, unavailable
+from tests.support.broker import BrokerProcess
+from tests.support.site_toml import toml_string, write_site_toml
 from tests.support.slurm import SlurmCluster
 
 # The session-wide `slurm` fixture (a real cluster), shared with the other Slurm test modules.
@@ -51,21 +51,6 @@ with open("ticks.txt", "w") as out:
 sys.exit(code)
 """
 WRAPPED = ("sbatch", "squeue", "sacct")
-
-
-def toml_string(value: object) -> str:
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    try:
-        process = start_broker(tmp_path_factory.mktemp("broker"), jobs='lease_ttl = "10s"')
-    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        unavailable(f"cannot start the broker: {exc}")
-        raise
-    yield process
-    process.stop()
 
 
 @dataclass
@@ -112,39 +97,33 @@ def site(
     token = root / "agent.token"
     token.write_text(broker.token("site", SITE) + "\n")
     token.chmod(0o600)
-    config = root / "site.toml"
-    config.write_text(
-        f"""
-[site]
-name = "{SITE}"
-work_base = {toml_string(work_base)}
-retention = "1h"
-log_file = {toml_string(root / "site.log")}
-
-[agent]
-url = "{broker.url}"
-ca_bundle = {toml_string(broker.ca_bundle)}
-token_file = {toml_string(token)}
-agent_id = "slurm-agent"
-lease_renew = "3s"
-
-[scheduler]
-poll_interval = 0.5
-retries = 5
-retry_wait = "0.1s"
-command_timeout = 20
-
-[commands.solve]
-program = {toml_string(solver)}
-args = ["{{count}}", "{{code}}"]
-scheduler = "slurm"
-[commands.solve.params.count]
-type = "int"
-default = 3
-[commands.solve.params.code]
-type = "int"
-default = 0
-"""
+    config = write_site_toml(
+        root / "site.toml",
+        site={
+            "name": SITE,
+            "work_base": work_base,
+            "retention": "1h",
+            "log_file": root / "site.log",
+        },
+        agent={
+            "url": broker.url,
+            "ca_bundle": broker.ca_bundle,
+            "token_file": token,
+            "agent_id": "slurm-agent",
+            "lease_renew": "3s",
+        },
+        scheduler={"poll_interval": 0.5, "retries": 5, "retry_wait": "0.1s", "command_timeout": 20},
+        commands={
+            "solve": {
+                "program": solver,
+                "args": ["{count}", "{code}"],
+                "scheduler": "slurm",
+                "params": {
+                    "count": {"type": "int", "default": 3},
+                    "code": {"type": "int", "default": 0},
+                },
+            },
+        },
     )
     client_token = root / "client.token"
     client_token.write_text(broker.token("client", "slurm-client") + "\n")

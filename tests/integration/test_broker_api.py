@@ -22,7 +22,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.broker import BrokerProcess, BrokerUnavailable, start_broker, unavailable
+from tests.support.broker import (
+    BrokerFactory,
+    BrokerProcess,
+    BrokerUnavailable,
+    start_broker,
+    unavailable,
+)
 
 LIMIT = 4 << 20  # max_input_size and max_result_size of the test broker
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
@@ -71,11 +77,8 @@ def _start(root: Path, **settings: Any) -> BrokerProcess:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    limits = f'max_input_size = {LIMIT}\nmax_result_size = {LIMIT}'
-    process = _start(tmp_path_factory.mktemp("broker"), limits=limits)
-    yield process
-    process.stop()
+def broker(broker_factory: BrokerFactory) -> BrokerProcess:
+    return broker_factory(limits=f'max_input_size = {LIMIT}\nmax_result_size = {LIMIT}')
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,15 @@ import psutil
 import pytest
 import requests
 
-from tests.support.broker import BrokerProcess, BrokerUnavailable, start_broker, unavailable
+from tests.support.broker import (
+    BrokerFactory,
+    BrokerProcess,
+    BrokerUnavailable,
+    start_broker,
+    unavailable,
+)
 from tests.support.legacy_clients import STDERR_NAME, STDOUT_NAME, Poller, Workflow
+from tests.support.site_toml import write_site_toml
 
 PROGRAMS = Path(__file__).parent / "programs"
 CALC = str(PROGRAMS / "legacy_calc.py")
@@ -46,14 +53,8 @@ max_body = "1MiB"
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    try:
-        process = start_broker(tmp_path_factory.mktemp("legacy-broker"), extra=LEGACY)
-    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        unavailable(f"cannot start the broker: {exc}")
-        raise
-    yield process
-    process.stop()
+def broker(broker_factory: BrokerFactory) -> BrokerProcess:
+    return broker_factory("legacy-broker", extra=LEGACY)
 
 
 def http(broker: BrokerProcess, token: str | None) -> requests.Session:
@@ -363,32 +364,25 @@ def agent_config(broker: BrokerProcess, root: Path, site: str) -> Path:
     token_file.write_text(broker.token("site", site) + "\n")
     token_file.chmod(0o600)
     prog = PROGRAMS / "testprog.py"
-    config = root / "site.toml"
-    config.write_text(f"""
-[site]
-name = "{site}"
-work_base = "{root / "work"}"
-log_file = "{root / "site.log"}"
-
-[agent]
-url = "{broker.url}"
-ca_bundle = "{broker.ca_bundle}"
-token_file = "{token_file}"
-agent_id = "agent-1"
-lease_renew = "3s"
-
-[commands.checksum]
-program = "{prog}"
-args = ["checksum"]
-
-[commands.fail]
-program = "{prog}"
-args = ["exit", "{{code}}"]
-[commands.fail.params.code]
-type = "int"
-default = 3
-""")
-    return config
+    return write_site_toml(
+        root / "site.toml",
+        site={"name": site, "work_base": root / "work", "log_file": root / "site.log"},
+        agent={
+            "url": broker.url,
+            "ca_bundle": broker.ca_bundle,
+            "token_file": token_file,
+            "agent_id": "agent-1",
+            "lease_renew": "3s",
+        },
+        commands={
+            "checksum": {"program": prog, "args": ["checksum"]},
+            "fail": {
+                "program": prog,
+                "args": ["exit", "{code}"],
+                "params": {"code": {"type": "int", "default": 3}},
+            },
+        },
+    )
 
 
 @pytest.fixture

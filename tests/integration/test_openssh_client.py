@@ -18,6 +18,7 @@ import pytest
 from bridge.core.errors import ExitCode
 from tests.integration.conftest import SiteEnv, run_bridge, ssh_masters, stop_ssh_masters
 from tests.integration.test_ssh_resilience import counter_lines, start_bridge, wait_for
+from tests.support.site_toml import write_site_toml
 from tests.support.sshd import Sshd, forced_command, keygen
 
 
@@ -227,10 +228,14 @@ def test_two_sites_on_one_account_never_share_a_connection(
     # must reach that config even while site "shared" keeps a connection open.
     other_config = tmp_path / "other-site.toml"
     echo = shutil.which("echo")
-    other_config.write_text(
-        f'[site]\nname = "other"\nwork_base = "{tmp_path / "work-b"}"\n'
-        f'log_file = "{tmp_path / "site-b.log"}"\n'
-        f'[commands.whoami]\nprogram = "{echo}"\nargs = ["this is site b"]\n'
+    write_site_toml(
+        other_config,
+        site={
+            "name": "other",
+            "work_base": tmp_path / "work-b",
+            "log_file": tmp_path / "site-b.log",
+        },
+        commands={"whoami": {"program": echo, "args": ["this is site b"]}},
     )
     (tmp_path / "work-b").mkdir()
     key_b = tmp_path / "key_b"

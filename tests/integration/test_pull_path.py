@@ -26,7 +26,8 @@ import psutil
 import pytest
 import requests
 
-from tests.support.broker import BrokerProcess, BrokerUnavailable, start_broker, unavailable
+from tests.support.broker import BrokerProcess
+from tests.support.site_toml import write_site_toml
 
 PROGRAMS = Path(__file__).parent / "programs"
 FINAL = ("finished", "cancelled", "expired")
@@ -34,17 +35,6 @@ MiB = 1 << 20
 
 
 # --- services ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    try:
-        process = start_broker(tmp_path_factory.mktemp("broker"), jobs='lease_ttl = "10s"')
-    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        unavailable(f"cannot start the broker: {exc}")
-        raise
-    yield process
-    process.stop()
 
 
 @dataclass
@@ -59,60 +49,49 @@ class Site:
     broker: BrokerProcess
 
     def config(self, agent_id: str, max_jobs: int = 4, url: str | None = None) -> Path:
-        path = self.root / f"{agent_id}.toml"
         prog = PROGRAMS / "testprog.py"
-        path.write_text(
-            f"""
-[site]
-name = "{self.name}"
-work_base = "{self.work_base}"
-log_file = "{self.root / "site.log"}"
-
-[agent]
-url = "{url or self.broker.url}"
-ca_bundle = "{self.broker.ca_bundle}"
-token_file = "{self.token_file}"
-agent_id = "{agent_id}"
-max_jobs = {max_jobs}
-lease_renew = "3s"
-
-[commands.checksum]
-program = "{prog}"
-args = ["checksum"]
-
-[commands.fail]
-program = "{prog}"
-args = ["exit", "{{code}}"]
-[commands.fail.params.code]
-type = "int"
-default = 3
-
-[commands.ticks]
-program = "{prog}"
-args = ["ticks", "{{count}}", "{{delay}}"]
-[commands.ticks.params.count]
-type = "int"
-default = 3
-[commands.ticks.params.delay]
-type = "float"
-default = 0.3
-
-[commands.big]
-program = "{prog}"
-args = ["big", "{{size}}"]
-[commands.big.params.size]
-type = "int"
-default = 1048576
-
-[commands.count]
-program = "{PROGRAMS / "count_job.py"}"
-args = ["{self.counter}", "{{seconds}}"]
-[commands.count.params.seconds]
-type = "float"
-default = 0
-"""
+        return write_site_toml(
+            self.root / f"{agent_id}.toml",
+            site={
+                "name": self.name,
+                "work_base": self.work_base,
+                "log_file": self.root / "site.log",
+            },
+            agent={
+                "url": url or self.broker.url,
+                "ca_bundle": self.broker.ca_bundle,
+                "token_file": self.token_file,
+                "agent_id": agent_id,
+                "max_jobs": max_jobs,
+                "lease_renew": "3s",
+            },
+            commands={
+                "checksum": {"program": prog, "args": ["checksum"]},
+                "fail": {
+                    "program": prog,
+                    "args": ["exit", "{code}"],
+                    "params": {"code": {"type": "int", "default": 3}},
+                },
+                "ticks": {
+                    "program": prog,
+                    "args": ["ticks", "{count}", "{delay}"],
+                    "params": {
+                        "count": {"type": "int", "default": 3},
+                        "delay": {"type": "float", "default": 0.3},
+                    },
+                },
+                "big": {
+                    "program": prog,
+                    "args": ["big", "{size}"],
+                    "params": {"size": {"type": "int", "default": 1048576}},
+                },
+                "count": {
+                    "program": PROGRAMS / "count_job.py",
+                    "args": [self.counter, "{seconds}"],
+                    "params": {"seconds": {"type": "float", "default": 0}},
+                },
+            },
         )
-        return path
 
     def counted(self) -> list[tuple[str, int]]:
         """(job id, solver pid) for every run the solver recorded."""

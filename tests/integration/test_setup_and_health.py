@@ -30,9 +30,10 @@ import pytest
 
 from node_setup import authorized_keys as ak
 from node_setup import host_keys
-from tests.integration.conftest import service_unavailable, ssh_masters, stop_ssh_masters
+from tests.integration.conftest import ssh_masters, stop_ssh_masters
+from tests.support.services import unavailable
 from tests.support.sshd import Sshd, SshdUnavailable, keygen, start_sshd
-from tests.unit.node_setup_tls import make_certs
+from tests.support.tls import make_ca
 
 MINT_BRIDGE = str(Path(sys.executable).parent / "mint-bridge")
 
@@ -73,7 +74,7 @@ def sshd_or_skip(root: Path, site_config: Path) -> Sshd:
     try:
         return start_sshd(root, site_config)
     except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        service_unavailable(f"cannot start sshd: {exc}")
+        unavailable(f"cannot start sshd: {exc}")
         raise
 
 
@@ -958,7 +959,7 @@ class BrokerEnv:
     def restart_with_certificate(self, name: str, not_after_days: float) -> None:
         """Serve a certificate of the given validity (negative: expired) from now on."""
         self.broker.stop()
-        ca, cert, key = make_certs(
+        ca, cert, key = make_ca(
             self.root / name,
             not_after_days=not_after_days,
             not_before_days=min(-1.0, not_after_days - 1),
@@ -1022,7 +1023,7 @@ def broker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerEnv]:
     try:
         broker = start_broker(root / "broker")
     except (BrokerUnavailable, OSError) as exc:
-        service_unavailable(f"cannot start the broker: {exc}")
+        unavailable(f"cannot start the broker: {exc}")
         raise
     try:
         tokens: dict[str, Path] = {}

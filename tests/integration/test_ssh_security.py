@@ -14,7 +14,8 @@ from bridge.client.transports.paramiko_ssh import SshConnector
 from bridge.core.errors import ExitCode
 from bridge.core.job import new_job_id
 from bridge.core.protocol import KIND_FILE, PROTOCOL_VERSION, FrameReader, FrameWriter
-from tests.integration.conftest import PROGRAMS, SiteEnv, run_bridge
+from tests.integration.conftest import SiteEnv, run_bridge
+from tests.support.sites import PROGRAMS
 from tests.support.sshd import Sshd, keygen
 
 

@@ -26,7 +26,6 @@ under ``scheduler = "torque"``). Where they differ from real Torque, and what th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -36,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,11 +45,12 @@ from schedulers import get_scheduler
 from schedulers.base import JobHandle, JobSpec, Resources, SchedulerOptions
 from schedulers.batch import SCHEDULER_OUTPUT, job_name
 from schedulers.torque import TorqueScheduler, parse_qstat_full
+from tests.support.services import unavailable
+from tests.support.site_toml import site_toml, toml_string
 from tests.support.slurm import SlurmCluster
 
 pytest_plugins = ["tests.integration.slurm_fixtures"]
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 TESTPROG = Path(__file__).parent / "programs" / "testprog.py"
 # Shell and PBS meaning in a parameter value: it must reach the program as one plain argument.
 HOSTILE = "a b 'q' \"d\" $(touch pwned) `touch pwned2` #PBS -l mem=1mb ; 50% %j"
@@ -71,65 +72,44 @@ class TorqueSite:
     env: dict[str, str]
 
 
-def toml_string(value: object) -> str:
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
 def site_config(work_base: Path, log_file: Path, memhog: Path) -> str:
-    prog = toml_string(TESTPROG)
-    return f"""
-[site]
-name = "torque-test"
-work_base = {toml_string(work_base)}
-retention = "1h"
-log_file = {toml_string(log_file)}
+    def torque(command: dict[str, Any]) -> dict[str, Any]:
+        return {**command, "scheduler": "torque"}
 
-[scheduler]
-poll_interval = 0.5
-retries = 5
-retry_wait = "0.1s"
-command_timeout = 20
-
-[commands.checksum]
-program = {prog}
-args = ["checksum"]
-scheduler = "torque"
-
-[commands.fail]
-program = {prog}
-args = ["exit", "{{code}}"]
-scheduler = "torque"
-[commands.fail.params.code]
-type = "int"
-default = 3
-
-[commands.ticks]
-program = {prog}
-args = ["ticks", "{{count}}", "{{delay}}"]
-scheduler = "torque"
-[commands.ticks.params.count]
-type = "int"
-default = 3
-[commands.ticks.params.delay]
-type = "float"
-default = 0.2
-
-[commands.argv]
-program = {prog}
-args = ["argv", "{{free}}"]
-scheduler = "torque"
-[commands.argv.params.free]
-type = "string"
-pattern = ".*"
-default = ""
-
-[commands.memhog]
-program = {toml_string(memhog)}
-scheduler = "torque"
-[commands.memhog.resources]
-memory = "100MiB"
-cpus = 1
-"""
+    return site_toml(
+        site={
+            "name": "torque-test",
+            "work_base": work_base,
+            "retention": "1h",
+            "log_file": log_file,
+        },
+        scheduler={"poll_interval": 0.5, "retries": 5, "retry_wait": "0.1s", "command_timeout": 20},
+        commands={
+            "checksum": torque({"program": TESTPROG, "args": ["checksum"]}),
+            "fail": torque({
+                "program": TESTPROG,
+                "args": ["exit", "{code}"],
+                "params": {"code": {"type": "int", "default": 3}},
+            }),
+            "ticks": torque({
+                "program": TESTPROG,
+                "args": ["ticks", "{count}", "{delay}"],
+                "params": {
+                    "count": {"type": "int", "default": 3},
+                    "delay": {"type": "float", "default": 0.2},
+                },
+            }),
+            "argv": torque({
+                "program": TESTPROG,
+                "args": ["argv", "{free}"],
+                "params": {"free": {"type": "string", "pattern": ".*", "default": ""}},
+            }),
+            "memhog": torque({
+                "program": memhog,
+                "resources": {"memory": "100MiB", "cpus": 1},
+            }),
+        },
+    )
 
 
 def require_wrappers() -> None:
@@ -141,9 +121,7 @@ def require_wrappers() -> None:
         if not is_wrapper:
             found = f" (found {path})" if path else ""
             message = f"{command} of slurm-wlm-torque is not on PATH{found}: apt-get install it"
-            if IN_CI:
-                pytest.fail(f"required service unavailable in CI: {message}")
-            pytest.skip(message)
+            unavailable(message)
 
 
 @pytest.fixture(scope="module")

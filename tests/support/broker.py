@@ -1,7 +1,7 @@
 """A real broker process under gunicorn, with TLS from a throwaway CA, on a free loopback port.
 
-``start_broker`` writes a CA and a server certificate for 127.0.0.1/localhost (the
-``cryptography`` package), a ``broker.toml`` and a data dir into a private directory, starts
+``start_broker`` writes a CA and a server certificate for 127.0.0.1/localhost
+(``tests.support.tls``), a ``broker.toml`` and a data dir into a private directory, starts
 ``python -m broker.cli serve`` and waits until ``/api/v1/health`` answers over TLS verified
 against that CA. Tokens are made through the same CLI an operator uses. The process is stopped
 by its PID (SIGTERM, then SIGKILL), or killed with SIGKILL on purpose and restarted on the
@@ -11,93 +11,30 @@ same port and data dir to test crash safety.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import psutil
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support.net import free_port
+from tests.support.services import unavailable
+from tests.support.tls import make_ca
+
+# make_ca and unavailable are re-exported: the broker tests import them from here.
+__all__ = [
+    "BrokerFactory", "BrokerProcess", "BrokerUnavailable", "make_ca", "start_broker",
+    "unavailable",
+]  # fmt: skip
 
 
 class BrokerUnavailable(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))  # fmt: skip
-    path.chmod(0o600)
-
-
-def make_ca(directory: Path) -> tuple[Path, Path, Path]:
-    """(CA bundle, server certificate, server key) for 127.0.0.1 and localhost."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("mint-bridge test CA"))
-        .issuer_name(_name("mint-bridge test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False,
-            encipher_only=False, decipher_only=False,
-        ), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    ca_path, cert_path = directory / "ca.pem", directory / "server.pem"
-    key_path = directory / "server.key"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key_path, server_key)
-    return ca_path, cert_path, key_path
 
 
 @dataclass
@@ -205,11 +142,18 @@ class BrokerProcess:
         return self.tokens[key]
 
 
+class BrokerFactory(Protocol):
+    """The ``broker_factory`` fixture: ``name`` names the broker's temp dir, ``settings`` go to
+    ``start_broker``; the brokers it starts are stopped when its scope ends."""
+
+    def __call__(self, name: str = "broker", **settings: Any) -> BrokerProcess: ...
+
+
 def start_broker(root: Path, *, jobs: str = "", limits: str = "", threads: int = 64,
                  extra: str = "") -> BrokerProcess:  # fmt: skip
     """``extra`` is appended to broker.toml as it is (e.g. a ``[legacy]`` section)."""
     root.mkdir(parents=True, exist_ok=True)
-    ca, cert, key = make_ca(root)
+    ca, cert, key = make_ca(root, not_before_days=-1 / 24, not_after_days=1)
     port = free_port()
     config = root / "broker.toml"
     config.write_text(f"""
@@ -239,12 +183,3 @@ housekeeping_interval = "0.2s"
     )  # fmt: skip
     process.start()
     return process
-
-
-def unavailable(message: str) -> None:
-    """With CI=true a broker that cannot start fails the test; elsewhere it skips it."""
-    import pytest
-
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"required service unavailable in CI: {message}")
-    pytest.skip(message)

@@ -25,17 +25,13 @@ from pathlib import Path
 
 import psutil
 
+from tests.support.net import free_port
+
 SSHD = "/usr/sbin/sshd"
 
 
 class SshdUnavailable(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def keygen(path: Path, comment: str = "mint-bridge-test") -> None:

@@ -33,7 +33,7 @@ from schedulers.pbspro import (
     parse_qstat_json,
     parse_status,
 )
-from tests.unit.pbs_fakes import FakeCommands, make_spec, write_control
+from tests.support.pbs_fakes import FakeCommands, make_spec, write_control
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pbspro"
 

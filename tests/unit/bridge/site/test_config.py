@@ -224,7 +224,7 @@ def test_site_log_file_and_program_expand_home(
 
 
 def test_example_configs_load() -> None:
-    root = Path(__file__).resolve().parents[2] / "examples"
+    root = Path(__file__).resolve().parents[4] / "examples"
     site = load_site_config(str(root / "kousoku" / "site.toml"))
     fatigue = site.commands["fatigue"]
     assert fatigue.program == str(root / "kousoku" / "solver.py")

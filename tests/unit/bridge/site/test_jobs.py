@@ -23,7 +23,7 @@ from bridge.site.config import SiteConfig, load_site_config
 from bridge.site.session import Session
 from bridge.site.workdir import WorkDir
 from schedulers.base import JobHandle, JobSpec, Scheduler
-from tests.unit.helpers import LoopbackChannel
+from tests.support.frames import LoopbackChannel
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -12,34 +11,7 @@ import pytest
 from bridge.client.channel_job import JobRun
 from bridge.core.errors import ProtocolError, StagingError, TransferCorrupted
 from bridge.core.job import JobRequest, new_job_id
-from bridge.core.protocol import KIND_FILE, KIND_STDOUT, FrameWriter
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def recv(self, size: int) -> bytes:
-        raise AssertionError("not readable")
-
-    def send_all(self, data: bytes | memoryview) -> None:
-        self.data += bytes(data)
-
-
-class ScriptedChannel:
-    """Plays back what a (hostile) site would send; swallows what the bridge sends."""
-
-    def __init__(self, script: bytes) -> None:
-        self.script = io.BytesIO(script)
-
-    def recv(self, size: int) -> bytes:
-        return self.script.read(min(size, 4096))
-
-    def send_all(self, data: bytes | memoryview) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+from tests.support.frames import ScriptedChannel, site_script
 
 
 class ScriptedConnector:
@@ -56,23 +28,6 @@ class ScriptedConnector:
 
     def close(self) -> None:
         pass
-
-
-def site_script(name: str, body: bytes, sha: str | None = None, size: int | None = None) -> bytes:
-    rec = Recorder()
-    out = FrameWriter(rec)
-    out.write_json({"ready": True})
-    out.write_json({"started": True})
-    out.write_frame(KIND_STDOUT, b"log line\n")
-    out.write_json({"exit": {"state": "completed", "exit_code": 0, "reason": "ok"}})
-    declared = len(body) if size is None else size
-    out.write_json({"manifest": [{"name": name, "size": declared, "mode": 0o644}], "skipped": []})
-    out.write_json({"file": name, "size": declared, "mode": 0o644})
-    out.write_frame(KIND_FILE, body)
-    out.write_frame(KIND_FILE, b"")
-    out.write_json({"sha256": sha or hashlib.sha256(body).hexdigest()})
-    out.write_json({"done": True})
-    return bytes(rec.data)
 
 
 def run_against(script: bytes, out_dir: Path) -> int:

@@ -12,52 +12,44 @@ from pathlib import Path
 import pytest
 
 from bridge.client.node_config import EXAMPLES_DIR
-from tests.integration.test_pull_path import PROGRAMS, Site, broker, make_site, start_agent
+from tests.integration.test_pull_path import PROGRAMS, Site, make_site, start_agent
 from tests.integration.test_sample_workflow import expected_amplitude, mint_module_dir
 from tests.support.broker import BrokerProcess
+from tests.support.site_toml import write_site_toml
 
-__all__ = ["broker"]  # the module-scoped broker fixture, used here too
 DROP_IN = EXAMPLES_DIR / "compat" / "mi-system-wf.py"
 SAMPLE = EXAMPLES_DIR / "kousoku"
 
 
 def site_config(site: Site) -> Path:
-    path = site.root / "site.toml"
-    path.write_text(
-        f"""
-[site]
-name = "{site.name}"
-work_base = "{site.work_base}"
-log_file = "{site.root / "site.log"}"
-
-[agent]
-url = "{site.broker.url}"
-ca_bundle = "{site.broker.ca_bundle}"
-token_file = "{site.token_file}"
-agent_id = "compat-agent"
-
-[commands."execute_remote-side_program_ssh.sh"]
-program = "{PROGRAMS / "execute_remote-side_program_ssh.sh"}"
-log_file = "remote_program_exec.log"
-
-[commands.fail]
-program = "{PROGRAMS / "testprog.py"}"
-args = ["exit", "{{code}}"]
-[commands.fail.params.code]
-type = "int"
-default = 3
-
-[commands.fatigue]
-program = "{SAMPLE / "solver.py"}"
-args = ["--model", "{SAMPLE / "private" / "Modeldata.inp"}", "--cycles", "{{cycles}}"]
-inputs = ["yield_strength.dat", "tensile_strength.dat", "reduction_area.dat"]
-exclude = ["*.inp"]
-[commands.fatigue.params.cycles]
-type = "int"
-default = 100000
-"""
+    return write_site_toml(
+        site.root / "site.toml",
+        site={"name": site.name, "work_base": site.work_base, "log_file": site.root / "site.log"},
+        agent={
+            "url": site.broker.url,
+            "ca_bundle": site.broker.ca_bundle,
+            "token_file": site.token_file,
+            "agent_id": "compat-agent",
+        },
+        commands={
+            "execute_remote-side_program_ssh.sh": {
+                "program": PROGRAMS / "execute_remote-side_program_ssh.sh",
+                "log_file": "remote_program_exec.log",
+            },
+            "fail": {
+                "program": PROGRAMS / "testprog.py",
+                "args": ["exit", "{code}"],
+                "params": {"code": {"type": "int", "default": 3}},
+            },
+            "fatigue": {
+                "program": SAMPLE / "solver.py",
+                "args": ["--model", SAMPLE / "private" / "Modeldata.inp", "--cycles", "{cycles}"],
+                "inputs": ["yield_strength.dat", "tensile_strength.dat", "reduction_area.dat"],
+                "exclude": ["*.inp"],
+                "params": {"cycles": {"type": "int", "default": 100000}},
+            },
+        },
     )
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from bridge.core.staging import (
     safe_mode,
     send_file,
 )
-from tests.unit.helpers import LoopbackChannel, header_message, pipe, write_file_frames
+from tests.support.frames import LoopbackChannel, header_message, pipe, write_file_frames
 
 # --- names -----------------------------------------------------------------------------------
 

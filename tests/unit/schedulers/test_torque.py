@@ -42,7 +42,7 @@ from schedulers.torque import (
     parse_qstat_full,
     parse_status,
 )
-from tests.unit.pbs_fakes import FakeCommands, make_spec, write_control
+from tests.support.pbs_fakes import FakeCommands, make_spec, write_control
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torque"
 SERVER = "torque01.example.org"

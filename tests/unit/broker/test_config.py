@@ -84,6 +84,6 @@ def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
 
 
 def test_the_commented_example_config_loads() -> None:
-    example = Path(__file__).resolve().parents[2] / "examples" / "broker.toml"
+    example = Path(__file__).resolve().parents[3] / "examples" / "broker.toml"
     config = load_config(str(example))
     assert config.tls and config.port == 50443 and config.max_input_size is None

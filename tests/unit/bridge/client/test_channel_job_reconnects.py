@@ -12,7 +12,7 @@ import pytest
 from bridge.client.channel_job import JobRun
 from bridge.core.errors import ParameterInvalid, TransportError
 from bridge.core.job import JobRequest, new_job_id
-from tests.unit.test_run_against_hostile_site import ScriptedChannel, site_script
+from tests.support.frames import ScriptedChannel, site_script
 
 
 class FlakyConnector:

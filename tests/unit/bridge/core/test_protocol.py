@@ -23,7 +23,7 @@ from bridge.core.protocol import (
     copy_frames_to,
     decode_json,
 )
-from tests.unit.helpers import LoopbackChannel, pipe
+from tests.support.frames import LoopbackChannel, pipe
 
 
 def raw_frame(kind: bytes, payload: bytes) -> bytes:

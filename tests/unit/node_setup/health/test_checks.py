@@ -26,7 +26,8 @@ from node_setup.health.site import (
     parse_threshold,
     program_problem,
 )
-from tests.unit.node_setup_tls import RecordingServer, make_certs
+from tests.support.net import free_port
+from tests.support.tls import RecordingServer, make_ca
 
 TOKEN = "mbt_0123456789ab_Zm9yIHRlc3RzIG9ubHk"
 
@@ -319,7 +320,7 @@ def token_file(tmp_path: Path) -> str:
 def test_certificate_expiry(
     tmp_path: Path, before: float, after: float, tls: Status, expiry: Status
 ) -> None:
-    ca, cert, key = make_certs(tmp_path, not_before_days=before, not_after_days=after)
+    ca, cert, key = make_ca(tmp_path, not_before_days=before, not_after_days=after)
     with RecordingServer(cert, key) as server:
         probe = Probe("broker")
         check_broker(BrokerTarget(server.url, token_file(tmp_path), str(ca)), probe, 10)
@@ -339,7 +340,7 @@ def test_certificate_expiry(
 
 
 def test_unknown_ca_fails_and_the_token_stays_home(tmp_path: Path) -> None:
-    _, cert, key = make_certs(tmp_path)
+    _, cert, key = make_ca(tmp_path)
     with RecordingServer(cert, key) as server:
         probe = Probe("broker")
         check_broker(BrokerTarget(server.url, token_file(tmp_path)), probe, 10)
@@ -350,9 +351,7 @@ def test_unknown_ca_fails_and_the_token_stays_home(tmp_path: Path) -> None:
 
 
 def test_broker_not_listening(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     probe = Probe("broker")
     check_broker(BrokerTarget(f"https://127.0.0.1:{port}", token_file(tmp_path)), probe, 5)
     found = by_name(probe.snapshot())

@@ -20,7 +20,7 @@ from node_setup.health import login_shell
 from node_setup.prompt import Unattended
 from node_setup.site_layout import SiteOptions
 from node_setup.site_setup import setup_site
-from tests.unit.test_node_setup_authorized_keys import ED, PUB
+from tests.unit.node_setup.test_authorized_keys import ED, PUB
 
 MINT_BRIDGE = "/opt/mint-bridge/bin/mint-bridge"
 TOKEN = "mbt_0123456789ab_Zm9yIHRlc3RzIG9ubHk"

@@ -1,0 +1,1 @@
+"""Unit tests of bridge.client, the bridge node's side."""

@@ -1,0 +1,1 @@
+"""Unit tests of bridge.core, the shared core."""

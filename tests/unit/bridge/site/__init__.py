@@ -1,0 +1,1 @@
+"""Unit tests of bridge.site, the external site's side."""

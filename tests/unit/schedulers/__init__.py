@@ -1,0 +1,1 @@
+"""Unit tests of the scheduler adapters (fixtures/ holds output captured from each scheduler)."""
