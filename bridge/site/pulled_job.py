@@ -1,15 +1,16 @@
 """One job an agent pulled from the broker, run exactly the way ``site serve-ssh`` runs one.
 
 The same validation (``SiteConfig.check_request``), the same work dir (``WorkDir``: private,
-its control files), the same start (``jobs.start`` through the command's scheduler adapter, the
-native id recorded before anything else), the same following (``jobs.follow``, ``LogTail``) and
-the same result collection (``collect_results`` with the command's return rules). Only the
-transport differs: HTTP calls to the broker instead of frames over SSH.
+its control files), the same start (``job_start.start_once``, through the command's scheduler
+adapter, the native id recorded before anything else), the same following (``jobs.follow``,
+``LogTail``) and the same result collection (``jobs.collect_job_results``, by the command's
+return rules). Only the transport differs: HTTP calls to the broker instead of frames over SSH.
 
 Exactly once: the job is marked running at the broker under our lease epoch (refused when a
 newer lease holds it) before it is started, and it is started under the work dir's lock only if
 no native id is recorded there. A work dir that holds a native id is followed, never started;
-one whose start was cut off before the id was recorded is recovered first (``jobs.recover``).
+one whose start was cut off before the id was recorded is recovered first
+(``job_start.recover``).
 
 Never: start or follow a job in a work dir this broker job does not own (``broker.json`` in
 the control dir names it), upload a file from outside the work dir, or go on acting on a job
@@ -40,9 +41,10 @@ from bridge.core.errors import (
     TransferCorrupted,
 )
 from bridge.core.job import JobOutcome, JobRequest, JobState
-from bridge.core.staging import ResultFile, check_name, collect_results, open_result_for_reading
+from bridge.core.staging import ResultFile, check_name, open_result_for_reading
 from bridge.core.streams import VerifiedFile, sha256_stream
-from bridge.site import jobs
+from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
+from bridge.site import job_start, jobs
 from bridge.site.agent_api import AgentApi, Claimed, Lease
 from bridge.site.config import AgentConfig, SiteConfig
 from bridge.site.status_cache import SharedStatus
@@ -51,8 +53,6 @@ from schedulers import JobHandle
 
 log = logging.getLogger(__name__)
 
-BROKER_FILE = "broker.json"  # control dir: broker URL, agent id, lease epoch, claimed document
-COMPLETED_FILE = "broker-completed"  # control dir: the broker accepted our ``complete``
 # Error kinds a rejected outcome may name (as ``error_kind``); the bridge raises the same error.
 _REJECTION_KINDS = tuple(
     cls.__name__
@@ -85,12 +85,12 @@ def drop_local_job(site: SiteConfig, wd: WorkDir, why: str) -> None:
             scheduler = site.scheduler(job.command)
             if native_id is None:  # a start cut off before it recorded the id: find it
                 with wd.locked():
-                    native_id = wd.native_id() or jobs.recover(job, scheduler)
+                    native_id = wd.native_id() or job_start.recover(job, scheduler)
             if native_id is not None:
                 scheduler.cancel(JobHandle(wd.job_id, native_id, wd.control))
         except BridgeError as exc:
             log.error("%s: could not stop the job: %s", wd.job_id, exc)
-    with open(wd.control_file(COMPLETED_FILE), "w", encoding="utf-8") as marker:
+    with open(wd.control_file(BROKER_COMPLETED_FILE), "w", encoding="utf-8") as marker:
         marker.write("dropped\n")
     log.warning("%s: %s; stopped it here", wd.job_id, why)
 
@@ -235,27 +235,11 @@ class PulledJob:
 
     def _stage_and_start(self, api: AgentApi, job: jobs.AcceptedJob) -> bool:
         """Download the inputs and start the job, once; False if it ended before starting."""
-        scheduler = self.site.scheduler(job.command)
-        with self.wd.locked():
-            if self.wd.native_id() is not None:
-                return True  # an earlier worker of ours started it: follow it
-            # One that was killed before it recorded the native id: recovered, never restaged.
-            native_id = jobs.recover(job, scheduler)
-            if native_id is not None:
-                self._report_native_id(api, native_id)
-                return True
-            if self._cancelled_before_start(api):
-                return False
-            self.wd.discard_inputs()  # leftovers of an interrupted attempt
-            jobs.save_accepted(job)
-            self._download_inputs(api, job)
-            if self._cancelled_before_start(api):
-                return False
-            # Running at the broker first: if our lease is stale this raises and nothing starts.
-            api.renew(self.lease, state="running")
-            native_id = jobs.start(job, scheduler, self._walltime())
-        self._report_native_id(api, native_id)
-        return True
+        steps = _PulledStart(self, api)
+        native_id = job_start.start_once(job, self.site.scheduler(job.command), steps)
+        if steps.submitted:
+            self._report_native_id(api, steps.submitted)
+        return native_id is not None
 
     def _report_native_id(self, api: AgentApi, native_id: str) -> None:
         with contextlib.suppress(BridgeError):  # shown to admins; not needed to follow the job
@@ -290,8 +274,7 @@ class PulledJob:
                 staged[decl.name] = (st.st_size, st.st_mtime_ns)
         finally:
             os.close(dir_fd)
-        self.wd.write_json("inputs.json", staged)
-        log.info("%s: staged %d inputs", self.job_id, len(staged))
+        jobs.record_staged_inputs(job, staged)
 
     def _walltime(self) -> float | None:
         value = self.doc.get("walltime_limit")
@@ -354,11 +337,7 @@ class PulledJob:
         skipped: list[dict[str, str]] = []
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
         if outcome.state != JobState.CANCELLED:
-            try:
-                unchanged = {k: tuple(v) for k, v in self.wd.read_json("inputs.json").items()}
-            except FileNotFoundError:
-                unchanged = {}
-            files, skips = collect_results(self.wd.path, job.command.returns, unchanged)
+            files, skips = jobs.collect_job_results(job)
             skipped = [{"name": s.name, "reason": s.reason} for s in skips]
             results = self._upload_results(api, files, skipped)
         self._complete(api, outcome.to_message(), results, skipped)
@@ -426,7 +405,7 @@ class PulledJob:
         self.completing = True  # from now on a refused renewal is expected, not a lost lease
         api.complete(self.lease, outcome, results, skipped)
         if self.wd.exists():
-            with open(self.wd.control_file(COMPLETED_FILE), "w", encoding="utf-8") as marker:
+            with open(self.wd.control_file(BROKER_COMPLETED_FILE), "w", encoding="utf-8") as marker:
                 marker.write(f"{outcome.get('state')}\n")
 
     # --- lease ----------------------------------------------------------------------------
@@ -468,6 +447,38 @@ class PulledJob:
         return True
 
 
-__all__ = [
-    "BROKER_FILE", "COMPLETED_FILE", "Dropped", "HandBack", "Lease", "PulledJob", "drop_local_job",
-]  # fmt: skip
+class _PulledStart:
+    """A pulled job's own steps of the shared start (``job_start.start_once``): inputs are
+    downloaded from the broker, a cancel is confirmed to it, and the job is marked running there
+    before it is submitted (refused if a newer lease holds it: then nothing starts)."""
+
+    def __init__(self, job: PulledJob, api: AgentApi) -> None:
+        self.job = job
+        self.api = api
+        self.submitted: str | None = None  # the native id, once this start submitted the job
+
+    def found_started(self, native_id: str, recovered: bool) -> None:
+        # One that was killed before it recorded the native id: recovered, never restaged. One
+        # an earlier worker of ours started is followed as it is.
+        if recovered:
+            self.job._report_native_id(self.api, native_id)
+
+    def walltime_limit(self) -> float | None:
+        return self.job._walltime()
+
+    def cancelled(self) -> bool:
+        return self.job._cancelled_before_start(self.api)
+
+    def stage_inputs(self, job: jobs.AcceptedJob) -> bool:
+        self.job._download_inputs(self.api, job)
+        if self.job._cancelled_before_start(self.api):
+            return False
+        # Running at the broker first: if our lease is stale this raises and nothing starts.
+        self.api.renew(self.job.lease, state="running")
+        return True
+
+    def started(self, native_id: str) -> None:
+        self.submitted = native_id
+
+
+__all__ = ["Dropped", "HandBack", "Lease", "PulledJob", "drop_local_job"]

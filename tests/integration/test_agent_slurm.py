@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from schedulers.batch import job_name
-from schedulers.slurm import LIVE_STATES
+from schedulers.batch_script import job_name
+from schedulers.slurm_output import LIVE_STATES
 from tests.support.broker import BrokerProcess, BrokerUnavailable, start_broker, unavailable
 from tests.support.slurm import SlurmCluster
 
