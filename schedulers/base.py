@@ -95,3 +95,10 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def cancel(self, handle: JobHandle) -> None:
         """Stop the job. A job that already finished is not an error."""
+
+    def end_record(self, control_dir: str) -> str | None:
+        """The path of the file in which the job recorded its end, if that file exists.
+
+        Site cleanup measures a work dir's retention from it, and keeps a job that has none
+        (and was not seen ending by the site) as possibly running. Default: no such record."""
+        return None

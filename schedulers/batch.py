@@ -1,4 +1,5 @@
-"""What every batch scheduler adapter shares: script, retries, duplicate-submit guard, polling.
+"""What every batch scheduler adapter shares: running its commands, retries, the duplicate-submit
+guard, polling. The job script itself and the records it leaves are ``schedulers.batch_script``'s.
 
 Each scheduler module only says how to *build* its commands and how to *parse* their output
 (pure functions, tested on captured real output); this base runs the commands with timeouts,
@@ -27,7 +28,6 @@ import fcntl
 import logging
 import os
 import re
-import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,19 +38,18 @@ import tenacity
 
 from bridge.core.errors import SchedulerError
 from bridge.core.job import JobOutcome, JobState
+from bridge.core.workdir_files import BATCH_SCRIPT_FILE, EXIT_CODE_FILE, SUBMIT_LOCK_FILE
 from schedulers.base import JobHandle, JobSpec, Scheduler, SchedulerOptions
+from schedulers.batch_script import (
+    job_name,
+    outcome_from_exit_code,
+    read_exit_code,
+    read_self_id,
+    render_script,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-EXIT_CODE_FILE = "exit_code"
-SCRIPT_FILE = "job.sh"
-SCHEDULER_OUTPUT = "scheduler.out"
-# Written by the job script as its first act: the id the scheduler gave the job.
-SELF_ID_FILE = "scheduler_job_id"
-# flock'd by a submit and inherited by its submit command (see the module docstring).
-SUBMIT_LOCK = "submit.lock"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Messages that mean "try again later", not "your request is wrong".
 TRANSIENT_PATTERNS = (
@@ -74,11 +73,6 @@ def is_transient(message: str) -> bool:
     return any(pattern in lowered for pattern in TRANSIENT_PATTERNS)
 
 
-def job_name(job_id: str) -> str:
-    """A name every scheduler accepts: starts with a letter, 15 characters (Torque's limit)."""
-    return "mb" + job_id.replace("-", "")[:13]
-
-
 @dataclass(frozen=True)
 class NativeStatus:
     """What a scheduler's status output says about one job."""
@@ -87,75 +81,6 @@ class NativeStatus:
     exit_code: int | None = None
     signal: int | None = None
     reason: str = ""
-
-
-def read_exit_code(control_dir: str) -> int | None:
-    """The solver's exit code as the job script recorded it (None if not written yet)."""
-    try:
-        with open(os.path.join(control_dir, EXIT_CODE_FILE), encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def read_self_id(control_dir: str) -> str | None:
-    """The job id the job script recorded when it started (None if it has not started)."""
-    try:
-        with open(os.path.join(control_dir, SELF_ID_FILE), encoding="utf-8") as handle:
-            return handle.read().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def render_script(
-    spec: JobSpec,
-    directives: Sequence[str],
-    shell: str = "/bin/bash",
-    id_variables: Sequence[str] = ("SLURM_JOB_ID", "PBS_JOBID"),
-) -> str:
-    """The job script: directives, the job's own id recorded, then quoted cd, environment,
-    program and exit-code record. ``id_variables``: where the scheduler puts the job's id, the
-    first one set wins."""
-    env_lines = []
-    for key, value in sorted(spec.env.items()):
-        if not _ENV_NAME.match(key):
-            raise SchedulerError(f"{spec.job_id}: environment name {key!r} is not valid")
-        env_lines.append(f"export {key}={shlex.quote(value)}")
-    if spec.stdout_path == spec.stderr_path:
-        redirect = f"> {shlex.quote(spec.stdout_path)} 2>&1"
-    else:
-        redirect = f"> {shlex.quote(spec.stdout_path)} 2> {shlex.quote(spec.stderr_path)}"
-    record = shlex.quote(os.path.join(spec.control_dir, EXIT_CODE_FILE))
-    own_id = "".join(f"${{{name}:-" for name in id_variables) + "}" * len(id_variables)
-    id_record = shlex.quote(os.path.join(spec.control_dir, SELF_ID_FILE))
-    return "\n".join(
-        [
-            f"#!{shell}",
-            *directives,
-            f"# mint-bridge job {spec.job_id}: every value below is quoted; nothing is pasted raw.",
-            f'mb_job_id="{own_id}"',
-            f'[ -z "$mb_job_id" ] || {{ printf "%s\\n" "$mb_job_id" > {id_record}.tmp '
-            f"&& mv -f {id_record}.tmp {id_record}; }}",
-            f"cd -- {shlex.quote(spec.workdir)} || exit 200",
-            *env_lines,
-            f"{shlex.join(spec.argv)} < /dev/null {redirect}",
-            "code=$?",
-            f'printf "%d\\n" "$code" > {record}.tmp && mv -f {record}.tmp {record}',
-            'exit "$code"',
-            "",
-        ]
-    )
-
-
-def outcome_from_exit_code(code: int) -> JobOutcome:
-    """Bash reports a solver killed by signal N as 128+N."""
-    if code == 0:
-        return JobOutcome(JobState.COMPLETED, exit_code=0, reason="solver exited with code 0")
-    if 128 < code <= 128 + 64:
-        return JobOutcome(
-            JobState.FAILED, signal=code - 128, reason=f"solver killed by signal {code - 128}"
-        )
-    return JobOutcome(JobState.FAILED, exit_code=code, reason=f"solver exited with code {code}")
 
 
 class BatchScheduler(Scheduler):
@@ -282,7 +207,7 @@ class BatchScheduler(Scheduler):
         )
 
     def submit(self, spec: JobSpec) -> str:
-        script_path = os.path.join(spec.control_dir, SCRIPT_FILE)
+        script_path = os.path.join(spec.control_dir, BATCH_SCRIPT_FILE)
         script = render_script(spec, self.directives(spec), id_variables=self.job_id_variables)
         with open(script_path, "w", encoding="utf-8") as handle:
             handle.write(script)
@@ -369,6 +294,12 @@ class BatchScheduler(Scheduler):
             if not self.is_already_finished(exc.message):
                 raise
 
+    def end_record(self, control_dir: str) -> str | None:
+        # The exit code the job script records as its last act; a job the scheduler killed
+        # (walltime, cancel) leaves none, and the site records the outcome it saw instead.
+        path = os.path.join(control_dir, EXIT_CODE_FILE)
+        return path if os.path.exists(path) else None
+
 
 @contextlib.contextmanager
 def _submit_lock(control_dir: str, wait: float | None = None, job_id: str = "") -> Iterator[int]:
@@ -377,7 +308,7 @@ def _submit_lock(control_dir: str, wait: float | None = None, job_id: str = "") 
     ``wait``: give up after that many seconds with a transient error (the submit command of a
     killed process may hang with nobody left to time it out); None: wait as long as it takes."""
     fd = os.open(
-        os.path.join(control_dir, SUBMIT_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        os.path.join(control_dir, SUBMIT_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
     )
     try:
         if wait is None:

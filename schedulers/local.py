@@ -44,20 +44,19 @@ from typing import NoReturn
 
 import psutil
 
-from bridge.core.errors import ProtocolError, SiteError
+from bridge.core.atomic_write import write_json_atomic
+from bridge.core.errors import SiteError
 from bridge.core.job import JobOutcome, JobState
-from schedulers.base import JobHandle, JobSpec, Scheduler
-from schedulers.records import (
-    CANCEL_FILE,
-    EXIT_FILE,
-    RUNNER_PID,
-    SPEC_FILE,
-    read_runner_pid,
-    record_runner_pid,
-    write_json_atomic,
+from bridge.core.workdir_files import (
+    LOCAL_CANCEL_FILE,
+    LOCAL_EXIT_FILE,
+    LOCAL_SPEC_FILE,
+    RUNNER_LOG_FILE,
+    RUNNER_PID_FILE,
 )
+from schedulers.base import JobHandle, JobSpec, Scheduler
+from schedulers.local_files import read_exit_file, read_runner_pid, record_runner_pid
 
-RUNNER_LOG = "runner.log"
 RUNNER_MODULE = "schedulers.local_runner"
 # The native id of a supervisor recovery found already ended: it names no process, so none is
 # ever mistaken for it; its exit.json (or the lack of one) gives the outcome.
@@ -72,8 +71,8 @@ class LocalScheduler(Scheduler):
     poll_interval = 0.02
 
     def submit(self, spec: JobSpec) -> str:
-        write_json_atomic(os.path.join(spec.control_dir, SPEC_FILE), _spec_to_json(spec))
-        log_path = os.path.join(spec.control_dir, RUNNER_LOG)
+        write_json_atomic(os.path.join(spec.control_dir, LOCAL_SPEC_FILE), _spec_to_json(spec))
+        log_path = os.path.join(spec.control_dir, RUNNER_LOG_FILE)
         pid = _fast_start(spec.control_dir, log_path)
         if pid is not None:
             return f"{pid}:{psutil.Process(pid).create_time():.6f}"
@@ -96,7 +95,7 @@ class LocalScheduler(Scheduler):
 
     def recover(self, spec: JobSpec) -> str | None:
         control = spec.control_dir
-        if not os.path.exists(os.path.join(control, SPEC_FILE)):
+        if not os.path.exists(os.path.join(control, LOCAL_SPEC_FILE)):
             return None  # submit stopped before it could start anything
         pid = _recorded_or_spawned_runner(control)
         if pid is None:
@@ -125,7 +124,7 @@ class LocalScheduler(Scheduler):
         recorded = read_exit_file(handle.control_dir)
         if recorded is not None:
             return recorded
-        if os.path.exists(os.path.join(handle.control_dir, CANCEL_FILE)):
+        if os.path.exists(os.path.join(handle.control_dir, LOCAL_CANCEL_FILE)):
             return JobOutcome(
                 JobState.CANCELLED,
                 reason="cancelled; the local runner ended before it recorded an exit code",
@@ -138,13 +137,17 @@ class LocalScheduler(Scheduler):
         runner = _runner_process(handle)
         if runner is None:
             return  # already finished (or lost): nothing to stop
-        marker = os.path.join(handle.control_dir, CANCEL_FILE)
+        marker = os.path.join(handle.control_dir, LOCAL_CANCEL_FILE)
         with contextlib.suppress(OSError), open(marker, "w", encoding="utf-8"):
             pass
         try:
             runner.send_signal(signal.SIGTERM)
         except psutil.Error:
             return
+
+    def end_record(self, control_dir: str) -> str | None:
+        path = os.path.join(control_dir, LOCAL_EXIT_FILE)
+        return path if os.path.exists(path) else None
 
 
 def _fast_start(control_dir: str, log_path: str) -> int | None:
@@ -275,19 +278,6 @@ def _detach_stdio(log_fd: int) -> None:
     # supervisor must be able to wait for its child
 
 
-def read_exit_file(control_dir: str) -> JobOutcome | None:
-    try:
-        with open(os.path.join(control_dir, EXIT_FILE), encoding="utf-8") as handle:
-            record = json.load(handle)
-        if not isinstance(record, dict):
-            raise ProtocolError("not a JSON object")
-        return JobOutcome.from_message(record)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, ProtocolError) as exc:
-        return JobOutcome(JobState.LOST, reason=f"unreadable exit record: {exc}")
-
-
 def _runner_process(handle: JobHandle) -> psutil.Process | None:
     try:
         pid_text, created_text = handle.native_id.split(":", 1)
@@ -338,7 +328,7 @@ def _started_before_record(proc: psutil.Process, control_dir: str) -> bool:
     if _spawned_for(proc, control_dir):
         return True
     try:
-        written = os.stat(os.path.join(control_dir, RUNNER_PID)).st_mtime
+        written = os.stat(os.path.join(control_dir, RUNNER_PID_FILE)).st_mtime
         return proc.create_time() <= written + 1.0
     except (OSError, psutil.Error):
         return False
@@ -364,4 +354,4 @@ def _runner_env() -> dict[str, str]:
     return env
 
 
-__all__ = ["CANCEL_FILE", "EXIT_FILE", "SPEC_FILE", "LocalScheduler", "write_json_atomic"]
+__all__ = ["ENDED_RUNNER_ID", "ForkServer", "LocalScheduler", "start_fork_server"]

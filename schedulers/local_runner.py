@@ -20,13 +20,8 @@ from types import FrameType
 
 from bridge.core import defaults
 from bridge.core.job import JobOutcome, JobState
-from schedulers.records import (
-    CANCEL_FILE,
-    EXIT_FILE,
-    SPEC_FILE,
-    record_runner_pid,
-    write_json_atomic,
-)
+from bridge.core.workdir_files import LOCAL_CANCEL_FILE, LOCAL_SPEC_FILE
+from schedulers.local_files import record_runner_pid, write_exit_file
 
 
 class _Stop(Exception):
@@ -75,11 +70,11 @@ def kill_tree(root_pid: int, grace: float) -> None:
 
 
 def _cancelled_before_start(control_dir: str) -> bool:
-    return _Cancel.requested or os.path.exists(os.path.join(control_dir, CANCEL_FILE))
+    return _Cancel.requested or os.path.exists(os.path.join(control_dir, LOCAL_CANCEL_FILE))
 
 
 def run(control_dir: str) -> JobOutcome:
-    with open(os.path.join(control_dir, SPEC_FILE), encoding="utf-8") as handle:
+    with open(os.path.join(control_dir, LOCAL_SPEC_FILE), encoding="utf-8") as handle:
         spec = json.load(handle)
     if _cancelled_before_start(control_dir):
         return JobOutcome(JobState.CANCELLED, reason="cancelled before the program started")
@@ -156,7 +151,7 @@ def main(argv: list[str]) -> int:
         outcome = run(control_dir)
     except Exception as exc:  # the exit record must exist whatever went wrong
         outcome = JobOutcome(JobState.FAILED, exit_code=None, reason=f"local runner error: {exc}")
-    write_json_atomic(os.path.join(control_dir, EXIT_FILE), outcome.to_message())
+    write_exit_file(control_dir, outcome)
     return 0
 
 

@@ -1,12 +1,8 @@
 """What Torque and PBS Pro / OpenPBS share: qsub, qdel, qselect, the job id, sizes and times.
 
-Both descend from OpenPBS 2.3, so they agree on the commands, on ``#PBS`` directives, on the
-shape of a job id (``<sequence>[<array index>].<server>``) and on how ``pbs_mom`` reports a job
-whose top process died of a signal: ``exit_status = 0x100 + signal``
-(``scan_for_terminated()`` in ``src/resmom/linux/mom_start.c`` of both adaptivecomputing/torque
-and openpbs/openpbs: ``exiteval = WTERMSIG(statloc) + 0x100``). So 265 is SIGKILL and 271 is
-SIGTERM, which is what ``qdel`` sends first. Negative exit statuses are each one's own
-``JOB_EXEC_*`` codes (their tables live in ``torque.py`` and ``pbspro.py``).
+Both descend from OpenPBS 2.3, so they agree on the commands, on ``#PBS`` directives and on the
+shape of a job id (``<sequence>[<array index>].<server>``). How a finished job's exit status and
+kill notices are read is ``schedulers.pbs_outcome``'s.
 
 Everything here is a pure function or builds an argv list; the commands run in ``BatchScheduler``.
 """
@@ -17,20 +13,15 @@ import logging
 import math
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 from bridge.core.errors import SchedulerError
 from bridge.core.job import JobOutcome, JobState
+from bridge.core.workdir_files import SCHEDULER_OUTPUT_FILE
 from schedulers.base import JobHandle, JobSpec, Resources
-from schedulers.batch import (
-    SCHEDULER_OUTPUT,
-    BatchScheduler,
-    NativeStatus,
-    job_name,
-    outcome_from_exit_code,
-    read_exit_code,
-)
+from schedulers.batch import BatchScheduler, NativeStatus
+from schedulers.batch_script import job_name, outcome_from_exit_code, read_exit_code
+from schedulers.pbs_outcome import kill_notice, read_scheduler_output
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +45,10 @@ _TRANSIENT = (
     "cannot connect to default server",
     "problem loading jobs",  # slurm-wlm-torque's qstat when slurmctld does not answer
 )
-# Signals a shell or pbs_mom can report; anything above is not a signal number.
-_MAX_SIGNAL = 64
-SIGKILL = 9
 
 
-def check_job_id(text: str) -> str:
+def check_native_id(text: str) -> str:
+    """A PBS job id as qsub prints it; anything else never reaches argv."""
     if not _JOB_ID.fullmatch(text):
         raise SchedulerError(f"{text!r:.80} is not a PBS job id")
     return text
@@ -89,7 +78,7 @@ def hms(seconds: float) -> str:
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
-def parse_duration(text: str | None) -> int | None:
+def parse_walltime(text: str | None) -> int | None:
     """Seconds from ``[[HH:]MM:]SS`` as qstat prints walltimes (``72:00:00``, ``00:00:10``)."""
     if text is None:
         return None
@@ -130,7 +119,7 @@ def output_path(spec: JobSpec) -> str:
     """Where the scheduler writes the job script's own stdout+stderr (the solver has its own).
 
     A path with ``:`` would be read as ``host:path``, so it then names the submit host."""
-    path = f"{spec.control_dir}/{SCHEDULER_OUTPUT}"
+    path = f"{spec.control_dir}/{SCHEDULER_OUTPUT_FILE}"
     return f"{socket.gethostname()}:{path}" if ":" in path else path
 
 
@@ -176,141 +165,6 @@ def layout(resources: Resources) -> tuple[int, int, int | None]:
     return nodes, per_task * (tasks_per_node or 1), tasks_per_node
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What qstat says a job used and was allowed (seconds, bytes), to tell limit kills."""
-
-    walltime: int | None = None
-    walltime_limit: int | None = None
-    mem: int | None = None
-    mem_limit: int | None = None
-
-
-ExecCodes = Mapping[int, tuple[str, JobState, str]]
-
-
-def exit_status_outcome(
-    code: int, usage: Usage, deleted: bool, scheduler: str, exec_codes: ExecCodes
-) -> NativeStatus:
-    """Our view of a finished job's exit status (the tables in torque.py and pbspro.py)."""
-    if code < 0:
-        name, state, words = exec_codes.get(
-            code, (f"JOB_EXEC code {code}", JobState.NODE_FAIL, "pbs_mom could not run the job")
-        )
-        return NativeStatus(state, reason=f"{words} ({name}, {scheduler} exit status {code})")
-    if code <= 0xFF:
-        # The job script's own status, which is the solver's; 128+N when bash saw the solver
-        # die of signal N while itself surviving.
-        if 128 < code <= 128 + _MAX_SIGNAL:
-            limit = _limit_kill(code - 128, usage, code, scheduler)
-            if limit is not None:
-                return limit
-        outcome = outcome_from_exit_code(code)
-        return NativeStatus(
-            outcome.state,
-            outcome.exit_code,
-            outcome.signal,
-            f"{outcome.reason} ({scheduler} exit status {code})",
-        )
-    number = code - 0x100  # pbs_mom: 0x100 + the signal that killed the script's shell
-    if not 1 <= number <= _MAX_SIGNAL:
-        return NativeStatus(JobState.FAILED, reason=f"{scheduler} exit status {code}")
-    limit = _limit_kill(number, usage, code, scheduler)
-    if limit is not None:
-        return limit
-    if deleted:
-        return NativeStatus(
-            JobState.CANCELLED,
-            signal=number,
-            reason=f"deleted while running (qdel; {scheduler} exit status {code})",
-        )
-    return NativeStatus(
-        JobState.FAILED,
-        signal=number,
-        reason=f"job script killed by signal {number} ({scheduler} exit status {code})",
-    )
-
-
-def _limit_kill(number: int, usage: Usage, code: int, scheduler: str) -> NativeStatus | None:
-    """A signal death that the recorded usage shows to be a walltime or memory kill.
-
-    pbs_mom kills an overrunning job with SIGTERM, then SIGKILL after kill_delay, and older
-    versions report just that signal (a site's example: Exit_status 271 with "job killed:
-    walltime 152 exceeded limit 120"), as do kernel OOM kills inside a cgroup (SIGKILL)."""
-    limit = usage.walltime_limit
-    if limit and usage.walltime is not None and usage.walltime >= limit:
-        return NativeStatus(
-            JobState.TIMEOUT,
-            signal=number,
-            reason=f"killed by signal {number} after {usage.walltime} s of its {limit} s "
-            f"walltime ({scheduler} exit status {code})",
-        )
-    mem_limit = usage.mem_limit
-    if number == SIGKILL and mem_limit and usage.mem is not None and usage.mem >= mem_limit:
-        return NativeStatus(
-            JobState.OUT_OF_MEMORY,
-            signal=number,
-            reason=f"killed by SIGKILL at {usage.mem >> 20} MiB of its {mem_limit >> 20} MiB "
-            f"memory limit ({scheduler} exit status {code})",
-        )
-    return None
-
-
-# Kill notices in the job's output file (scheduler.out: the script's stdout and stderr, joined).
-# pbs_mom writes "=>> PBS: job killed: walltime 152 exceeded limit 120" (Torque and PBS Pro
-# alike; "cput job total 7300 secs exceeded limit 7200"; for memory Torque writes "mem job total
-# 4323312 kb exceeded limit 3145728 kb", PBS Pro "mem 2097152kb exceeded limit 1048576kb", and
-# vmem / pmem alike); slurm-wlm-torque's jobs get slurmstepd's notices
-# instead ("*** JOB 7 ON n1 CANCELLED AT ... DUE TO TIME LIMIT ***", "exceeded memory limit").
-# First match wins: a memory kill is also reported as "CANCELLED AT" by slurmstepd.
-_KILL_NOTICES: tuple[tuple[re.Pattern[str], JobState, str], ...] = (
-    (
-        re.compile(r"job killed: (?:walltime|cput)\b[^\n]*exceeded limit|DUE TO TIME LIMIT"),
-        JobState.TIMEOUT,
-        "killed for exceeding its walltime",
-    ),
-    (
-        re.compile(
-            r"job killed: p?v?mem\b[^\n]*exceeded limit|exceeded (?:job )?memory limit"
-            r"|oom[-_ ]kill",
-            re.I,
-        ),
-        JobState.OUT_OF_MEMORY,
-        "killed for exceeding its memory",
-    ),
-    (
-        re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT"),
-        JobState.CANCELLED,
-        "cancelled at the site",
-    ),
-)
-# Kill notices come last in the file; a solver flooding it must not make us read it all.
-_OUTPUT_TAIL = 64 * 1024
-
-
-def kill_notice(output: str) -> tuple[JobState, str] | None:
-    """What a kill notice in the job's output says ended it, if there is one."""
-    for pattern, state, words in _KILL_NOTICES:
-        match = pattern.search(output)
-        if match:
-            start = output.rfind("\n", 0, match.start()) + 1
-            end = output.find("\n", match.end())
-            line = output[start : end if end >= 0 else len(output)].strip()
-            return state, f"{words}: {line[:300]}"
-    return None
-
-
-def read_scheduler_output(control_dir: str) -> str:
-    """The tail of the job's scheduler.out ("" until the scheduler has delivered it)."""
-    try:
-        with open(f"{control_dir}/{SCHEDULER_OUTPUT}", "rb") as stream:
-            stream.seek(0, 2)
-            stream.seek(max(0, stream.tell() - _OUTPUT_TAIL))
-            return stream.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 class PbsFamilyScheduler(BatchScheduler):
     """qsub / qdel / qselect as Torque and PBS Pro both have them."""
 
@@ -328,10 +182,10 @@ class PbsFamilyScheduler(BatchScheduler):
 
     def cancel_argv(self, native_id: str) -> list[str]:
         # Plain qdel: PBS Pro's `qdel -x` would also purge the history that holds the outcome.
-        return ["qdel", check_job_id(native_id)]
+        return ["qdel", check_native_id(native_id)]
 
     def check_native_id(self, native_id: str) -> str:
-        return check_job_id(native_id)
+        return check_native_id(native_id)
 
     def lookup_argv(self, name: str) -> list[str]:
         return ["qselect", "-N", name]
@@ -402,4 +256,4 @@ class PbsFamilyScheduler(BatchScheduler):
 
 
 def checked_ids(native_ids: Sequence[str]) -> list[str]:
-    return [check_job_id(i) for i in native_ids]
+    return [check_native_id(i) for i in native_ids]

@@ -1,6 +1,6 @@
 """The ``pbspro`` scheduler: qsub / qstat -x -f -F json / qdel / qselect of PBS Pro and OpenPBS.
 
-Commands (argv lists; the script itself comes from ``batch.render_script``):
+Commands (argv lists; the script itself comes from ``batch_script.render_script``):
 
     qsub -o <control>/scheduler.out -j oe <control>/job.sh     prints the id, e.g. 123.pbs01
     qstat -x -f -F json <id> <id> ...                          one call for every job we follow
@@ -83,17 +83,15 @@ from bridge.core.job import JobState
 from schedulers.base import JobSpec
 from schedulers.batch import NativeStatus
 from schedulers.pbs_base import (
-    ExecCodes,
     PbsFamilyScheduler,
-    Usage,
     checked_ids,
     common_directives,
-    exit_status_outcome,
     layout,
-    parse_duration,
     parse_size,
+    parse_walltime,
     queue_account_extra,
 )
+from schedulers.pbs_outcome import ExecCodes, Usage, exit_status_outcome
 
 STATES = {
     "Q": JobState.QUEUED,
@@ -218,8 +216,8 @@ def finished_status(job: dict[str, Any]) -> NativeStatus:
             JobState.FAILED, reason=f"PBS finished the job without an Exit_status: {comment}"
         )
     usage = Usage(
-        walltime=parse_duration(_resource(job, "resources_used", "walltime")),
-        walltime_limit=parse_duration(_resource(job, "Resource_List", "walltime")),
+        walltime=parse_walltime(_resource(job, "resources_used", "walltime")),
+        walltime_limit=parse_walltime(_resource(job, "Resource_List", "walltime")),
         mem=parse_size(_resource(job, "resources_used", "mem")),
         mem_limit=parse_size(_resource(job, "Resource_List", "mem")),
     )

@@ -1,7 +1,8 @@
 """The ``slurm`` scheduler: sbatch, squeue, sacct (or the jobcomp file), scontrol, scancel.
 
-Building commands is kept apart from reading their output: the ``parse_*`` functions below are
-pure and tested on output captured from a real Slurm (``tests/unit/fixtures/slurm/``).
+Building commands is kept apart from reading their output: this module builds the commands and
+the ``#SBATCH`` lines and runs them; the state table and the pure ``parse_*`` functions, tested
+on output captured from a real Slurm, are in ``schedulers.slurm_output``.
 
     submit    sbatch --parsable job.sh           -> "123" or "123;cluster"
     status    squeue -h --jobs=1,2,... --states=<live states> --format=%i|%T|%r
@@ -35,67 +36,23 @@ from collections.abc import Sequence
 
 from bridge.core.errors import SchedulerError
 from bridge.core.job import JobOutcome, JobState
+from bridge.core.workdir_files import SCHEDULER_OUTPUT_FILE
 from schedulers.base import JobHandle, JobSpec
-from schedulers.batch import SCHEDULER_OUTPUT, BatchScheduler, NativeStatus, job_name
+from schedulers.batch import BatchScheduler, NativeStatus
+from schedulers.batch_script import job_name
+from schedulers.slurm_output import (
+    JOB_ID,
+    LIVE_STATES,
+    invalid_job_id,
+    memory_killed,
+    parse_sacct,
+    parse_scontrol,
+    parse_squeue,
+    parse_submit,
+)
 
 log = logging.getLogger(__name__)
 
-# Slurm job state -> our state. The first word of the state is used ("CANCELLED by 0" in
-# sacct). Ambiguous rows say why they map the way they do.
-STATES: dict[str, JobState] = {
-    "PENDING": JobState.QUEUED,  # held instead when the reason is a hold (HELD_REASONS)
-    "REQUEUED": JobState.QUEUED,  # put back in the queue (e.g. after preemption); runs again
-    "REQUEUE_FED": JobState.QUEUED,  # requeued by a federation; runs again
-    "CONFIGURING": JobState.RUNNING,  # nodes allocated and booting: its time already counts
-    "RUNNING": JobState.RUNNING,
-    # Processes are ending (or the epilog runs); the job's result is not final until Slurm
-    # says how it ended, so it stays running.
-    "COMPLETING": JobState.RUNNING,
-    "STAGE_OUT": JobState.RUNNING,  # burst buffer stage-out after the script ended
-    "RESIZING": JobState.RUNNING,
-    "SIGNALING": JobState.RUNNING,  # being sent a signal; it has not ended yet
-    "SUSPENDED": JobState.HELD,  # stopped by an admin or by suspend-preemption; resumes later
-    "STOPPED": JobState.HELD,  # SIGSTOP-ed and keeping its nodes: nothing runs until resumed
-    "REQUEUE_HOLD": JobState.HELD,  # requeued and held: waits for a release
-    "SPECIAL_EXIT": JobState.HELD,  # requeued and held by an epilog's special exit code
-    "RESV_DEL_HOLD": JobState.HELD,  # its reservation was deleted; held until released
-    "COMPLETED": JobState.COMPLETED,
-    "FAILED": JobState.FAILED,
-    "CANCELLED": JobState.CANCELLED,
-    "TIMEOUT": JobState.TIMEOUT,
-    # The job's --deadline passed: it did not get (or finish) its run in time, which is a
-    # time limit the job asked for, so it ends as a walltime failure.
-    "DEADLINE": JobState.TIMEOUT,
-    "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
-    "NODE_FAIL": JobState.NODE_FAIL,
-    "BOOT_FAIL": JobState.NODE_FAIL,  # its node failed to boot: a node failure before start
-    # With PreemptMode=CANCEL the job ends here; with REQUEUE Slurm shows REQUEUED/PENDING
-    # instead and the job runs again.
-    "PREEMPTED": JobState.PREEMPTED,
-    "LAUNCH_FAILED": JobState.FAILED,  # the batch script could not be started on its node
-    # A federated job's sibling was revoked because another cluster runs it: this cluster
-    # will never tell us how the job ended.
-    "REVOKED": JobState.LOST,
-}
-# Reasons that make a PENDING job held (released only by a person), not just queued.
-HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin", "launch_failed_requeued_held"})
-# The states squeue is asked for: everything that has not ended. Ended jobs are read from
-# sacct, which has their exit code.
-LIVE_STATES = tuple(name for name, state in STATES.items() if not state.is_final)
-
-_STATE_WORDS = {
-    JobState.TIMEOUT: "reached its time limit and was killed",
-    JobState.CANCELLED: "was cancelled at the site",
-    JobState.OUT_OF_MEMORY: "ran out of memory and was killed",
-    JobState.NODE_FAIL: "ended because its node failed",
-    JobState.PREEMPTED: "was preempted",
-}
-_JOB_ID = re.compile(r"\d{1,20}(?:_\d{1,10})?")
-_EXIT_CODE = re.compile(r"(\d+):(\d+)")
-_SCONTROL_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_/:]*)=")
-_MEMORY_KILL = re.compile(
-    r"slurmstepd.*(exceeded (?:job )?memory limit|oom[-_ ]kill event)", re.IGNORECASE
-)
 # The tail of scheduler.out read to find slurmstepd's memory message.
 _OUTPUT_TAIL = 64 * 1024
 
@@ -138,128 +95,11 @@ def output_pattern(path: str) -> str:
     return path.replace("%", "%%")
 
 
-def check_job_id(native_id: str) -> str:
+def check_native_id(native_id: str) -> str:
     """A Slurm job id (``123`` or an array task ``123_4``); anything else never reaches argv."""
-    if not _JOB_ID.fullmatch(native_id):
+    if not JOB_ID.fullmatch(native_id):
         raise SchedulerError(f"{native_id!r:.40} is not a Slurm job id")
     return native_id
-
-
-# --- parsing output (pure functions) -----------------------------------------------------------
-
-
-def parse_submit(stdout: str) -> str:
-    """The job id from ``sbatch --parsable``: ``123`` or ``123;cluster``."""
-    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
-    if lines:
-        job_id = lines[-1].split(";", 1)[0]
-        if _JOB_ID.fullmatch(job_id):
-            return job_id
-    raise SchedulerError(f"sbatch printed no job id: {stdout.strip()[:200]!r}")
-
-
-def parse_exit_code(text: str) -> tuple[int | None, int | None]:
-    """Slurm's ``ExitCode=n:m``: the batch script's exit code n and the signal m that ended it
-    (0: none). A job killed by a signal has no exit code of its own."""
-    match = _EXIT_CODE.fullmatch(text.strip())
-    if not match:
-        return None, None
-    code, signal = int(match.group(1)), int(match.group(2))
-    if signal:
-        return None, signal
-    return code, None
-
-
-def native_status(
-    native_id: str, slurm_state: str, reason: str = "", exit_code: str = ""
-) -> NativeStatus:
-    """Our view of one job from Slurm's state word, its reason and ``n:m`` exit code."""
-    name = _state_name(slurm_state)
-    reason = "" if reason in ("None", "(null)") else reason
-    state = STATES.get(name)
-    if state is None:
-        # A state this table does not know (a newer Slurm): report it, never guess success.
-        return NativeStatus(JobState.LOST, reason=f"Slurm job {native_id} is in state {name}")
-    if state is JobState.QUEUED and reason in HELD_REASONS:
-        state = JobState.HELD
-    code, signal = parse_exit_code(exit_code) if state.is_final else (None, None)
-    words = _STATE_WORDS.get(state, f"is {name}")
-    text = f"Slurm job {native_id} {words} (Slurm state {name}"
-    text += f", reason {reason})" if reason else ")"
-    return NativeStatus(state, code, signal, text)
-
-
-def parse_squeue(stdout: str) -> dict[str, NativeStatus]:
-    """``squeue -h --format=%i|%T|%r`` lines. Ended jobs are left out on purpose: their exit
-    code comes from sacct."""
-    found: dict[str, NativeStatus] = {}
-    for line in stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 3 or not _JOB_ID.fullmatch(parts[0]):
-            continue
-        known = STATES.get(_state_name(parts[1]))
-        if known is not None and known.is_final:
-            continue
-        status = native_status(parts[0], parts[1], parts[2])
-        if known is None:
-            # Listed as live but in a state this table does not know: it has not ended.
-            status = dataclasses.replace(status, state=JobState.RUNNING)
-        found[parts[0]] = status
-    return found
-
-
-def parse_sacct(stdout: str) -> dict[str, NativeStatus]:
-    """``sacct -n -P --format=JobID,State,ExitCode[,Reason]`` (also ``sacct -c``) lines.
-
-    Step lines (``123.batch``) are skipped; when a job appears twice (requeued), the last
-    line is its latest run."""
-    found: dict[str, NativeStatus] = {}
-    for line in stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) < 3 or not _JOB_ID.fullmatch(parts[0]):
-            continue
-        reason = parts[3] if len(parts) > 3 else ""
-        found[parts[0]] = native_status(parts[0], parts[1], reason, parts[2])
-    return found
-
-
-def parse_scontrol(stdout: str) -> dict[str, NativeStatus]:
-    """``scontrol show job -o ID``: one line of ``Key=Value`` pairs per job. Values may hold
-    spaces (a work dir), so a value runs up to the next ``Key=``."""
-    found: dict[str, NativeStatus] = {}
-    for line in stdout.splitlines():
-        fields = scontrol_fields(line)
-        job_id = fields.get("JobId", "")
-        if not _JOB_ID.fullmatch(job_id) or "JobState" not in fields:
-            continue
-        found[job_id] = native_status(
-            job_id, fields["JobState"], fields.get("Reason", ""), fields.get("ExitCode", "")
-        )
-    return found
-
-
-def scontrol_fields(line: str) -> dict[str, str]:
-    keys = list(_SCONTROL_KEY.finditer(line))
-    fields: dict[str, str] = {}
-    for match, following in zip(keys, [*keys[1:], None], strict=True):
-        end = following.start() if following is not None else len(line)
-        fields.setdefault(match.group(1), line[match.end() : end].strip())
-    return fields
-
-
-def memory_killed(scheduler_output: str) -> bool:
-    """Whether slurmstepd says it killed the job for exceeding its memory."""
-    return bool(_MEMORY_KILL.search(scheduler_output))
-
-
-def _state_name(text: str) -> str:
-    """The state word: sacct says "CANCELLED by 0", squeue may append "+"."""
-    words = text.split()
-    return words[0].rstrip("+").upper() if words else "UNKNOWN"
-
-
-def _invalid_job_id(stderr: str) -> bool:
-    return "invalid job id specified" in stderr.lower()
 
 
 # --- the adapter -------------------------------------------------------------------------------
@@ -279,7 +119,7 @@ class SlurmScheduler(BatchScheduler):
 
     def directives(self, spec: JobSpec) -> list[str]:
         res = spec.resources
-        output = output_pattern(os.path.join(spec.control_dir, SCHEDULER_OUTPUT))
+        output = output_pattern(os.path.join(spec.control_dir, SCHEDULER_OUTPUT_FILE))
         lines = [
             f"--job-name={job_name(spec.job_id)}",
             f"--chdir={directive_quote(spec.workdir)}",
@@ -329,7 +169,7 @@ class SlurmScheduler(BatchScheduler):
         return parse_submit(stdout)
 
     def status_argv(self, native_ids: Sequence[str]) -> list[str]:
-        ids = ",".join(check_job_id(i) for i in native_ids)
+        ids = ",".join(check_native_id(i) for i in native_ids)
         states = ",".join(LIVE_STATES)
         return ["squeue", "-h", f"--jobs={ids}", f"--states={states}", "--format=%i|%T|%r"]
 
@@ -339,13 +179,13 @@ class SlurmScheduler(BatchScheduler):
     def status_output_usable(self, returncode: int, stdout: str, stderr: str) -> bool:
         # squeue fails with "Invalid job id specified" when it knows none of the ids (all
         # ended long ago): that means "none live", and sacct says how they ended.
-        return _invalid_job_id(stderr)
+        return invalid_job_id(stderr)
 
     def cancel_argv(self, native_id: str) -> list[str]:
-        return ["scancel", check_job_id(native_id)]
+        return ["scancel", check_native_id(native_id)]
 
     def check_native_id(self, native_id: str) -> str:
-        return check_job_id(native_id)
+        return check_native_id(native_id)
 
     def lookup_argv(self, name: str) -> list[str]:
         # All states: a short job may have ended by the time a timed-out submit is checked.
@@ -374,7 +214,7 @@ class SlurmScheduler(BatchScheduler):
         return found
 
     def _finished_from(self, source: str, ids: list[str]) -> dict[str, NativeStatus]:
-        joined = ",".join(check_job_id(i) for i in ids)
+        joined = ",".join(check_native_id(i) for i in ids)
         if source == "sacct":
             argv = ["sacct", "-n", "-P", "-X", f"--jobs={joined}"]
             return parse_sacct(self.run([*argv, "--format=JobID,State,ExitCode,Reason"], source))
@@ -386,7 +226,7 @@ class SlurmScheduler(BatchScheduler):
             out = self.run(
                 ["scontrol", "show", "job", "-o", native_id],
                 source,
-                accept=lambda _code, _out, err: _invalid_job_id(err),
+                accept=lambda _code, _out, err: invalid_job_id(err),
             )
             found.update(parse_scontrol(out))
         return found
@@ -405,7 +245,7 @@ class SlurmScheduler(BatchScheduler):
 
 def _output_tail(control_dir: str) -> str:
     try:
-        with open(os.path.join(control_dir, SCHEDULER_OUTPUT), "rb") as handle:
+        with open(os.path.join(control_dir, SCHEDULER_OUTPUT_FILE), "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, size - _OUTPUT_TAIL))
             return handle.read().decode("utf-8", "replace")

@@ -1,6 +1,6 @@
 """The ``torque`` scheduler: qsub / qstat -f -1 / qdel / qselect of Torque (written for 6.1).
 
-Commands (argv lists; the script itself comes from ``batch.render_script``):
+Commands (argv lists; the script itself comes from ``batch_script.render_script``):
 
     qsub -o <control>/scheduler.out -j oe <control>/job.sh     prints the id, e.g. 123.server
     qstat -f -1 <id> <id> ...                                   one call for every job we follow
@@ -63,7 +63,7 @@ Exit Codes" and "I see exit codes from Torque and showq"):
     other negative                                                    -> node_fail
 
 Whatever the exit status, pbs_mom's kill notice in the job's output ("=>> PBS: job killed:
-walltime 152 exceeded limit 120", see ``pbs_base.kill_notice``) marks a failed, cancelled, or
+walltime 152 exceeded limit 120", see ``pbs_outcome.kill_notice``) marks a failed, cancelled, or
 seemingly successful job that never recorded its exit code as a timeout or memory kill: Torque
 before 2.5.6 even reported limit kills as exit_status 0 (its 2.5.6 changelog).
 """
@@ -78,18 +78,16 @@ from bridge.core.job import JobState
 from schedulers.base import JobSpec
 from schedulers.batch import NativeStatus
 from schedulers.pbs_base import (
-    ExecCodes,
     PbsFamilyScheduler,
-    Usage,
     checked_ids,
     common_directives,
-    exit_status_outcome,
     layout,
-    parse_duration,
     parse_size,
+    parse_walltime,
     queue_account_extra,
     unknown_ids_only,
 )
+from schedulers.pbs_outcome import ExecCodes, Usage, exit_status_outcome
 
 STATES = {
     "Q": JobState.QUEUED,
@@ -183,8 +181,8 @@ def completed_status(attrs: dict[str, str]) -> NativeStatus:
     except ValueError:
         return NativeStatus(JobState.FAILED, reason=f"Torque exit_status {raw!r:.40}")
     usage = Usage(
-        walltime=parse_duration(attrs.get("resources_used.walltime")),
-        walltime_limit=parse_duration(attrs.get("Resource_List.walltime")),
+        walltime=parse_walltime(attrs.get("resources_used.walltime")),
+        walltime_limit=parse_walltime(attrs.get("Resource_List.walltime")),
         mem=parse_size(attrs.get("resources_used.mem")),
         mem_limit=parse_size(attrs.get("Resource_List.mem")),
     )

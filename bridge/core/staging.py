@@ -31,12 +31,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from bridge.core import defaults
 from bridge.core.errors import InputRejected, ProtocolError, StagingError, TransferCorrupted
 from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter, copy_frames_to
+from bridge.core.workdir_files import CONTROL_DIR
 
 if TYPE_CHECKING:
     from pathlib import PurePosixPath
 
-# Directory inside each work dir that holds the job's control files; never returned.
-CONTROL_DIR = ".mint-bridge"
 _PART_SUFFIX = ".mint-bridge-part"
 _SAFE_MODE_MASK = 0o755
 # Chunks a sender reads and hashes ahead of the one it is sending: enough to keep both busy,

@@ -38,9 +38,10 @@ from bridge.core.errors import (
     ProtocolError,
 )
 from bridge.core.job import check_job_id
+from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
 from bridge.site.agent_api import AgentApi, Claimed, Lease
 from bridge.site.config import AgentConfig, SiteConfig, load_site_config
-from bridge.site.pulled_job import BROKER_FILE, COMPLETED_FILE, PulledJob, drop_local_job
+from bridge.site.pulled_job import PulledJob, drop_local_job
 from bridge.site.workdir import WorkDir
 from schedulers.local import start_fork_server
 
@@ -193,7 +194,7 @@ class Agent:
                 and record.get("agent_id") == self.agent.agent_id
                 and isinstance(record.get("epoch"), int)
                 and isinstance(record.get("doc"), dict)
-                and not os.path.exists(wd.control_file(COMPLETED_FILE))
+                and not os.path.exists(wd.control_file(BROKER_COMPLETED_FILE))
             ):
                 found.append((wd, record))
         return found

@@ -16,15 +16,14 @@ import logging
 import os
 import time
 
+from bridge.core.atomic_write import write_json_atomic
 from bridge.core.errors import BridgeError, ProtocolError
 from bridge.core.job import check_job_id
+from bridge.core.workdir_files import OUTCOME_FILE
 from bridge.site.config import SiteConfig
-from bridge.site.status_cache import OUTCOME_FILE, scheduler_of
+from bridge.site.status_cache import scheduler_of
 from bridge.site.workdir import WorkDir
-from schedulers import JobHandle, get_scheduler
-from schedulers.batch import EXIT_CODE_FILE
-from schedulers.local import EXIT_FILE
-from schedulers.records import write_json_atomic
+from schedulers import NAMES, JobHandle, Scheduler, get_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +36,14 @@ def remove_expired(site: SiteConfig, dry_run: bool = False, now: float | None = 
     except FileNotFoundError:
         return removed
     workdirs = [wd for entry in entries if (wd := _our_workdir(site, entry)) is not None]
+    ends = _EndRecords(site)
     if not dry_run:
         for wd in workdirs:
             if wd.submitting() and wd.native_id() is None:
                 recover_cut_off_start(site, wd)
-        record_lost_outcomes(site, [wd for wd in workdirs if _unfinished(wd)])
+        record_lost_outcomes(site, [wd for wd in workdirs if _unfinished(wd, ends)])
     for wd in workdirs:
-        if not _expired(wd, site.retention, now):
+        if not _expired(wd, ends, site.retention, now):
             continue
         removed.append(wd.path)
         if not dry_run:
@@ -90,32 +90,52 @@ def record_lost_outcomes(site: SiteConfig, unfinished: list[WorkDir]) -> None:
 def recover_cut_off_start(site: SiteConfig, wd: WorkDir) -> None:
     """A start cut off before its native id was recorded may be running: find it first, so
     its work dir is judged like any started job. If the scheduler cannot tell, it is kept."""
-    from bridge.site import jobs  # the start machinery, only when such a dir exists
+    from bridge.site import job_start  # the start machinery, only when such a dir exists
 
     try:
         with wd.locked():
-            if wd.native_id() is None:
-                job = jobs.load_accepted(site, wd)
-                jobs.recover(job, site.scheduler(job.command))
+            job_start.recorded_or_recovered(site, wd)
     except (BridgeError, OSError, ValueError) as exc:
         log.warning("%s: cannot tell whether its start reached the scheduler, keeping it: %s",
                     wd.job_id, exc)  # fmt: skip
 
 
-def _end_marker(wd: WorkDir) -> str | None:
-    # Whichever record says the job ended: the local runner's, the batch script's exit code,
-    # or the outcome the site entry saw from the scheduler (a walltime kill leaves no code).
-    ends = (wd.control_file(name) for name in (EXIT_FILE, EXIT_CODE_FILE, OUTCOME_FILE))
-    return next((path for path in ends if os.path.exists(path)), None)
+class _EndRecords:
+    """Finds the record that says a job ended: its adapter's (``Scheduler.end_record``), or
+    the outcome the site saw from the scheduler (a walltime kill leaves no exit code)."""
+
+    def __init__(self, site: SiteConfig) -> None:
+        self.site = site
+        self._adapters: dict[str, Scheduler] = {}
+
+    def find(self, wd: WorkDir) -> str | None:
+        for adapter in self._adapters_of(wd):
+            record = adapter.end_record(wd.control)
+            if record is not None:
+                return record
+        outcome = wd.control_file(OUTCOME_FILE)
+        return outcome if os.path.exists(outcome) else None
+
+    def _adapters_of(self, wd: WorkDir) -> list[Scheduler]:
+        # The adapter is recorded before the submit; a dir that names none this version knows
+        # may hold any adapter's record, so each is asked.
+        name = scheduler_of(wd)
+        names = [name] if name in NAMES else list(NAMES)
+        return [self._adapter(n) for n in names]
+
+    def _adapter(self, name: str) -> Scheduler:
+        if name not in self._adapters:
+            self._adapters[name] = get_scheduler(name, self.site.scheduler_options)
+        return self._adapters[name]
 
 
-def _unfinished(wd: WorkDir) -> bool:
-    return _end_marker(wd) is None and wd.native_id() is not None
+def _unfinished(wd: WorkDir, ends: _EndRecords) -> bool:
+    return ends.find(wd) is None and wd.native_id() is not None
 
 
-def _expired(wd: WorkDir, retention: float, now: float) -> bool:
+def _expired(wd: WorkDir, ends: _EndRecords, retention: float, now: float) -> bool:
     """Expired when the job ended (or never started) longer than ``retention`` ago."""
-    marker = _end_marker(wd)
+    marker = ends.find(wd)
     if marker is None and (wd.native_id() is not None or wd.submitting()):
         return False  # started and not known to have ended: maybe still running
     reference = marker or wd.control

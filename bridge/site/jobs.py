@@ -1,10 +1,10 @@
-"""Accepting, staging and starting a job at the site, and following it to its end.
+"""A job the site accepted: its records in the work dir, its logs, following it, its results.
 
-A job is started at most once: staging and start happen under the work dir's lock, and the
-scheduler's native id is recorded before the bridge hears "started". A retried submit of a job
-that already started attaches to it instead. A start cut off between the submit and that record
-(the site process killed) left a ``submitting`` mark: the next request for the job asks the
-scheduler to ``recover`` it before anything else, and follows what it finds.
+What both entries (``site serve-ssh`` and the agent) do with an accepted job besides starting
+it (that is ``bridge.site.job_start``'s): save and reload the accepted request, record the
+staged inputs (so inputs left unchanged are not sent back), tail the job's logs from byte
+offsets while asking its scheduler how it stands, and collect its results by the command's
+return rules. Nothing here starts, stages into or cancels a job.
 """
 
 from __future__ import annotations
@@ -16,20 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bridge.core import defaults
-from bridge.core.errors import ProtocolError, SiteError
+from bridge.core.errors import SiteError
 from bridge.core.job import JobOutcome, JobRequest, ParamValue
-from bridge.core.protocol import FrameReader
-from bridge.core.staging import FileHeader, receive_file
+from bridge.core.staging import ResultFile, Skipped, collect_results
+from bridge.core.workdir_files import INPUTS_FILE, REQUEST_FILE, STDERR_FILE, STDOUT_FILE
 from bridge.site.config import CommandSpec, SiteConfig
-from bridge.site.status_cache import SCHEDULER_FILE, SharedStatus
+from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
-from schedulers import JobHandle, JobSpec, Scheduler
+from schedulers import JobHandle
 
 log = logging.getLogger(__name__)
-
-# What a job's environment keeps from the site entry's own: enough to run programs, nothing
-# from the SSH session (SSH_*), no secrets the site entry may hold.
-_KEPT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
 @dataclass(frozen=True)
@@ -40,117 +36,43 @@ class AcceptedJob:
     workdir: WorkDir
 
 
-def stage_inputs(job: AcceptedJob, reader: FrameReader) -> None:
-    """Receive every declared input into the work dir; each is verified before it appears."""
-    dir_fd = os.open(job.workdir.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+def load_accepted(site: SiteConfig, wd: WorkDir) -> AcceptedJob:
+    """Rebuild the accepted job from its control files (for attach and cancel)."""
     try:
-        staged: dict[str, tuple[int, int]] = {}
-        for decl in job.request.inputs:
-            header = FileHeader.from_message(reader.read_json())
-            if header.name != decl.name or header.size != decl.size:
-                raise ProtocolError(
-                    f"expected input {decl.name} ({decl.size} bytes), got {header.name!r:.80}"
-                )
-            receive_file(reader, header, dir_fd, decl.name)
-            st = os.stat(decl.name, dir_fd=dir_fd, follow_symlinks=False)
-            staged[decl.name] = (st.st_size, st.st_mtime_ns)
-    finally:
-        os.close(dir_fd)
-    job.workdir.write_json("inputs.json", staged)
+        record = wd.read_json(REQUEST_FILE)
+    except FileNotFoundError as exc:
+        raise SiteError(f"{wd.job_id}: request record missing from its work dir") from exc
+    request = JobRequest.from_message(record["request"])
+    return AcceptedJob(request, site.command(request.command), record["values"], wd)
+
+
+def save_accepted(job: AcceptedJob) -> None:
+    job.workdir.write_json(
+        REQUEST_FILE, {"request": job.request.to_message(), "values": job.values}
+    )
+
+
+def record_staged_inputs(job: AcceptedJob, staged: dict[str, tuple[int, int]]) -> None:
+    """Record each staged input's size and mtime (ns), once all of them are in place."""
+    job.workdir.write_json(INPUTS_FILE, staged)
     log.info("%s: staged %d inputs", job.request.job_id, len(staged))
 
 
-def start(job: AcceptedJob, scheduler: Scheduler, walltime_limit: float | None = None) -> str:
-    """Submit the job to its scheduler and record the native id; returns it.
-
-    Call under the work dir's lock with no native id recorded, after ``recover`` (which
-    callers ask before staging inputs) found no earlier start."""
-    recovered = recover(job, scheduler)
-    if recovered is not None:
-        return recovered
-    spec = build_spec(job, walltime_limit)
-    _check_program(job)
-    with open(job.workdir.control_file(SCHEDULER_FILE), "w", encoding="utf-8") as stream:
-        stream.write(scheduler.name + "\n")
-    job.workdir.mark_submitting()
-    native_id = scheduler.submit(spec)
-    job.workdir.record_native_id(native_id)
-    log.info("%s: started command %s as %s", job.request.job_id, job.command.name, native_id)
-    return native_id
-
-
-def recover(job: AcceptedJob, scheduler: Scheduler) -> str | None:
-    """The native id of an earlier start that reached the scheduler without being recorded,
-    now recorded; None if no start was cut off (or it never reached the scheduler).
-
-    Call under the work dir's lock with no native id recorded. Raises ``SchedulerError`` when
-    the scheduler cannot tell: the caller fails the request rather than start the job twice."""
-    wd, job_id = job.workdir, job.request.job_id
-    if not wd.submitting():
-        return None
-    native_id = scheduler.recover(build_spec(job, None))
-    if native_id is None:
-        log.info("%s: an earlier start never reached %s", job_id, scheduler.name)
-        wd.clear_submitting()
-        return None
-    wd.record_native_id(native_id)
-    log.warning(
-        "%s: an earlier start reached %s as %s before it was recorded; following that job",
-        job_id, scheduler.name, native_id,
-    )  # fmt: skip
-    return native_id
-
-
-def _check_program(job: AcceptedJob) -> None:
-    program = job.command.program
-    if not (os.path.isfile(program) and os.access(program, os.X_OK)):
-        log.error("%s: program %s is missing or not executable", job.request.job_id, program)
-        # The path stays at the site: the bridge learns only that the command cannot run.
-        raise SiteError(
-            f"the program for command {job.command.name} is not installed or not executable "
-            "at the site; ask the site admin to check its config (details in the site log)"
-        )
-
-
-def build_spec(job: AcceptedJob, walltime_limit: float | None) -> JobSpec:
-    wd, request, command = job.workdir, job.request, job.command
-    if command.log_file:  # the original convention: `prog > remote_program_exec.log 2>&1`
-        stdout = stderr = os.path.join(wd.path, command.log_file)
-    else:
-        stdout, stderr = wd.control_file("stdout"), wd.control_file("stderr")
-    walltimes = [w for w in (command.walltime, walltime_limit) if w]
-    return JobSpec(
-        job_id=request.job_id,
-        workdir=wd.path,
-        control_dir=wd.control,
-        argv=command.argv(job.values, request.job_id, wd.path),
-        env=job_environment(job),
-        stdout_path=stdout,
-        stderr_path=stderr,
-        walltime=min(walltimes) if walltimes else None,
-        resources=command.render_resources(job.values),
-    )
-
-
-def job_environment(job: AcceptedJob) -> dict[str, str]:
-    env = {key: os.environ[key] for key in _KEPT_ENV if key in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(
-        MINT_BRIDGE_JOB_ID=job.request.job_id,
-        MINT_BRIDGE_WORKDIR=job.workdir.path,
-        MINT_BRIDGE_COMMAND=job.command.name,
-    )
-    for name, value in job.values.items():
-        env[f"MINT_PARAM_{name.upper()}"] = str(value)
-    env.update(job.command.environment(job.values, job.request.job_id, job.workdir.path))
-    return env
+def collect_job_results(job: AcceptedJob) -> tuple[list[ResultFile], list[Skipped]]:
+    """The results the command returns, leaving out inputs the job did not change."""
+    wd = job.workdir
+    try:
+        unchanged = {k: tuple(v) for k, v in wd.read_json(INPUTS_FILE).items()}
+    except FileNotFoundError:
+        unchanged = {}
+    return collect_results(wd.path, job.command.returns, unchanged)
 
 
 def log_paths(wd: WorkDir, command: CommandSpec) -> dict[str, str]:
     """The files holding the job's stdout and stderr (one file when the command merges them)."""
     if command.log_file:
         return {"stdout": os.path.join(wd.path, command.log_file)}
-    return {"stdout": wd.control_file("stdout"), "stderr": wd.control_file("stderr")}
+    return {"stdout": wd.control_file(STDOUT_FILE), "stderr": wd.control_file(STDERR_FILE)}
 
 
 @dataclass
@@ -203,19 +125,3 @@ def _drain(tails: dict[str, LogTail]) -> Iterator[tuple[str, bytes]]:
     for stream, tail in tails.items():
         while data := tail.read_new():
             yield stream, data
-
-
-def load_accepted(site: SiteConfig, wd: WorkDir) -> AcceptedJob:
-    """Rebuild the accepted job from its control files (for attach and cancel)."""
-    try:
-        record = wd.read_json("request.json")
-    except FileNotFoundError as exc:
-        raise SiteError(f"{wd.job_id}: request record missing from its work dir") from exc
-    request = JobRequest.from_message(record["request"])
-    return AcceptedJob(request, site.command(request.command), record["values"], wd)
-
-
-def save_accepted(job: AcceptedJob) -> None:
-    job.workdir.write_json(
-        "request.json", {"request": job.request.to_message(), "values": job.values}
-    )

@@ -1,15 +1,16 @@
 """One job an agent pulled from the broker, run exactly the way ``site serve-ssh`` runs one.
 
 The same validation (``SiteConfig.check_request``), the same work dir (``WorkDir``: private,
-its control files), the same start (``jobs.start`` through the command's scheduler adapter, the
-native id recorded before anything else), the same following (``jobs.follow``, ``LogTail``) and
-the same result collection (``collect_results`` with the command's return rules). Only the
-transport differs: HTTP calls to the broker instead of frames over SSH.
+its control files), the same start (``job_start.start_once``, through the command's scheduler
+adapter, the native id recorded before anything else), the same following (``jobs.follow``,
+``LogTail``) and the same result collection (``jobs.collect_job_results``, by the command's
+return rules). Only the transport differs: HTTP calls to the broker instead of frames over SSH.
 
 Exactly once: the job is marked running at the broker under our lease epoch (refused when a
 newer lease holds it) before it is started, and it is started under the work dir's lock only if
 no native id is recorded there. A work dir that holds a native id is followed, never started;
-one whose start was cut off before the id was recorded is recovered first (``jobs.recover``).
+one whose start was cut off before the id was recorded is recovered first
+(``job_start.recover``).
 
 Never: start or follow a job in a work dir this broker job does not own (``broker.json`` in
 the control dir names it), upload a file from outside the work dir, or go on acting on a job
@@ -27,53 +28,29 @@ from typing import Any
 
 from bridge.core.errors import (
     BridgeError,
-    CommandNotAllowed,
     Conflict,
     InputRejected,
     JobRejected,
-    JobUnknown,
     LeaseLost,
-    ParameterInvalid,
     ProtocolError,
     SiteError,
     StagingError,
     TransferCorrupted,
 )
 from bridge.core.job import JobOutcome, JobRequest, JobState
-from bridge.core.staging import ResultFile, check_name, collect_results, open_result_for_reading
-from bridge.core.streams import VerifiedFile, sha256_stream
-from bridge.site import jobs
-from bridge.site.agent_api import AgentApi, Claimed, Lease
+from bridge.core.staging import check_name
+from bridge.core.streams import VerifiedFile
+from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
+from bridge.site import job_start, jobs
+from bridge.site.agent_api import AgentApi, Claimed
 from bridge.site.config import AgentConfig, SiteConfig
+from bridge.site.pulled_lease import Dropped, HandBack, LeaseKeeper
+from bridge.site.pulled_results import rejection_outcome, upload_results
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
 from schedulers import JobHandle
 
 log = logging.getLogger(__name__)
-
-BROKER_FILE = "broker.json"  # control dir: broker URL, agent id, lease epoch, claimed document
-COMPLETED_FILE = "broker-completed"  # control dir: the broker accepted our ``complete``
-# Error kinds a rejected outcome may name (as ``error_kind``); the bridge raises the same error.
-_REJECTION_KINDS = tuple(
-    cls.__name__
-    for cls in (
-        CommandNotAllowed, ParameterInvalid, InputRejected, JobRejected, TransferCorrupted,
-        ProtocolError, StagingError, SiteError,
-    )
-)  # fmt: skip
-
-
-class HandBack(Exception):
-    """Stop acting on the job without completing it (the agent stops, or the lease is gone).
-
-    The job runs on in its scheduler; its lease lapses and the broker gives it back to this
-    agent id (``reattach``), which then follows it from where the broker's logs stand.
-    """
-
-
-class Dropped(HandBack):
-    """The broker ended the job without us (cancelled while this agent was away, or deleted):
-    nobody will collect it, so it is stopped here too."""
 
 
 def drop_local_job(site: SiteConfig, wd: WorkDir, why: str) -> None:
@@ -85,12 +62,12 @@ def drop_local_job(site: SiteConfig, wd: WorkDir, why: str) -> None:
             scheduler = site.scheduler(job.command)
             if native_id is None:  # a start cut off before it recorded the id: find it
                 with wd.locked():
-                    native_id = wd.native_id() or jobs.recover(job, scheduler)
+                    native_id = wd.native_id() or job_start.recover(job, scheduler)
             if native_id is not None:
                 scheduler.cancel(JobHandle(wd.job_id, native_id, wd.control))
         except BridgeError as exc:
             log.error("%s: could not stop the job: %s", wd.job_id, exc)
-    with open(wd.control_file(COMPLETED_FILE), "w", encoding="utf-8") as marker:
+    with open(wd.control_file(BROKER_COMPLETED_FILE), "w", encoding="utf-8") as marker:
         marker.write("dropped\n")
     log.warning("%s: %s; stopped it here", wd.job_id, why)
 
@@ -111,13 +88,14 @@ class PulledJob:
         self.lease = claimed.lease
         self.job_id = claimed.lease.job_id
         self.wd = WorkDir(site.work_base, self.job_id)
+        self.keeper = LeaseKeeper(agent, self.lease, stopping)
+        # The keeper's events, under the names the agent and this job's steps use.
         self.stopping = stopping
-        self.cancel = threading.Event()  # the bridge asked for a cancel
-        self.lost = threading.Event()  # a newer lease holds the job
-        self.gone = threading.Event()  # the broker ended or deleted the job without us
-        self.finished = threading.Event()
+        self.cancel = self.keeper.cancel  # the bridge asked for a cancel
+        self.lost = self.keeper.lost  # a newer lease holds the job
+        self.gone = self.keeper.gone  # the broker ended or deleted the job without us
+        self.finished = self.keeper.finished
         self.after = after  # an earlier worker for the same job, to wait for
-        self.completing = False
         self.on_exit = on_exit  # tells the agent a slot is free
         logs = self.doc.get("logs")
         self.log_sizes: dict[str, int] = {
@@ -130,9 +108,7 @@ class PulledJob:
     def run(self) -> None:
         if self.after is not None:
             self.after.join()
-        keeper = threading.Thread(target=self._keep_lease, name=f"lease-{self.job_id[:8]}")
-        keeper.daemon = True
-        keeper.start()
+        self.keeper.start()
         api: AgentApi | None = None
         try:
             api = AgentApi(self.agent)
@@ -235,27 +211,11 @@ class PulledJob:
 
     def _stage_and_start(self, api: AgentApi, job: jobs.AcceptedJob) -> bool:
         """Download the inputs and start the job, once; False if it ended before starting."""
-        scheduler = self.site.scheduler(job.command)
-        with self.wd.locked():
-            if self.wd.native_id() is not None:
-                return True  # an earlier worker of ours started it: follow it
-            # One that was killed before it recorded the native id: recovered, never restaged.
-            native_id = jobs.recover(job, scheduler)
-            if native_id is not None:
-                self._report_native_id(api, native_id)
-                return True
-            if self._cancelled_before_start(api):
-                return False
-            self.wd.discard_inputs()  # leftovers of an interrupted attempt
-            jobs.save_accepted(job)
-            self._download_inputs(api, job)
-            if self._cancelled_before_start(api):
-                return False
-            # Running at the broker first: if our lease is stale this raises and nothing starts.
-            api.renew(self.lease, state="running")
-            native_id = jobs.start(job, scheduler, self._walltime())
-        self._report_native_id(api, native_id)
-        return True
+        steps = _PulledStart(self, api)
+        native_id = job_start.start_once(job, self.site.scheduler(job.command), steps)
+        if steps.submitted:
+            self._report_native_id(api, steps.submitted)
+        return native_id is not None
 
     def _report_native_id(self, api: AgentApi, native_id: str) -> None:
         with contextlib.suppress(BridgeError):  # shown to admins; not needed to follow the job
@@ -287,8 +247,7 @@ class PulledJob:
                 staged[decl.name] = (st.st_size, st.st_mtime_ns)
         finally:
             os.close(dir_fd)
-        self.wd.write_json("inputs.json", staged)
-        log.info("%s: staged %d inputs", self.job_id, len(staged))
+        jobs.record_staged_inputs(job, staged)
 
     def _walltime(self) -> float | None:
         value = self.doc.get("walltime_limit")
@@ -337,12 +296,7 @@ class PulledJob:
             tail.offset = exc.offset  # the broker has less than we thought: send from there
 
     def _checkpoint(self) -> None:
-        if self.gone.is_set():
-            raise Dropped("the broker ended or removed the job while this agent was away")
-        if self.lost.is_set():
-            raise HandBack("a newer lease holds the job")
-        if self.stopping.is_set():
-            raise HandBack("the agent is stopping")
+        self.keeper.checkpoint()
 
     # --- results and completion ----------------------------------------------------------
 
@@ -351,13 +305,11 @@ class PulledJob:
         skipped: list[dict[str, str]] = []
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
         if outcome.state != JobState.CANCELLED:
-            try:
-                unchanged = {k: tuple(v) for k, v in self.wd.read_json("inputs.json").items()}
-            except FileNotFoundError:
-                unchanged = {}
-            files, skips = collect_results(self.wd.path, job.command.returns, unchanged)
+            files, skips = jobs.collect_job_results(job)
             skipped = [{"name": s.name, "reason": s.reason} for s in skips]
-            results = self._upload_results(api, files, skipped)
+            results = upload_results(
+                api, self.lease, self.wd.path, files, skipped, self._checkpoint
+            )
         self._complete(api, outcome.to_message(), results, skipped)
         self.wd.mark_delivered()
         log.info(
@@ -365,52 +317,9 @@ class PulledJob:
             self.job_id, len(results), len(skipped),
         )  # fmt: skip
 
-    def _upload_results(
-        self, api: AgentApi, files: list[ResultFile], skipped: list[dict[str, str]]
-    ) -> list[dict[str, Any]]:
-        uploaded: list[dict[str, Any]] = []
-        root_fd = os.open(self.wd.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            for result in files:
-                self._checkpoint()
-                try:
-                    sha256 = self._upload_one(api, root_fd, result)
-                except (StagingError, TransferCorrupted) as exc:
-                    # Changed or replaced after collection (a process the job left behind).
-                    log.warning("%s: result %s not sent: %s", self.job_id, result.name, exc)
-                    skipped.append({"name": result.name, "reason": f"not sent: {exc.message}"})
-                    continue
-                uploaded.append(
-                    {
-                        "name": result.name,
-                        "size": result.size,
-                        "sha256": sha256,
-                        "mode": result.mode,
-                    }
-                )
-        finally:
-            os.close(root_fd)
-        return uploaded
-
-    def _upload_one(self, api: AgentApi, root_fd: int, result: ResultFile) -> str:
-        with open_result_for_reading(root_fd, result) as source:
-            sha256 = sha256_stream(source, result.size, result.name)
-            # Each PATCH is retried on its own and resumes from the broker's offset.
-            api.upload_result(self.lease, result.name, source, result.size, sha256)
-        return sha256
-
     def _reject(self, api: AgentApi, exc: BridgeError) -> None:
-        # The most specific class the bridge knows (a SchedulerError is sent as SiteError).
-        kind = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _REJECTION_KINDS), "")
-        kind = kind or "SiteError"
-        log.warning("%s: rejected (%s): %s", self.job_id, kind, exc.message)
-        outcome = {
-            "state": "rejected",
-            "exit_code": None,
-            "signal": None,
-            "reason": exc.message,
-            "error_kind": kind,
-        }
+        outcome = rejection_outcome(exc)
+        log.warning("%s: rejected (%s): %s", self.job_id, outcome["error_kind"], exc.message)
         self._complete(api, outcome, [], [])
 
     def _complete(
@@ -420,51 +329,45 @@ class PulledJob:
         results: list[dict[str, Any]],
         skipped: list[dict[str, str]],
     ) -> None:
-        self.completing = True  # from now on a refused renewal is expected, not a lost lease
+        self.keeper.completing = True  # from now on a refused renewal is expected, not lost
         api.complete(self.lease, outcome, results, skipped)
         if self.wd.exists():
-            with open(self.wd.control_file(COMPLETED_FILE), "w", encoding="utf-8") as marker:
+            with open(self.wd.control_file(BROKER_COMPLETED_FILE), "w", encoding="utf-8") as marker:
                 marker.write(f"{outcome.get('state')}\n")
 
-    # --- lease ----------------------------------------------------------------------------
 
-    def _keep_lease(self) -> None:
-        """Renew the lease until the job is done; a long poll that returns early on cancel."""
-        try:
-            api = AgentApi(self.agent)
-        except BridgeError as exc:
-            log.error("%s: cannot renew the lease: %s", self.job_id, exc)
-            return
-        try:
-            while not self.finished.is_set() and self._renew_once(api):
-                pass
-        finally:
-            api.close()
+class _PulledStart:
+    """A pulled job's own steps of the shared start (``job_start.start_once``): inputs are
+    downloaded from the broker, a cancel is confirmed to it, and the job is marked running there
+    before it is submitted (refused if a newer lease holds it: then nothing starts)."""
 
-    def _renew_once(self, api: AgentApi) -> bool:
-        """One renewal; False once there is no lease left to renew."""
-        wait = 0.0 if self.cancel.is_set() else self.agent.lease_renew
-        try:
-            state = api.renew(self.lease, wait=wait)
-        except (LeaseLost, Conflict, JobUnknown) as exc:
-            if not (self.completing or self.finished.is_set()):
-                log.warning("%s: lease not renewed: %s", self.job_id, exc)
-                gone = isinstance(exc, JobUnknown) or (
-                    isinstance(exc, Conflict) and exc.code == "invalid_state"
-                )
-                (self.gone if gone else self.lost).set()
+    def __init__(self, job: PulledJob, api: AgentApi) -> None:
+        self.job = job
+        self.api = api
+        self.submitted: str | None = None  # the native id, once this start submitted the job
+
+    def found_started(self, native_id: str, recovered: bool) -> None:
+        # One that was killed before it recorded the native id: recovered, never restaged. One
+        # an earlier worker of ours started is followed as it is.
+        if recovered:
+            self.job._report_native_id(self.api, native_id)
+
+    def walltime_limit(self) -> float | None:
+        return self.job._walltime()
+
+    def cancelled(self) -> bool:
+        return self.job._cancelled_before_start(self.api)
+
+    def stage_inputs(self, job: jobs.AcceptedJob) -> bool:
+        self.job._download_inputs(self.api, job)
+        if self.job._cancelled_before_start(self.api):
             return False
-        except BridgeError as exc:
-            log.warning("%s: lease renewal failed: %s; trying again", self.job_id, exc)
-            self.finished.wait(min(5.0, self.agent.lease_renew))
-            return True
-        if state.cancel_requested and not self.cancel.is_set():
-            self.cancel.set()
-        if self.cancel.is_set():  # the long poll now returns at once: renew at a calm pace
-            self.finished.wait(max(1.0, min(self.agent.lease_renew, state.ttl / 3)))
+        # Running at the broker first: if our lease is stale this raises and nothing starts.
+        self.api.renew(self.job.lease, state="running")
         return True
 
+    def started(self, native_id: str) -> None:
+        self.submitted = native_id
 
-__all__ = [
-    "BROKER_FILE", "COMPLETED_FILE", "Dropped", "HandBack", "Lease", "PulledJob", "drop_local_job",
-]  # fmt: skip
+
+__all__ = ["PulledJob", "drop_local_job"]

@@ -33,8 +33,8 @@ from bridge.core.protocol import (
     FrameReader,
     FrameWriter,
 )
-from bridge.core.staging import collect_results, open_result_for_reading, send_file
-from bridge.site import jobs
+from bridge.core.staging import FileHeader, open_result_for_reading, receive_file, send_file
+from bridge.site import job_start, jobs
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
@@ -115,37 +115,15 @@ class Session:
         wd = WorkDir(self.site.work_base, request.job_id)
         job = jobs.AcceptedJob(request, command, values, wd)
         wd.create()
-        with wd.locked():
-            # A start cut off before its id was recorded is recovered, never staged over.
-            scheduler = self.site.scheduler(command)
-            if wd.native_id() is not None or jobs.recover(job, scheduler) is not None:
-                log.info("%s: submit retried; attaching to the running job", request.job_id)
-                self.writer.write_json({"attached": True})
-            else:
-                self._stage_and_start(job, _walltime_limit(message))
+        scheduler = self.site.scheduler(command)
+        job_start.start_once(job, scheduler, _SubmitSteps(self, job, message))
         self._stream(job, {"stdout": 0, "stderr": 0})
-
-    def _stage_and_start(self, job: jobs.AcceptedJob, walltime_limit: float | None) -> None:
-        if job.workdir.cancel_requested():
-            raise JobUnknown(f"job {job.request.job_id} was cancelled before it started")
-        job.workdir.discard_inputs()  # leftovers of an earlier, interrupted attempt
-        jobs.save_accepted(job)
-        self.writer.write_json({"ready": True})
-        try:
-            jobs.stage_inputs(job, self.reader)
-        except BaseException:
-            job.workdir.discard_inputs()
-            raise
-        native_id = jobs.start(job, self.site.scheduler(job.command), walltime_limit)
-        self.writer.write_json(
-            {"started": True, "job_id": job.request.job_id, "native_id": native_id}
-        )
 
     def _attach(self, message: dict[str, Any]) -> None:
         wd = WorkDir(self.site.work_base, check_job_id(message.get("job_id")))
         if wd.exists() and wd.native_id() is None and wd.submitting():
             with wd.locked():
-                self._recover(wd)
+                job_start.recorded_or_recovered(self.site, wd)
         wd.require_started()
         job = jobs.load_accepted(self.site, wd)
         offsets = message.get("offsets", {})
@@ -161,7 +139,7 @@ class Session:
             # Wait for a submit that is staging or starting this job, and make sure one that
             # has not started yet never will: the bridge that sent it is going away.
             with wd.locked():
-                if self._recover(wd) is None:
+                if job_start.recorded_or_recovered(self.site, wd) is None:
                     wd.mark_cancel_requested()
         native_id = wd.require_started()
         job = jobs.load_accepted(self.site, wd)
@@ -171,15 +149,6 @@ class Session:
         log.info("%s: cancel requested by the bridge", wd.job_id)
         outcome = _wait_final(scheduler, handle, defaults.CANCEL_CONFIRM_SECONDS)
         self.writer.write_json({"cancel": outcome.to_message()})
-
-    def _recover(self, wd: WorkDir) -> str | None:
-        """The job's native id, recovered first if its start was cut off before recording it;
-        None if it never started. Call under the work dir's lock."""
-        native_id = wd.native_id()
-        if native_id is None and wd.submitting():
-            job = jobs.load_accepted(self.site, wd)
-            native_id = jobs.recover(job, self.site.scheduler(job.command))
-        return native_id
 
     # --- streaming a job --------------------------------------------------------------
 
@@ -212,11 +181,7 @@ class Session:
 
     def _send_results(self, job: jobs.AcceptedJob) -> None:
         wd = job.workdir
-        try:
-            unchanged = {k: tuple(v) for k, v in wd.read_json("inputs.json").items()}
-        except FileNotFoundError:
-            unchanged = {}
-        files, skipped = collect_results(wd.path, job.command.returns, unchanged)
+        files, skipped = jobs.collect_job_results(job)
         self.writer.write_json(
             {
                 "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in files],
@@ -235,6 +200,61 @@ class Session:
         if reply.get("op") == "ack":
             wd.mark_delivered()
             log.info("%s: %d results delivered, %d skipped", wd.job_id, len(files), len(skipped))
+
+
+class _SubmitSteps:
+    """A submit's own steps of the shared start (``job_start.start_once``): inputs arrive as
+    frames on the channel, and the bridge hears "attached", "ready" and "started"."""
+
+    def __init__(self, session: Session, job: jobs.AcceptedJob, message: dict[str, Any]) -> None:
+        self.session = session
+        self.job = job
+        self.message = message
+
+    def found_started(self, native_id: str, recovered: bool) -> None:
+        log.info("%s: submit retried; attaching to the running job", self.job.request.job_id)
+        self.session.writer.write_json({"attached": True})
+
+    def walltime_limit(self) -> float | None:
+        return _walltime_limit(self.message)
+
+    def cancelled(self) -> bool:
+        if self.job.workdir.cancel_requested():
+            raise JobUnknown(f"job {self.job.request.job_id} was cancelled before it started")
+        return False
+
+    def stage_inputs(self, job: jobs.AcceptedJob) -> bool:
+        self.session.writer.write_json({"ready": True})
+        try:
+            _receive_inputs(job, self.session.reader)
+        except BaseException:
+            job.workdir.discard_inputs()
+            raise
+        return True
+
+    def started(self, native_id: str) -> None:
+        self.session.writer.write_json(
+            {"started": True, "job_id": self.job.request.job_id, "native_id": native_id}
+        )
+
+
+def _receive_inputs(job: jobs.AcceptedJob, reader: FrameReader) -> None:
+    """Receive every declared input into the work dir; each is verified before it appears."""
+    dir_fd = os.open(job.workdir.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        staged: dict[str, tuple[int, int]] = {}
+        for decl in job.request.inputs:
+            header = FileHeader.from_message(reader.read_json())
+            if header.name != decl.name or header.size != decl.size:
+                raise ProtocolError(
+                    f"expected input {decl.name} ({decl.size} bytes), got {header.name!r:.80}"
+                )
+            receive_file(reader, header, dir_fd, decl.name)
+            st = os.stat(decl.name, dir_fd=dir_fd, follow_symlinks=False)
+            staged[decl.name] = (st.st_size, st.st_mtime_ns)
+    finally:
+        os.close(dir_fd)
+    jobs.record_staged_inputs(job, staged)
 
 
 def _open_root(path: str) -> int:

@@ -18,16 +18,14 @@ import os
 import time
 from collections.abc import Iterator
 
+from bridge.core.atomic_write import write_json_atomic
 from bridge.core.errors import ProtocolError
 from bridge.core.job import JobOutcome, check_job_id
+from bridge.core.workdir_files import OUTCOME_FILE, SCHEDULER_FILE
 from bridge.site.workdir import WorkDir
 from schedulers import JobHandle, Scheduler
-from schedulers.records import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-SCHEDULER_FILE = "scheduler"  # in each control dir: which adapter runs the job
-OUTCOME_FILE = "outcome.json"  # in each control dir: the final outcome, once known
 
 
 class SharedStatus:

@@ -1,15 +1,10 @@
 """One job, one work dir: ``<work_base>/<job-uuid>``, private (0700), with its control files.
 
-The control files live in ``<work dir>/.mint-bridge/`` and are never returned as results:
-
-    request.json   the accepted request (command, parameter values, input names)
-    inputs.json    size and mtime of each staged input (unchanged inputs are not sent back)
-    submitting     written just before the job is handed to its scheduler: with no native_id
-                   beside it, a submit may have been cut off after it reached the scheduler
-    native_id      the scheduler's id for the job, written the moment it is known
-    stdout/stderr  the job's output, tailed live to the bridge
-    delivered      written when the bridge confirmed it received the results
-    lock           flock'd while a request stages or starts the job, so it starts once
+The control files live in ``<work dir>/.mint-bridge/`` and are never returned as results; their
+names, and what each holds, are listed in ``bridge.core.workdir_files``. ``WorkDir`` keeps the
+marks the site entry acts on: the ``submitting`` mark, the native id (durable before the job is
+reported started), the cancel and delivery marks, and the lock under which a job is staged and
+started. It never takes a symlink or a file for the work dir, and removes nothing outside it.
 """
 
 from __future__ import annotations
@@ -22,10 +17,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from bridge.core.atomic_write import write_json_atomic
 from bridge.core.errors import JobUnknown, SiteError
 from bridge.core.job import check_job_id
-from bridge.core.staging import CONTROL_DIR
-from schedulers.records import write_json_atomic
+from bridge.core.workdir_files import (
+    CANCEL_REQUESTED_FILE,
+    CONTROL_DIR,
+    DELIVERED_FILE,
+    LOCK_FILE,
+    NATIVE_ID_FILE,
+    SUBMITTING_FILE,
+)
 
 
 class WorkDir:
@@ -58,7 +60,7 @@ class WorkDir:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        fd = os.open(self.control_file("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.control_file(LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -74,33 +76,33 @@ class WorkDir:
 
     def native_id(self) -> str | None:
         try:
-            with open(self.control_file("native_id"), encoding="utf-8") as handle:
+            with open(self.control_file(NATIVE_ID_FILE), encoding="utf-8") as handle:
                 return handle.read().strip() or None
         except FileNotFoundError:
             return None
 
     def record_native_id(self, native_id: str) -> None:
         """Durable before the job is reported started: a restart must find it, not resubmit."""
-        tmp = self.control_file("native_id.tmp")
+        tmp = self.control_file(f"{NATIVE_ID_FILE}.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(native_id + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.control_file("native_id"))
+        os.replace(tmp, self.control_file(NATIVE_ID_FILE))
 
     def mark_submitting(self) -> None:
         """Durable before the submit: a restart that finds it without a native id recovers."""
-        with open(self.control_file("submitting"), "w", encoding="utf-8") as handle:
+        with open(self.control_file(SUBMITTING_FILE), "w", encoding="utf-8") as handle:
             handle.write(f"{time.time():.3f}\n")
             handle.flush()
             os.fsync(handle.fileno())
 
     def submitting(self) -> bool:
-        return os.path.exists(self.control_file("submitting"))
+        return os.path.exists(self.control_file(SUBMITTING_FILE))
 
     def clear_submitting(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.control_file("submitting"))
+            os.unlink(self.control_file(SUBMITTING_FILE))
 
     def require_started(self) -> str:
         native = self.native_id() if self.exists() else None
@@ -120,14 +122,14 @@ class WorkDir:
                     os.unlink(entry.path)
 
     def mark_cancel_requested(self) -> None:
-        with open(self.control_file("cancel_requested"), "w", encoding="utf-8") as handle:
+        with open(self.control_file(CANCEL_REQUESTED_FILE), "w", encoding="utf-8") as handle:
             handle.write(f"{time.time():.3f}\n")
 
     def cancel_requested(self) -> bool:
-        return os.path.exists(self.control_file("cancel_requested"))
+        return os.path.exists(self.control_file(CANCEL_REQUESTED_FILE))
 
     def mark_delivered(self) -> None:
-        with open(self.control_file("delivered"), "w", encoding="utf-8") as handle:
+        with open(self.control_file(DELIVERED_FILE), "w", encoding="utf-8") as handle:
             handle.write(f"{time.time():.3f}\n")
 
     def remove(self) -> None:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from schedulers.batch import job_name
-from schedulers.slurm import LIVE_STATES
+from schedulers.batch_script import job_name
+from schedulers.slurm_output import LIVE_STATES
 from tests.support.broker import BrokerProcess
 from tests.support.site_toml import toml_string, write_site_toml
 from tests.support.slurm import SlurmCluster

@@ -560,9 +560,9 @@ def test_a_start_cut_off_before_its_id_was_recorded_runs_once(
     broker: BrokerProcess, client_token: Path, tmp_path: Path
 ) -> None:
     from bridge.core.job import JobRequest
-    from bridge.site import jobs
+    from bridge.core.workdir_files import BROKER_FILE
+    from bridge.site import job_start, jobs
     from bridge.site.config import load_site_config
-    from bridge.site.pulled_job import BROKER_FILE
     from bridge.site.workdir import WorkDir
 
     name = "pull-cut"
@@ -595,7 +595,7 @@ def test_a_start_cut_off_before_its_id_was_recorded_runs_once(
         jobs.save_accepted(job)
         wd.write_json("inputs.json", {})
         with wd.locked():
-            jobs.start(job, site_config.scheduler(command))
+            job_start.start(job, site_config.scheduler(command))
         os.unlink(wd.control_file("native_id"))
         wait_until(lambda: site.counted(), "the solver to start")
         solver = site.counted()[0][1]

@@ -26,8 +26,8 @@ import psutil
 import pytest
 
 from bridge.core.errors import ExitCode
-from schedulers.batch import job_name
-from schedulers.slurm import LIVE_STATES, parse_scontrol
+from schedulers.batch_script import job_name
+from schedulers.slurm_output import LIVE_STATES, parse_scontrol
 from tests.support.slurm import SlurmCluster
 
 # The session-wide `slurm` fixture (a real cluster), shared with other Slurm-backed test modules.
@@ -425,7 +425,7 @@ def test_a_submit_that_reached_slurm_before_timing_out_runs_once(
 CUT_OFF_SUBMITTER = """
 import sys
 from bridge.core.job import JobRequest
-from bridge.site import jobs
+from bridge.site import job_start, jobs
 from bridge.site.workdir import WorkDir
 from bridge.site.config import load_site_config
 
@@ -440,7 +440,7 @@ job = jobs.AcceptedJob(request, command, values, wd)
 with wd.locked():
     jobs.save_accepted(job)
     wd.write_json("inputs.json", {})
-    jobs.start(job, site.scheduler(command))
+    job_start.start(job, site.scheduler(command))
 """
 
 

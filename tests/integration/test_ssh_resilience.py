@@ -14,7 +14,7 @@ import psutil
 
 from bridge.core.errors import ExitCode
 from bridge.core.job import JobRequest
-from bridge.site import jobs
+from bridge.site import job_start, jobs
 from bridge.site.config import load_site_config
 from bridge.site.workdir import WorkDir
 from tests.integration.conftest import SiteEnv
@@ -119,7 +119,7 @@ def test_a_start_cut_off_before_its_id_was_recorded_runs_once_over_ssh(
     with wd.locked():
         jobs.save_accepted(job)
         wd.write_json("inputs.json", {})
-        first = jobs.start(job, site.scheduler(command))
+        first = job_start.start(job, site.scheduler(command))
     os.unlink(wd.control_file("native_id"))
     wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
 

@@ -41,9 +41,10 @@ import pytest
 
 from bridge.core.errors import ExitCode
 from bridge.core.job import JobOutcome, JobState
+from bridge.core.workdir_files import SCHEDULER_OUTPUT_FILE
 from schedulers import get_scheduler
 from schedulers.base import JobHandle, JobSpec, Resources, SchedulerOptions
-from schedulers.batch import SCHEDULER_OUTPUT, job_name
+from schedulers.batch_script import job_name
 from schedulers.torque import TorqueScheduler, parse_qstat_full
 from tests.support.services import unavailable
 from tests.support.site_toml import site_toml, toml_string
@@ -264,7 +265,7 @@ def test_submit_status_and_lookup_through_the_wrappers(
     control = Path(spec.control_dir)
     assert (control / "stdout").read_text() == f"{HOSTILE}|x y|{HOSTILE}|"
     # -o on the qsub command line took effect (the wrapper ignores #PBS -o).
-    assert (control / SCHEDULER_OUTPUT).exists()
+    assert (control / SCHEDULER_OUTPUT_FILE).exists()
     assert not list(tmp_path.rglob("pwned*"))
     assert qstat(slurm, native)[native]["job_state"] == "C"
 

@@ -19,14 +19,10 @@ import pytest
 
 from bridge.core.errors import ExitCode
 from bridge.core.job import JobOutcome, JobState
+from bridge.core.workdir_files import LOCAL_CANCEL_FILE, LOCAL_EXIT_FILE, LOCAL_SPEC_FILE
 from schedulers.base import JobHandle, JobSpec
-from schedulers.local import (
-    CANCEL_FILE,
-    EXIT_FILE,
-    SPEC_FILE,
-    LocalScheduler,
-    read_exit_file,
-)
+from schedulers.local import LocalScheduler
+from schedulers.local_files import read_exit_file
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -117,7 +113,7 @@ def reaper() -> Iterator[list[int]]:
 
 
 def exit_record(spec: JobSpec) -> dict[str, object]:
-    with open(os.path.join(spec.control_dir, EXIT_FILE), encoding="utf-8") as handle:
+    with open(os.path.join(spec.control_dir, LOCAL_EXIT_FILE), encoding="utf-8") as handle:
         data: dict[str, object] = json.load(handle)
     return data
 
@@ -169,7 +165,7 @@ def test_exit_zero_is_completed(tmp_path: Path, scheduler: LocalScheduler) -> No
     assert Path(spec.workdir, "result.txt").read_text() == "42"  # ran in the work dir
     assert Path(spec.stdout_path).read_text() == "hello out\n"
     assert Path(spec.stderr_path).read_text() == "hello err\n"
-    spec_file = json.loads(Path(spec.control_dir, SPEC_FILE).read_text())
+    spec_file = json.loads(Path(spec.control_dir, LOCAL_SPEC_FILE).read_text())
     assert spec_file["argv"] == spec.argv
     assert spec_file["walltime"] is None
 
@@ -346,7 +342,7 @@ def test_a_cancel_recorded_before_the_runner_starts_prevents_the_program(
     tmp_path: Path, scheduler: LocalScheduler
 ) -> None:
     spec = make_spec(tmp_path, python("open('ran', 'w').close()"))
-    Path(spec.control_dir, CANCEL_FILE).touch()
+    Path(spec.control_dir, LOCAL_CANCEL_FILE).touch()
     outcome = wait_final(scheduler, handle_for(spec, scheduler.submit(spec)))
     assert outcome == JobOutcome(
         JobState.CANCELLED, None, None, "cancelled before the program started"
@@ -428,7 +424,7 @@ def test_runner_killed_before_writing_exit_json_is_lost(
         JobState.LOST, reason="the local runner ended without recording an exit code"
     )
     assert outcome.bridge_exit_code() == ExitCode.JOB_LOST
-    assert not Path(spec.control_dir, EXIT_FILE).exists()
+    assert not Path(spec.control_dir, LOCAL_EXIT_FILE).exists()
 
 
 @pytest.mark.parametrize("native_id", ["garbage", "", "123", "x:y", f"{2**22 + 12345}:1.0", "-1:0"])
@@ -449,7 +445,7 @@ def test_unknown_native_ids_are_lost(tmp_path: Path, native_id: str) -> None:
     ],
 )
 def test_unreadable_exit_record_is_lost(tmp_path: Path, content: str) -> None:
-    (tmp_path / EXIT_FILE).write_text(content)
+    (tmp_path / LOCAL_EXIT_FILE).write_text(content)
     outcome = read_exit_file(str(tmp_path))
     assert outcome is not None
     assert outcome.state is JobState.LOST
@@ -613,13 +609,13 @@ def test_recover_of_a_job_that_already_ran_gives_its_outcome(
 def test_recover_of_a_submit_that_started_nothing(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, ["/bin/true"])
     assert LocalScheduler().recover(spec) is None  # killed before it wrote anything
-    Path(spec.control_dir, SPEC_FILE).write_text("{}")
+    Path(spec.control_dir, LOCAL_SPEC_FILE).write_text("{}")
     assert LocalScheduler().recover(spec) is None  # killed before the supervisor started
 
 
 def test_recover_never_takes_a_process_that_reused_the_pid(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, ["/bin/true"])
-    Path(spec.control_dir, SPEC_FILE).write_text("{}")
+    Path(spec.control_dir, LOCAL_SPEC_FILE).write_text("{}")
     pid_file = Path(spec.control_dir, "runner.pid")
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:

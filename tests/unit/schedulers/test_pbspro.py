@@ -13,17 +13,12 @@ import pytest
 
 from bridge.core.errors import ExitCode, SchedulerError
 from bridge.core.job import JobOutcome, JobState
+from bridge.core.workdir_files import EXIT_CODE_FILE, SCHEDULER_OUTPUT_FILE, SELF_ID_FILE
 from schedulers import get_scheduler
 from schedulers.base import JobHandle, Resources, SchedulerOptions
-from schedulers.batch import (
-    EXIT_CODE_FILE,
-    SCHEDULER_OUTPUT,
-    SELF_ID_FILE,
-    NativeStatus,
-    job_name,
-    render_script,
-)
-from schedulers.pbs_base import kill_notice
+from schedulers.batch import NativeStatus
+from schedulers.batch_script import job_name, render_script
+from schedulers.pbs_outcome import kill_notice
 from schedulers.pbspro import (
     JOB_EXEC,
     STATES,
@@ -249,7 +244,7 @@ def test_directives(tmp_path: Path) -> None:
         "#PBS -S /bin/bash",
         "#PBS -r n",
         "#PBS -j oe",
-        f"#PBS -o {spec.control_dir}/{SCHEDULER_OUTPUT}",
+        f"#PBS -o {spec.control_dir}/{SCHEDULER_OUTPUT_FILE}",
         "#PBS -l walltime=02:00:00",
         "#PBS -l select=2:ncpus=8:mpiprocs=2:mem=8192mb",
         "#PBS -l place=scatter",
@@ -331,7 +326,7 @@ def test_a_job_left_out_of_the_json_is_asked_for_alone(tmp_path: Path, fakes: Fa
 def test_a_memory_notice_refines_a_signal(tmp_path: Path, fakes: FakeCommands) -> None:
     fakes.add("qstat", stdout=fixture("qstat_xf_finished.json"))
     job = handle(tmp_path, "2013.pbs01")  # 265 under its limits
-    write_control(job.control_dir, SCHEDULER_OUTPUT, fixture("scheduler_out_memory.txt"))
+    write_control(job.control_dir, SCHEDULER_OUTPUT_FILE, fixture("scheduler_out_memory.txt"))
     result = scheduler().status([job])[job.native_id]
     assert (result.state, result.signal) == (JobState.OUT_OF_MEMORY, 9)
     assert result.bridge_exit_code() == ExitCode.OUT_OF_MEMORY

@@ -14,24 +14,21 @@ import pytest
 
 from bridge.core.errors import ExitCode, SchedulerError
 from bridge.core.job import JobState
+from bridge.core.workdir_files import EXIT_CODE_FILE, SCHEDULER_OUTPUT_FILE, SELF_ID_FILE
 from schedulers.base import JobHandle, JobSpec, Resources, SchedulerOptions
-from schedulers.batch import (
-    EXIT_CODE_FILE,
-    SCHEDULER_OUTPUT,
-    SELF_ID_FILE,
-    job_name,
-    render_script,
-)
+from schedulers.batch_script import job_name, render_script
 from schedulers.slurm import (
-    LIVE_STATES,
-    STATES,
     SlurmScheduler,
-    check_job_id,
+    check_native_id,
     directive_quote,
     format_walltime,
+    output_pattern,
+)
+from schedulers.slurm_output import (
+    LIVE_STATES,
+    STATES,
     memory_killed,
     native_status,
-    output_pattern,
     parse_exit_code,
     parse_sacct,
     parse_scontrol,
@@ -208,7 +205,7 @@ def _handle(tmp_path: Path, recorded: int | None = None, output: str = "") -> Jo
     if recorded is not None:
         (control / EXIT_CODE_FILE).write_text(f"{recorded}\n")
     if output:
-        (control / SCHEDULER_OUTPUT).write_text(output)
+        (control / SCHEDULER_OUTPUT_FILE).write_text(output)
     return JobHandle("job", "7", str(control))
 
 
@@ -297,7 +294,7 @@ def test_directives_hold_every_value_inert(tmp_path: Path) -> None:
     lines = SlurmScheduler().directives(spec)
     assert lines[0] == f"#SBATCH --job-name={job_name(spec.job_id)}"
     assert f"#SBATCH --chdir={directive_quote(spec.workdir)}" in lines
-    output = os.path.join(spec.control_dir, SCHEDULER_OUTPUT).replace("%", "%%")
+    output = os.path.join(spec.control_dir, SCHEDULER_OUTPUT_FILE).replace("%", "%%")
     assert f"#SBATCH --output={directive_quote(output)}" in lines
     for expected in (
         "--time=0-00:02:00",
@@ -377,8 +374,8 @@ def test_output_path_is_a_literal_slurm_pattern() -> None:
 @pytest.mark.parametrize("bad", ["", "-1", "1;rm", "1 2", "--all", "12.batch"])
 def test_only_job_ids_reach_argv(bad: str) -> None:
     with pytest.raises(SchedulerError):
-        check_job_id(bad)
-    assert check_job_id("123") == "123" and check_job_id("123_4") == "123_4"
+        check_native_id(bad)
+    assert check_native_id("123") == "123" and check_native_id("123_4") == "123_4"
 
 
 def test_commands() -> None:

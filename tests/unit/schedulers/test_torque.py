@@ -12,26 +12,21 @@ import pytest
 
 from bridge.core.errors import ExitCode, SchedulerError
 from bridge.core.job import JobOutcome, JobState
+from bridge.core.workdir_files import EXIT_CODE_FILE, SCHEDULER_OUTPUT_FILE, SELF_ID_FILE
 from schedulers import get_scheduler
 from schedulers.base import JobHandle, Resources, SchedulerOptions
-from schedulers.batch import (
-    EXIT_CODE_FILE,
-    SCHEDULER_OUTPUT,
-    SELF_ID_FILE,
-    NativeStatus,
-    job_name,
-    render_script,
-)
+from schedulers.batch import NativeStatus
+from schedulers.batch_script import job_name, render_script
 from schedulers.pbs_base import (
-    check_job_id,
+    check_native_id,
     hms,
-    kill_notice,
-    parse_duration,
     parse_qselect,
     parse_qsub,
     parse_size,
+    parse_walltime,
     unknown_ids_only,
 )
+from schedulers.pbs_outcome import kill_notice
 from schedulers.torque import (
     JOB_EXEC,
     STATES,
@@ -269,7 +264,7 @@ def test_qsub_output() -> None:
 @pytest.mark.parametrize("bad", ["-x", "1 2", "123\n", "", "12.-srv", "$(id)"])
 def test_only_job_ids_reach_qstat_and_qdel(bad: str) -> None:
     with pytest.raises(SchedulerError):
-        check_job_id(bad)
+        check_native_id(bad)
 
 
 def test_qselect_output() -> None:
@@ -281,9 +276,9 @@ def test_durations_and_sizes() -> None:
     assert hms(90.2) == "00:01:31"
     assert hms(0.1) == "00:00:01"
     assert hms(100 * 3600) == "100:00:00"
-    assert parse_duration("72:00:00") == 259200
-    assert parse_duration("10:04") == 604
-    assert parse_duration("bogus") is None
+    assert parse_walltime("72:00:00") == 259200
+    assert parse_walltime("10:04") == 604
+    assert parse_walltime("bogus") is None
     assert parse_size("1873412kb") == 1873412 * 1024
     assert parse_size("4096mb") == 4096 << 20
     assert parse_size("2gb") == 2 << 30
@@ -349,7 +344,7 @@ def test_directives(tmp_path: Path) -> None:
         "#PBS -S /bin/bash",
         "#PBS -r n",
         "#PBS -j oe",
-        f"#PBS -o {spec.control_dir}/{SCHEDULER_OUTPUT}",
+        f"#PBS -o {spec.control_dir}/{SCHEDULER_OUTPUT_FILE}",
         "#PBS -l walltime=01:00:01",
         "#PBS -l nodes=1:ppn=8",
         "#PBS -l mem=4096mb",
@@ -379,7 +374,14 @@ def test_unsafe_path_stays_out_of_directives_but_reaches_qsub(tmp_path: Path) ->
     lines = directives(spec)
     assert not any(line.startswith("#PBS -o") for line in lines)
     argv = TorqueScheduler().submit_argv("/x/job.sh", spec)
-    assert argv == ["qsub", "-o", f"{spec.control_dir}/{SCHEDULER_OUTPUT}", "-j", "oe", "/x/job.sh"]
+    assert argv == [
+        "qsub",
+        "-o",
+        f"{spec.control_dir}/{SCHEDULER_OUTPUT_FILE}",
+        "-j",
+        "oe",
+        "/x/job.sh",
+    ]
 
 
 def test_script_keeps_hostile_values_inert(tmp_path: Path) -> None:
@@ -486,7 +488,7 @@ def test_kill_notice_names_how_an_ended_job_died(
 ) -> None:
     fakes.add("qstat", stdout=fixture("slurm_wlm_torque_qstat_f1.txt"))
     job = handle(tmp_path, "4")
-    write_control(job.control_dir, SCHEDULER_OUTPUT, fixture(notice))
+    write_control(job.control_dir, SCHEDULER_OUTPUT_FILE, fixture(notice))
     result = scheduler().status([job])["4"]
     assert result.state is state
     assert result.bridge_exit_code() == code
@@ -495,7 +497,7 @@ def test_kill_notice_names_how_an_ended_job_died(
 def test_torque_notice_turns_a_signal_into_a_timeout(tmp_path: Path, fakes: FakeCommands) -> None:
     fakes.add("qstat", stdout=fixture("qstat_f1_completed.txt"))
     job = handle(tmp_path, f"1053.{SERVER}")  # 265, usage under the limits
-    write_control(job.control_dir, SCHEDULER_OUTPUT, fixture("scheduler_out_walltime.txt"))
+    write_control(job.control_dir, SCHEDULER_OUTPUT_FILE, fixture("scheduler_out_walltime.txt"))
     result = scheduler().status([job])[job.native_id]
     assert (result.state, result.signal) == (JobState.TIMEOUT, 9)
     assert "walltime 3610 exceeded limit 3600" in result.reason
@@ -507,7 +509,7 @@ def test_submit_writes_the_script_and_runs_qsub(tmp_path: Path, fakes: FakeComma
     assert scheduler().submit(spec) == f"1042.{SERVER}"
     script = Path(spec.control_dir) / "job.sh"
     assert fakes.calls() == [
-        ["-o", f"{spec.control_dir}/{SCHEDULER_OUTPUT}", "-j", "oe", str(script)]
+        ["-o", f"{spec.control_dir}/{SCHEDULER_OUTPUT_FILE}", "-j", "oe", str(script)]
     ]
     text = script.read_text()
     assert text.startswith("#!/bin/bash\n#PBS -N mb")
@@ -580,7 +582,7 @@ def test_a_colon_in_the_output_path_names_the_submit_host(tmp_path: Path) -> Non
     spec = make_spec(tmp_path, workdir_name="work:2025")
     path = TorqueScheduler().submit_argv("/x/job.sh", spec)[2]
     host, _, rest = path.partition(":")
-    assert host and rest == f"{spec.control_dir}/{SCHEDULER_OUTPUT}"
+    assert host and rest == f"{spec.control_dir}/{SCHEDULER_OUTPUT_FILE}"
     assert not any(line.startswith("#PBS -o") for line in directives(spec))
 
 
@@ -590,7 +592,7 @@ def test_a_kill_notice_beats_exit_status_0_without_a_recorded_code(
     """Torque before 2.5.6 reported limit kills as exit_status 0."""
     fakes.add("qstat", stdout=fixture("qstat_f1_completed.txt"))
     killed = handle(tmp_path, f"1050.{SERVER}")
-    write_control(killed.control_dir, SCHEDULER_OUTPUT, fixture("scheduler_out_walltime.txt"))
+    write_control(killed.control_dir, SCHEDULER_OUTPUT_FILE, fixture("scheduler_out_walltime.txt"))
     assert scheduler().status([killed])[killed.native_id].state is JobState.TIMEOUT
     write_control(killed.control_dir, EXIT_CODE_FILE, "0\n")  # the script did finish after all
     assert scheduler().status([killed])[killed.native_id].state is JobState.COMPLETED

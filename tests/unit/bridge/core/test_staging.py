@@ -23,7 +23,6 @@ from bridge.core.errors import (
 )
 from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter
 from bridge.core.staging import (
-    CONTROL_DIR,
     FileHeader,
     ResultFile,
     ReturnRule,
@@ -37,6 +36,7 @@ from bridge.core.staging import (
     safe_mode,
     send_file,
 )
+from bridge.core.workdir_files import CONTROL_DIR
 from tests.support.frames import LoopbackChannel, header_message, pipe, write_file_frames
 
 # --- names -----------------------------------------------------------------------------------

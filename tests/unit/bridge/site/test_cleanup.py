@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.staging import CONTROL_DIR
+from bridge.core.workdir_files import CONTROL_DIR, LOCAL_EXIT_FILE
 from bridge.site.cleanup import remove_expired
 from bridge.site.config import SiteConfig
-from schedulers.local import EXIT_FILE
 
 NOW = 2_000_000_000.0
 RETENTION = 3600.0
@@ -33,7 +32,7 @@ def job_dir(base: Path, *, ended_ago: float | None = None, started: bool = True,
     if started:
         (control / "native_id").write_text("123:456.0\n")
     if ended_ago is not None:
-        exit_file = control / EXIT_FILE
+        exit_file = control / LOCAL_EXIT_FILE
         exit_file.write_text('{"state": "completed", "exit_code": 0}')
         os.utime(exit_file, (NOW - ended_ago, NOW - ended_ago))
     os.utime(control, (NOW - control_age, NOW - control_age))
@@ -57,7 +56,7 @@ def test_removes_only_expired_job_dirs(base: Path, tmp_path: Path) -> None:
     # Things that are not ours, however old.
     not_a_uuid = base / "not-a-job"
     (not_a_uuid / CONTROL_DIR).mkdir(parents=True)
-    exit_file = not_a_uuid / CONTROL_DIR / EXIT_FILE
+    exit_file = not_a_uuid / CONTROL_DIR / LOCAL_EXIT_FILE
     exit_file.write_text("{}")
     os.utime(exit_file, (0, 0))
     upper = job_dir(base, ended_ago=10 * RETENTION, job_id=str(uuid.uuid4()).upper())
@@ -114,7 +113,7 @@ def test_missing_work_base_is_not_an_error(tmp_path: Path) -> None:
 
 def test_uses_the_current_time_by_default(base: Path) -> None:
     job = job_dir(base, ended_ago=0)
-    os.utime(job / CONTROL_DIR / EXIT_FILE, (1, 1))  # ended in 1970
+    os.utime(job / CONTROL_DIR / LOCAL_EXIT_FILE, (1, 1))  # ended in 1970
     assert remove_expired(site(base)) == [str(job)]
     assert not job.exists()
 

@@ -1,5 +1,5 @@
 """Starting a job at the site exactly once, even when the process that started it was killed
-between the scheduler's submit and the record of its native id (``jobs.start``/``recover``,
+between the scheduler's submit and the record of its native id (``job_start.start``/``recover``,
 and the site entry's submit, attach and cancel over them), with the local scheduler's real
 processes and a scripted scheduler for the failure paths."""
 
@@ -18,7 +18,7 @@ import pytest
 from bridge.core.errors import SchedulerError, TransportError
 from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.protocol import KIND_JSON, PROTOCOL_VERSION, FrameReader, FrameWriter
-from bridge.site import jobs
+from bridge.site import job_start, jobs
 from bridge.site.config import SiteConfig, load_site_config
 from bridge.site.session import Session
 from bridge.site.workdir import WorkDir
@@ -76,7 +76,7 @@ def accept(site: SiteConfig, seconds: float = 1.0) -> jobs.AcceptedJob:
 def start_cut_off(site: SiteConfig, job: jobs.AcceptedJob) -> str:
     """Start the job as a site process killed right after the submit leaves it: submitted,
     its native id never recorded."""
-    native_id = jobs.start(job, site.scheduler(job.command))
+    native_id = job_start.start(job, site.scheduler(job.command))
     os.unlink(job.workdir.control_file("native_id"))
     return native_id
 
@@ -133,7 +133,7 @@ class Duplex:
                 found.append(json.loads(payload))
 
 
-# --- jobs.start and jobs.recover with the local scheduler ----------------------------------
+# --- job_start.start and job_start.recover with the local scheduler -----------------------
 
 
 def test_a_start_cut_off_before_its_id_was_recorded_is_recovered_not_repeated(
@@ -144,7 +144,7 @@ def test_a_start_cut_off_before_its_id_was_recorded_is_recovered_not_repeated(
     native_id = start_cut_off(site, job)
     wait_for(lambda: len(runs(counter)) == 1, "the job to start")
 
-    assert jobs.recover(job, site.scheduler(job.command)) == native_id
+    assert job_start.recover(job, site.scheduler(job.command)) == native_id
     assert job.workdir.native_id() == native_id
     assert wait_final(site, job, native_id).state is JobState.COMPLETED
     assert len(runs(counter)) == 1, "the job must run exactly once"
@@ -154,7 +154,7 @@ def test_start_itself_recovers_before_it_submits(tmp_path: Path) -> None:
     site, counter = write_site(tmp_path)
     job = accept(site, seconds=0.1)
     native_id = start_cut_off(site, job)
-    assert jobs.start(job, site.scheduler(job.command)) == native_id
+    assert job_start.start(job, site.scheduler(job.command)) == native_id
     assert wait_final(site, job, native_id).state is JobState.COMPLETED
     time.sleep(0.3)  # a second run, were there one, would have recorded itself by now
     assert len(runs(counter)) == 1
@@ -192,7 +192,7 @@ def test_a_scheduler_that_cannot_tell_fails_the_start(tmp_path: Path) -> None:
     job.workdir.mark_submitting()
     scheduler = ScriptedScheduler(SchedulerError("squeue timed out", transient=True))
     with pytest.raises(SchedulerError, match="timed out"):
-        jobs.start(job, scheduler)
+        job_start.start(job, scheduler)
     assert scheduler.submits == [] and job.workdir.native_id() is None
     assert job.workdir.submitting(), "the next attempt must ask again"
 
@@ -202,7 +202,7 @@ def test_a_start_that_never_reached_the_scheduler_is_submitted(tmp_path: Path) -
     job = accept(site)
     job.workdir.mark_submitting()
     scheduler = ScriptedScheduler(None)
-    assert jobs.start(job, scheduler) == "new-1"
+    assert job_start.start(job, scheduler) == "new-1"
     assert scheduler.submits == [job.request.job_id]
     assert job.workdir.native_id() == "new-1"
 
@@ -211,8 +211,8 @@ def test_no_mark_no_question(tmp_path: Path) -> None:
     site, _ = write_site(tmp_path)
     job = accept(site)
     scheduler = ScriptedScheduler(SchedulerError("must not be asked"))
-    assert jobs.recover(job, scheduler) is None
-    assert jobs.start(job, scheduler) == "new-1"
+    assert job_start.recover(job, scheduler) is None
+    assert job_start.start(job, scheduler) == "new-1"
     assert job.workdir.submitting()  # written before the submit
 
 
@@ -226,7 +226,7 @@ def test_the_submitting_mark_is_written_before_the_submit(tmp_path: Path) -> Non
             seen.append(job.workdir.submitting())
             return super().submit(spec)
 
-    jobs.start(job, Watching(None))
+    job_start.start(job, Watching(None))
     assert seen == [True]
 
 

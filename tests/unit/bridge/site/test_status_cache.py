@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.core.job import JobOutcome, JobState, new_job_id
-from bridge.site.status_cache import OUTCOME_FILE, SCHEDULER_FILE, SharedStatus
+from bridge.core.workdir_files import OUTCOME_FILE, SCHEDULER_FILE
+from bridge.site.status_cache import SharedStatus
 from schedulers.base import JobHandle, JobSpec, Scheduler
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.errors import JobUnknown, ProtocolError, SiteError
-from bridge.core.staging import CONTROL_DIR
+from bridge.core.workdir_files import CONTROL_DIR
 from bridge.site.workdir import WorkDir
 
 

@@ -1,0 +1,81 @@
+"""The ``[agent]`` table of a pull site's config: how its agent reaches the broker.
+
+    [agent]
+    url = "https://broker.example.org"
+    token_file = "agent.token"   # relative to the config file
+    max_jobs = 4
+
+Checked when the config is loaded (URL scheme, agent id, limits), so an agent never starts with
+settings it cannot use. Never reads the token itself: that is the agent's, when it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+
+from bridge.core import defaults
+from bridge.core.broker_endpoint import check_broker_url
+from bridge.core.tomlconf import Section
+from bridge.core.units import parse_duration
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The ``[agent]`` table: how this site's agent reaches the broker (the pull path)."""
+
+    url: str
+    token_file: str
+    ca_bundle: str | None = None
+    allow_http: bool = False
+    agent_id: str = field(default_factory=socket.gethostname)
+    max_jobs: int = defaults.AGENT_MAX_JOBS
+    lease_renew: float = defaults.LEASE_WAIT  # seconds between lease renewals (long-poll wait)
+    poll_wait: float = defaults.BROKER_POLL_WAIT  # long-poll wait of a claim
+    where: str = "agent"  # "<config file>: agent", for error messages about its keys
+
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")  # used with fullmatch
+
+
+def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
+    if "agent" not in root.data:
+        return None
+    sec = root.section("agent")
+    sec.check_keys(
+        {
+            "url", "token_file", "ca_bundle", "allow_http", "agent_id", "max_jobs",
+            "lease_renew", "poll_wait",
+        }
+    )  # fmt: skip
+    where = f"{sec.source}: {sec.path}"
+    allow_http = sec.get("allow_http", bool, False)
+    url = check_broker_url(sec.require("url", str), allow_http, where)
+    agent_id = sec.get("agent_id", str, socket.gethostname())
+    if not _AGENT_ID.fullmatch(agent_id):
+        raise sec.error("use letters, digits, '_', '.', '@', '-' (at most 128)", "agent_id")
+    max_jobs = sec.get("max_jobs", int, defaults.AGENT_MAX_JOBS)
+    if max_jobs < 1:
+        raise sec.error("must be at least 1", "max_jobs")
+    lease_renew = sec.convert("lease_renew", parse_duration, defaults.LEASE_WAIT)
+    if not 0 < lease_renew <= defaults.LEASE_WAIT:
+        raise sec.error(f"must be between 0 and {defaults.LEASE_WAIT:g} seconds", "lease_renew")
+    poll_wait = sec.convert("poll_wait", parse_duration, defaults.BROKER_POLL_WAIT)
+    if not 0 < poll_wait <= defaults.BROKER_POLL_WAIT:
+        raise sec.error(f"must be between 0 and {defaults.BROKER_POLL_WAIT:g} seconds", "poll_wait")
+    if not sec.data.get("token_file"):
+        raise sec.error("is required: the file holding this site's broker token", "token_file")
+    ca_bundle = sec.get("ca_bundle", str, "") or None
+    return AgentConfig(
+        url=url,
+        token_file=os.path.join(config_dir, sec.path_value("token_file", "")),
+        ca_bundle=os.path.join(config_dir, os.path.expanduser(ca_bundle)) if ca_bundle else None,
+        allow_http=allow_http,
+        agent_id=agent_id,
+        max_jobs=max_jobs,
+        lease_renew=lease_renew,
+        poll_wait=poll_wait,
+        where=where,
+    )

@@ -1,0 +1,124 @@
+"""The site's config file as a whole: the ``[site]`` table, the command list, scheduler options.
+
+``load_site_config`` reads the TOML file and checks every key (an unknown key is an error, not
+ignored), so a site whose config loads offers exactly the commands it lists, each checked.
+``SiteConfig.check_request`` is everything the site checks before it accepts a job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.core import defaults
+from bridge.core.errors import CommandNotAllowed, InputRejected
+from bridge.core.job import JobRequest, ParamValue
+from bridge.core.tomlconf import Section, load_toml
+from bridge.core.units import parse_duration, parse_size
+from bridge.site.config.agent_table import AgentConfig, load_agent
+from bridge.site.config.commands import CommandSpec, load_command
+from schedulers import Scheduler, SchedulerOptions, get_scheduler
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    path: str
+    name: str
+    work_base: str = defaults.WORK_BASE
+    retention: float = defaults.RETENTION_SECONDS
+    log_file: str | None = None
+    max_input_files: int = defaults.MAX_INPUT_FILES
+    max_input_bytes: int = defaults.MAX_INPUT_BYTES
+    commands: dict[str, CommandSpec] = field(default_factory=dict)
+    scheduler_options: SchedulerOptions = field(default_factory=SchedulerOptions)
+    agent: AgentConfig | None = None  # the [agent] table: only for a pull site
+
+    def scheduler(self, command: CommandSpec) -> Scheduler:
+        """The adapter that runs ``command``, with this site's scheduler settings."""
+        return get_scheduler(command.scheduler, self.scheduler_options)
+
+    def command(self, name: str) -> CommandSpec:
+        spec = self.commands.get(name)
+        if spec is None:
+            raise CommandNotAllowed(
+                f"site {self.name} has no command {name!r:.60}; "
+                f"it offers: {', '.join(sorted(self.commands)) or 'none'}",
+                field="command",
+            )
+        return spec
+
+    def check_request(self, request: JobRequest) -> tuple[CommandSpec, dict[str, ParamValue]]:
+        """Everything the site checks before it accepts a job; raises JobRejected subclasses."""
+        spec = self.command(request.command)
+        values = spec.resolve_params(request.params)
+        spec.check_inputs([decl.name for decl in request.inputs])
+        if len(request.inputs) > self.max_input_files:
+            raise InputRejected(
+                f"{len(request.inputs)} inputs exceed the site's limit of {self.max_input_files}",
+                field="inputs",
+            )
+        total = sum(decl.size for decl in request.inputs)
+        if total > self.max_input_bytes:
+            raise InputRejected(
+                f"inputs total {total} bytes, over the site's limit of {self.max_input_bytes}",
+                field="inputs",
+            )
+        return spec, values
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The command list a bridge may see (names, descriptions, parameters; no programs)."""
+        return [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "params": {
+                    p.name: {"type": p.type, "default": p.default, "description": p.description}
+                    for p in spec.params.values()
+                },
+            }
+            for spec in self.commands.values()
+        ]
+
+
+def load_site_config(path: str) -> SiteConfig:
+    root = Section(path, "", load_toml(path))
+    root.check_keys({"site", "commands", "scheduler", "agent"})
+    site = root.section("site")
+    site.check_keys(
+        {"name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes"}
+    )
+    work_base = site.path_value("work_base", defaults.WORK_BASE)
+    if not os.path.isabs(work_base):
+        raise site.error("must be an absolute path, e.g. /tmp", "work_base")
+    log_file = site.data.get("log_file")
+    commands_section = root.section("commands")
+    commands = {
+        name: load_command(commands_section, name, os.path.dirname(os.path.abspath(path)))
+        for name in sorted(commands_section.data)
+    }
+    return SiteConfig(
+        path=path,
+        name=site.get("name", str, "site"),
+        work_base=work_base,
+        retention=site.convert("retention", parse_duration, float(defaults.RETENTION_SECONDS)),
+        log_file=os.path.expanduser(log_file) if isinstance(log_file, str) else None,
+        max_input_files=site.get("max_input_files", int, defaults.MAX_INPUT_FILES),
+        max_input_bytes=site.convert("max_input_bytes", parse_size, defaults.MAX_INPUT_BYTES),
+        commands=commands,
+        scheduler_options=_load_scheduler_options(root.section("scheduler")),
+        agent=load_agent(root, os.path.dirname(os.path.abspath(path))),
+    )
+
+
+def _load_scheduler_options(sec: Section) -> SchedulerOptions:
+    sec.check_keys({"poll_interval", "command_timeout", "retries", "retry_wait"})
+    retries = sec.get("retries", int, SchedulerOptions.retries)
+    if retries < 1:
+        raise sec.error("must be at least 1", "retries")
+    return SchedulerOptions(
+        poll_interval=sec.convert("poll_interval", parse_duration, 0.0) or None,
+        command_timeout=sec.convert("command_timeout", parse_duration, 30.0),
+        retries=retries,
+        retry_wait=sec.convert("retry_wait", parse_duration, SchedulerOptions.retry_wait),
+    )

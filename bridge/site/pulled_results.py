@@ -1,0 +1,98 @@
+"""What a pulled job reports to the broker at its end: its result files, or why it was rejected.
+
+Results are uploaded one by one from the work dir, each hashed while it is read and opened
+without following a symlink out of the work dir; a file changed or replaced after collection
+(a process the job left behind) is reported as skipped, not sent half-read. A rejected job
+reports the most specific error class the bridge knows, so the bridge raises the same error.
+
+Never: read a file outside the work dir, or go on uploading once the lease says to stop (the
+caller's ``checkpoint`` runs before each file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from bridge.core.errors import (
+    BridgeError,
+    CommandNotAllowed,
+    InputRejected,
+    JobRejected,
+    ParameterInvalid,
+    ProtocolError,
+    SiteError,
+    StagingError,
+    TransferCorrupted,
+)
+from bridge.core.staging import ResultFile, open_result_for_reading
+from bridge.core.streams import sha256_stream
+from bridge.site.agent_api import AgentApi, Lease
+
+log = logging.getLogger(__name__)
+
+# Error kinds a rejected outcome may name (as ``error_kind``); the bridge raises the same error.
+_REJECTION_KINDS = tuple(
+    cls.__name__
+    for cls in (
+        CommandNotAllowed, ParameterInvalid, InputRejected, JobRejected, TransferCorrupted,
+        ProtocolError, StagingError, SiteError,
+    )
+)  # fmt: skip
+
+
+def upload_results(
+    api: AgentApi,
+    lease: Lease,
+    workdir: str,
+    files: list[ResultFile],
+    skipped: list[dict[str, str]],
+    checkpoint: Callable[[], None],
+) -> list[dict[str, Any]]:
+    """Upload each result; returns what was sent, and adds what could not be to ``skipped``."""
+    uploaded: list[dict[str, Any]] = []
+    root_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for result in files:
+            checkpoint()
+            try:
+                sha256 = _upload_one(api, lease, root_fd, result)
+            except (StagingError, TransferCorrupted) as exc:
+                # Changed or replaced after collection (a process the job left behind).
+                log.warning("%s: result %s not sent: %s", lease.job_id, result.name, exc)
+                skipped.append({"name": result.name, "reason": f"not sent: {exc.message}"})
+                continue
+            uploaded.append(
+                {
+                    "name": result.name,
+                    "size": result.size,
+                    "sha256": sha256,
+                    "mode": result.mode,
+                }
+            )
+    finally:
+        os.close(root_fd)
+    return uploaded
+
+
+def _upload_one(api: AgentApi, lease: Lease, root_fd: int, result: ResultFile) -> str:
+    with open_result_for_reading(root_fd, result) as source:
+        sha256 = sha256_stream(source, result.size, result.name)
+        # Each PATCH is retried on its own and resumes from the broker's offset.
+        api.upload_result(lease, result.name, source, result.size, sha256)
+    return sha256
+
+
+def rejection_outcome(exc: BridgeError) -> dict[str, Any]:
+    """The outcome a job reports when the site rejected it, naming the error's kind."""
+    # The most specific class the bridge knows (a SchedulerError is sent as SiteError).
+    kind = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _REJECTION_KINDS), "")
+    return {
+        "state": "rejected",
+        "exit_code": None,
+        "signal": None,
+        "reason": exc.message,
+        "error_kind": kind or "SiteError",
+    }
