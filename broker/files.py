@@ -5,7 +5,7 @@ Layout: ``<data>/jobs/<job-id>/inputs/<name>``, ``results/<relative path>``,
 sizes); bytes past that are leftovers of an interrupted request and are overwritten.
 
 Every file is opened relative to a directory file descriptor with ``O_NOFOLLOW``, directories
-included (``bridge.core.staging.open_dir_nofollow``), so a symlink planted in the data dir never
+included (``bridge.core.paths.open_dir_nofollow``), so a symlink planted in the data dir never
 leads a read or a write elsewhere. Names are checked by the API before they get here and again
 here; this module never opens a path that is absolute, has ``..`` or leaves the job directory.
 """
@@ -24,7 +24,7 @@ from typing import BinaryIO
 from bridge.core import defaults
 from bridge.core.errors import BridgeError, StagingError
 from bridge.core.job import check_job_id
-from bridge.core.staging import check_name, check_relative_path, open_dir_nofollow
+from bridge.core.paths import check_name, check_relative_path, open_dir_nofollow
 from broker.errors import Conflict, NotFound, StoreError, UnsafeName
 
 AREAS = ("inputs", "results", "logs")

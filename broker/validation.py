@@ -19,7 +19,7 @@ from werkzeug.datastructures import Headers
 from bridge.core import defaults
 from bridge.core.errors import BridgeError
 from bridge.core.job import check_job_id, new_job_id
-from bridge.core.staging import check_name, check_relative_path
+from bridge.core.paths import check_name, check_relative_path
 from broker.auth import SUBJECT_NAME
 from broker.errors import InvalidField, InvalidJson, MissingField, UnsafeName
 from broker.store import InputSpec, JobSpec, ParamValue, ResultRecord, State

@@ -1,9 +1,9 @@
 """Reading what Slurm prints: its job states in ours, and pure parsers of its commands' output.
 
 Each ``parse_*`` function takes the text sbatch, squeue, sacct (or ``sacct -c``) or scontrol
-printed and returns our view of the jobs in it; they are pure and tested on output captured
-from a real Slurm (``tests/unit/fixtures/slurm/``). Nothing here runs a command or reads a
-file; that, and building the commands, is ``schedulers.slurm``'s.
+printed and returns our view of the jobs in it; they are pure and tested on output
+captured from a real Slurm (``tests/unit/schedulers/fixtures/slurm/``). Nothing here runs a
+command or reads a file; that, and building the commands, is ``schedulers.slurm``'s.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from bridge.core.errors import (
     from_wire,
 )
 from bridge.core.job import JobOutcome, JobRequest, JobState
-from bridge.core.staging import check_relative_path, open_dir_nofollow
+from bridge.core.paths import check_relative_path, open_dir_nofollow
 from bridge.core.streams import VerifiedFile, sha256_file
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ from bridge.core.errors import (
     from_wire,
 )
 from bridge.core.job import InputDecl, JobOutcome, JobRequest, ParamValue
+from bridge.core.paths import check_name, check_relative_path, open_dir_nofollow
 from bridge.core.protocol import (
     KIND_JSON,
     KIND_STDERR,
@@ -41,14 +42,7 @@ from bridge.core.protocol import (
     FrameWriter,
     decode_json,
 )
-from bridge.core.staging import (
-    FileHeader,
-    check_name,
-    check_relative_path,
-    open_dir_nofollow,
-    receive_file,
-    send_file,
-)
+from bridge.core.staging import FileHeader, receive_file, send_file
 
 if TYPE_CHECKING:
     import tenacity

@@ -173,7 +173,7 @@ class JobRequest:
 def _parse_inputs(raw: object) -> list[InputDecl]:
     if not isinstance(raw, list):
         raise ProtocolError("inputs must be a list")
-    from bridge.core.staging import check_name  # here: the job supervisor imports this module too
+    from bridge.core.paths import check_name  # here: the job supervisor imports this module too
 
     decls: list[InputDecl] = []
     seen: set[str] = set()

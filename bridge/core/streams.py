@@ -3,7 +3,7 @@
 Shared by the bridge's broker client and the site's agent. Memory stays constant whatever the
 file size. What this module must never do: make a file appear under its real name before its
 size and SHA-256 match, or follow a symlink while writing (the directory is given as a file
-descriptor opened with ``O_NOFOLLOW`` by ``bridge.core.staging.open_dir_nofollow``).
+descriptor opened with ``O_NOFOLLOW`` by ``bridge.core.paths.open_dir_nofollow``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from bridge.core.errors import StagingError, TransferCorrupted
 
 # The staging module's suffix for partial files: collect_results never returns a name with
 # it, so a partial download in a work dir can never travel back as a result.
-from bridge.core.staging import _PART_SUFFIX as PART_SUFFIX
-from bridge.core.staging import current_umask, safe_mode
+from bridge.core.paths import PART_SUFFIX, current_umask, safe_mode
 
 
 def sha256_file(path: str, size: int) -> str:

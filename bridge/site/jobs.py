@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from bridge.core import defaults
 from bridge.core.errors import SiteError
 from bridge.core.job import JobOutcome, JobRequest, ParamValue
-from bridge.core.staging import ResultFile, Skipped, collect_results
+from bridge.core.results import ResultFile, Skipped, collect_results
 from bridge.core.workdir_files import INPUTS_FILE, REQUEST_FILE, STDERR_FILE, STDOUT_FILE
 from bridge.site.config import CommandSpec, SiteConfig
 from bridge.site.status_cache import SharedStatus

@@ -38,7 +38,7 @@ from bridge.core.errors import (
     TransferCorrupted,
 )
 from bridge.core.job import JobOutcome, JobRequest, JobState
-from bridge.core.staging import check_name
+from bridge.core.paths import check_name
 from bridge.core.streams import VerifiedFile
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
 from bridge.site import job_start, jobs

@@ -27,7 +27,7 @@ from bridge.core.errors import (
     StagingError,
     TransferCorrupted,
 )
-from bridge.core.staging import ResultFile, open_result_for_reading
+from bridge.core.results import ResultFile, open_result_for_reading
 from bridge.core.streams import sha256_stream
 from bridge.site.agent_api import AgentApi, Lease
 

@@ -33,7 +33,8 @@ from bridge.core.protocol import (
     FrameReader,
     FrameWriter,
 )
-from bridge.core.staging import FileHeader, open_result_for_reading, receive_file, send_file
+from bridge.core.results import open_result_for_reading
+from bridge.core.staging import FileHeader, receive_file, send_file
 from bridge.site import job_start, jobs
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus

@@ -29,7 +29,7 @@ from typing import Any
 
 from bridge.core import defaults as bridge_defaults
 from bridge.core.errors import BridgeError
-from bridge.core.staging import check_name, check_relative_path
+from bridge.core.paths import check_name, check_relative_path
 from broker.legacy.config import LegacyConfig
 from broker.store import JobRecord, LegacyRecord, State
 

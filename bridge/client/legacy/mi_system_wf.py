@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from bridge.client.node_config import BrokerSite
 from bridge.core.errors import BridgeError, ParameterInvalid
 from bridge.core.job import JobState
-from bridge.core.staging import check_relative_path
+from bridge.core.paths import check_relative_path
 
 STDOUT_FILE = "計算標準出力.txt"
 STDERR_FILE = "計算標準エラー出力.txt"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from bridge.core.errors import InputRejected, ParameterInvalid
 from bridge.core.job import ParamValue
-from bridge.core.staging import ReturnRule, check_name
+from bridge.core.paths import check_name
+from bridge.core.results import ReturnRule
 from bridge.core.tomlconf import Section
 from bridge.core.units import parse_duration
 from bridge.site.config.params import ParamSpec, load_param, render_value

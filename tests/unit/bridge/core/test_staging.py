@@ -21,21 +21,16 @@ from bridge.core.errors import (
     TransferCorrupted,
     TransportError,
 )
+from bridge.core.paths import check_name, check_relative_path, open_dir_nofollow, safe_mode
 from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter
-from bridge.core.staging import (
-    FileHeader,
+from bridge.core.results import (
     ResultFile,
     ReturnRule,
     Skipped,
-    check_name,
-    check_relative_path,
     collect_results,
-    open_dir_nofollow,
     open_result_for_reading,
-    receive_file,
-    safe_mode,
-    send_file,
 )
+from bridge.core.staging import FileHeader, receive_file, send_file
 from bridge.core.workdir_files import CONTROL_DIR
 from tests.support.frames import LoopbackChannel, header_message, pipe, write_file_frames
 

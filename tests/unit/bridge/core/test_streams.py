@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.errors import StagingError, TransferCorrupted
-from bridge.core.staging import ReturnRule, collect_results
+from bridge.core.results import ReturnRule, collect_results
 from bridge.core.streams import PART_SUFFIX, FileSlice, VerifiedFile, sha256_file, sha256_stream
 
 BODY = b"0123456789" * 1000

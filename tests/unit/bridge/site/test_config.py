@@ -19,7 +19,7 @@ from bridge.core.errors import (
     ParameterInvalid,
 )
 from bridge.core.job import InputDecl, JobRequest
-from bridge.core.staging import ReturnRule
+from bridge.core.results import ReturnRule
 from bridge.site.config import (
     DEFAULT_STRING_PATTERN,
     CommandSpec,
