@@ -16,7 +16,7 @@ from broker.store import (
     InputRecord,
     InputSpec,
     JobRecord,
-    JobSpec,
+    NewJob,
     QueueStats,
     ResultRecord,
     State,
@@ -127,7 +127,7 @@ def create_schema(tx: Tx) -> None:
     tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def insert_job(tx: Tx, spec: JobSpec, now: float) -> None:
+def insert_job(tx: Tx, spec: NewJob, now: float) -> None:
     tx.execute(
         "INSERT INTO jobs (job_id, client, site, command, params, metadata, walltime_limit,"
         " state, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
@@ -173,7 +173,7 @@ def must_load(tx: Tx, job_id: str) -> JobRecord:
 
 
 def _job(row: sqlite3.Row, inputs: list[sqlite3.Row], results: list[sqlite3.Row]) -> JobRecord:
-    spec = JobSpec(
+    spec = NewJob(
         job_id=row["job_id"],
         client=row["client"],
         site=row["site"],

@@ -21,11 +21,11 @@ from typing import Any
 from broker import sqlite_jobs as q
 from broker.errors import (
     AlreadyClaimed,
-    Conflict,
     InputsIncomplete,
     InvalidState,
     NotFound,
     StaleEpoch,
+    StateConflict,
     StoreError,
 )
 from broker.legacy import sqlite as sqlite_legacy
@@ -35,8 +35,8 @@ from broker.store import (
     Claim,
     ExpiryReport,
     JobRecord,
-    JobSpec,
     LegacyRecord,
+    NewJob,
     QueueStats,
     ResultRecord,
     Scope,
@@ -114,7 +114,7 @@ class SQLiteStore(Store):
 
     # --- jobs -------------------------------------------------------------------------
 
-    def create_job(self, spec: JobSpec, now: float) -> tuple[JobRecord, bool]:
+    def create_job(self, spec: NewJob, now: float) -> tuple[JobRecord, bool]:
         with self._transaction() as tx:
             existing = q.load_job(tx, spec.job_id)
             if existing is not None:
@@ -318,11 +318,11 @@ class SQLiteStore(Store):
     # --- the original API (broker.legacy) ---------------------------------------------------------
 
     def create_legacy_job(
-        self, spec: JobSpec, calc_info: Mapping[str, Any], now: float
+        self, spec: NewJob, calc_info: Mapping[str, Any], now: float
     ) -> JobRecord:
         with self._transaction() as tx:
             if q.load_job(tx, spec.job_id) is not None:
-                raise Conflict(f"job id {spec.job_id} is taken; the broker makes a new one")
+                raise StateConflict(f"job id {spec.job_id} is taken; the broker makes a new one")
             q.insert_job(tx, spec, now)
             sqlite_legacy.insert(tx, spec.job_id, calc_info)
             return q.must_load(tx, spec.job_id)
@@ -413,7 +413,7 @@ class SQLiteStore(Store):
             if tx.execute(
                 "SELECT 1 FROM tokens WHERE token_id = ?", (record.token_id,)
             ).fetchone():
-                raise Conflict(f"token id {record.token_id} exists already")
+                raise StateConflict(f"token id {record.token_id} exists already")
             tx.execute(
                 "INSERT INTO tokens (token_id, sha256, scope, subject, created_at, revoked_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -446,11 +446,11 @@ class SQLiteStore(Store):
             return cursor.rowcount == 1
 
 
-def _check_same_request(existing: JobRecord, spec: JobSpec) -> None:
+def _check_same_request(existing: JobRecord, spec: NewJob) -> None:
     if existing.spec.client != spec.client:
-        raise Conflict(f"job id {spec.job_id} is taken; create the job with a new id")
+        raise StateConflict(f"job id {spec.job_id} is taken; create the job with a new id")
     if existing.spec.fingerprint() != spec.fingerprint():
-        raise Conflict(
+        raise StateConflict(
             f"job {spec.job_id} exists with a different request; use a new job id for a "
             "different job",
             field="job_id",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.errors import Conflict, OffsetMismatch
+from broker.errors import OffsetMismatch, StateConflict
 
 ParamValue = str | int | float | bool
 
@@ -66,8 +66,8 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    """A job as the client asked for it; ``fingerprint`` makes create idempotent."""
+class NewJob:
+    """A job as a client submits it to the store; ``fingerprint`` makes create idempotent."""
 
     job_id: str
     client: str
@@ -123,7 +123,7 @@ class ResultRecord:
 
 @dataclass(frozen=True)
 class JobRecord:
-    spec: JobSpec
+    spec: NewJob
     state: State
     version: int
     inputs: tuple[InputRecord, ...]
@@ -273,9 +273,9 @@ class Store(abc.ABC):
     # --- jobs -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create_job(self, spec: JobSpec, now: float) -> tuple[JobRecord, bool]:
+    def create_job(self, spec: NewJob, now: float) -> tuple[JobRecord, bool]:
         """Create the job, or return the existing one (``False``) for the same client and body;
-        another client's id or a different body is a Conflict. 0-byte inputs count as
+        another client's id or a different body is a StateConflict. 0-byte inputs count as
         received."""
 
     @abc.abstractmethod
@@ -385,7 +385,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def create_legacy_job(
-        self, spec: JobSpec, calc_info: Mapping[str, Any], now: float
+        self, spec: NewJob, calc_info: Mapping[str, Any], now: float
     ) -> JobRecord:
         """Create a job (``created``) and its legacy record in one step; the id is new."""
 
@@ -467,7 +467,7 @@ def check_result_declaration(held: ResultRecord | None, new: ResultRecord, offse
         return
     if (held.size, held.sha256) != (new.size, new.sha256):
         if offset != 0:
-            raise Conflict(
+            raise StateConflict(
                 f"result {new.name!r} was declared with Upload-Length {held.size} and another "
                 "Upload-SHA256; send the new declaration from offset 0 to replace it",
                 field="Upload-Length",

@@ -32,7 +32,7 @@ from bridge.core.errors import BridgeError
 from bridge.core.job import new_job_id
 from broker.api_client import LIST_LIMIT
 from broker.config import BrokerConfig, load_config
-from broker.errors import BadRequest, Conflict
+from broker.errors import BadRequest, StateConflict
 from broker.legacy import api_site  # noqa: F401 - registers the poller's routes on ``bp``
 from broker.legacy.api_base import (
     EXTENSION,
@@ -68,7 +68,7 @@ from broker.legacy.model import (
     std_file,
 )
 from broker.runtime import current
-from broker.store import InputSpec, JobRecord, JobSpec, LegacyRecord, Scope, State
+from broker.store import InputSpec, JobRecord, LegacyRecord, NewJob, Scope, State
 from broker.transfers import sync
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ def reload_from_file() -> dict[str, object]:
     broker = current()
     source = broker.config.source
     if not source:
-        raise Conflict("this broker was started without a config file; there is none to reload")
+        raise StateConflict(
+            "this broker was started without a config file; there is none to reload"
+        )
     try:
         fresh = load_config(source)
     except BridgeError as exc:
@@ -116,7 +118,7 @@ def add_calcinfo() -> Response:
         if limit is not None and len(item.data) > limit:
             raise Refused(413, 413, f"input {item.name!r} has {len(item.data)} bytes; this "
                                     f"broker accepts inputs of at most {limit} bytes")  # fmt: skip
-    spec = JobSpec(
+    spec = NewJob(
         job_id=new_job_id(),
         client=principal.subject,
         site=info.site,

@@ -41,8 +41,8 @@ from broker.store import (
     InputRecord,
     InputSpec,
     JobRecord,
-    JobSpec,
     LegacyRecord,
+    NewJob,
     ResultRecord,
     State,
 )
@@ -290,7 +290,7 @@ def test_log_files_are_the_log_plus_two_newlines_as_the_original_wrote_them() ->
 
 
 def job(state: State, **changes: Any) -> JobRecord:
-    spec = JobSpec(job_id=str(uuid.uuid4()), client="wf", site="site-a", command="run.sh",
+    spec = NewJob(job_id=str(uuid.uuid4()), client="wf", site="site-a", command="run.sh",
                    inputs=(InputSpec("in.dat", 3, "0" * 64),),
                    params=changes.pop("params", {}), metadata=changes.pop("metadata", {}))
     inputs = tuple(InputRecord(i.name, i.size, i.sha256, i.mode, i.size) for i in spec.inputs)

@@ -16,15 +16,15 @@ import pytest
 
 from broker.errors import (
     ChecksumMismatch,
-    Conflict,
     InputsIncomplete,
     InvalidState,
     NotFound,
     OffsetMismatch,
     StaleEpoch,
+    StateConflict,
 )
 from broker.sqlite_store import SQLiteStore
-from broker.store import InputSpec, JobSpec, ResultRecord, Scope, State, Store, TokenRecord
+from broker.store import InputSpec, NewJob, ResultRecord, Scope, State, Store, TokenRecord
 
 T0 = 1_000_000.0
 TTL = 60.0
@@ -66,8 +66,8 @@ def sha(data: bytes) -> str:
 
 
 def spec(site: str = "site-a", client: str = "node1", inputs: tuple[InputSpec, ...] = (),
-         **extra: object) -> JobSpec:  # fmt: skip
-    return JobSpec(job_id=str(uuid.uuid4()), client=client, site=site, command="fatigue",
+         **extra: object) -> NewJob:  # fmt: skip
+    return NewJob(job_id=str(uuid.uuid4()), client=client, site=site, command="fatigue",
                    params={"cycles": 10}, inputs=inputs, **extra)  # type: ignore[arg-type]
 
 
@@ -93,10 +93,10 @@ def test_create_is_idempotent_for_the_same_client_and_body(store: Store) -> None
 def test_create_with_another_body_or_client_conflicts(store: Store) -> None:
     wanted = spec()
     store.create_job(wanted, T0)
-    with pytest.raises(Conflict):
-        store.create_job(JobSpec(**{**wanted.__dict__, "command": "other"}), T0)
-    with pytest.raises(Conflict):
-        store.create_job(JobSpec(**{**wanted.__dict__, "client": "node2"}), T0)
+    with pytest.raises(StateConflict):
+        store.create_job(NewJob(**{**wanted.__dict__, "command": "other"}), T0)
+    with pytest.raises(StateConflict):
+        store.create_job(NewJob(**{**wanted.__dict__, "client": "node2"}), T0)
 
 
 def test_input_progress_checks_the_offset_and_submit_needs_complete_inputs(store: Store) -> None:
@@ -279,7 +279,7 @@ def test_result_declaration_changes_only_from_offset_zero(store: Store) -> None:
     got = store.claim("site-a", "agent-1", TTL, T0)
     assert got is not None
     store.set_result_upload(job_id, got.epoch, ResultRecord("r", 10, sha(b"a"), received=5), 0, T0)
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         store.set_result_upload(job_id, got.epoch, ResultRecord("r", 8, sha(b"b"), received=8),
                                 5, T0)  # fmt: skip
     new = ResultRecord("r", 8, sha(b"b"), received=2)
@@ -376,7 +376,7 @@ def test_queue_stats_and_agents_seen(store: Store) -> None:
 def test_tokens_are_stored_by_hash_and_revoked_once(store: Store) -> None:
     record = TokenRecord("0123456789ab", sha(b"mbt_secret"), Scope.SITE, "site-a", T0)
     store.create_token(record)
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         store.create_token(record)
     assert store.get_token("0123456789ab") == record
     assert store.get_token("ffffffffffff") is None
