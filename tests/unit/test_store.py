@@ -23,8 +23,8 @@ from broker.errors import (
     StaleEpoch,
     StateConflict,
 )
-from broker.sqlite_store import SQLiteStore
 from broker.store import InputSpec, NewJob, ResultRecord, Scope, State, Store, TokenRecord
+from broker.store.sqlite import SQLiteStore
 
 T0 = 1_000_000.0
 TTL = 60.0
