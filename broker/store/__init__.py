@@ -6,7 +6,8 @@ backends.
 - ``rules``: the checks and outcomes every backend applies the same way;
 - ``sqlite`` (with ``sqlite_db``, ``sqlite_jobs``, ``sqlite_tokens``, ``sqlite_legacy``): the
   SQLite backend a broker runs on;
-- ``memory``: a backend in one process's memory, the contract's reference for tests.
+- ``memory`` (with ``memory_tables``): a backend in one process's memory, the contract's
+  reference for tests.
 
 The names importers need are re-exported here (``from broker.store import Store, State``);
 the backends are imported from their own modules (``broker.store.sqlite.SQLiteStore``), so the
