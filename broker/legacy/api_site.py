@@ -35,7 +35,7 @@ from broker import defaults
 from broker.errors import InvalidState
 from broker.legacy.api_base import (
     body,
-    bp,
+    legacy_blueprint,
     poller_id,
     poller_job,
     poller_site,
@@ -66,6 +66,8 @@ from broker.transfers import sync
 from broker.validation import EMPTY_SHA256
 
 log = logging.getLogger(__name__)
+
+bp = legacy_blueprint("legacy_site")
 
 # calc-request looks at this many queued jobs of the site for one the poller may run.
 SCAN_LIMIT = 500

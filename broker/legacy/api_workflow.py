@@ -26,19 +26,14 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from flask import Flask, Response, request
+from flask import Response, request
 
-from bridge.core.errors import BridgeError
 from bridge.core.job import new_job_id
 from broker.api_client import LIST_LIMIT
-from broker.config import BrokerConfig, load_config
-from broker.errors import BadRequest, StateConflict
-from broker.legacy import api_site  # noqa: F401 - registers the poller's routes on ``bp``
 from broker.legacy.api_base import (
-    EXTENSION,
-    LegacyRuntime,
+    WORKFLOW_BLUEPRINT,
     body,
-    bp,
+    legacy_blueprint,
     read_file,
     read_log,
     reply,
@@ -73,30 +68,7 @@ from broker.transfers import sync
 
 log = logging.getLogger(__name__)
 
-
-def init_app(app: Flask, config: BrokerConfig) -> None:
-    """Serve the original API (its routes exist always; ``[legacy] enabled`` opens them)."""
-    app.extensions[EXTENSION] = LegacyRuntime(config.legacy)
-    app.register_blueprint(bp)
-
-
-def reload_from_file() -> dict[str, object]:
-    """Read broker.toml again and put its ``[legacy]`` section in force (whitelist, switch,
-    limits) without a restart; a broken file changes nothing."""
-    broker = current()
-    source = broker.config.source
-    if not source:
-        raise StateConflict(
-            "this broker was started without a config file; there is none to reload"
-        )
-    try:
-        fresh = load_config(source)
-    except BridgeError as exc:
-        raise BadRequest(f"not reloaded, the running config stays: {exc.message}") from exc
-    runtime().config = fresh.legacy
-    log.info("reloaded [legacy] from %s: %s, %d sites", source,
-             "on" if fresh.legacy.enabled else "off", len(fresh.legacy.sites))  # fmt: skip
-    return {"reloaded": ["legacy"], "source": source, "legacy": fresh.legacy.summary()}
+bp = legacy_blueprint(WORKFLOW_BLUEPRINT)
 
 
 # --- workflow side ------------------------------------------------------------------------------
