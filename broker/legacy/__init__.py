@@ -3,8 +3,10 @@
 ``init_app(app, config)`` serves it on a broker app: ``api_workflow`` for the original workflow
 client, ``api_site`` for the original site poller, each its own blueprint over what
 ``api_base`` shares (the ``[legacy] enabled`` switch, the token check, the original's reply
-shape). ``model`` holds the original's words and rules without HTTP, ``config`` and ``ini`` the
-``[legacy]`` section and the import of the original ini file. The SQL of the records this API
+shape). Without HTTP: ``replies`` holds the original's reply shapes and words, ``calc_info``
+the check of what its workflow client registers, ``jobs`` how the store's jobs look to the
+original clients and which ones its pollers may take; ``config`` and ``ini`` the ``[legacy]``
+section and the import of the original ini file. The SQL of the records this API
 keeps lives with the SQLite backend (``broker.store.sqlite_legacy``).
 
 Never registers anything as a side effect of an import: only ``init_app`` does.

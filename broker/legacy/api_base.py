@@ -38,14 +38,8 @@ from broker.errors import (
     error_response,
 )
 from broker.legacy.config import LegacyConfig
-from broker.legacy.model import (
-    POLLER_PREFIX,
-    Progress,
-    Refused,
-    Status,
-    refusal,
-    status_message,
-)
+from broker.legacy.jobs import POLLER_PREFIX
+from broker.legacy.replies import Progress, Refused, Status, refusal, status_message
 from broker.runtime import current
 from broker.store import JobRecord, Scope
 from broker.transfers import read_small_body

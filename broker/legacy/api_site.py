@@ -44,19 +44,15 @@ from broker.legacy.api_base import (
     settings,
     too_large,
 )
-from broker.legacy.model import (
+from broker.legacy.calc_info import check_mimetype, decode, encoded_size
+from broker.legacy.jobs import calc_info_of, held_by_poller, offer_problem
+from broker.legacy.replies import (
     LOG_FILES,
     Progress,
     Refused,
     Status,
-    calc_info_of,
-    check_mimetype,
-    decode,
-    encoded_size,
     guess_mimetype,
-    held_by_poller,
     no_job,
-    offer_problem,
     ok,
     strip_std_file,
 )

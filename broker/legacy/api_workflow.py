@@ -13,7 +13,7 @@ Workflow calls map onto the store like this:
 | add-calcinfo | ``create_legacy_job`` (``created``), inputs written and counted |
 | allow-wait-calc | ``submit`` (``queued``) |
 | cancel-wait-calc | ``cancel`` |
-| calc-status, calc-progress | read: derived from the job's state (``broker.legacy.model``) |
+| calc-status, calc-progress | read: derived from the job's state (``broker.legacy.jobs``) |
 | get-calc-result | read: declared results, and the two log files |
 
 Never: accept a command that is not whitelisted exactly for its site, keep an input name with
@@ -43,22 +43,23 @@ from broker.legacy.api_base import (
     workflow_job,
     workflow_principal,
 )
-from broker.legacy.model import (
-    LOG_FILES,
+from broker.legacy.calc_info import encoded_size, parse_calc_info
+from broker.legacy.jobs import (
     ORIGIN,
-    STDERR_NAME,
-    Refused,
-    Status,
     declared_results,
-    encoded_size,
-    file_entry,
-    missing_entry,
-    ok,
     outcome_reason,
-    parse_calc_info,
     progress,
     reported_progress,
     status,
+)
+from broker.legacy.replies import (
+    LOG_FILES,
+    STDERR_NAME,
+    Refused,
+    Status,
+    file_entry,
+    missing_entry,
+    ok,
     status_message,
     std_file,
 )

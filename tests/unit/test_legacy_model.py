@@ -15,24 +15,21 @@ from click.testing import CliRunner
 from bridge.core.errors import ConfigError
 from broker.cli import cli
 from broker.config import load_config
+from broker.legacy.calc_info import encoded_size, parse_calc_info
 from broker.legacy.config import LegacyConfig
 from broker.legacy.ini import read_ini, render_toml
-from broker.legacy.model import (
+from broker.legacy.jobs import offer_problem, progress, status
+from broker.legacy.replies import (
     STDERR_NAME,
     STDOUT_NAME,
     Progress,
     Refused,
     Status,
-    encoded_size,
     guess_mimetype,
     missing_entry,
     no_job,
-    offer_problem,
     ok,
-    parse_calc_info,
-    progress,
     refusal,
-    status,
     status_message,
     std_file,
     strip_std_file,
