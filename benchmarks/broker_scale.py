@@ -72,8 +72,8 @@ from broker_bench import (
 )
 
 from broker.auth import new_token
-from broker.sqlite_store import SQLiteStore
 from broker.store import Scope
+from broker.store.sqlite import SQLiteStore
 from tests.support.broker import BrokerProcess, start_broker
 
 CLAIM_WAIT = 50  # what a real agent asks for (the contract's ceiling)

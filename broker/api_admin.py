@@ -13,7 +13,7 @@ from broker import auth
 from broker.api_base import answer, json_body
 from broker.api_client import LIST_LIMIT
 from broker.auth import SUBJECT_NAME
-from broker.legacy import api_workflow
+from broker.legacy.api_base import reload_from_file
 from broker.runtime import current
 from broker.store import Scope
 from broker.validation import query_state, text
@@ -76,4 +76,4 @@ def agents() -> Response:
 def reload() -> Response:
     """Put broker.toml's [legacy] section (switch, whitelist, limits) in force now."""
     json_body(required=False)
-    return answer(api_workflow.reload_from_file())
+    return answer(reload_from_file())

@@ -20,8 +20,8 @@ from bridge.core.errors import BridgeError
 from broker.auth import check_subject, new_token
 from broker.config import BrokerConfig, load_config
 from broker.errors import InvalidField
-from broker.sqlite_store import SQLiteStore
 from broker.store import Scope
+from broker.store.sqlite import SQLiteStore
 
 _CONFIG = click.option(
     "--config", "config_path", required=True, type=click.Path(dir_okay=False),

@@ -19,7 +19,7 @@ error handler; this module never lets a traceback, a token or a request header r
         ├── NotFound              404         not_found
         ├── MethodNotAllowed      405         method_not_allowed
         │   (werkzeug's 416)      416         range_not_satisfiable
-        ├── Conflict              409         conflict
+        ├── StateConflict         409         conflict
         │   ├── AlreadyClaimed    409         already_claimed
         │   ├── StaleEpoch        409         stale_epoch
         │   ├── OffsetMismatch    409         offset_mismatch (+ Upload-Offset or Log-Size)
@@ -122,27 +122,27 @@ class MethodNotAllowed(BrokerError):
     status, code = 405, "method_not_allowed"
 
 
-class Conflict(BrokerError):
+class StateConflict(BrokerError):
     status, code = 409, "conflict"
 
 
-class AlreadyClaimed(Conflict):
+class AlreadyClaimed(StateConflict):
     code = "already_claimed"
 
 
-class StaleEpoch(Conflict):
+class StaleEpoch(StateConflict):
     code = "stale_epoch"
 
 
-class OffsetMismatch(Conflict):
+class OffsetMismatch(StateConflict):
     code = "offset_mismatch"
 
 
-class InputsIncomplete(Conflict):
+class InputsIncomplete(StateConflict):
     code = "inputs_incomplete"
 
 
-class InvalidState(Conflict):
+class InvalidState(StateConflict):
     code = "invalid_state"
 
 

@@ -25,7 +25,7 @@ from bridge.core import defaults
 from bridge.core.errors import BridgeError, StagingError
 from bridge.core.job import check_job_id
 from bridge.core.paths import check_name, check_relative_path, open_dir_nofollow
-from broker.errors import Conflict, NotFound, StoreError, UnsafeName
+from broker.errors import NotFound, StateConflict, StoreError, UnsafeName
 
 AREAS = ("inputs", "results", "logs")
 
@@ -49,7 +49,7 @@ class JobFiles:
             with self._dir(job_id, (area, *parts[:-1]), create=True) as dir_fd:
                 fd = _open(parts[-1], flags, dir_fd, name)
         except StagingError as exc:
-            raise Conflict(f"cannot write {name!r} of job {job_id}: {exc}") from exc
+            raise StateConflict(f"cannot write {name!r} of job {job_id}: {exc}") from exc
         try:
             _require_regular(fd, name)
             os.ftruncate(fd, offset)
@@ -137,16 +137,18 @@ def _open(leaf: str, flags: int, dir_fd: int | None, name: str) -> int:
     except FileNotFoundError as exc:
         raise NotFound(f"{name!r} is not on the broker") from exc
     except IsADirectoryError as exc:
-        raise Conflict(f"{name!r} is a directory of other results; choose another name") from exc
+        raise StateConflict(
+            f"{name!r} is a directory of other results; choose another name"
+        ) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink: never read or write through it
-            raise Conflict(f"{name!r} is a symlink on the broker's disk; refused") from exc
+            raise StateConflict(f"{name!r} is a symlink on the broker's disk; refused") from exc
         raise StoreError(f"cannot open {name!r} on the broker's disk: {exc.strerror}") from exc
 
 
 def _require_regular(fd: int, name: str) -> None:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise Conflict(f"{name!r} is not a regular file on the broker's disk")
+        raise StateConflict(f"{name!r} is not a regular file on the broker's disk")
 
 
 def _rmtree_at(dir_fd: int, name: str) -> None:

@@ -16,8 +16,8 @@ from flask import current_app
 from broker.config import BrokerConfig
 from broker.files import JobFiles
 from broker.notify import Notifier
-from broker.sqlite_store import SQLiteStore
 from broker.store import Store
+from broker.store.sqlite import SQLiteStore
 from broker.transfers import KeyedLocks
 
 EXTENSION = "mint_broker"

@@ -22,7 +22,7 @@ from bridge.core.job import check_job_id, new_job_id
 from bridge.core.paths import check_name, check_relative_path
 from broker.auth import SUBJECT_NAME
 from broker.errors import InvalidField, InvalidJson, MissingField, UnsafeName
-from broker.store import InputSpec, JobSpec, ParamValue, ResultRecord, State
+from broker.store import InputSpec, NewJob, ParamValue, ResultRecord, State
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -149,10 +149,10 @@ def result_name(value: object, field: str = "name") -> str:
 _CREATE_KEYS = {"job_id", "site", "command", "params", "inputs", "metadata", "walltime_limit"}
 
 
-def parse_create(body: Mapping[str, Any], client: str) -> JobSpec:
+def parse_create(body: Mapping[str, Any], client: str) -> NewJob:
     check_keys(body, _CREATE_KEYS)
     walltime = body.get("walltime_limit")
-    return JobSpec(
+    return NewJob(
         job_id=_job_id(body.get("job_id")),
         client=client,
         site=text(require(body, "site"), "site", 64, pattern=SUBJECT_NAME),

@@ -1,5 +1,5 @@
-"""What every view of the original API (``/mi-distcomp-api/``) shares: the switch, the token
-check, the reply shape, bounded bodies and who may touch which job.
+"""What every view of the original API (``/mi-distcomp-api/``) shares: its blueprints' switch,
+token check and reply shape, its settings in force, bounded bodies and who may touch which job.
 
 - Off unless ``[legacy] enabled = true``: then every path answers the broker's usual 404.
 - Every request needs a token of our token store in ``Authorization: Bearer`` (the original
@@ -28,16 +28,18 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from bridge.core.errors import BridgeError
 from bridge.core.job import check_job_id
 from broker import auth
-from broker.errors import BrokerError, InvalidJson, NotFound, error_response
-from broker.legacy.config import LegacyConfig
-from broker.legacy.model import (
-    POLLER_PREFIX,
-    Progress,
-    Refused,
-    Status,
-    refusal,
-    status_message,
+from broker.config import load_config
+from broker.errors import (
+    BadRequest,
+    BrokerError,
+    InvalidJson,
+    NotFound,
+    StateConflict,
+    error_response,
 )
+from broker.legacy.config import LegacyConfig
+from broker.legacy.jobs import POLLER_PREFIX
+from broker.legacy.replies import Progress, Refused, Status, refusal, status_message
 from broker.runtime import current
 from broker.store import JobRecord, Scope
 from broker.transfers import read_small_body
@@ -46,15 +48,16 @@ from broker.validation import parse_json
 log = logging.getLogger(__name__)
 
 EXTENSION = "mint_broker_legacy"
-bp = Blueprint("legacy_api", __name__, url_prefix="/mi-distcomp-api")
+URL_PREFIX = "/mi-distcomp-api"
+WORKFLOW_BLUEPRINT = "legacy_workflow"
 
 # The workflow client polls these until "got return" and splits whatever it gets on ':'; a
 # reply other than HTTP 200/201 is split as raw text and the loop never ends. So a refusal
 # here is HTTP 200 with a non-OK code and a status that ends the loop (then get-calc-result
 # is refused too and the client exits 1).
 _ENDS_WORKFLOW_LOOP = {
-    "legacy_api.calc_status": Status.ABNORMAL.value,
-    "legacy_api.calc_progress": Progress.GOT_RETURN.value,
+    f"{WORKFLOW_BLUEPRINT}.calc_status": Status.ABNORMAL.value,
+    f"{WORKFLOW_BLUEPRINT}.calc_progress": Progress.GOT_RETURN.value,
 }
 
 
@@ -101,6 +104,25 @@ def settings() -> LegacyConfig:
     return runtime().config
 
 
+def reload_from_file() -> dict[str, object]:
+    """Read broker.toml again and put its ``[legacy]`` section in force (whitelist, switch,
+    limits) without a restart; a broken file changes nothing."""
+    broker = current()
+    source = broker.config.source
+    if not source:
+        raise StateConflict(
+            "this broker was started without a config file; there is none to reload"
+        )
+    try:
+        fresh = load_config(source)
+    except BridgeError as exc:
+        raise BadRequest(f"not reloaded, the running config stays: {exc.message}") from exc
+    runtime().config = fresh.legacy
+    log.info("reloaded [legacy] from %s: %s, %d sites", source,
+             "on" if fresh.legacy.enabled else "off", len(fresh.legacy.sites))  # fmt: skip
+    return {"reloaded": ["legacy"], "source": source, "legacy": fresh.legacy.summary()}
+
+
 def reply(body: Mapping[str, Any], status: int = 200) -> Response:
     response = jsonify(body)
     response.status_code = status
@@ -111,7 +133,17 @@ def reply(body: Mapping[str, Any], status: int = 200) -> Response:
 # --- the gate and the error shape -------------------------------------------------------------
 
 
-@bp.before_request
+def legacy_blueprint(name: str) -> Blueprint:
+    """A blueprint of the original API: its paths below ``/mi-distcomp-api``, closed unless
+    ``[legacy] enabled``, a token required, every answer in the original's shape."""
+    bp = Blueprint(name, __name__, url_prefix=URL_PREFIX)
+    bp.before_request(_gate)
+    bp.register_error_handler(Refused, _on_refused)
+    bp.register_error_handler(BrokerError, _on_broker_error)
+    bp.register_error_handler(Exception, _on_unexpected)
+    return bp
+
+
 def _gate() -> Response | None:
     if not settings().enabled:
         # As if the API did not exist: the broker's ordinary 404.
@@ -134,19 +166,16 @@ def _refused_response(http: int, code: int | str, message: str,
     return response
 
 
-@bp.errorhandler(Refused)
 def _on_refused(exc: Refused) -> Response:
     return _refused_response(exc.http, exc.code, exc.message)
 
 
-@bp.errorhandler(BrokerError)
 def _on_broker_error(err: BrokerError) -> Response:
     if err.status >= 500:
         log.warning("legacy API answered %d: %s", err.status, err.message)
     return _refused_response(err.status, err.status, err.message, err.headers)
 
 
-@bp.errorhandler(Exception)
 def _on_unexpected(exc: Exception) -> Response:
     # Still the original's shape (its clients would crash on any other); details in our log.
     log.exception("internal error in the legacy API")

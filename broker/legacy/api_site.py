@@ -35,7 +35,7 @@ from broker import defaults
 from broker.errors import InvalidState
 from broker.legacy.api_base import (
     body,
-    bp,
+    legacy_blueprint,
     poller_id,
     poller_job,
     poller_site,
@@ -44,19 +44,15 @@ from broker.legacy.api_base import (
     settings,
     too_large,
 )
-from broker.legacy.model import (
+from broker.legacy.calc_info import check_mimetype, decode, encoded_size
+from broker.legacy.jobs import calc_info_of, held_by_poller, offer_problem
+from broker.legacy.replies import (
     LOG_FILES,
     Progress,
     Refused,
     Status,
-    calc_info_of,
-    check_mimetype,
-    decode,
-    encoded_size,
     guess_mimetype,
-    held_by_poller,
     no_job,
-    offer_problem,
     ok,
     strip_std_file,
 )
@@ -66,6 +62,8 @@ from broker.transfers import sync
 from broker.validation import EMPTY_SHA256
 
 log = logging.getLogger(__name__)
+
+bp = legacy_blueprint("legacy_site")
 
 # calc-request looks at this many queued jobs of the site for one the poller may run.
 SCAN_LIMIT = 500

@@ -13,7 +13,7 @@ Workflow calls map onto the store like this:
 | add-calcinfo | ``create_legacy_job`` (``created``), inputs written and counted |
 | allow-wait-calc | ``submit`` (``queued``) |
 | cancel-wait-calc | ``cancel`` |
-| calc-status, calc-progress | read: derived from the job's state (``broker.legacy.model``) |
+| calc-status, calc-progress | read: derived from the job's state (``broker.legacy.jobs``) |
 | get-calc-result | read: declared results, and the two log files |
 
 Never: accept a command that is not whitelisted exactly for its site, keep an input name with
@@ -26,19 +26,14 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from flask import Flask, Response, request
+from flask import Response, request
 
-from bridge.core.errors import BridgeError
 from bridge.core.job import new_job_id
 from broker.api_client import LIST_LIMIT
-from broker.config import BrokerConfig, load_config
-from broker.errors import BadRequest, Conflict
-from broker.legacy import api_site  # noqa: F401 - registers the poller's routes on ``bp``
 from broker.legacy.api_base import (
-    EXTENSION,
-    LegacyRuntime,
+    WORKFLOW_BLUEPRINT,
     body,
-    bp,
+    legacy_blueprint,
     read_file,
     read_log,
     reply,
@@ -48,53 +43,33 @@ from broker.legacy.api_base import (
     workflow_job,
     workflow_principal,
 )
-from broker.legacy.model import (
-    LOG_FILES,
+from broker.legacy.calc_info import encoded_size, parse_calc_info
+from broker.legacy.jobs import (
     ORIGIN,
-    STDERR_NAME,
-    Refused,
-    Status,
     declared_results,
-    encoded_size,
-    file_entry,
-    missing_entry,
-    ok,
     outcome_reason,
-    parse_calc_info,
     progress,
     reported_progress,
     status,
+)
+from broker.legacy.replies import (
+    LOG_FILES,
+    STDERR_NAME,
+    Refused,
+    Status,
+    file_entry,
+    missing_entry,
+    ok,
     status_message,
     std_file,
 )
 from broker.runtime import current
-from broker.store import InputSpec, JobRecord, JobSpec, LegacyRecord, Scope, State
+from broker.store import InputSpec, JobRecord, LegacyRecord, NewJob, Scope, State
 from broker.transfers import sync
 
 log = logging.getLogger(__name__)
 
-
-def init_app(app: Flask, config: BrokerConfig) -> None:
-    """Serve the original API (its routes exist always; ``[legacy] enabled`` opens them)."""
-    app.extensions[EXTENSION] = LegacyRuntime(config.legacy)
-    app.register_blueprint(bp)
-
-
-def reload_from_file() -> dict[str, object]:
-    """Read broker.toml again and put its ``[legacy]`` section in force (whitelist, switch,
-    limits) without a restart; a broken file changes nothing."""
-    broker = current()
-    source = broker.config.source
-    if not source:
-        raise Conflict("this broker was started without a config file; there is none to reload")
-    try:
-        fresh = load_config(source)
-    except BridgeError as exc:
-        raise BadRequest(f"not reloaded, the running config stays: {exc.message}") from exc
-    runtime().config = fresh.legacy
-    log.info("reloaded [legacy] from %s: %s, %d sites", source,
-             "on" if fresh.legacy.enabled else "off", len(fresh.legacy.sites))  # fmt: skip
-    return {"reloaded": ["legacy"], "source": source, "legacy": fresh.legacy.summary()}
+bp = legacy_blueprint(WORKFLOW_BLUEPRINT)
 
 
 # --- workflow side ------------------------------------------------------------------------------
@@ -116,7 +91,7 @@ def add_calcinfo() -> Response:
         if limit is not None and len(item.data) > limit:
             raise Refused(413, 413, f"input {item.name!r} has {len(item.data)} bytes; this "
                                     f"broker accepts inputs of at most {limit} bytes")  # fmt: skip
-    spec = JobSpec(
+    spec = NewJob(
         job_id=new_job_id(),
         client=principal.subject,
         site=info.site,

@@ -9,8 +9,8 @@ import pytest
 
 from broker.auth import check_subject, hash_token, new_token, parse_token, verify
 from broker.errors import InvalidField, Unauthorized
-from broker.sqlite_store import SQLiteStore
 from broker.store import Scope
+from broker.store.sqlite import SQLiteStore
 
 
 def test_new_token_has_the_documented_shape_and_only_its_hash_is_kept() -> None:

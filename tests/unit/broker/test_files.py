@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import Conflict, NotFound, UnsafeName
+from broker.errors import NotFound, StateConflict, UnsafeName
 from broker.files import JobFiles
 
 
@@ -46,16 +46,16 @@ def test_a_symlink_planted_in_a_job_dir_is_never_followed(files: JobFiles, tmp_p
     (outside / "secret").write_bytes(b"secret")
     results = Path(files.root) / job / "results"
     results.symlink_to(outside)
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         files.open_for_write(job, "results", "secret", 0)
     with pytest.raises(NotFound):
         files.open_for_read(job, "results", "secret")
     results.unlink()
     results.mkdir()
     (results / "link").symlink_to(outside / "secret")
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         files.open_for_read(job, "results", "link")
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         files.open_for_write(job, "results", "link", 0)
     assert (outside / "secret").read_bytes() == b"secret"
 

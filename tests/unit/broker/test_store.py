@@ -1,7 +1,9 @@
 """The storage contract (``broker.store.Store``), run over every backend.
 
-Backends are listed in ``BACKENDS``; a PostgreSQL one adds a factory there and the whole suite
-runs over it too. Time is passed in explicitly, so leases and TTLs are tested without sleeping.
+Backends are listed in ``BACKENDS`` (SQLite, and memory as the contract's reference); a
+PostgreSQL one adds a factory there and the whole suite runs over it too. No test here is
+skipped for a backend: a difference is a bug of that backend. Time is passed in explicitly, so
+leases and TTLs are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from pathlib import Path
 import pytest
 
 from broker.errors import (
+    AlreadyClaimed,
     ChecksumMismatch,
-    Conflict,
     InputsIncomplete,
     InvalidState,
     NotFound,
     OffsetMismatch,
     StaleEpoch,
+    StateConflict,
 )
-from broker.sqlite_store import SQLiteStore
-from broker.store import InputSpec, JobSpec, ResultRecord, Scope, State, Store, TokenRecord
+from broker.store import InputSpec, NewJob, ResultRecord, Scope, State, Store, TokenRecord
+from broker.store.memory import MemoryStore
+from broker.store.sqlite import SQLiteStore
 
 T0 = 1_000_000.0
 TTL = 60.0
@@ -34,7 +38,14 @@ def _sqlite(tmp: Path, listener: Callable[..., None]) -> Store:
     return SQLiteStore(str(tmp / "broker.sqlite3"), listener=listener)
 
 
-BACKENDS: dict[str, Callable[[Path, Callable[..., None]], Store]] = {"sqlite": _sqlite}
+def _memory(tmp: Path, listener: Callable[..., None]) -> Store:
+    return MemoryStore(listener=listener)
+
+
+BACKENDS: dict[str, Callable[[Path, Callable[..., None]], Store]] = {
+    "sqlite": _sqlite,
+    "memory": _memory,
+}
 
 
 class Changes:
@@ -66,8 +77,8 @@ def sha(data: bytes) -> str:
 
 
 def spec(site: str = "site-a", client: str = "node1", inputs: tuple[InputSpec, ...] = (),
-         **extra: object) -> JobSpec:  # fmt: skip
-    return JobSpec(job_id=str(uuid.uuid4()), client=client, site=site, command="fatigue",
+         **extra: object) -> NewJob:  # fmt: skip
+    return NewJob(job_id=str(uuid.uuid4()), client=client, site=site, command="fatigue",
                    params={"cycles": 10}, inputs=inputs, **extra)  # type: ignore[arg-type]
 
 
@@ -93,10 +104,10 @@ def test_create_is_idempotent_for_the_same_client_and_body(store: Store) -> None
 def test_create_with_another_body_or_client_conflicts(store: Store) -> None:
     wanted = spec()
     store.create_job(wanted, T0)
-    with pytest.raises(Conflict):
-        store.create_job(JobSpec(**{**wanted.__dict__, "command": "other"}), T0)
-    with pytest.raises(Conflict):
-        store.create_job(JobSpec(**{**wanted.__dict__, "client": "node2"}), T0)
+    with pytest.raises(StateConflict):
+        store.create_job(NewJob(**{**wanted.__dict__, "command": "other"}), T0)
+    with pytest.raises(StateConflict):
+        store.create_job(NewJob(**{**wanted.__dict__, "client": "node2"}), T0)
 
 
 def test_input_progress_checks_the_offset_and_submit_needs_complete_inputs(store: Store) -> None:
@@ -279,7 +290,7 @@ def test_result_declaration_changes_only_from_offset_zero(store: Store) -> None:
     got = store.claim("site-a", "agent-1", TTL, T0)
     assert got is not None
     store.set_result_upload(job_id, got.epoch, ResultRecord("r", 10, sha(b"a"), received=5), 0, T0)
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         store.set_result_upload(job_id, got.epoch, ResultRecord("r", 8, sha(b"b"), received=8),
                                 5, T0)  # fmt: skip
     new = ResultRecord("r", 8, sha(b"b"), received=2)
@@ -370,13 +381,143 @@ def test_queue_stats_and_agents_seen(store: Store) -> None:
         ("site-a", "agent-1", T0 + 6)]
 
 
+# --- the original API (broker.legacy) ---------------------------------------------------------
+
+CALC_INFO = {"command": "run.sh", "remote-site": "site-a", "parameters": "",
+             "parameter_files": {}, "result_files": {"out.txt": {}}}  # fmt: skip
+POLLER = "legacy:0123456789ab"
+
+
+def legacy_queued(store: Store, now: float = T0) -> str:
+    job = store.create_legacy_job(spec(), CALC_INFO, now)
+    store.submit(job.job_id, now)
+    return job.job_id
+
+
+def test_legacy_job_is_created_with_its_record_and_never_reuses_an_id(store: Store) -> None:
+    wanted = spec(inputs=(InputSpec("in.dat", 0, sha(b"")),))
+    job = store.create_legacy_job(wanted, CALC_INFO, T0)
+    assert job.state is State.CREATED and job.version == 1 and job.inputs[0].complete
+    record = store.get_legacy(job.job_id)
+    assert record is not None and record.calc_info == CALC_INFO
+    assert (record.progress, record.status, record.poller, record.epoch) == (None, None, None, 0)
+    with pytest.raises(StateConflict):
+        store.create_legacy_job(wanted, CALC_INFO, T0)
+    assert store.get_legacy(queued(store)) is None  # a job of the new API has none yet
+
+
+def test_queued_job_ids_are_the_sites_queue_oldest_first(store: Store) -> None:
+    first = legacy_queued(store, T0)
+    second = queued(store, now=T0 + 1)
+    queued(store, site="site-b", now=T0 + 2)
+    store.create_legacy_job(spec(), CALC_INFO, T0 + 3)  # created, not queued
+    assert store.queued_job_ids("site-a", 10) == [first, second]
+    assert store.queued_job_ids("site-a", 1) == [first]
+
+
+def test_legacy_claim_leases_a_queued_job_to_one_poller(store: Store) -> None:
+    job_id = legacy_queued(store)
+    with pytest.raises(InvalidState):
+        store.legacy_claim(job_id, "site-b", POLLER, CALC_INFO, TTL, T0)
+    job = store.legacy_claim(job_id, "site-a", POLLER, CALC_INFO, TTL, T0 + 1)
+    assert job.state is State.CLAIMED and job.agent_id == POLLER and job.lease_epoch == 1
+    assert job.lease_expires == T0 + 1 + TTL
+    record = store.get_legacy(job_id)
+    assert record is not None and (record.progress, record.poller, record.epoch) == (
+        "sending params", POLLER, 1)
+    with pytest.raises(AlreadyClaimed):
+        store.legacy_claim(job_id, "site-a", "legacy:other", CALC_INFO, TTL, T0 + 2)
+    assert store.claim("site-a", "agent-1", TTL, T0 + 2) is None
+    assert [(a.agent_id, a.last_seen) for a in store.agents_seen()] == [
+        ("agent-1", T0 + 2), (POLLER, T0 + 1)]
+
+
+def test_legacy_claim_gives_a_job_of_the_new_api_its_record(store: Store) -> None:
+    job_id = queued(store)
+    store.legacy_claim(job_id, "site-a", POLLER, CALC_INFO, TTL, T0)
+    record = store.get_legacy(job_id)
+    assert record is not None and record.calc_info == CALC_INFO and record.poller == POLLER
+
+
+def test_legacy_claim_takes_a_job_whose_claim_lapsed(store: Store) -> None:
+    job_id = queued(store)
+    store.claim("site-a", "agent-1", TTL, T0)
+    job = store.legacy_claim(job_id, "site-a", POLLER, CALC_INFO, TTL, T0 + TTL + 1)
+    assert job.agent_id == POLLER and job.lease_epoch == 2
+
+
+def test_legacy_steps_follow_the_progress_of_the_poller_holding_the_job(store: Store) -> None:
+    job_id = legacy_queued(store)
+    claimed = store.legacy_claim(job_id, "site-a", POLLER, CALC_INFO, TTL, T0)
+    step = store.legacy_step(job_id, POLLER, expect={"sending params"}, progress="complete send",
+                             lease_ttl=TTL, now=T0 + 1)  # fmt: skip
+    assert step.version > claimed.version and step.lease_expires == T0 + 1 + TTL
+    assert step.state is State.CLAIMED
+    with pytest.raises(InvalidState):
+        store.legacy_step(job_id, POLLER, expect={"calc end"}, progress="getting return",
+                          lease_ttl=TTL, now=T0 + 2)  # fmt: skip
+    with pytest.raises(StaleEpoch):
+        store.legacy_step(job_id, "legacy:other", expect={"complete send"}, progress="running",
+                          lease_ttl=TTL, now=T0 + 2)  # fmt: skip
+    running = store.legacy_step(job_id, POLLER, expect={"complete send"}, progress="running",
+                                lease_ttl=TTL, now=T0 + 3, running=True)  # fmt: skip
+    assert running.state is State.RUNNING
+    store.legacy_step(job_id, POLLER, expect={"running"}, progress="calc end", lease_ttl=TTL,
+                      now=T0 + 4, status="completed")  # fmt: skip
+    store.legacy_step(job_id, POLLER, expect={"calc end"}, progress="getting return",
+                      lease_ttl=TTL, now=T0 + 5,
+                      result_types={"out.txt": ("text/plain;", "charset=us-ascii")})  # fmt: skip
+    record = store.get_legacy(job_id)
+    assert record is not None
+    assert (record.progress, record.status) == ("getting return", "completed")
+    assert record.result_types == {"out.txt": ("text/plain;", "charset=us-ascii")}
+    outcome = {"state": "completed", "exit_code": 0, "signal": None, "reason": ""}
+    store.complete(job_id, running.lease_epoch, outcome, [], [], T0 + 6)
+    with pytest.raises(InvalidState):
+        store.legacy_step(job_id, POLLER, expect={"getting return"}, progress="got return",
+                          lease_ttl=TTL, now=T0 + 7)  # fmt: skip
+
+
+def test_a_new_claim_starts_the_legacy_progress_over(store: Store) -> None:
+    job_id = legacy_queued(store)
+    store.legacy_claim(job_id, "site-a", POLLER, CALC_INFO, TTL, T0)
+    store.legacy_step(job_id, POLLER, expect={"sending params"}, progress="complete send",
+                      lease_ttl=TTL, now=T0, status="abnormal",
+                      result_types={"out.txt": ("Error", "none")})  # fmt: skip
+    store.expire(T0 + TTL + 1, queue_ttl=3600)  # the claim lapsed: queued again
+    store.legacy_claim(job_id, "site-a", "legacy:other", CALC_INFO, TTL, T0 + TTL + 2)
+    record = store.get_legacy(job_id)
+    assert record is not None and record.poller == "legacy:other" and record.epoch == 2
+    assert (record.progress, record.status, record.result_types) == ("sending params", None, {})
+    with pytest.raises(StaleEpoch):
+        store.legacy_step(job_id, POLLER, expect={"sending params"}, progress="complete send",
+                          lease_ttl=TTL, now=T0 + TTL + 3)  # fmt: skip
+
+
+def test_a_refused_write_leaves_nothing_behind(store: Store, changes: Changes) -> None:
+    lapsed = queued(store)
+    store.claim("site-a", "agent-1", TTL, T0)
+    other_site = queued(store, site="site-b")
+    before = (store.get_job(lapsed), len(changes.jobs), store.agents_seen())
+    # The claim would requeue the lapsed claim of site-a first, then refuses the job.
+    with pytest.raises(InvalidState):
+        store.legacy_claim(other_site, "site-a", POLLER, CALC_INFO, TTL, T0 + TTL + 1)
+    assert (store.get_job(lapsed), len(changes.jobs), store.agents_seen()) == before
+
+
+def test_deleting_a_job_deletes_its_legacy_record(store: Store) -> None:
+    job = store.create_legacy_job(spec(), CALC_INFO, T0)
+    store.delete_job(job.job_id)
+    assert store.get_job(job.job_id) is None and store.get_legacy(job.job_id) is None
+
+
 # --- tokens ----------------------------------------------------------------------------------
 
 
 def test_tokens_are_stored_by_hash_and_revoked_once(store: Store) -> None:
     record = TokenRecord("0123456789ab", sha(b"mbt_secret"), Scope.SITE, "site-a", T0)
     store.create_token(record)
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         store.create_token(record)
     assert store.get_token("0123456789ab") == record
     assert store.get_token("ffffffffffff") is None

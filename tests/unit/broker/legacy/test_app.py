@@ -19,7 +19,7 @@ from broker.auth import new_token
 from broker.config import BrokerConfig
 from broker.housekeeping import run_once
 from broker.legacy.config import LegacyConfig
-from broker.legacy.model import STDERR_NAME, STDOUT_NAME
+from broker.legacy.replies import STDERR_NAME, STDOUT_NAME
 from broker.runtime import EXTENSION, Broker
 from broker.store import ResultRecord, Scope, State
 

@@ -15,24 +15,21 @@ from click.testing import CliRunner
 from bridge.core.errors import ConfigError
 from broker.cli import cli
 from broker.config import load_config
+from broker.legacy.calc_info import encoded_size, parse_calc_info
 from broker.legacy.config import LegacyConfig
 from broker.legacy.ini import read_ini, render_toml
-from broker.legacy.model import (
+from broker.legacy.jobs import offer_problem, progress, status
+from broker.legacy.replies import (
     STDERR_NAME,
     STDOUT_NAME,
     Progress,
     Refused,
     Status,
-    encoded_size,
     guess_mimetype,
     missing_entry,
     no_job,
-    offer_problem,
     ok,
-    parse_calc_info,
-    progress,
     refusal,
-    status,
     status_message,
     std_file,
     strip_std_file,
@@ -41,8 +38,8 @@ from broker.store import (
     InputRecord,
     InputSpec,
     JobRecord,
-    JobSpec,
     LegacyRecord,
+    NewJob,
     ResultRecord,
     State,
 )
@@ -290,7 +287,7 @@ def test_log_files_are_the_log_plus_two_newlines_as_the_original_wrote_them() ->
 
 
 def job(state: State, **changes: Any) -> JobRecord:
-    spec = JobSpec(job_id=str(uuid.uuid4()), client="wf", site="site-a", command="run.sh",
+    spec = NewJob(job_id=str(uuid.uuid4()), client="wf", site="site-a", command="run.sh",
                    inputs=(InputSpec("in.dat", 3, "0" * 64),),
                    params=changes.pop("params", {}), metadata=changes.pop("metadata", {}))
     inputs = tuple(InputRecord(i.name, i.size, i.sha256, i.mode, i.size) for i in spec.inputs)

@@ -2,7 +2,7 @@
 
 One row per job that the original API created or handed to an original poller; it goes with
 the job (``ON DELETE CASCADE``), so retention removes both. Runs inside the store's one
-transaction helper (``SQLiteStore._transaction``), together with the job's own changes.
+transaction (``broker.store.sqlite_db``), together with the job's own changes.
 
 This module never builds SQL from data (only ``?`` parameters) and never decides policy: who
 may act on a job is checked by the API before it gets here.
@@ -14,8 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from broker.sqlite_jobs import Tx
-from broker.store import LegacyRecord
+from broker.store.records import LegacyRecord
+from broker.store.sqlite_db import Tx
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS legacy_jobs (

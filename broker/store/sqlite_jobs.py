@@ -1,7 +1,9 @@
-"""The SQL of the SQLite backend: schema, row mapping and the small steps its methods share.
+"""SQL of the jobs (``jobs``, ``inputs``, ``results``, ``agents``) for the SQLite store: schema,
+row mapping and the small steps its methods share.
 
 Every function here runs inside a transaction or snapshot that ``SQLiteStore`` opened; none
-opens, commits or rolls back one itself, and none builds SQL text from data.
+opens, commits or rolls back one itself, and none builds SQL text from data. Whether a change
+is allowed is asked of ``broker.store.rules``, never decided here.
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from broker.errors import ChecksumMismatch, InputsIncomplete, InvalidState, NotFound, StaleEpoch
-from broker.store import (
+from broker.errors import InvalidState, NotFound
+from broker.store import rules
+from broker.store.records import (
     InputRecord,
     InputSpec,
     JobRecord,
-    JobSpec,
+    NewJob,
     QueueStats,
     ResultRecord,
     State,
-    human_duration,
 )
+from broker.store.sqlite_db import Tx
 
 SCHEMA_VERSION = 1
 
@@ -75,14 +78,6 @@ CREATE TABLE IF NOT EXISTS results (
     listed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, name)
 );
-CREATE TABLE IF NOT EXISTS tokens (
-    token_id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
 CREATE TABLE IF NOT EXISTS agents (
     site TEXT NOT NULL,
     agent_id TEXT NOT NULL,
@@ -95,23 +90,6 @@ _LOG_UPDATES = {
     "stdout": "UPDATE jobs SET stdout_size = ? WHERE job_id = ?",
     "stderr": "UPDATE jobs SET stderr_size = ? WHERE job_id = ?",
 }
-
-
-class Tx:
-    """One open transaction; remembers which jobs and sites changed, for notification."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.jobs: set[str] = set()
-        self.sites: set[str] = set()
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, params)
-
-    def touch(self, job_id: str, site: str | None = None) -> None:
-        self.jobs.add(job_id)
-        if site is not None:
-            self.sites.add(site)
 
 
 def create_schema(tx: Tx) -> None:
@@ -127,7 +105,7 @@ def create_schema(tx: Tx) -> None:
     tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def insert_job(tx: Tx, spec: JobSpec, now: float) -> None:
+def insert_job(tx: Tx, spec: NewJob, now: float) -> None:
     tx.execute(
         "INSERT INTO jobs (job_id, client, site, command, params, metadata, walltime_limit,"
         " state, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
@@ -168,12 +146,12 @@ def load_job(tx: Tx, job_id: str) -> JobRecord | None:
 def must_load(tx: Tx, job_id: str) -> JobRecord:
     job = load_job(tx, job_id)
     if job is None:
-        raise NotFound(f"no job {job_id} (never created, or deleted after its retention)")
+        raise rules.job_not_found(job_id)
     return job
 
 
 def _job(row: sqlite3.Row, inputs: list[sqlite3.Row], results: list[sqlite3.Row]) -> JobRecord:
-    spec = JobSpec(
+    spec = NewJob(
         job_id=row["job_id"],
         client=row["client"],
         site=row["site"],
@@ -242,11 +220,6 @@ def set_state(tx: Tx, job_id: str, state: State, *, queued_at: float | None = No
     )
 
 
-def broker_outcome(state: str, reason: str) -> dict[str, Any]:
-    """The outcome of a job the broker ended itself (no agent reported one)."""
-    return {"state": state, "exit_code": None, "signal": None, "reason": reason}
-
-
 def finish(tx: Tx, job_id: str, state: State, outcome: dict[str, Any], now: float) -> None:
     tx.execute(
         "UPDATE jobs SET state = ?, outcome = ?, finished_at = ?, lease_expires = NULL"
@@ -275,8 +248,7 @@ def requeue_expired_claims(tx: Tx, now: float, *, site: str | None) -> tuple[lis
     for row in rows:
         job_id = row["job_id"]
         if row["cancel_requested"]:
-            reason = "cancelled; the agent that had claimed it stopped answering"
-            finish(tx, job_id, State.CANCELLED, broker_outcome("cancelled", reason), now)
+            finish(tx, job_id, State.CANCELLED, rules.abandoned_claim_outcome(), now)
             cancelled.append(job_id)
         else:
             tx.execute(
@@ -305,18 +277,15 @@ def mark_agents_lost(tx: Tx, now: float) -> list[str]:
 
 def expire_waiting(tx: Tx, now: float, queue_ttl: float) -> list[str]:
     """Jobs nobody took (queued) or the client left (created) for longer than the queue TTL."""
-    ttl = human_duration(queue_ttl)
+    # The same test as ``rules.waited_too_long``, in SQL so that it uses the queue index.
     rows = tx.execute(
-        "SELECT job_id, site, state FROM jobs WHERE (state = ? AND queued_at < ?)"
+        "SELECT job_id FROM jobs WHERE (state = ? AND queued_at < ?)"
         " OR (state = ? AND updated_at < ?)",
         (State.QUEUED.value, now - queue_ttl, State.CREATED.value, now - queue_ttl),
     ).fetchall()
     for row in rows:
-        if row["state"] == State.QUEUED.value:
-            reason = f"no agent of site {row['site']} claimed it within {ttl}"
-        else:
-            reason = f"its inputs were not uploaded and submitted within {ttl}"
-        finish(tx, row["job_id"], State.EXPIRED, broker_outcome("lost", reason), now)
+        outcome = rules.expiry_outcome(must_load(tx, row["job_id"]), queue_ttl)
+        finish(tx, row["job_id"], State.EXPIRED, outcome, now)
         bump(tx, row["job_id"], now)
     return [str(row["job_id"]) for row in rows]
 
@@ -351,16 +320,7 @@ def take_lease(
 
 def held_job(tx: Tx, job_id: str, epoch: int) -> JobRecord:
     """The job if the agent presenting ``epoch`` holds its lease now."""
-    job = must_load(tx, job_id)
-    if job.state.is_final:
-        raise InvalidState(f"job {job_id} is {job.state}; it takes no more agent writes")
-    if not job.state.is_held or job.lease_epoch != epoch:
-        raise StaleEpoch(
-            f"lease epoch {epoch} of job {job_id} is stale (current {job.lease_epoch}, "
-            f"state {job.state}); stop working on this job",
-            extra={"epoch": job.lease_epoch},
-        )
-    return job
+    return rules.check_held(must_load(tx, job_id), epoch)
 
 
 def renew(tx: Tx, job: JobRecord, lease_ttl: float, now: float) -> JobRecord:
@@ -387,24 +347,6 @@ def upsert_result(tx: Tx, job_id: str, result: ResultRecord) -> None:
         " size = excluded.size, sha256 = excluded.sha256, received = excluded.received",
         (job_id, result.name, result.size, result.sha256, result.received, result.mode),
     )
-
-
-def check_results_uploaded(job: JobRecord, results: Sequence[ResultRecord]) -> None:
-    for wanted in results:
-        held = job.result(wanted.name)
-        if held is None or not held.complete:
-            have = held.received if held is not None else 0
-            raise InputsIncomplete(
-                f"result {wanted.name!r} has {have} of {wanted.size} bytes uploaded; "
-                "finish its upload before completing",
-                field=wanted.name,
-            )
-        if (held.size, held.sha256) != (wanted.size, wanted.sha256):
-            raise ChecksumMismatch(
-                f"result {wanted.name!r} was uploaded as {held.size} bytes with SHA-256 "
-                f"{held.sha256[:16]}..., not {wanted.size} bytes with {wanted.sha256[:16]}...",
-                field=wanted.name,
-            )
 
 
 def list_results(tx: Tx, job_id: str, results: Sequence[ResultRecord]) -> None:

@@ -1,0 +1,59 @@
+"""What the broker keeps about jobs, uploads, leases and tokens: the storage contract and its
+backends.
+
+- ``records``: the frozen records a store keeps and returns (``JobRecord``, ``NewJob``, ...);
+- ``interface``: ``Store``, the contract every backend implements;
+- ``rules``: the checks and outcomes every backend applies the same way;
+- ``sqlite`` (with ``sqlite_db``, ``sqlite_jobs``, ``sqlite_tokens``, ``sqlite_legacy``): the
+  SQLite backend a broker runs on;
+- ``memory`` (with ``memory_tables``): a backend in one process's memory, the contract's
+  reference for tests.
+
+The names importers need are re-exported here (``from broker.store import Store, State``);
+the backends are imported from their own modules (``broker.store.sqlite.SQLiteStore``), so the
+contract depends on none of them.
+"""
+
+from __future__ import annotations
+
+from broker.store.interface import ChangeListener, Store
+from broker.store.records import (
+    LOG_STREAMS,
+    AgentSeen,
+    Claim,
+    ExpiryReport,
+    InputRecord,
+    InputSpec,
+    JobRecord,
+    LegacyRecord,
+    NewJob,
+    ParamValue,
+    QueueStats,
+    ResultRecord,
+    Scope,
+    State,
+    TokenRecord,
+)
+from broker.store.rules import check_offset, check_result_declaration
+
+__all__ = [
+    "LOG_STREAMS",
+    "AgentSeen",
+    "ChangeListener",
+    "Claim",
+    "ExpiryReport",
+    "InputRecord",
+    "InputSpec",
+    "JobRecord",
+    "LegacyRecord",
+    "NewJob",
+    "ParamValue",
+    "QueueStats",
+    "ResultRecord",
+    "Scope",
+    "State",
+    "Store",
+    "TokenRecord",
+    "check_offset",
+    "check_result_declaration",
+]

@@ -1,0 +1,222 @@
+"""``Store``: the storage contract every backend of the broker implements.
+
+Backends: SQLite (``broker.store.sqlite``, the one a broker runs on) and memory
+(``broker.store.memory``, the contract's reference for tests); PostgreSQL could follow and run
+the same test suite (tests/unit/test_store.py runs it over every backend). A backend keeps
+metadata only: sizes, offsets, SHA-256 digests, states, lease epochs and token hashes. File
+bytes live on disk (``broker.files``).
+
+Every method that changes a job bumps its ``version`` and, once committed, reports the job (and
+the site when a job became claimable) to the change listener, which wakes long polls. A write
+that fails changes nothing and reports nothing.
+
+A store never keeps a token, only its SHA-256; it never decides policy on names (the API checks
+them before anything reaches the store); and it takes the current time as an argument, so tests
+drive leases and TTLs without sleeping.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from broker.store.records import (
+    AgentSeen,
+    Claim,
+    ExpiryReport,
+    JobRecord,
+    LegacyRecord,
+    NewJob,
+    QueueStats,
+    ResultRecord,
+    State,
+    TokenRecord,
+)
+
+# Called after a commit with the job ids that changed and the sites that got claimable work.
+ChangeListener = Callable[[Iterable[str], Iterable[str]], None]
+
+
+class Store(abc.ABC):
+    """The storage contract. Methods raise ``broker.errors`` types, never a driver's."""
+
+    def __init__(self, listener: ChangeListener | None = None) -> None:
+        self.listener = listener
+
+    # --- jobs -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_job(self, spec: NewJob, now: float) -> tuple[JobRecord, bool]:
+        """Create the job, or return the existing one (``False``) for the same client and body;
+        another client's id or a different body is a StateConflict. 0-byte inputs count as
+        received."""
+
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    def list_jobs(
+        self,
+        *,
+        client: str | None = None,
+        site: str | None = None,
+        state: State | None = None,
+        limit: int = 500,
+    ) -> list[JobRecord]:
+        """Newest first; ``None`` filters match everything."""
+
+    @abc.abstractmethod
+    def set_input_received(
+        self, job_id: str, name: str, expected: int, received: int, now: float
+    ) -> JobRecord:
+        """Record upload progress; ``expected`` must be the offset held (else OffsetMismatch).
+        Only while the job is ``created`` (else InvalidState)."""
+
+    @abc.abstractmethod
+    def submit(self, job_id: str, now: float) -> JobRecord:
+        """``created -> queued`` once every input is complete (else InputsIncomplete naming
+        the first); any later state is returned unchanged (idempotent)."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str, now: float) -> JobRecord:
+        """Unclaimed (or agent-lost) jobs end at once; held ones get ``cancel_requested``;
+        final ones are returned unchanged."""
+
+    @abc.abstractmethod
+    def ack(self, job_id: str, now: float) -> JobRecord:
+        """Mark a final job's results deleted (the caller removes the bytes)."""
+
+    # --- agents -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(self, site: str, agent_id: str, lease_ttl: float, now: float) -> Claim | None:
+        """Atomically take the next job of ``site``: first a running job this ``agent_id``
+        lost (reattach), else the oldest queued one. Each claim bumps the job's epoch."""
+
+    @abc.abstractmethod
+    def renew_lease(
+        self, job_id: str, epoch: int, lease_ttl: float, now: float
+    ) -> JobRecord:
+        """Extend the lease (StaleEpoch when ``epoch`` is not the current holder's)."""
+
+    @abc.abstractmethod
+    def mark_running(
+        self, job_id: str, epoch: int, native_id: str | None, lease_ttl: float, now: float
+    ) -> JobRecord:
+        """``claimed -> running`` (idempotent), renewing the lease."""
+
+    @abc.abstractmethod
+    def check_lease(self, job_id: str, epoch: int) -> JobRecord:
+        """The job if ``epoch`` holds it now, else StaleEpoch/InvalidState."""
+
+    @abc.abstractmethod
+    def append_log(
+        self, job_id: str, stream: str, epoch: int, expected: int, size: int, now: float
+    ) -> JobRecord:
+        """Move the log's acknowledged size from ``expected`` to ``size``."""
+
+    @abc.abstractmethod
+    def set_result_upload(
+        self, job_id: str, epoch: int, result: ResultRecord, expected: int, now: float
+    ) -> JobRecord:
+        """Record a result upload's declared size/digest and bytes held (``result.received``);
+        ``expected`` is the offset held before (else OffsetMismatch). A new declaration at
+        offset 0 replaces an old one."""
+
+    @abc.abstractmethod
+    def complete(
+        self,
+        job_id: str,
+        epoch: int,
+        outcome: Mapping[str, Any],
+        results: Sequence[ResultRecord],
+        skipped: Sequence[Mapping[str, str]],
+        now: float,
+    ) -> JobRecord:
+        """End the job; each listed result must be fully uploaded with that size and digest.
+        Repeating it with the same epoch returns the job unchanged."""
+
+    @abc.abstractmethod
+    def expire(self, now: float, queue_ttl: float) -> ExpiryReport:
+        """Apply time: expired leases requeue claimed jobs and mark running ones agent_lost;
+        jobs queued (or left created) longer than ``queue_ttl`` expire with a reason."""
+
+    @abc.abstractmethod
+    def final_jobs_before(self, cutoff: float) -> list[str]:
+        """Ids of jobs that ended before ``cutoff`` (for retention)."""
+
+    @abc.abstractmethod
+    def delete_job(self, job_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def queue_stats(self) -> list[QueueStats]: ...
+
+    @abc.abstractmethod
+    def agents_seen(self) -> list[AgentSeen]: ...
+
+    # --- the original API (broker.legacy) ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_legacy_job(
+        self, spec: NewJob, calc_info: Mapping[str, Any], now: float
+    ) -> JobRecord:
+        """Create a job (``created``) and its legacy record in one step; the id is new."""
+
+    @abc.abstractmethod
+    def get_legacy(self, job_id: str) -> LegacyRecord | None: ...
+
+    @abc.abstractmethod
+    def queued_job_ids(self, site: str, limit: int) -> list[str]:
+        """The site's queued jobs, oldest first (the order the original handed them out)."""
+
+    @abc.abstractmethod
+    def legacy_claim(
+        self,
+        job_id: str,
+        site: str,
+        poller: str,
+        calc_info: Mapping[str, Any],
+        lease_ttl: float,
+        now: float,
+    ) -> JobRecord:
+        """Lease this queued job of ``site`` to a legacy poller (``claimed``, a new epoch) and
+        set its legacy progress to ``sending params``; a job of the new API gets its legacy
+        record (``calc_info``) here. AlreadyClaimed if another poller or agent holds it."""
+
+    @abc.abstractmethod
+    def legacy_step(
+        self,
+        job_id: str,
+        poller: str,
+        *,
+        expect: Collection[str],
+        progress: str,
+        lease_ttl: float,
+        now: float,
+        status: str | None = None,
+        running: bool = False,
+        result_types: Mapping[str, tuple[str, str]] | None = None,
+    ) -> JobRecord:
+        """Move the poller's job from a progress in ``expect`` to ``progress`` and renew its
+        lease (``running``: ``claimed -> running``). StaleEpoch unless ``poller`` holds the
+        lease it took at calc-params; InvalidState in another progress or a final state."""
+
+    # --- tokens -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_token(self, record: TokenRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenRecord]: ...
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str, now: float) -> bool:
+        """True if the token existed and was not yet revoked."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+

@@ -1,0 +1,175 @@
+"""The in-memory store's tables and the steps its methods share (``broker.store.memory``).
+
+``Tables`` holds the records, ``Tx`` one write or read on them: it loads, replaces and bumps
+records and remembers what changed, like the SQLite backend's ``sqlite_jobs`` steps inside a
+``sqlite_db.Tx``. Nothing here takes the lock, commits or notifies: ``MemoryStore`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.store import rules
+from broker.store.records import (
+    InputRecord,
+    InputSpec,
+    JobRecord,
+    LegacyRecord,
+    NewJob,
+    ResultRecord,
+    State,
+    TokenRecord,
+)
+
+
+def to_json(value: Any) -> Any:
+    """A deep copy with SQLite's JSON columns' types (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(value, ensure_ascii=False))
+
+
+@dataclass
+class Tables:
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    # Insertion number of each job: the tie-break of every ordering, like SQLite's rowid.
+    order: dict[str, int] = field(default_factory=dict)
+    next_order: int = 1
+    legacy: dict[str, LegacyRecord] = field(default_factory=dict)
+    agents: dict[tuple[str, str], float] = field(default_factory=dict)
+    tokens: dict[str, TokenRecord] = field(default_factory=dict)
+
+    def copy(self) -> Tables:
+        return Tables(
+            dict(self.jobs),
+            dict(self.order),
+            self.next_order,
+            dict(self.legacy),
+            dict(self.agents),
+            dict(self.tokens),
+        )
+
+
+class Tx:
+    """One write (on a copy of the tables) or read; remembers what changed, for notification."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+        self.jobs: set[str] = set()
+        self.sites: set[str] = set()
+
+    def touch(self, job_id: str, site: str | None = None) -> None:
+        self.jobs.add(job_id)
+        if site is not None:
+            self.sites.add(site)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def load(self, job_id: str) -> JobRecord | None:
+        return self.tables.jobs.get(job_id)
+
+    def must_load(self, job_id: str) -> JobRecord:
+        job = self.load(job_id)
+        if job is None:
+            raise rules.job_not_found(job_id)
+        return job
+
+    def held(self, job_id: str, epoch: int) -> JobRecord:
+        return rules.check_held(self.must_load(job_id), epoch)
+
+    def select(self, wanted: Callable[[JobRecord], bool]) -> list[JobRecord]:
+        """The jobs ``wanted`` accepts, in insertion order."""
+        jobs = self.tables.jobs.values()
+        return sorted((j for j in jobs if wanted(j)), key=lambda j: self.tables.order[j.job_id])
+
+    def queue_order(self, jobs: list[JobRecord]) -> list[JobRecord]:
+        """Oldest queued first (a job never queued first, as SQL sorts NULL), then insertion."""
+        return sorted(jobs, key=lambda j: (j.queued_at is not None, j.queued_at or 0.0,
+                                           self.tables.order[j.job_id]))  # fmt: skip
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def insert(self, spec: NewJob, now: float) -> JobRecord:
+        kept = NewJob(
+            job_id=spec.job_id,
+            client=spec.client,
+            site=spec.site,
+            command=spec.command,
+            params=to_json(dict(spec.params)),
+            inputs=tuple(InputSpec(i.name, i.size, i.sha256, i.mode) for i in spec.inputs),
+            metadata=to_json(dict(spec.metadata)),
+            walltime_limit=spec.walltime_limit,
+        )
+        # An empty input has nothing to upload: received (0) == size makes it complete.
+        inputs = tuple(InputRecord(i.name, i.size, i.sha256, i.mode, 0) for i in kept.inputs)
+        job = JobRecord(kept, State.CREATED, 1, inputs, created_at=now, updated_at=now)
+        self.tables.jobs[spec.job_id] = job
+        self.tables.order[spec.job_id] = self.tables.next_order
+        self.tables.next_order += 1
+        self.touch(spec.job_id)
+        return job
+
+    def update(self, job_id: str, **changes: Any) -> JobRecord:
+        job = dataclasses.replace(self.must_load(job_id), **changes)
+        self.tables.jobs[job_id] = job
+        return job
+
+    def bump(self, job_id: str, now: float) -> JobRecord:
+        """Every visible change goes through here: new version, new timestamp, listeners told."""
+        job = self.must_load(job_id)
+        self.touch(job_id)
+        return self.update(job_id, version=job.version + 1, updated_at=now)
+
+    def finish(self, job_id: str, state: State, outcome: Mapping[str, Any], now: float) -> None:
+        self.update(job_id, state=state, outcome=to_json(dict(outcome)), finished_at=now,
+                    lease_expires=None)  # fmt: skip
+
+    def seen_agent(self, site: str, agent_id: str, now: float) -> None:
+        self.tables.agents[(site, agent_id)] = now
+
+    def requeue_expired_claims(self, now: float, site: str | None) -> tuple[list[str], list[str]]:
+        """Claimed jobs whose agent never started them go back to the queue (or end, if a
+        cancel was requested meanwhile). Returns (requeued, cancelled)."""
+        expired = self.select(
+            lambda j: j.state is State.CLAIMED
+            and lapsed(j, now)
+            and (site is None or j.spec.site == site)
+        )
+        requeued, cancelled = [], []
+        for job in expired:
+            if job.cancel_requested:
+                self.finish(job.job_id, State.CANCELLED, rules.abandoned_claim_outcome(), now)
+                cancelled.append(job.job_id)
+            else:
+                self.update(job.job_id, state=State.QUEUED, queued_at=now, agent_id=None,
+                            native_id=None, lease_expires=None)  # fmt: skip
+                self.touch(job.job_id, site=job.spec.site)
+                requeued.append(job.job_id)
+            self.bump(job.job_id, now)
+        return requeued, cancelled
+
+    def take_lease(
+        self, job_id: str, agent_id: str, lease_ttl: float, now: float, *, reattach: bool
+    ) -> JobRecord:
+        job = self.must_load(job_id)
+        self.update(job_id, state=State.RUNNING if reattach else State.CLAIMED,
+                    lease_epoch=job.lease_epoch + 1, lease_expires=now + lease_ttl,
+                    agent_id=agent_id, agent_lost=False)  # fmt: skip
+        return self.bump(job_id, now)
+
+    def renew(self, job: JobRecord, lease_ttl: float, now: float) -> JobRecord:
+        renewed = self.update(job.job_id, lease_expires=now + lease_ttl, agent_lost=False)
+        if job.agent_lost:
+            return self.bump(job.job_id, now)  # the agent is back: visible in the document
+        return renewed
+
+
+def lapsed(job: JobRecord, now: float) -> bool:
+    return job.lease_expires is not None and job.lease_expires < now
+
+
+def by_name(results: list[ResultRecord]) -> tuple[ResultRecord, ...]:
+    # SQLite returns a job's results ordered by name (byte order of UTF-8 = code point order).
+    return tuple(sorted(results, key=lambda r: r.name))

@@ -1,0 +1,255 @@
+"""The records a broker store keeps and returns: jobs, their uploads, leases and tokens.
+
+Every record is a frozen dataclass: a backend builds new ones for every change and hands them
+out freely, so no caller can change what the store holds. ``JobRecord.document`` is the job
+document of the API.
+
+This module holds data shapes only: it never reads or writes a backend and never checks a
+state transition (``broker.store.rules`` does).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ParamValue = str | int | float | bool
+
+LOG_STREAMS = ("stdout", "stderr")
+
+
+class State(enum.StrEnum):
+    CREATED = "created"
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (State.FINISHED, State.CANCELLED, State.EXPIRED)
+
+    @property
+    def is_held(self) -> bool:
+        """Held by an agent under a lease."""
+        return self in (State.CLAIMED, State.RUNNING)
+
+
+class Scope(enum.StrEnum):
+    CLIENT = "client"
+    SITE = "site"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    size: int
+    sha256: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as a client submits it to the store; ``fingerprint`` makes create idempotent."""
+
+    job_id: str
+    client: str
+    site: str
+    command: str
+    params: Mapping[str, ParamValue] = field(default_factory=dict)
+    inputs: tuple[InputSpec, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    walltime_limit: float | None = None
+
+    def fingerprint(self) -> str:
+        canonical = {
+            "site": self.site,
+            "command": self.command,
+            "params": dict(self.params),
+            "inputs": [[i.name, i.size, i.sha256, i.mode] for i in self.inputs],
+            "metadata": dict(self.metadata),
+            "walltime_limit": self.walltime_limit,
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    name: str
+    size: int
+    sha256: str
+    mode: int
+    received: int
+
+    @property
+    def complete(self) -> bool:
+        # ``received`` only reaches ``size`` once the SHA-256 matched (see the upload code).
+        return self.received == self.size
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """A result upload; ``listed`` once the agent's ``complete`` named it."""
+
+    name: str
+    size: int
+    sha256: str
+    received: int = 0
+    mode: int = 0o644
+    listed: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.size
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    spec: NewJob
+    state: State
+    version: int
+    inputs: tuple[InputRecord, ...]
+    results: tuple[ResultRecord, ...] = ()
+    outcome: Mapping[str, Any] | None = None
+    skipped: tuple[Mapping[str, str], ...] = ()
+    logs: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(LOG_STREAMS, 0))
+    cancel_requested: bool = False
+    agent_lost: bool = False
+    agent_id: str | None = None
+    native_id: str | None = None
+    lease_epoch: int = 0
+    lease_expires: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    queued_at: float | None = None
+    finished_at: float | None = None
+    acked: bool = False
+    results_deleted: bool = False
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+    def input(self, name: str) -> InputRecord | None:
+        return next((i for i in self.inputs if i.name == name), None)
+
+    def result(self, name: str) -> ResultRecord | None:
+        return next((r for r in self.results if r.name == name), None)
+
+    def listed_results(self) -> list[ResultRecord]:
+        return [r for r in self.results if r.listed]
+
+    def document(self) -> dict[str, Any]:
+        """The job document of the API (docs/broker-api.md, "Job document")."""
+        spec = self.spec
+        return {
+            "job_id": spec.job_id,
+            "site": spec.site,
+            "client": spec.client,
+            "command": spec.command,
+            "params": dict(spec.params),
+            "metadata": dict(spec.metadata),
+            "walltime_limit": spec.walltime_limit,
+            "inputs": [_input_doc(i) for i in self.inputs],
+            "state": self.state.value,
+            "version": self.version,
+            "outcome": dict(self.outcome) if self.outcome is not None else None,
+            "logs": dict(self.logs),
+            "results": [_result_doc(r) for r in self.listed_results()],
+            "results_available": self.state.is_final and not self.results_deleted,
+            "skipped": [dict(s) for s in self.skipped],
+            "cancel_requested": self.cancel_requested,
+            "agent_lost": self.agent_lost,
+            "agent_id": self.agent_id,
+            "native_id": self.native_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _input_doc(record: InputRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "size": record.size,
+        "sha256": record.sha256,
+        "mode": record.mode,
+        "received": record.received,
+    }
+
+
+def _result_doc(record: ResultRecord) -> dict[str, Any]:
+    return {"name": record.name, "size": record.size, "sha256": record.sha256, "mode": record.mode}
+
+
+@dataclass(frozen=True)
+class LegacyRecord:
+    """What the original API (``broker.legacy``) keeps about a job besides the job itself.
+
+    ``calc_info`` is the job as the original workflow client registered it, without file
+    contents (those are the job's inputs). ``progress``, ``poller`` and ``epoch`` describe the
+    original poller's steps while it holds the job's lease; ``status`` is what its calc-end
+    said; ``result_types`` the mimetype strings it sent with each result, kept unchanged.
+    """
+
+    job_id: str
+    calc_info: Mapping[str, Any]
+    progress: str | None = None
+    status: str | None = None
+    poller: str | None = None
+    epoch: int = 0
+    result_types: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: JobRecord
+    epoch: int
+    lease_expires: float
+    reattach: bool
+
+
+@dataclass(frozen=True)
+class ExpiryReport:
+    requeued: tuple[str, ...] = ()
+    agent_lost: tuple[str, ...] = ()
+    expired: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    site: str
+    queued: int
+    oldest_queued_at: float | None
+    claimed: int
+    running: int
+
+
+@dataclass(frozen=True)
+class AgentSeen:
+    site: str
+    agent_id: str
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: str
+    sha256: str
+    scope: Scope
+    subject: str
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
