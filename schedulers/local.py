@@ -240,15 +240,21 @@ def start_fork_server() -> None:
 def _fork_runner(control_dir: str, log_path: str) -> int:
     """Start the supervisor as a forked child in a new session; returns its pid."""
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # The child closes its end once it leads its own session; until then a hangup or a kill of
+    # the caller's process group would still reach it, so the caller waits for that moment.
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = os.fork()
     except OSError as exc:
-        os.close(log_fd)
+        for fd in (log_fd, ready_r, ready_w):
+            os.close(fd)
         raise SiteError(f"could not start the local runner: {exc}") from exc
     if pid == 0:  # the child: never returns into the caller's code
         code = 1
         try:
             os.setsid()
+            os.close(ready_r)
+            os.close(ready_w)
             _detach_stdio(log_fd)
             from schedulers.local_runner import main as runner_main
 
@@ -256,6 +262,11 @@ def _fork_runner(control_dir: str, log_path: str) -> int:
         finally:
             os._exit(code)
     os.close(log_fd)
+    os.close(ready_w)
+    try:
+        os.read(ready_r, 1)  # EOF once the child has its own session (or has died)
+    finally:
+        os.close(ready_r)
     record_runner_pid(control_dir, pid)  # before returning: status() may ask at once
     return pid
 
