@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from bridge.client.transports.base import Channel, Connection, Connector
+from bridge.client.transports.base import Channel, Connection, Connector, site_reader
 from bridge.core import defaults
 from bridge.core.errors import (
     BridgeError,
@@ -152,7 +152,7 @@ class JobRun:
             return None
         try:
             channel = self._channel(timeout=defaults.CANCEL_CONFIRM_SECONDS)
-            writer, reader = FrameWriter(channel), FrameReader(channel)
+            writer, reader = FrameWriter(channel), site_reader(channel)
             writer.write_json({"op": "cancel", "protocol": PROTOCOL_VERSION, "job_id": self.job_id})
             reply = reader.read_json()
             channel.close()
@@ -226,7 +226,7 @@ class JobRun:
     def _attempt(self) -> RunResult:
         channel = self._channel(timeout=self.heartbeat_timeout)
         try:
-            reader, writer = FrameReader(channel), FrameWriter(channel)
+            reader, writer = site_reader(channel), FrameWriter(channel)
             if self.progress.started or self.progress.outcome is not None:
                 self._reattach(reader, writer)
             else:
