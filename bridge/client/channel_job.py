@@ -29,6 +29,7 @@ from bridge.core.errors import (
     JobUnknown,
     ProtocolError,
     StagingError,
+    TransportError,
     from_wire,
 )
 from bridge.core.job import InputDecl, JobOutcome, JobRequest, ParamValue
@@ -244,7 +245,7 @@ class JobRun:
         }
         if self.walltime_limit:
             message["walltime_limit"] = self.walltime_limit
-        writer.write_json(message)
+        _send_first(reader, writer, message)
         reply = _reply(reader)
         if reply.get("attached"):  # an earlier attempt of ours started it already
             self.progress.started = True
@@ -261,13 +262,15 @@ class JobRun:
         log.info("%s: started at site %s", self.job_id, self.connector.site_name)
 
     def _reattach(self, reader: FrameReader, writer: FrameWriter) -> None:
-        writer.write_json(
+        _send_first(
+            reader,
+            writer,
             {
                 "op": "attach",
                 "protocol": PROTOCOL_VERSION,
                 "job_id": self.job_id,
                 "offsets": self.progress.offsets,
-            }
+            },
         )
         try:
             _reply(reader)
@@ -355,6 +358,21 @@ def open_output_dir(path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise StagingError(f"cannot write results to {path}: {exc.strerror}") from exc
+
+
+def _send_first(reader: FrameReader, writer: FrameWriter, message: dict[str, Any]) -> None:
+    """Send the first request of a channel. When the channel is already closed, what the
+    site said before it closed (a no-login shell's message, an error frame) is the reason,
+    not the closed pipe, which would be retried."""
+    try:
+        writer.write_json(message)
+    except TransportError as exc:
+        try:
+            _reply(reader)
+        except BridgeError as said:
+            if not said.transient:
+                raise said from exc
+        raise
 
 
 def _check_error(message: dict[str, Any]) -> dict[str, Any]:

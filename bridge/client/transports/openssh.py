@@ -27,6 +27,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import select
 import shutil
 import stat
@@ -277,7 +278,9 @@ def _ssh_failure(site: SshSite, where: str, text: str) -> BridgeError:
         )
     if any(pattern in text for pattern in _AUTH):
         keys = site.identity_file or "(keys from the SSH config)"
-        user = site.user or "the account"
+        # ssh names the account it tried: "mint@host: Permission denied (publickey)."
+        named = re.search(r"(\S+)@\S+: Permission denied", text)
+        user = site.user or (named.group(1) if named else "the account")
         return AuthenticationFailed(refused_message(where, keys, user) + said)
     if any(pattern in text for pattern in _CONFIG) and not any(
         pattern in text for pattern in _UNREACHABLE
