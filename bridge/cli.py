@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from types import FrameType
-from typing import ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import click
 
@@ -15,6 +15,7 @@ from bridge import __version__, launcher
 from bridge.core.errors import BridgeError, Cancelled, ExitCode
 
 log = logging.getLogger("bridge")
+_CLICK_USAGE = 2  # click.UsageError's own exit code
 
 
 def _fail(exc: BridgeError) -> NoReturn:
@@ -32,6 +33,8 @@ def _raise_cancelled(signum: int, frame: FrameType | None) -> None:
 def _setup_stderr_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
+    # The handler's own level too: the job log lets INFO records through the "bridge" logger.
+    handler.setLevel(level)
     handler.setFormatter(logging.Formatter("mint-bridge: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -45,6 +48,25 @@ class _LazyGroup(click.Group):
     ``site serve-ssh`` runs once per SSH connection; importing Flask and gunicorn for it
     would add their start-up time to every job.
     """
+
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """click's main, except that a usage error exits 64 (``ExitCode.USAGE``), as the
+        README documents, not click's 2; an error that set its own code (health's 3) keeps
+        it. ``--help`` and ``--version`` still exit 0."""
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(int(ExitCode.USAGE) if exc.exit_code == _CLICK_USAGE else exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # Without standalone mode click returns the code of a ctx.exit(), else the result.
+        sys.exit(result if isinstance(result, int) else 0)
 
     lazy: ClassVar[dict[str, tuple[str, str]]] = {
         "broker": ("broker.cli", "cli"),

@@ -13,6 +13,11 @@ admins. ``add-site`` records a site in the bridge config:
 
 An existing site entry that differs is replaced only with ``--force``; the new config is
 loaded with the bridge's own loader before it is written.
+
+``pin-host-key NAME --fingerprint SHA256:...`` re-pins the host key of a site already in the
+bridge config (a re-installed server), checked the same way; it reads where the site is and
+which known_hosts it uses from the site's entry and changes nothing else. ``--jump`` pins the
+site's first jump host instead.
 """
 
 from __future__ import annotations
@@ -28,8 +33,13 @@ import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.client.node_config import SshSite, load_bridge_config
-from bridge.client.transports.paramiko_ssh import connect_endpoint, resolve
+from bridge.client.node_config import SshSite, find_config, load_bridge_config
+from bridge.client.transports.paramiko_ssh import (
+    Endpoint,
+    SshConnector,
+    connect_endpoint,
+    resolve,
+)
 from bridge.core.broker_endpoint import check_broker_url, read_token
 from bridge.core.errors import HostKeyRejected, SiteUnreachable
 from node_setup import changes, config_files, host_keys
@@ -339,6 +349,84 @@ def _connect_jump(jump: HostPort, identity: str, known_hosts: str, timeout: floa
             connect_timeout=timeout,
         )
         return connect_endpoint(site, resolve(site))
+
+
+# --- setup pin-host-key -----------------------------------------------------------------------
+
+
+def pin_host_key(
+    name: str,
+    wanted: str | None,
+    prompter: Prompter,
+    *,
+    config_path: str | None = None,
+    jump: bool = False,
+    timeout: float = FETCH_TIMEOUT,
+    dry_run: bool = False,
+) -> list[changes.Step]:
+    """Pin the current host key of site ``name`` (or its first jump host) in its known_hosts."""
+    site = find_config(config_path).site(name)
+    if not isinstance(site, SshSite):
+        raise SetupError(f"site {name} is not reached over SSH, so it has no host key to pin")
+    target = resolve(site)
+    if jump and not target.proxy_jump:
+        raise SetupError(f"site {name} has no jump host (no ProxyJump for {site.host})")
+    if target.proxy_command and not jump:
+        raise SetupError(
+            f"site {name} is reached through a ProxyCommand, which setup cannot follow; pin "
+            f"the key in {target.known_hosts} by hand (ssh-keyscan through the proxy)"
+        )
+    plan = changes.Plan()
+    known = config_files.read_text(target.known_hosts)
+    if jump:
+        hop = _first_jump(site, target)
+        connect = host_keys.tcp_socket(hop.host, hop.port, timeout)
+        known = _pin_step(known, hop, wanted, "--fingerprint", connect, timeout, prompter)
+    elif target.proxy_jump:
+        channels = _ChainChannels(site, target)
+        try:
+            where = HostPort(None, target.hostname, target.port)
+            known = _pin_step(known, where, wanted, "--fingerprint", channels, timeout, prompter)
+        finally:
+            channels.close()
+    else:
+        where = HostPort(None, target.hostname, target.port)
+        connect = host_keys.tcp_socket(where.host, where.port, timeout)
+        known = _pin_step(known, where, wanted, "--fingerprint", connect, timeout, prompter)
+    plan.write(target.known_hosts, known, 0o600, edit=True)
+    plan.note(f"check it: mint-bridge health --site {name}")
+    return _review_and_apply(plan, prompter, dry_run=dry_run, force=False)
+
+
+def _first_jump(site: SshSite, target: Endpoint) -> HostPort:
+    assert target.proxy_jump is not None
+    spec = target.proxy_jump.split(",")[0].strip().rpartition("@")[2]
+    alias, sep, port = spec.partition(":")
+    hop = resolve(site, alias)
+    return HostPort(None, hop.hostname, int(port) if sep else hop.port)
+
+
+class _ChainChannels:
+    """Channels to a site through its jump hosts, as ``mint-bridge run`` connects: every hop
+    authenticated and checked against its pin; one channel per key exchange."""
+
+    def __init__(self, site: SshSite, target: Endpoint) -> None:
+        self.clients: list[Any] = []
+        SshConnector(site).jump_chain(target, self.clients).close()
+        self.dest = (target.hostname, target.port)
+
+    def __call__(self) -> Any:
+        transport = self.clients[-1].get_transport()
+        try:
+            return transport.open_channel("direct-tcpip", self.dest, ("127.0.0.1", 0))
+        except Exception as exc:  # paramiko raises ChannelException, SSHException, OSError
+            raise SiteUnreachable(
+                f"the jump host cannot reach {self.dest[0]}:{self.dest[1]}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        for client in reversed(self.clients):
+            client.close()
 
 
 def _broker_table(options: AddSiteOptions) -> dict[str, Any]:

@@ -193,6 +193,32 @@ def add_site_command(**kw: Any) -> None:
         fail(exc)
 
 
+@setup.command("pin-host-key")
+@click.argument("name")
+@click.option("--fingerprint", default=None, help="SHA256:... the site admin gave you.")
+@click.option("--jump", is_flag=True, help="Pin the site's first jump host instead.")
+@click.option("--config", "config_path", default=None, help="Bridge config (TOML).")
+@click.option("--timeout", default=bridge_setup.FETCH_TIMEOUT, type=float, show_default=True)
+@click.option("--yes", "-y", is_flag=True, help="Never ask.")
+@click.option("--dry-run", is_flag=True, help="Show every change; change nothing.")
+@click.option("-v", "--verbose", count=True)
+def pin_host_key_command(**kw: Any) -> None:
+    """Re-pin the host key of site NAME (checked against --fingerprint); nothing else changes."""
+    configure_logging(kw.pop("verbose"))
+    try:
+        bridge_setup.pin_host_key(
+            kw["name"],
+            kw["fingerprint"],
+            prompter_for(kw["yes"]),
+            config_path=kw["config_path"],
+            jump=kw["jump"],
+            timeout=kw["timeout"],
+            dry_run=kw["dry_run"],
+        )
+    except BridgeError as exc:
+        fail(exc)
+
+
 cli.add_command(health)
 
 

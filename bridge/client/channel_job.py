@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from bridge.client.transports.base import Channel, Connection, Connector
+from bridge.client.transports.base import Channel, Connection, Connector, site_reader
 from bridge.core import defaults
 from bridge.core.errors import (
     BridgeError,
@@ -29,6 +29,7 @@ from bridge.core.errors import (
     JobUnknown,
     ProtocolError,
     StagingError,
+    TransportError,
     from_wire,
 )
 from bridge.core.job import InputDecl, JobOutcome, JobRequest, ParamValue
@@ -146,7 +147,7 @@ class JobRun:
             return None
         try:
             channel = self._channel(timeout=defaults.CANCEL_CONFIRM_SECONDS)
-            writer, reader = FrameWriter(channel), FrameReader(channel)
+            writer, reader = FrameWriter(channel), site_reader(channel)
             writer.write_json({"op": "cancel", "protocol": PROTOCOL_VERSION, "job_id": self.job_id})
             reply = reader.read_json()
             channel.close()
@@ -220,7 +221,7 @@ class JobRun:
     def _attempt(self) -> RunResult:
         channel = self._channel(timeout=self.heartbeat_timeout)
         try:
-            reader, writer = FrameReader(channel), FrameWriter(channel)
+            reader, writer = site_reader(channel), FrameWriter(channel)
             if self.progress.started or self.progress.outcome is not None:
                 self._reattach(reader, writer)
             else:
@@ -238,7 +239,7 @@ class JobRun:
         }
         if self.walltime_limit:
             message["walltime_limit"] = self.walltime_limit
-        writer.write_json(message)
+        _send_first(reader, writer, message)
         reply = _reply(reader)
         if reply.get("attached"):  # an earlier attempt of ours started it already
             self.progress.started = True
@@ -255,13 +256,15 @@ class JobRun:
         log.info("%s: started at site %s", self.job_id, self.connector.site_name)
 
     def _reattach(self, reader: FrameReader, writer: FrameWriter) -> None:
-        writer.write_json(
+        _send_first(
+            reader,
+            writer,
             {
                 "op": "attach",
                 "protocol": PROTOCOL_VERSION,
                 "job_id": self.job_id,
                 "offsets": self.progress.offsets,
-            }
+            },
         )
         try:
             _reply(reader)
@@ -349,6 +352,21 @@ def open_output_dir(path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise StagingError(f"cannot write results to {path}: {exc.strerror}") from exc
+
+
+def _send_first(reader: FrameReader, writer: FrameWriter, message: dict[str, Any]) -> None:
+    """Send the first request of a channel. When the channel is already closed, what the
+    site said before it closed (a no-login shell's message, an error frame) is the reason,
+    not the closed pipe, which would be retried."""
+    try:
+        writer.write_json(message)
+    except TransportError as exc:
+        try:
+            _reply(reader)
+        except BridgeError as said:
+            if not said.transient:
+                raise said from exc
+        raise
 
 
 def _check_error(message: dict[str, Any]) -> dict[str, Any]:

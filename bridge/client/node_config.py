@@ -51,6 +51,12 @@ class SshSite:
     share_connection: bool = True  # openssh only: ControlMaster=auto
     connection_persist: float = defaults.SSH_CONNECTION_PERSIST  # openssh only: ControlPersist
     control_dir: str = defaults.SSH_CONTROL_DIR  # openssh only: where control sockets live
+    # The bridge config the site came from, for messages that name a key to fix.
+    config_path: str = field(default="", compare=False)
+
+    def setting(self, key: str) -> str:
+        """Where the site's ``key`` is set, for a message that tells what to fix."""
+        return f"{key} of [sites.{self.name}] in {self.config_path or 'the bridge config'}"
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,7 @@ def _load_site(sec: Section, name: str, config_path: str) -> Site:
         connect_timeout=connect_timeout,
         keepalive=keepalive,
         reconnect_attempts=attempts,
+        config_path=config_path,
         **_ssh_client_options(sec),
     )
 

@@ -10,7 +10,7 @@ import sys
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
-from bridge.client import mint_pbs
+from bridge.client import job_log, mint_pbs
 from bridge.client.channel_job import JobRun, RunResult, build_request, parse_params, prepare_inputs
 from bridge.client.node_config import (
     BrokerSite,
@@ -44,18 +44,27 @@ def run_command(
     timeout: str | None = None,
 ) -> int:
     config = default_config() if embedded_default else find_config(config_path)
-    return run_job_at(
-        config.site(site_name),
-        command=command,
-        inputs=inputs,
-        params=params,
-        output_dir=output_dir,
-        job_id=job_id,
-        walltime=walltime,
-        use_pbs_walltime=use_pbs_walltime,
-        timeout=timeout,
-        configured_timeout=config.timeout,
-    ).exit_code
+    site = config.site(site_name)
+    job_id = check_job_id(job_id) if job_id else new_job_id()
+    with job_log.recording(job_id, job_log.log_dir()) as record:
+        # One line even without -v: the id that matches this run to the site's log.
+        where = f"; log: {record.path}" if record.path else ""
+        sys.stderr.write(f"mint-bridge: job {job_id} at site {site_name} ({command}){where}\n")
+        sys.stderr.flush()
+        result = run_job_at(
+            site,
+            command=command,
+            inputs=inputs,
+            params=params,
+            output_dir=output_dir,
+            job_id=job_id,
+            walltime=walltime,
+            use_pbs_walltime=use_pbs_walltime,
+            timeout=timeout,
+            configured_timeout=config.timeout,
+        )
+        record.finished(result.exit_code, result.outcome.reason)
+    return result.exit_code
 
 
 def run_job_at(

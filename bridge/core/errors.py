@@ -5,6 +5,8 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
 
     BridgeError
     ├── ConfigError                 a config file is missing or invalid (names file and key)
+    │   └── SshSetupInvalid         the bridge node's own SSH files (key, ssh_config,
+    │                               known_hosts) are missing or unusable: fixed on this side
     ├── InputMissing                a declared input cannot be read on the bridge node
     ├── JobRejected                 the site refused the request
     │   ├── CommandNotAllowed       the command name is not in the site's config
@@ -15,8 +17,10 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     │   ├── BrokerUnavailable       the broker answered 5xx or 429 (``retry_after`` in seconds)
     │   ├── HostKeyRejected         host key unknown or changed (never retried)
     │   └── AuthenticationFailed    the site refused our key, or the broker our token (never
-    │                               retried; HTTP 401 and 403)
+    │       │                       retried; HTTP 401 and 403)
+    │       └── AccountUnusable     the site's account cannot log in (no-login shell, expired)
     ├── ProtocolError               the peer broke the protocol
+    │   ├── ShellNotQuiet           the site account's login shell printed text first
     │   ├── TransferCorrupted       a file arrived truncated or with a wrong SHA-256
     │   └── Conflict                the broker refused a change that conflicts with the job's
     │       │                       state (HTTP 409; ``code``, and ``offset`` it holds if any)
@@ -91,6 +95,14 @@ class ConfigError(BridgeError):
     exit_code = ExitCode.CONFIG_INVALID
 
 
+class SshSetupInvalid(ConfigError):
+    """A key file, SSH config or known_hosts file of the bridge node cannot be used.
+
+    Permanent and local: no reconnect can help, and the fix is on the bridge node, so the
+    message names the file, the setting that points at it and what to run.
+    """
+
+
 class InputMissing(BridgeError):
     exit_code = ExitCode.INPUT_MISSING
 
@@ -130,6 +142,11 @@ class AuthenticationFailed(TransportError):
     transient = False
 
 
+class AccountUnusable(AuthenticationFailed):
+    """The site accepted the key but its account cannot run anything (a no-login shell, an
+    expired account): only the site admin can fix it, so it is never retried."""
+
+
 class BrokerUnavailable(TransportError):
     """The broker is overloaded or down for a moment (5xx, 429); it may say when to retry."""
 
@@ -140,6 +157,11 @@ class BrokerUnavailable(TransportError):
 
 class ProtocolError(BridgeError):
     exit_code = ExitCode.PROTOCOL_ERROR
+
+
+class ShellNotQuiet(ProtocolError):
+    """Text came before the protocol's first frame: the site account's login shell (its
+    ``.bashrc``, a profile, a motd script) printed to stdout for a non-interactive login."""
 
 
 class TransferCorrupted(ProtocolError):

@@ -13,6 +13,10 @@ big-endian length) and a payload:
 File bodies are raw bytes, never base64, and are read and written in fixed-size chunks, so
 memory stays constant whatever the file size. This module knows nothing of jobs or files; it
 only moves frames. It never interprets payloads as shell text.
+
+A reader may be told what text before the first frame means (``text_first``): the bridge's
+reader of a site's replies names a login shell that printed (a ``.bashrc`` that echoes)
+instead of reporting a peer that does not speak the protocol.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from bridge.core.errors import ProtocolError, TransportError, from_wire
+from bridge.core.errors import BridgeError, ProtocolError, TransportError, from_wire
 
 #: Version of the request/response protocol spoken over SSH (or a local pipe).
 PROTOCOL_VERSION = 1
@@ -42,6 +46,8 @@ MAX_JSON_FRAME = 4 * 1024 * 1024
 # Data frames are bounded so a receiver never buffers more than this at once.
 MAX_DATA_FRAME = 4 * 1024 * 1024
 _COALESCE_BELOW = 64 * 1024
+# How much of the text before a first frame an error message quotes.
+_TEXT_QUOTED = 120
 # How much a reader asks a channel for at once, unless the channel says (``recv_size``) what
 # suits it better. Every byte is then hashed and written straight from the received chunk.
 RECV_SIZE = 1024 * 1024
@@ -105,10 +111,15 @@ class FrameReader:
     transfer costs no copy here.
     """
 
-    def __init__(self, channel: ByteChannel) -> None:
+    def __init__(
+        self, channel: ByteChannel, *, text_first: Callable[[str], BridgeError] | None = None
+    ) -> None:
         self._channel = channel
         self._recv_size: int = getattr(channel, "recv_size", RECV_SIZE)
         self._pending = memoryview(b"")
+        # What printable text instead of the first frame means; None: a plain ProtocolError.
+        self._text_first = text_first
+        self._first = True
 
     def _take(self, limit: int) -> memoryview:
         """Between 1 and ``limit`` next bytes, receiving only when nothing is pending."""
@@ -131,15 +142,27 @@ class FrameReader:
 
     def read_header(self) -> tuple[bytes, int]:
         """The next frame's ``(kind, length)``, both checked; its payload comes next."""
-        kind, length = HEADER.unpack(self._read_exact(HEADER.size))
+        raw = self._read_exact(HEADER.size)
+        kind, length = HEADER.unpack(raw)
+        limit = MAX_JSON_FRAME if kind == KIND_JSON else MAX_DATA_FRAME
+        if self._first and self._text_first is not None and _looks_like_text(raw, limit):
+            raise self._text_first(self._quote_text(raw))
         if kind not in KINDS:
             raise ProtocolError(
                 f"unknown frame kind {kind!r}: the peer does not speak our protocol"
             )
-        limit = MAX_JSON_FRAME if kind == KIND_JSON else MAX_DATA_FRAME
         if length > limit:
             raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
+        self._first = False
         return kind, length
+
+    def _quote_text(self, raw: bytes) -> str:
+        """The first line of the text that came instead of a frame, from what is at hand (never
+        waiting for more: a shell that printed a short line may be waiting for input)."""
+        data = (raw + bytes(self._pending[: _TEXT_QUOTED * 4])).lstrip(b" \t\r\n")
+        end = next((i for i, byte in enumerate(data) if byte < 0x20 and byte != 0x09), None)
+        line = data[:end].decode("utf-8", "replace").strip()
+        return line[:_TEXT_QUOTED] or repr(data[:_TEXT_QUOTED])
 
     def read_payload(self, length: int) -> Iterator[memoryview]:
         """A payload of ``length`` bytes in pieces; each pins a received chunk: do not keep it."""
@@ -159,6 +182,19 @@ class FrameReader:
         if kind != KIND_JSON:
             raise ProtocolError(f"expected a control message, got a {kind!r} frame")
         return decode_json(payload)
+
+
+def _looks_like_text(header: bytes, limit: int) -> bool:
+    """Whether a first "header" is text: a printable first byte that is no frame kind, or a
+    frame kind followed by a length that only text gives (four printable bytes are over any
+    limit)."""
+    first = header[0]
+    printable = 0x20 <= first < 0x7F or first >= 0x80 or first in b"\t\r\n"
+    if header[:1] not in KINDS:
+        return printable
+    return all(0x20 <= byte < 0x7F for byte in header[1:]) and (
+        int.from_bytes(header[1:], "big") > limit
+    )
 
 
 def decode_json(payload: bytes) -> dict[str, Any]:

@@ -35,7 +35,15 @@ from bridge.core.errors import (
 from node_setup.health.ping import HelloFailed, hello
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline
-from node_setup.health.ssh import auth_fix, check_ssh_site, hello_fix, host_key_fix, report_hello
+from node_setup.health.ssh import (
+    add_site_fix,
+    auth_fix,
+    check_ssh_site,
+    hello_fix,
+    host_key_fix,
+    own_fix,
+    report_hello,
+)
 
 # IdentityAgent (on every argv of the client) and ProxyJump (setup's jump hosts) came in 7.3;
 # an older ssh stops at "Bad configuration option".
@@ -226,8 +234,16 @@ def hello_failure_fix(site: SshSite, exc: BridgeError) -> str:
     unreachable); ``hello`` wraps a transport error in ``HelloFailed``, whose cause it is.
     """
     cause = exc.__cause__ if isinstance(exc.__cause__, BridgeError) else exc
+    fix = own_fix(cause)
+    if fix is not None:  # this node's key, or the site account's shell: named by the error
+        return fix
     if isinstance(cause, HostKeyRejected):
-        return host_key_fix(site, _endpoint(site))
+        endpoint = _endpoint(site)
+        if endpoint.proxy_jump:
+            # paramiko verified every pin just before: what OpenSSH lacks is the jump's
+            # Host block (its own ssh gets none of our options), which add-site writes.
+            return add_site_fix(site, endpoint)
+        return host_key_fix(site, endpoint, cause)
     if isinstance(cause, AuthenticationFailed):
         return auth_fix(_endpoint(site))
     if isinstance(cause, ConfigError):

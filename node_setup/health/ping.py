@@ -19,9 +19,9 @@ from typing import Any
 
 from bridge.client.node_config import Site
 from bridge.client.transports import connector_for
-from bridge.client.transports.base import Channel, Connection
+from bridge.client.transports.base import Channel, Connection, site_reader
 from bridge.core.errors import BridgeError, ProtocolError, TransportError, from_wire
-from bridge.core.protocol import PROTOCOL_VERSION, FrameReader, FrameWriter
+from bridge.core.protocol import PROTOCOL_VERSION, FrameWriter
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def hello(connection: Connection, timeout: float) -> Hello:
         started = time.monotonic()
         try:
             FrameWriter(channel).write_json({"op": "hello", "protocol": PROTOCOL_VERSION})
-            reply = FrameReader(channel).read_json()
+            reply = site_reader(channel).read_json()
         except (TransportError, ProtocolError) as exc:
             stderr, status = _leftovers(channel)
             raise HelloFailed(str(exc), stderr, status) from exc

@@ -28,12 +28,16 @@ from bridge.client.transports.paramiko_ssh import (
     SshConnection,
     SshConnector,
     fingerprint,
+    pin_command,
     resolve,
 )
 from bridge.core.errors import (
+    AccountUnusable,
     AuthenticationFailed,
     BridgeError,
     HostKeyRejected,
+    ShellNotQuiet,
+    SshSetupInvalid,
     TransportError,
 )
 from bridge.core.protocol import PROTOCOL_VERSION
@@ -132,27 +136,51 @@ def _tcp(host: str, port: int, via: str, probe: Probe, deadline: Deadline) -> bo
 # --- SSH handshake, host key, authentication ---------------------------------------------------
 
 
-def host_key_fix(site: SshSite, endpoint: Endpoint) -> str:
-    """The ``add-site`` command that re-pins the site's keys, keeping its jump and client."""
+def host_key_fix(site: SshSite, endpoint: Endpoint, exc: BridgeError | None = None) -> str:
+    """The command that re-pins the key ``exc`` is about (the site's, or its jump host's);
+    it changes nothing else in the site's entry."""
+    said = str(exc) if exc is not None else ""
+    start = said.find("`mint-bridge setup pin-host-key ")
+    command = said[start + 1 : said.find("`", start + 1)] if start >= 0 else ""
+    return (
+        "confirm the fingerprint with the site admin by another channel, then: "
+        f"{command or pin_command(site, endpoint)}"
+    )
+
+
+def add_site_fix(site: SshSite, endpoint: Endpoint) -> str:
+    """The ``add-site`` command that writes the site's entry, SSH config and pins anew, keeping
+    its user, jump and client: for a jump host's Host block that OpenSSH cannot use."""
     extra = ""
     if endpoint.proxy_jump and not endpoint.proxy_command:
         host, port, _ = _first_hop(site, endpoint)
         extra += f" --jump {host}:{port} --jump-fingerprint SHA256:..."
     if site.client == "openssh":
         extra += " --client openssh"
+    user = f" --user {endpoint.user}" if endpoint.user else ""
     return (
-        "confirm the site's fingerprint with its admin by another channel, then: "
-        f"mint-bridge setup add-site {site.name} --ssh {endpoint.hostname}:{endpoint.port} "
-        f"--fingerprint SHA256:...{extra}"
+        "confirm the fingerprints with the site admin by another channel, then: "
+        f"mint-bridge setup add-site {site.name} --force --ssh {endpoint.hostname}:"
+        f"{endpoint.port}{user} --fingerprint SHA256:...{extra}"
     )
 
 
 def auth_fix(endpoint: Endpoint) -> str:
     keys = ", ".join(endpoint.identity_files) or "default keys"
+    user = endpoint.user or "the account"
     return (
-        "ask the site admin to run `mint-bridge setup site` with this node's public key "
-        f"({keys}.pub) and IP"
+        f"ask the site admin to check sshd's log: for a refused key, to rerun `mint-bridge "
+        f"setup site` with this node's public key ({keys}.pub) and IP; for a locked or "
+        f"expired account, to unlock it (`usermod -U -e '' {user}`)"
     )
+
+
+def own_fix(exc: BaseException | None) -> str | None:
+    """The fix a bridge-side or site-account error names itself (after its first "; "), for
+    errors no other step of the check would blame correctly; None for any other error."""
+    if isinstance(exc, SshSetupInvalid | ShellNotQuiet | AccountUnusable):
+        return str(exc).partition("; ")[2] or str(exc)
+    return None
 
 
 def _connect(
@@ -166,13 +194,20 @@ def _connect(
     bounded = replace(site, connect_timeout=min(site.connect_timeout, deadline.left()))
     try:
         connection = SshConnector(bounded).connect()
+    except SshSetupInvalid as exc:
+        # This node's own key, SSH config or known_hosts: nothing of the site is to blame.
+        name = "ssh.auth" if exc.field == "identity_file" else "ssh.host_key"
+        if name == "ssh.auth":
+            probe.unknown("ssh.host_key", "not checked: this node's SSH key cannot be used")
+        probe.fail(name, exc.field, "", str(exc).split("; ")[0], own_fix(exc) or "")
+        return _skip(probe, LATER[LATER.index(name) + 1 :], "this node's SSH setup is invalid")
     except HostKeyRejected as exc:
         probe.fail(
             "ssh.host_key",
             _offered_fingerprint(exc),
             "",
             str(exc).split(";")[0],
-            host_key_fix(site, endpoint),
+            host_key_fix(site, endpoint, exc),
         )
         return _skip(probe, LATER[1:], "the host key is not trusted")
     except AuthenticationFailed as exc:
@@ -213,6 +248,10 @@ def _hello(site: SshSite, connection: SshConnection, probe: Probe, deadline: Dea
     try:
         reply = hello(connection, deadline.left())
     except HelloFailed as exc:
+        fix = own_fix(exc.__cause__)
+        if fix is not None:  # the account's shell printed, or cannot run commands
+            probe.fail("ssh.hello", None, "", str(exc.__cause__).split("; ")[0], fix)
+            return
         probe.fail("ssh.hello", exc.exit_status, "exit status", _hello_message(exc), hello_fix(exc))
         return
     except BridgeError as exc:

@@ -177,8 +177,9 @@ def test_changed_host_key_is_refused(sshd: Sshd, control_dir: Path, tmp_path: Pa
     assert proc.returncode == ExitCode.HOST_KEY_REJECTED, proc.stderr.decode()
     message = proc.stderr.decode()
     assert f"not the one pinned in {known}" in message
-    assert "mint-bridge setup add-site s" in message
-    assert message.count("\n") == 1
+    assert "mint-bridge setup pin-host-key s --fingerprint SHA256:..." in message
+    assert message.count("\n") == 2  # the job id line, then one line naming the fix
+    assert message.startswith("mint-bridge: job ")
     assert known.read_text() == f"[127.0.0.1]:{sshd.port} {kind} {key}\n"  # left as it was
 
 

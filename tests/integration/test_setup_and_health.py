@@ -439,10 +439,7 @@ def test_health_of_a_changed_host_key_then_a_stopped_server(
         key_check = checks_of(doc, "s")["ssh.host_key"]
         assert key_check["status"] == "fail"
         assert key_check["value"] == new != old
-        assert (
-            f"mint-bridge setup add-site s --ssh 127.0.0.1:{sshd.port} --fingerprint"
-            in key_check["fix"]
-        )
+        assert "mint-bridge setup pin-host-key s --fingerprint SHA256:..." in key_check["fix"]
         assert checks_of(doc, "s")["ssh.hello"]["status"] == "unknown"
 
         sshd.stop()
@@ -636,8 +633,7 @@ def test_openssh_failures_name_their_fix(openssh_site: OpenSshSite, tmp_path: Pa
     found = checks_of(doc, "rme-os")
     assert found["ssh.host_key"]["status"] == "fail"
     assert found["ssh.host_key"]["fix"].endswith(
-        f"mint-bridge setup add-site rme-os --ssh 127.0.0.1:{port} --fingerprint SHA256:... "
-        "--client openssh"
+        "mint-bridge setup pin-host-key rme-os --fingerprint SHA256:..."
     )
     assert found["ssh.openssh.hello"]["status"] == "unknown"
     assert found["ssh.openssh.hello"]["message"].startswith(

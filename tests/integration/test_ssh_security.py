@@ -93,8 +93,9 @@ def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.HOST_KEY_REJECTED
     message = proc.stderr.decode()
     assert "does not match the key pinned in" in message
-    assert "mint-bridge setup add-site s" in message
-    assert message.count("\n") == 1  # one line, naming the fix
+    assert "mint-bridge setup pin-host-key s --fingerprint SHA256:..." in message
+    assert message.count("\n") == 2  # the job id line, then one line naming the fix
+    assert message.startswith("mint-bridge: job ")
 
 
 def test_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import select
 import shutil
 import stat
@@ -40,15 +41,19 @@ from bridge.client.transports.base import (
     Channel,
     Connection,
     ProcessChannel,
+    check_key_file,
+    refused_message,
     spawn_piped,
 )
 from bridge.core.errors import (
+    AccountUnusable,
     AuthenticationFailed,
     BridgeError,
     ConfigError,
     HostKeyRejected,
     SiteError,
     SiteUnreachable,
+    SshSetupInvalid,
     TransportError,
 )
 
@@ -65,6 +70,12 @@ _HOST_KEY = (
     "host key is known for",
     "No matching host key type",
 )
+# A key ssh could not use: it goes on without it, and the site then refuses the login.
+_KEY_FILE = ("not accessible:", "Load key ")
+# What sshd (through PAM) or the account's shell says about an account that cannot log in;
+# banners like these reach our stderr only at LogLevel INFO.
+_ACCOUNT = ("Your account has expired", "account has expired", "Your password has expired",
+            "This account is currently not available")  # fmt: skip
 _AUTH = ("Permission denied", "Too many authentication failures", "no more authentication methods")
 _UNREACHABLE = ("Could not resolve hostname", "Connection refused", "Connection timed out",
                 "No route to host", "Network is unreachable", "Connection closed",
@@ -91,7 +102,9 @@ def openssh_argv(site: SshSite, control_dir: str | None) -> list[str]:
         "-o", "ClearAllForwardings=yes",
         "-o", "PermitLocalCommand=no",
         "-o", "RequestTTY=no",
-        "-o", "LogLevel=ERROR",
+        # INFO, not ERROR: sshd's and PAM's banners ("Your account has expired") only show at
+        # INFO, and they are all that tells an expired account from a network failure.
+        "-o", "LogLevel=INFO",
         # AES-GCM first, as with paramiko: one pass with the CPU's AES instructions, faster than
         # OpenSSH's default chacha20-poly1305 wherever AES-NI exists; the server still decides.
         "-o", "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com",
@@ -246,15 +259,29 @@ def _ssh_failure(site: SshSite, where: str, text: str) -> BridgeError:
     if any(pattern in text for pattern in _HOST_KEY):
         return HostKeyRejected(
             f"host key of {where} is not the one pinned in {site.known_hosts}{said}; confirm "
-            "the fingerprint with the site admin and pin it with `mint-bridge setup add-site "
-            f"{site.name} --ssh HOST:PORT --fingerprint SHA256:...`"
+            "the fingerprint with the site admin and pin it with `mint-bridge setup "
+            f"pin-host-key {site.name} --fingerprint SHA256:...`"
+        )
+    if any(pattern in text for pattern in _KEY_FILE):
+        key = site.identity_file or "named by IdentityFile in the SSH config"
+        return SshSetupInvalid(
+            f"ssh cannot use the SSH key {key}{said}; give it mode 0600 and make it the "
+            f"private key, or fix {site.setting('identity_file')}",
+            field="identity_file",
+        )
+    if any(pattern in text for pattern in _ACCOUNT):
+        user = site.user or "the account"
+        return AccountUnusable(
+            f"{where} accepted the key but the site account {user} cannot log in{said}; ask "
+            f"the site admin to renew or unlock it (`usermod -U -e '' {user}`, `chage -l "
+            f"{user}` shows why)"
         )
     if any(pattern in text for pattern in _AUTH):
         keys = site.identity_file or "(keys from the SSH config)"
-        return AuthenticationFailed(
-            f"{where} refused the key {keys}{said}; ask the site admin to add its public key "
-            "with our forced command to authorized_keys"
-        )
+        # ssh names the account it tried: "mint@host: Permission denied (publickey)."
+        named = re.search(r"(\S+)@\S+: Permission denied", text)
+        user = site.user or (named.group(1) if named else "the account")
+        return AuthenticationFailed(refused_message(where, keys, user) + said)
     if any(pattern in text for pattern in _CONFIG) and not any(
         pattern in text for pattern in _UNREACHABLE
     ):
@@ -292,6 +319,8 @@ class OpenSshConnector:
                 "install openssh-client or use client = 'paramiko'",
                 field="client",
             )
+        if self.site.identity_file:
+            check_key_file(self.site.identity_file, self.site.setting("identity_file"))
         control_dir = (
             private_control_dir(self.site.control_dir) if self.site.share_connection else None
         )

@@ -6,6 +6,9 @@ IdentityFile, UserKnownHostsFile, ProxyCommand and ProxyJump from ``~/.ssh/confi
 OpenSSH would apply them; values in the bridge config take precedence.
 
 paramiko exceptions are converted here, at the boundary, into our TransportError subclasses.
+What is wrong on this side (a key file that is missing, unreadable or encrypted, an SSH config
+or known_hosts file that cannot be read) is found before any connection and raised as
+``SshSetupInvalid``: permanent, never retried, and naming the setting and the fix.
 """
 
 from __future__ import annotations
@@ -22,11 +25,18 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from bridge.client.node_config import SshSite
-from bridge.client.transports.base import PROTOCOL_COMMAND, Channel, Connection
+from bridge.client.transports.base import (
+    PROTOCOL_COMMAND,
+    Channel,
+    Connection,
+    check_key_file,
+    refused_message,
+)
 from bridge.core.errors import (
     AuthenticationFailed,
     HostKeyRejected,
     SiteUnreachable,
+    SshSetupInvalid,
     TransportError,
 )
 
@@ -93,15 +103,22 @@ class Endpoint:
     known_hosts: str
     proxy_command: str | None
     proxy_jump: str | None
+    # Which setting named identity_files, for a message about a key that cannot be used.
+    identity_source: str = ""
 
 
 def resolve(site: SshSite, alias: str | None = None) -> Endpoint:
     """Resolve ``alias`` (default: the site's host) through the SSH config file."""
     alias = alias or site.host
-    options = _ssh_config(site.ssh_config).lookup(alias)
+    options = _ssh_config(site).lookup(alias)
     is_target = alias == site.host
     identity = site.identity_file if is_target else None
     identities = (identity,) if identity else tuple(options.get("identityfile", []))
+    source = (
+        site.setting("identity_file")
+        if identity
+        else f"IdentityFile of Host {alias} in {site.ssh_config}"
+    )
     known_hosts = site.known_hosts
     if "userknownhostsfile" in options and site.known_hosts == "~/.ssh/known_hosts":
         known_hosts = options["userknownhostsfile"].split()[0]
@@ -116,17 +133,54 @@ def resolve(site: SshSite, alias: str | None = None) -> Endpoint:
         known_hosts=os.path.expanduser(known_hosts),
         proxy_command=None if (proxy_command or "").lower() in ("", "none") else proxy_command,
         proxy_jump=None if (proxy_jump or "").lower() in ("", "none") else proxy_jump,
+        identity_source=source,
     )
 
 
-def _ssh_config(path: str) -> paramiko.SSHConfig:
-    path = os.path.expanduser(path)
+def _ssh_config(site: SshSite) -> paramiko.SSHConfig:
+    path = os.path.expanduser(site.ssh_config)
     if not os.path.exists(path):
         return paramiko.SSHConfig()
     try:
         return paramiko.SSHConfig.from_path(path)
     except (OSError, paramiko.SSHException) as exc:
-        raise TransportError(f"cannot read SSH config {path}: {exc}") from exc
+        raise SshSetupInvalid(
+            f"cannot read the SSH config {path} ({site.setting('ssh_config')}): {exc}; fix the "
+            "file (`ssh -G -F FILE HOST` shows what OpenSSH makes of it) or point ssh_config "
+            "at another one",
+            field="ssh_config",
+        ) from exc
+
+
+def check_identities(site: SshSite, endpoint: Endpoint) -> None:
+    """Raise SshSetupInvalid for a key file of ``endpoint`` that cannot be used, before any
+    connection: paramiko would report it as an I/O error in the middle of authentication."""
+    for path in endpoint.identity_files:
+        _check_key_file(path, endpoint.identity_source)
+
+
+def _check_key_file(path: str, source: str) -> None:
+    check_key_file(path, source)  # exists and can be read: the same words for both clients
+    fix = f"or fix {source}"
+    try:
+        paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException as exc:
+        raise SshSetupInvalid(
+            f"the SSH key {path} named by {source} needs a passphrase, and the bridge runs "
+            f"unattended; remove it with `ssh-keygen -p -N '' -f {path}` {fix}",
+            field="identity_file",
+        ) from exc
+    except OSError as exc:
+        raise SshSetupInvalid(
+            f"the SSH key {path} named by {source} cannot be read ({exc.strerror}) {fix}",
+            field="identity_file",
+        ) from exc
+    except (paramiko.SSHException, ValueError, TypeError) as exc:
+        raise SshSetupInvalid(
+            f"the SSH key {path} named by {source} is not a private key paramiko can use "
+            f"({exc}); point it at the private key (not the .pub file) {fix}",
+            field="identity_file",
+        ) from exc
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -136,8 +190,9 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 def connect_endpoint(site: SshSite, endpoint: Endpoint, sock: Any = None) -> paramiko.SSHClient:
     """An authenticated SSHClient for ``endpoint``; raises our TransportError subclasses."""
+    check_identities(site, endpoint)
     client = paramiko.SSHClient()
-    _load_known_hosts(client, endpoint)
+    _load_known_hosts(client, site, endpoint)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     if sock is None and endpoint.proxy_command:
         sock = paramiko.ProxyCommand(endpoint.proxy_command)
@@ -160,24 +215,29 @@ def connect_endpoint(site: SshSite, endpoint: Endpoint, sock: Any = None) -> par
         raise HostKeyRejected(
             f"host key of {_where(endpoint)} ({fingerprint(exc.key)}) does not match the key "
             f"pinned in {endpoint.known_hosts}; if the site re-installed its server, confirm the "
-            "new fingerprint with the site admin and run `mint-bridge setup add-site "
-            f"{site.name} --ssh {endpoint.hostname}:{endpoint.port} --fingerprint SHA256:...`"
+            f"new fingerprint with the site admin and run `{pin_command(site, endpoint)}`"
         ) from exc
     except paramiko.AuthenticationException as exc:
         client.close()
         keys = ", ".join(endpoint.identity_files) or "(default keys)"
         raise AuthenticationFailed(
-            f"{_where(endpoint)} refused the key {keys} for user {endpoint.user}; ask the site "
-            "admin to add its public key with our forced command to authorized_keys"
+            refused_message(_where(endpoint), keys, endpoint.user, str(exc))
         ) from exc
     except paramiko.SSHException as exc:
         client.close()
+        if "No authentication methods available" in str(exc):  # no key given, none found
+            raise SshSetupInvalid(
+                f"no SSH key for {_where(endpoint)}: neither {site.setting('identity_file')} "
+                f"nor an IdentityFile in {site.ssh_config} names one, and there is no "
+                "~/.ssh/id_ed25519; run `mint-bridge setup bridge-node` (it makes a key) or set "
+                "identity_file",
+                field="identity_file",
+            ) from exc
         if "not found in known_hosts" in str(exc):
             raise HostKeyRejected(
                 f"{_where(endpoint)} is not in {endpoint.known_hosts}, so its host key cannot be "
                 "verified; get the key's fingerprint from the site admin and pin it with "
-                f"`mint-bridge setup add-site {site.name} --ssh {endpoint.hostname}:"
-                f"{endpoint.port} --fingerprint SHA256:...`"
+                f"`{pin_command(site, endpoint)}`"
             ) from exc
         raise SiteUnreachable(f"SSH handshake with {_where(endpoint)} failed: {exc}") from exc
     except (OSError, EOFError) as exc:
@@ -191,13 +251,24 @@ def connect_endpoint(site: SshSite, endpoint: Endpoint, sock: Any = None) -> par
     return client
 
 
-def _load_known_hosts(client: paramiko.SSHClient, endpoint: Endpoint) -> None:
+def pin_command(site: SshSite, endpoint: Endpoint) -> str:
+    """The command that pins the current host key of ``endpoint`` for ``site``, as printed."""
+    jump = " --jump" if endpoint.alias != site.host else ""
+    return f"mint-bridge setup pin-host-key {site.name}{jump} --fingerprint SHA256:..."
+
+
+def _load_known_hosts(client: paramiko.SSHClient, site: SshSite, endpoint: Endpoint) -> None:
     if not os.path.exists(endpoint.known_hosts):
         return  # nothing pinned: RejectPolicy refuses the host with a message on how to pin
     try:
         client.load_host_keys(endpoint.known_hosts)
-    except (OSError, paramiko.SSHException) as exc:
-        raise HostKeyRejected(f"cannot read known_hosts {endpoint.known_hosts}: {exc}") from exc
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SshSetupInvalid(
+            f"cannot read known_hosts {endpoint.known_hosts} ({site.setting('known_hosts')}): "
+            f"{reason}; make it a file this user can read, or point known_hosts at one",
+            field="known_hosts",
+        ) from exc
 
 
 def _where(endpoint: Endpoint) -> str:
@@ -268,7 +339,7 @@ class SshConnector:
         target = resolve(self.site)
         clients: list[paramiko.SSHClient] = []
         try:
-            sock = self._jump_chain(target, clients) if target.proxy_jump else None
+            sock = self.jump_chain(target, clients) if target.proxy_jump else None
             clients.append(connect_endpoint(self.site, target, sock))
         except BaseException:
             for client in clients:
@@ -276,7 +347,7 @@ class SshConnector:
             raise
         return SshConnection(clients)
 
-    def _jump_chain(self, target: Endpoint, clients: list[paramiko.SSHClient]) -> Any:
+    def jump_chain(self, target: Endpoint, clients: list[paramiko.SSHClient]) -> Any:
         """Connect through each ProxyJump hop in turn; return a channel to ``target``."""
         assert target.proxy_jump is not None
         sock = None

@@ -181,8 +181,7 @@ def wrapped(cause: BridgeError) -> HelloFailed:
     [
         (
             wrapped(HostKeyRejected("host key of site.example:2222 is not the one pinned")),
-            "mint-bridge setup add-site rme --ssh site.example:2222 --fingerprint SHA256:... "
-            "--client openssh",
+            "mint-bridge setup pin-host-key rme --fingerprint SHA256:...",
         ),
         (
             wrapped(AuthenticationFailed("site.example:2222 refused the key")),

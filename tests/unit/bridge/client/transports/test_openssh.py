@@ -109,7 +109,8 @@ def test_argv_uses_an_existing_ssh_config(tmp_path: Path) -> None:
     assert "-l" not in argv and "-p" not in argv and "-i" not in argv
 
 
-# Messages as OpenSSH 9.2p1 prints them with LogLevel=ERROR (captured on this project's test sshd).
+# Messages as OpenSSH 9.2p1 prints them (captured on this project's test sshd; LogLevel=INFO
+# adds banners to them, nothing else).
 CHANGED = [
     "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@",
     "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @",
@@ -133,7 +134,7 @@ DROPPED = ["Connection to 127.0.0.1 closed by remote host."]
     ("code", "stderr", "kind", "words"),
     [
         (255, CHANGED, HostKeyRejected, "not the one pinned in /k/known_hosts"),
-        (255, UNKNOWN, HostKeyRejected, "mint-bridge setup add-site rme"),
+        (255, UNKNOWN, HostKeyRejected, "mint-bridge setup pin-host-key rme --fingerprint"),
         (255, DENIED, AuthenticationFailed, "refused the key /k/id"),
         (255, REFUSED, SiteUnreachable, "Connection refused"),
         (255, DNS, SiteUnreachable, "Could not resolve hostname"),

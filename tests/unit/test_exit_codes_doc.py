@@ -1,0 +1,30 @@
+"""The README's exit-code table and ``bridge.core.errors.ExitCode`` say the same."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bridge.core.errors import ExitCode
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def documented_codes() -> dict[int, str]:
+    """The rows of the table in the README's "Exit codes" section: code -> meaning."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, flags=re.MULTILINE)
+    codes = [int(code) for code, _ in rows]
+    assert len(codes) == len(set(codes)), "a code is documented twice"
+    return {int(code): meaning for code, meaning in rows}
+
+
+def test_every_exit_code_is_documented_and_nothing_else() -> None:
+    # 0 is the solver's success, passed through like any solver code: not a bridge failure.
+    defined = {int(code) for code in ExitCode if code is not ExitCode.OK}
+    assert set(documented_codes()) == defined
+
+
+def test_each_row_has_a_meaning() -> None:
+    assert all(len(meaning.split()) >= 3 for meaning in documented_codes().values())
