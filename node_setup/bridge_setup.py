@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,15 +34,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.client.node_config import SshSite, find_config, load_bridge_config
 from bridge.client.transports.paramiko_ssh import (
-    Endpoint,
-    SshConnector,
-    connect_endpoint,
     resolve,
 )
 from bridge.core.broker_endpoint import check_broker_url, read_token
-from bridge.core.errors import HostKeyRejected, SiteUnreachable
 from node_setup import changes, config_files, host_keys
 from node_setup.errors import MissingValue, SetupError
+from node_setup.host_key_pinning import ChainChannels, HostPort, JumpChannels, first_jump, pin_step
 from node_setup.prompt import Prompter
 
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -160,13 +156,6 @@ class AddSiteOptions:
     paths: BridgePaths = field(default_factory=BridgePaths)
 
 
-@dataclass(frozen=True)
-class HostPort:
-    user: str | None
-    host: str
-    port: int
-
-
 def parse_host(value: str, flag: str) -> HostPort:
     """``[user@]host[:port]``; an IPv6 address goes in brackets: ``[2001:db8::1]:2222``."""
     user, _, rest = value.rpartition("@")
@@ -221,7 +210,7 @@ def _plan_ssh_site(
     known = config_files.read_text(paths.known_hosts)
     jump = parse_host(options.jump, "--jump") if options.jump else None
     if jump is not None:
-        known = _pin_step(
+        known = pin_step(
             known,
             jump,
             options.jump_fingerprint,
@@ -230,9 +219,9 @@ def _plan_ssh_site(
             options.timeout,
             prompter,
         )
-        channels = _JumpChannels(jump, target, identity, known, options.timeout)
+        channels = JumpChannels(jump, target, identity, known, options.timeout)
         try:
-            known = _pin_step(
+            known = pin_step(
                 known,
                 target,
                 options.fingerprint,
@@ -245,7 +234,7 @@ def _plan_ssh_site(
             channels.close()
     else:
         connect = host_keys.tcp_socket(target.host, target.port, options.timeout)
-        known = _pin_step(
+        known = pin_step(
             known, target, options.fingerprint, "--fingerprint", connect, options.timeout, prompter
         )
     plan.write(paths.known_hosts, known, 0o600, edit=True)
@@ -270,85 +259,6 @@ def _plan_ssh_site(
         text = config_files.merge_host_block(text, options.name, site_block)
         plan.write(paths.ssh_config, text, 0o600, edit=True)
     return table
-
-
-def _pin_step(
-    known: str,
-    where: HostPort,
-    wanted: str | None,
-    flag: str,
-    connect: host_keys.SockFactory,
-    timeout: float,
-    prompter: Prompter,
-) -> str:
-    label = f"{where.host}:{where.port}"
-    if wanted:
-        key = host_keys.find_matching_key(connect, wanted, label, timeout)
-        prompter.echo(f"host key of {label} matches {key.fingerprint} ({key.type})")
-    else:
-        if not prompter.interactive:
-            raise MissingValue(
-                f"{flag} is required: the host key of {label} is pinned only when it matches the "
-                "fingerprint the site admin gave you; pass " + flag + " SHA256:..."
-            )
-        key = _fetched(connect, label, timeout)
-        prompter.echo(f"host key of {label}: {key.type} {key.fingerprint}")
-        if not prompter.confirm(
-            "Is this exactly the fingerprint the site admin gave you by another channel?",
-            default=False,
-        ):
-            raise HostKeyRejected(f"host key of {label} not confirmed; nothing was pinned")
-    return host_keys.pin(known, where.host, where.port, key)
-
-
-def _fetched(connect: host_keys.SockFactory, label: str, timeout: float) -> host_keys.HostKey:
-    key = host_keys.fetch_key(connect, None, timeout)
-    if key is None:
-        raise SiteUnreachable(f"{label} offered no host key")
-    return key
-
-
-class _JumpChannels:
-    """Opens one authenticated connection to the jump host, then a direct-tcpip channel to
-    the target per call (each key exchange needs its own stream)."""
-
-    def __init__(
-        self, jump: HostPort, target: HostPort, identity: str, known_hosts: str, timeout: float
-    ) -> None:
-        self.client = _connect_jump(jump, identity, known_hosts, timeout)
-        self.dest = (target.host, target.port)
-
-    def __call__(self) -> Any:
-        transport = self.client.get_transport()
-        try:
-            return transport.open_channel("direct-tcpip", self.dest, ("127.0.0.1", 0))
-        except Exception as exc:  # paramiko raises ChannelException, SSHException, OSError
-            raise SiteUnreachable(
-                f"the jump host cannot reach {self.dest[0]}:{self.dest[1]}: {exc}"
-            ) from exc
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _connect_jump(jump: HostPort, identity: str, known_hosts: str, timeout: float) -> Any:
-    """An authenticated client to the jump host, checked against the (new) pins."""
-    with tempfile.TemporaryDirectory(prefix="mint-bridge-jump-") as tmp:
-        # The pins are not written yet (dry run, or a refusal later): use them from a copy.
-        pins = os.path.join(tmp, "known_hosts")
-        with open(pins, "w", encoding="utf-8") as handle:
-            handle.write(known_hosts)
-        site = SshSite(
-            name="jump",
-            host=jump.host,
-            user=jump.user,
-            port=jump.port,
-            identity_file=identity,
-            known_hosts=pins,
-            ssh_config=os.path.join(tmp, "none"),
-            connect_timeout=timeout,
-        )
-        return connect_endpoint(site, resolve(site))
 
 
 # --- setup pin-host-key -----------------------------------------------------------------------
@@ -379,54 +289,23 @@ def pin_host_key(
     plan = changes.Plan()
     known = config_files.read_text(target.known_hosts)
     if jump:
-        hop = _first_jump(site, target)
+        hop = first_jump(site, target)
         connect = host_keys.tcp_socket(hop.host, hop.port, timeout)
-        known = _pin_step(known, hop, wanted, "--fingerprint", connect, timeout, prompter)
+        known = pin_step(known, hop, wanted, "--fingerprint", connect, timeout, prompter)
     elif target.proxy_jump:
-        channels = _ChainChannels(site, target)
+        channels = ChainChannels(site, target)
         try:
             where = HostPort(None, target.hostname, target.port)
-            known = _pin_step(known, where, wanted, "--fingerprint", channels, timeout, prompter)
+            known = pin_step(known, where, wanted, "--fingerprint", channels, timeout, prompter)
         finally:
             channels.close()
     else:
         where = HostPort(None, target.hostname, target.port)
         connect = host_keys.tcp_socket(where.host, where.port, timeout)
-        known = _pin_step(known, where, wanted, "--fingerprint", connect, timeout, prompter)
+        known = pin_step(known, where, wanted, "--fingerprint", connect, timeout, prompter)
     plan.write(target.known_hosts, known, 0o600, edit=True)
     plan.note(f"check it: mint-bridge health --site {name}")
     return _review_and_apply(plan, prompter, dry_run=dry_run, force=False)
-
-
-def _first_jump(site: SshSite, target: Endpoint) -> HostPort:
-    assert target.proxy_jump is not None
-    spec = target.proxy_jump.split(",")[0].strip().rpartition("@")[2]
-    alias, sep, port = spec.partition(":")
-    hop = resolve(site, alias)
-    return HostPort(None, hop.hostname, int(port) if sep else hop.port)
-
-
-class _ChainChannels:
-    """Channels to a site through its jump hosts, as ``mint-bridge run`` connects: every hop
-    authenticated and checked against its pin; one channel per key exchange."""
-
-    def __init__(self, site: SshSite, target: Endpoint) -> None:
-        self.clients: list[Any] = []
-        SshConnector(site).jump_chain(target, self.clients).close()
-        self.dest = (target.hostname, target.port)
-
-    def __call__(self) -> Any:
-        transport = self.clients[-1].get_transport()
-        try:
-            return transport.open_channel("direct-tcpip", self.dest, ("127.0.0.1", 0))
-        except Exception as exc:  # paramiko raises ChannelException, SSHException, OSError
-            raise SiteUnreachable(
-                f"the jump host cannot reach {self.dest[0]}:{self.dest[1]}: {exc}"
-            ) from exc
-
-    def close(self) -> None:
-        for client in reversed(self.clients):
-            client.close()
 
 
 def _broker_table(options: AddSiteOptions) -> dict[str, Any]:

@@ -365,7 +365,7 @@ class SshConnector:
                 if nxt
                 else (target.hostname, target.port)
             )
-            sock = _direct_tcpip(clients[-1], dest)
+            sock = direct_tcpip(clients[-1], dest)
         return sock
 
 
@@ -376,7 +376,7 @@ def _parse_jump(spec: str) -> tuple[str | None, str, int | None]:
     return (user or None, host, int(port) if sep else None)
 
 
-def _direct_tcpip(client: paramiko.SSHClient, dest: tuple[str, int]) -> paramiko.Channel:
+def direct_tcpip(client: paramiko.SSHClient, dest: tuple[str, int]) -> paramiko.Channel:
     transport = client.get_transport()
     assert transport is not None
     try:

@@ -293,7 +293,7 @@ def test_a_jump_host_block_pins_its_key_for_openssh(
     paths: BridgePaths, pinned: host_keys.HostKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # OpenSSH starts a ProxyJump's ssh with -F only: the pin must be in the jump's block.
-    monkeypatch.setattr(bridge_setup, "_JumpChannels", NoJumpChannels)
+    monkeypatch.setattr(bridge_setup, "JumpChannels", NoJumpChannels)
     options = AddSiteOptions(
         "rme", ssh="site.internal", jump="gw.example:2200", fingerprint=pinned.fingerprint,
         jump_fingerprint=pinned.fingerprint, client="openssh", paths=paths,

@@ -18,7 +18,7 @@ from bridge.client import job_log
 from bridge.client.transports.base import site_reader
 from bridge.core.errors import AccountUnusable, ExitCode, ProtocolError, ShellNotQuiet
 from bridge.core.protocol import KIND_JSON, FrameReader
-from tests.unit.helpers import LoopbackChannel
+from tests.support.frames import LoopbackChannel
 
 FRAME = struct.pack(">cI", KIND_JSON, 2) + b"{}"
 
