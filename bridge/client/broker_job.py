@@ -24,8 +24,8 @@ import time
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from bridge.client.channel_job import LocalInput, RunResult, open_output_dir
 from bridge.client.node_config import BrokerSite
+from bridge.client.request import LocalInput, RunResult, open_output_dir
 from bridge.core import broker_transfer, defaults
 from bridge.core.broker_endpoint import BrokerEndpoint, endpoint_of
 from bridge.core.broker_session import BrokerSession, answer_count

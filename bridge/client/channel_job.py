@@ -15,25 +15,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
+from bridge.client.request import LocalInput, RunResult, open_output_dir
 from bridge.client.transports.base import Channel, Connection, Connector, site_reader
 from bridge.core import defaults
 from bridge.core.errors import (
     BridgeError,
     Cancelled,
-    InputMissing,
     JobUnknown,
     ProtocolError,
-    StagingError,
     TransportError,
     from_wire,
 )
-from bridge.core.job import InputDecl, JobOutcome, JobRequest, ParamValue
-from bridge.core.paths import check_name, check_relative_path, open_dir_nofollow
+from bridge.core.job import JobOutcome, JobRequest
+from bridge.core.paths import check_relative_path, open_dir_nofollow
 from bridge.core.protocol import (
     KIND_JSON,
     KIND_STDERR,
@@ -50,46 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class LocalInput:
-    name: str
-    path: str  # the real file (symlinks followed: MInt module dirs link to their inputs)
-    size: int
-    mode: int
-
-
-def prepare_inputs(paths: list[str]) -> list[LocalInput]:
-    """Check every input exists and is readable before anything is sent."""
-    inputs: list[LocalInput] = []
-    for path in paths:
-        name = check_name(os.path.basename(path.rstrip("/")), "input name")
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise InputMissing(f"input {path} cannot be read: {exc.strerror}") from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise InputMissing(f"input {path} is not a regular file")
-        if not os.access(path, os.R_OK):
-            raise InputMissing(f"input {path} is not readable by this user")
-        if any(i.name == name for i in inputs):
-            raise InputMissing(f"two inputs are named {name}; input names must be unique")
-        inputs.append(
-            LocalInput(name, os.path.realpath(path), st.st_size, stat.S_IMODE(st.st_mode))
-        )
-    return inputs
-
-
-@dataclass
-class RunResult:
-    outcome: JobOutcome
-    results: list[str] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return self.outcome.bridge_exit_code()
 
 
 @dataclass
@@ -344,16 +302,6 @@ def _manifest_entries(manifest: dict[str, Any]) -> dict[str, int]:
     return sizes
 
 
-def open_output_dir(path: str) -> int:
-    """The output dir (created if missing) as a descriptor, for ``open_dir_nofollow``: the
-    MInt module's own dir, so symlinks on the way to it are followed, never below it."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StagingError(f"cannot write results to {path}: {exc.strerror}") from exc
-
-
 def _send_first(reader: FrameReader, writer: FrameWriter, message: dict[str, Any]) -> None:
     """Send the first request of a channel. When the channel is already closed, what the
     site said before it closed (a no-login shell's message, an error frame) is the reason,
@@ -377,41 +325,3 @@ def _check_error(message: dict[str, Any]) -> dict[str, Any]:
 
 def _reply(reader: FrameReader) -> dict[str, Any]:
     return _check_error(reader.read_json())
-
-
-def build_request(
-    job_id: str,
-    command: str,
-    inputs: list[LocalInput],
-    params: dict[str, ParamValue],
-    metadata: dict[str, str],
-) -> JobRequest:
-    return JobRequest(
-        job_id=job_id,
-        command=command,
-        params=params,
-        inputs=tuple(InputDecl(i.name, i.size, i.mode) for i in inputs),
-        metadata=metadata,
-    )
-
-
-def parse_params(pairs: list[str]) -> dict[str, ParamValue]:
-    """``-p name=value`` pairs; values travel as strings, the site converts them by type."""
-    params: dict[str, ParamValue] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise BridgeError(f"parameter {pair!r} must look like name=value")
-        params[name] = value
-    return params
-
-
-__all__ = [
-    "JobRun",
-    "LocalInput",
-    "RunResult",
-    "build_request",
-    "open_output_dir",
-    "parse_params",
-    "prepare_inputs",
-]

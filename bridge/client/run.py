@@ -11,13 +11,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
 from bridge.client import job_log, mint_pbs
-from bridge.client.channel_job import JobRun, RunResult, build_request, parse_params, prepare_inputs
+from bridge.client.channel_job import JobRun
 from bridge.client.node_config import (
     BrokerSite,
     Site,
     default_config,
     find_config,
 )
+from bridge.client.request import RunResult, build_request, parse_params, prepare_inputs
 from bridge.client.transports import connector_for
 from bridge.core.errors import BridgeError, ExitCode, ParameterInvalid, TimedOut
 from bridge.core.job import check_job_id, new_job_id

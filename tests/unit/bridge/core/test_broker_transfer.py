@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from bridge.client.broker_job import BrokerJobRun
-from bridge.client.channel_job import LocalInput
 from bridge.client.node_config import BrokerSite
+from bridge.client.request import LocalInput
 from bridge.core import defaults
 from bridge.core.broker_session import BrokerSession
 from bridge.core.errors import (
