@@ -27,8 +27,8 @@ from typing import Protocol
 
 from bridge.core.errors import SiteError
 from bridge.core.workdir_files import SCHEDULER_FILE, STDERR_FILE, STDOUT_FILE
+from bridge.site.accepted_job import AcceptedJob, load_accepted, save_accepted
 from bridge.site.config import SiteConfig
-from bridge.site.jobs import AcceptedJob, load_accepted, save_accepted
 from bridge.site.workdir import WorkDir
 from schedulers import JobSpec, Scheduler
 

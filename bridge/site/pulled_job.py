@@ -2,8 +2,8 @@
 
 The same validation (``SiteConfig.check_request``), the same work dir (``WorkDir``: private,
 its control files), the same start (``job_start.start_once``, through the command's scheduler
-adapter, the native id recorded before anything else), the same following (``jobs.follow``,
-``LogTail``) and the same result collection (``jobs.collect_job_results``, by the command's
+adapter, the native id recorded before anything else), the same following (``accepted_job.follow``,
+``LogTail``) and the same result collection (``accepted_job.collect_job_results``, by the command's
 return rules). Only the transport differs: HTTP calls to the broker instead of frames over SSH.
 
 Exactly once: the job is marked running at the broker under our lease epoch (refused when a
@@ -41,7 +41,7 @@ from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.paths import check_name
 from bridge.core.streams import VerifiedFile
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
-from bridge.site import job_start, jobs
+from bridge.site import accepted_job, job_start
 from bridge.site.agent_api import AgentApi, Claimed
 from bridge.site.config import AgentConfig, SiteConfig
 from bridge.site.pulled_lease import Dropped, HandBack, LeaseKeeper
@@ -58,7 +58,7 @@ def drop_local_job(site: SiteConfig, wd: WorkDir, why: str) -> None:
     native_id = wd.native_id()
     if native_id is not None or wd.submitting():
         try:
-            job = jobs.load_accepted(site, wd)
+            job = accepted_job.load_accepted(site, wd)
             scheduler = site.scheduler(job.command)
             if native_id is None:  # a start cut off before it recorded the id: find it
                 with wd.locked():
@@ -140,7 +140,7 @@ class PulledJob:
         if self.wd.exists() and self._owned() and self.wd.native_id() is not None:
             log.info("%s: re-attached; following the running job", self.job_id)
             self.record_lease()
-            self._follow(api, jobs.load_accepted(self.site, self.wd))
+            self._follow(api, accepted_job.load_accepted(self.site, self.wd))
             return
         try:
             request = JobRequest.from_message(self._request_message())
@@ -148,7 +148,7 @@ class PulledJob:
         except (JobRejected, ProtocolError) as exc:
             self._reject(api, exc)
             return
-        job = jobs.AcceptedJob(request, command, values, self.wd)
+        job = accepted_job.AcceptedJob(request, command, values, self.wd)
         try:
             self._take_workdir()
             started = self._stage_and_start(api, job)
@@ -209,7 +209,7 @@ class PulledJob:
             },
         )
 
-    def _stage_and_start(self, api: AgentApi, job: jobs.AcceptedJob) -> bool:
+    def _stage_and_start(self, api: AgentApi, job: accepted_job.AcceptedJob) -> bool:
         """Download the inputs and start the job, once; False if it ended before starting."""
         steps = _PulledStart(self, api)
         native_id = job_start.start_once(job, self.site.scheduler(job.command), steps)
@@ -230,7 +230,7 @@ class PulledJob:
         self._complete(api, outcome.to_message(), [], [])
         return True
 
-    def _download_inputs(self, api: AgentApi, job: jobs.AcceptedJob) -> None:
+    def _download_inputs(self, api: AgentApi, job: accepted_job.AcceptedJob) -> None:
         expected = {i.get("name"): i for i in self.doc.get("inputs") or [] if isinstance(i, dict)}
         dir_fd = os.open(self.wd.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         staged: dict[str, tuple[int, int]] = {}
@@ -247,7 +247,7 @@ class PulledJob:
                 staged[decl.name] = (st.st_size, st.st_mtime_ns)
         finally:
             os.close(dir_fd)
-        jobs.record_staged_inputs(job, staged)
+        accepted_job.record_staged_inputs(job, staged)
 
     def _walltime(self) -> float | None:
         value = self.doc.get("walltime_limit")
@@ -257,19 +257,21 @@ class PulledJob:
 
     # --- following ------------------------------------------------------------------------
 
-    def _follow(self, api: AgentApi, job: jobs.AcceptedJob) -> None:
+    def _follow(self, api: AgentApi, job: accepted_job.AcceptedJob) -> None:
         native_id = self.wd.require_started()
         scheduler = self.site.scheduler(job.command)
         handle = JobHandle(self.job_id, native_id, self.wd.control)
         # From the broker's sizes: bytes it already has are not read again (and a replay of
         # some would be skipped by it anyway).
         tails = {
-            stream: jobs.LogTail(path, self.log_sizes.get(stream, 0))
-            for stream, path in jobs.log_paths(self.wd, job.command).items()
+            stream: accepted_job.LogTail(path, self.log_sizes.get(stream, 0))
+            for stream, path in accepted_job.log_paths(self.wd, job.command).items()
         }
         cancel_sent = False
         outcome: JobOutcome | None = None
-        for event in jobs.follow(SharedStatus(self.site.work_base, scheduler), handle, tails):
+        for event in accepted_job.follow(
+            SharedStatus(self.site.work_base, scheduler), handle, tails
+        ):
             self._checkpoint()
             if self.cancel.is_set() and not cancel_sent:
                 log.info("%s: cancel requested by the bridge", self.job_id)
@@ -286,7 +288,9 @@ class PulledJob:
         log.info("%s: ended: %s %s", self.job_id, outcome.state.value, outcome.reason)
         self._deliver(api, job, outcome)
 
-    def _append_log(self, api: AgentApi, tail: jobs.LogTail, stream: str, data: bytes) -> None:
+    def _append_log(
+        self, api: AgentApi, tail: accepted_job.LogTail, stream: str, data: bytes
+    ) -> None:
         start = tail.offset - len(data)
         try:
             api.append_log(self.lease, stream, start, data)
@@ -300,12 +304,12 @@ class PulledJob:
 
     # --- results and completion ----------------------------------------------------------
 
-    def _deliver(self, api: AgentApi, job: jobs.AcceptedJob, outcome: JobOutcome) -> None:
+    def _deliver(self, api: AgentApi, job: accepted_job.AcceptedJob, outcome: JobOutcome) -> None:
         results: list[dict[str, Any]] = []
         skipped: list[dict[str, str]] = []
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
         if outcome.state != JobState.CANCELLED:
-            files, skips = jobs.collect_job_results(job)
+            files, skips = accepted_job.collect_job_results(job)
             skipped = [{"name": s.name, "reason": s.reason} for s in skips]
             results = upload_results(
                 api, self.lease, self.wd.path, files, skipped, self._checkpoint
@@ -358,7 +362,7 @@ class _PulledStart:
     def cancelled(self) -> bool:
         return self.job._cancelled_before_start(self.api)
 
-    def stage_inputs(self, job: jobs.AcceptedJob) -> bool:
+    def stage_inputs(self, job: accepted_job.AcceptedJob) -> bool:
         self.job._download_inputs(self.api, job)
         if self.job._cancelled_before_start(self.api):
             return False

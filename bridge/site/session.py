@@ -35,7 +35,7 @@ from bridge.core.protocol import (
 )
 from bridge.core.results import open_result_for_reading
 from bridge.core.staging import FileHeader, receive_file, send_file
-from bridge.site import job_start, jobs
+from bridge.site import accepted_job, job_start
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
@@ -114,7 +114,7 @@ class Session:
             log.warning("%s: rejected: %s", request.job_id, exc.message)
             raise
         wd = WorkDir(self.site.work_base, request.job_id)
-        job = jobs.AcceptedJob(request, command, values, wd)
+        job = accepted_job.AcceptedJob(request, command, values, wd)
         wd.create()
         scheduler = self.site.scheduler(command)
         job_start.start_once(job, scheduler, _SubmitSteps(self, job, message))
@@ -126,7 +126,7 @@ class Session:
             with wd.locked():
                 job_start.recorded_or_recovered(self.site, wd)
         wd.require_started()
-        job = jobs.load_accepted(self.site, wd)
+        job = accepted_job.load_accepted(self.site, wd)
         offsets = message.get("offsets", {})
         if not isinstance(offsets, dict):
             raise ProtocolError("offsets must be an object")
@@ -143,7 +143,7 @@ class Session:
                 if job_start.recorded_or_recovered(self.site, wd) is None:
                     wd.mark_cancel_requested()
         native_id = wd.require_started()
-        job = jobs.load_accepted(self.site, wd)
+        job = accepted_job.load_accepted(self.site, wd)
         scheduler = self.site.scheduler(job.command)
         handle = JobHandle(wd.job_id, native_id, wd.control)
         scheduler.cancel(handle)
@@ -153,19 +153,19 @@ class Session:
 
     # --- streaming a job --------------------------------------------------------------
 
-    def _stream(self, job: jobs.AcceptedJob, offsets: dict[str, Any]) -> None:
+    def _stream(self, job: accepted_job.AcceptedJob, offsets: dict[str, Any]) -> None:
         wd = job.workdir
         native_id = wd.require_started()
         scheduler = self.site.scheduler(job.command)
         tails = {
-            stream: jobs.LogTail(path, _offset(offsets.get(stream)))
-            for stream, path in jobs.log_paths(wd, job.command).items()
+            stream: accepted_job.LogTail(path, _offset(offsets.get(stream)))
+            for stream, path in accepted_job.log_paths(wd, job.command).items()
         }
         kinds = {"stdout": KIND_STDOUT, "stderr": KIND_STDERR}
         last_sent = time.monotonic()
         status = SharedStatus(self.site.work_base, scheduler)
         handle = JobHandle(wd.job_id, native_id, wd.control)
-        for event in jobs.follow(status, handle, tails):
+        for event in accepted_job.follow(status, handle, tails):
             if isinstance(event, JobOutcome):
                 self.writer.write_json({"exit": event.to_message()})
                 log.info("%s: ended: %s %s", wd.job_id, event.state.value, event.reason)
@@ -180,9 +180,9 @@ class Session:
             last_sent = time.monotonic()
         self._send_results(job)
 
-    def _send_results(self, job: jobs.AcceptedJob) -> None:
+    def _send_results(self, job: accepted_job.AcceptedJob) -> None:
         wd = job.workdir
-        files, skipped = jobs.collect_job_results(job)
+        files, skipped = accepted_job.collect_job_results(job)
         self.writer.write_json(
             {
                 "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in files],
@@ -207,7 +207,9 @@ class _SubmitSteps:
     """A submit's own steps of the shared start (``job_start.start_once``): inputs arrive as
     frames on the channel, and the bridge hears "attached", "ready" and "started"."""
 
-    def __init__(self, session: Session, job: jobs.AcceptedJob, message: dict[str, Any]) -> None:
+    def __init__(
+        self, session: Session, job: accepted_job.AcceptedJob, message: dict[str, Any]
+    ) -> None:
         self.session = session
         self.job = job
         self.message = message
@@ -224,7 +226,7 @@ class _SubmitSteps:
             raise JobUnknown(f"job {self.job.request.job_id} was cancelled before it started")
         return False
 
-    def stage_inputs(self, job: jobs.AcceptedJob) -> bool:
+    def stage_inputs(self, job: accepted_job.AcceptedJob) -> bool:
         self.session.writer.write_json({"ready": True})
         try:
             _receive_inputs(job, self.session.reader)
@@ -239,7 +241,7 @@ class _SubmitSteps:
         )
 
 
-def _receive_inputs(job: jobs.AcceptedJob, reader: FrameReader) -> None:
+def _receive_inputs(job: accepted_job.AcceptedJob, reader: FrameReader) -> None:
     """Receive every declared input into the work dir; each is verified before it appears."""
     dir_fd = os.open(job.workdir.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
@@ -255,7 +257,7 @@ def _receive_inputs(job: jobs.AcceptedJob, reader: FrameReader) -> None:
             staged[decl.name] = (st.st_size, st.st_mtime_ns)
     finally:
         os.close(dir_fd)
-    jobs.record_staged_inputs(job, staged)
+    accepted_job.record_staged_inputs(job, staged)
 
 
 def _open_root(path: str) -> int:

@@ -561,7 +561,7 @@ def test_a_start_cut_off_before_its_id_was_recorded_runs_once(
 ) -> None:
     from bridge.core.job import JobRequest
     from bridge.core.workdir_files import BROKER_FILE
-    from bridge.site import job_start, jobs
+    from bridge.site import accepted_job, job_start
     from bridge.site.config import load_site_config
     from bridge.site.workdir import WorkDir
 
@@ -591,8 +591,8 @@ def test_a_start_cut_off_before_its_id_was_recorded_runs_once(
         wd = WorkDir(site_config.work_base, job_id)
         wd.create()
         wd.write_json(BROKER_FILE, {"job_id": job_id, "broker": broker.url, "agent_id": "gone"})
-        job = jobs.AcceptedJob(request, command, values, wd)
-        jobs.save_accepted(job)
+        job = accepted_job.AcceptedJob(request, command, values, wd)
+        accepted_job.save_accepted(job)
         wd.write_json("inputs.json", {})
         with wd.locked():
             job_start.start(job, site_config.scheduler(command))

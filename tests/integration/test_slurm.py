@@ -425,7 +425,7 @@ def test_a_submit_that_reached_slurm_before_timing_out_runs_once(
 CUT_OFF_SUBMITTER = """
 import sys
 from bridge.core.job import JobRequest
-from bridge.site import job_start, jobs
+from bridge.site import accepted_job, job_start
 from bridge.site.workdir import WorkDir
 from bridge.site.config import load_site_config
 
@@ -436,9 +436,9 @@ request = JobRequest.from_message(
 command, values = site.check_request(request)
 wd = WorkDir(site.work_base, request.job_id)
 wd.create()
-job = jobs.AcceptedJob(request, command, values, wd)
+job = accepted_job.AcceptedJob(request, command, values, wd)
 with wd.locked():
-    jobs.save_accepted(job)
+    accepted_job.save_accepted(job)
     wd.write_json("inputs.json", {})
     job_start.start(job, site.scheduler(command))
 """

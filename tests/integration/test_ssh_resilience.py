@@ -14,7 +14,7 @@ import psutil
 
 from bridge.core.errors import ExitCode
 from bridge.core.job import JobRequest
-from bridge.site import job_start, jobs
+from bridge.site import accepted_job, job_start
 from bridge.site.config import load_site_config
 from bridge.site.workdir import WorkDir
 from tests.integration.conftest import SiteEnv
@@ -115,9 +115,9 @@ def test_a_start_cut_off_before_its_id_was_recorded_runs_once_over_ssh(
     command, values = site.check_request(request)
     wd = WorkDir(site.work_base, job_id)
     wd.create()
-    job = jobs.AcceptedJob(request, command, values, wd)
+    job = accepted_job.AcceptedJob(request, command, values, wd)
     with wd.locked():
-        jobs.save_accepted(job)
+        accepted_job.save_accepted(job)
         wd.write_json("inputs.json", {})
         first = job_start.start(job, site.scheduler(command))
     os.unlink(wd.control_file("native_id"))

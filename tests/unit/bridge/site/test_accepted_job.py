@@ -18,7 +18,7 @@ import pytest
 from bridge.core.errors import SchedulerError, TransportError
 from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.protocol import KIND_JSON, PROTOCOL_VERSION, FrameReader, FrameWriter
-from bridge.site import job_start, jobs
+from bridge.site import accepted_job, job_start
 from bridge.site.config import SiteConfig, load_site_config
 from bridge.site.session import Session
 from bridge.site.workdir import WorkDir
@@ -60,20 +60,20 @@ default = 1.0
     return load_site_config(str(config)), counter
 
 
-def accept(site: SiteConfig, seconds: float = 1.0) -> jobs.AcceptedJob:
+def accept(site: SiteConfig, seconds: float = 1.0) -> accepted_job.AcceptedJob:
     request = JobRequest.from_message(
         {"job_id": str(uuid.uuid4()), "command": "count", "params": {"seconds": seconds}}
     )
     command, values = site.check_request(request)
     wd = WorkDir(site.work_base, request.job_id)
     wd.create()
-    job = jobs.AcceptedJob(request, command, values, wd)
-    jobs.save_accepted(job)
+    job = accepted_job.AcceptedJob(request, command, values, wd)
+    accepted_job.save_accepted(job)
     wd.write_json("inputs.json", {})
     return job
 
 
-def start_cut_off(site: SiteConfig, job: jobs.AcceptedJob) -> str:
+def start_cut_off(site: SiteConfig, job: accepted_job.AcceptedJob) -> str:
     """Start the job as a site process killed right after the submit leaves it: submitted,
     its native id never recorded."""
     native_id = job_start.start(job, site.scheduler(job.command))
@@ -93,7 +93,7 @@ def wait_for(predicate: object, what: str, timeout: float = 45.0) -> None:
         time.sleep(0.02)
 
 
-def wait_final(site: SiteConfig, job: jobs.AcceptedJob, native_id: str) -> JobOutcome:
+def wait_final(site: SiteConfig, job: accepted_job.AcceptedJob, native_id: str) -> JobOutcome:
     scheduler = site.scheduler(job.command)
     handle = JobHandle(job.request.job_id, native_id, job.workdir.control)
     result: list[JobOutcome] = []
@@ -233,7 +233,7 @@ def test_the_submitting_mark_is_written_before_the_submit(tmp_path: Path) -> Non
 # --- the site entry: a retried submit attaches, a cancel stops the recovered job ------------
 
 
-def request_message(job: jobs.AcceptedJob, op: str) -> dict[str, object]:
+def request_message(job: accepted_job.AcceptedJob, op: str) -> dict[str, object]:
     if op == "submit":
         return {"op": op, "protocol": PROTOCOL_VERSION, "request": job.request.to_message()}
     return {"op": op, "protocol": PROTOCOL_VERSION, "job_id": job.request.job_id}
