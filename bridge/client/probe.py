@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge.client.broker_job import BrokerJobRun
-from bridge.client.channel_job import JobRun, build_request, prepare_inputs
+from bridge.client.channel_job import JobRun, LocalInput, RunResult, build_request, prepare_inputs
 from bridge.client.node_config import BrokerSite, Site
 from bridge.client.transports import connector_for
 from bridge.client.transports.base import Connector
@@ -174,7 +174,7 @@ class _ChannelProbeRun(JobRun):
         self,
         connector: Connector,
         request: JobRequest,
-        inputs: Any,
+        inputs: list[LocalInput],
         output: str,
         sinks: tuple[io.BytesIO, io.BytesIO],
         steps: _Steps,
@@ -194,7 +194,7 @@ class _ChannelProbeRun(JobRun):
 
     def _receive_results(
         self, reader: FrameReader, writer: FrameWriter, manifest: dict[str, Any]
-    ) -> Any:
+    ) -> RunResult:
         self.steps.begin("stage_out")
         return super()._receive_results(reader, writer, manifest)
 
@@ -213,7 +213,7 @@ class _BrokerProbeRun(BrokerJobRun):
         self,
         site: BrokerSite,
         request: JobRequest,
-        inputs: Any,
+        inputs: list[LocalInput],
         output: str,
         sinks: tuple[io.BytesIO, io.BytesIO],
         steps: _Steps,
@@ -248,7 +248,7 @@ class _BrokerProbeRun(BrokerJobRun):
             )
         super()._fetch_logs(doc)
 
-    def _finish(self, doc: dict[str, Any]) -> Any:
+    def _finish(self, doc: dict[str, Any]) -> RunResult:
         self.steps.begin("stage_out")
         return super()._finish(doc)
 
