@@ -72,6 +72,7 @@ class _LazyGroup(click.Group):
         "broker": ("broker.cli", "cli"),
         "setup": ("node_setup.cli", "setup"),
         "health": ("node_setup.health.command", "health"),
+        "sites": ("node_setup.health.command", "sites"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,4 +1,4 @@
-"""Command line of setup and health: the ``setup`` group and the ``health`` command.
+"""Command line of setup and health: the ``setup`` group, ``health`` and ``sites test``.
 
 ``mint-bridge`` attaches both; ``python -m node_setup.cli`` runs them on their own. Kept thin:
 each command builds options and calls the library. Tokens are read from stdin or a file,
@@ -17,7 +17,7 @@ from bridge import __version__
 from bridge.core.errors import BridgeError
 from node_setup import bridge_setup, site_setup
 from node_setup.console import configure_logging, fail, prompter_for
-from node_setup.health.command import health
+from node_setup.health.command import health, sites
 from node_setup.site_layout import SiteOptions
 
 
@@ -220,6 +220,7 @@ def pin_host_key_command(**kw: Any) -> None:
 
 
 cli.add_command(health)
+cli.add_command(sites)
 
 
 if __name__ == "__main__":

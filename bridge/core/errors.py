@@ -29,6 +29,7 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     ├── JobUnknown                  the site has no job with that id
     ├── JobFailedAtSite             the job ended without a solver exit code (walltime, lost, ...)
     ├── SiteError                   the site entry point failed internally
+    │   ├── SiteConfigInvalid       the site's own config does not load (its admin fixes it)
     │   └── SchedulerError          a scheduler command failed (``transient`` says if retried)
     └── Cancelled                   the bridge was told to stop (SIGTERM/SIGINT)
         └── TimedOut                the overall timeout of ``mint-bridge run`` passed
@@ -200,6 +201,13 @@ class SiteError(BridgeError):
     exit_code = ExitCode.SITE_ERROR
 
 
+class SiteConfigInvalid(SiteError):
+    """The site's config does not load: the site entry says so in the protocol, and the
+    bridge exits with the config code (the bridge's own config errors are ConfigError)."""
+
+    exit_code = ExitCode.CONFIG_INVALID
+
+
 class SchedulerError(SiteError):
     """A scheduler command failed. Transient ones (timeouts, controller unreachable) are
     retried with backoff; others (invalid account, bad resource request) fail the job."""
@@ -229,6 +237,7 @@ _WIRE_KINDS: dict[str, type[BridgeError]] = {
         StagingError,
         JobUnknown,
         SiteError,
+        SiteConfigInvalid,
     )
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Callable
@@ -45,8 +46,11 @@ class Section:
     def check_keys(self, allowed: set[str]) -> None:
         unknown = sorted(set(self.data) - allowed)
         if unknown:
+            # A typo is the usual cause: name the key it most likely meant.
+            close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise self.error(
-                f"unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(allowed))}"
+                f"unknown key {unknown[0]!r}; {hint}allowed keys are {', '.join(sorted(allowed))}"
             )
 
     def get(self, name: str, kind: type[T], default: T) -> T:

@@ -41,7 +41,7 @@ from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.paths import check_name
 from bridge.core.streams import VerifiedFile
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
-from bridge.site import accepted_job, job_start
+from bridge.site import accepted_job, job_start, probe
 from bridge.site.agent_api import AgentApi, Claimed
 from bridge.site.config import AgentConfig, SiteConfig
 from bridge.site.pulled_lease import Dropped, HandBack, LeaseKeeper
@@ -144,11 +144,17 @@ class PulledJob:
             return
         try:
             request = JobRequest.from_message(self._request_message())
-            command, values = self.site.check_request(request)
+            if probe.is_probe(request):
+                job = probe.accept(self.site, request)
+            else:
+                command, values = self.site.check_request(request)
+                job = accepted_job.AcceptedJob(request, command, values, self.wd)
         except (JobRejected, ProtocolError) as exc:
             self._reject(api, exc)
             return
-        job = accepted_job.AcceptedJob(request, command, values, self.wd)
+        if probe.is_probe(request):
+            self._answer_probe(api, job)
+            return
         try:
             self._take_workdir()
             started = self._stage_and_start(api, job)
@@ -157,6 +163,29 @@ class PulledJob:
             return
         if started:
             self._follow(api, job)
+
+    def _answer_probe(self, api: AgentApi, job: accepted_job.AcceptedJob) -> None:
+        """The built-in probe: staged and delivered like any job, answered by ``probe``."""
+        try:
+            self._take_workdir()
+        except SiteError as exc:
+            self._reject(api, exc)
+            return
+        try:
+            try:
+                self.wd.discard_inputs()  # a probe re-attached after a restart starts over
+                self._download_inputs(api, job)
+                if self._cancelled_before_start(api):
+                    return
+                api.renew(self.lease, state="running")
+                outcome, text = probe.answer(self.site, job)
+            except (StagingError, TransferCorrupted, InputRejected) as exc:
+                self._reject(api, exc)
+                return
+            api.append_log(self.lease, "stdout", 0, text)
+            self._deliver(api, job, outcome)
+        finally:
+            self.wd.remove()  # a probe's files are of no use once its answer went out
 
     # --- accepting and starting -------------------------------------------------------------
 
@@ -189,7 +218,7 @@ class PulledJob:
         )
 
     def _take_workdir(self) -> None:
-        if not self.wd.create() and not self._owned():
+        if not self.wd.create(self.site.path) and not self._owned():
             raise SiteError(
                 f"a work dir for job {self.job_id} already exists at the site and belongs to "
                 "another job; submit it again with a new job id"

@@ -35,7 +35,7 @@ from bridge.core.protocol import (
 )
 from bridge.core.results import open_result_for_reading
 from bridge.core.staging import FileHeader, receive_file, send_file
-from bridge.site import accepted_job, job_start
+from bridge.site import accepted_job, job_start, probe
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
@@ -108,6 +108,9 @@ class Session:
 
     def _submit(self, message: dict[str, Any]) -> None:
         request = JobRequest.from_message(_object(message, "request"))
+        if probe.is_probe(request):
+            self._probe(request)
+            return
         try:
             command, values = self.site.check_request(request)
         except JobRejected as exc:
@@ -115,10 +118,29 @@ class Session:
             raise
         wd = WorkDir(self.site.work_base, request.job_id)
         job = accepted_job.AcceptedJob(request, command, values, wd)
-        wd.create()
+        wd.create(self.site.path)
         scheduler = self.site.scheduler(command)
         job_start.start_once(job, scheduler, _SubmitSteps(self, job, message))
         self._stream(job, {"stdout": 0, "stderr": 0})
+
+    def _probe(self, request: JobRequest) -> None:
+        """The built-in probe: the submit's conversation, with the site entry as the job."""
+        job = probe.accept(self.site, request)
+        wd = job.workdir
+        if not wd.create(self.site.path):
+            raise JobRejected(f"probe {request.job_id} was sent before; send a new one")
+        try:
+            self.writer.write_json({"ready": True})
+            _receive_inputs(job, self.reader)
+            self.writer.write_json(
+                {"started": True, "job_id": request.job_id, "native_id": probe.NATIVE_ID}
+            )
+            outcome, text = probe.answer(self.site, job)
+            self.writer.write_frame(KIND_STDOUT, text)
+            self.writer.write_json({"exit": outcome.to_message()})
+            self._send_results(job)
+        finally:
+            wd.remove()  # a probe's files are of no use once its answer went out
 
     def _attach(self, message: dict[str, Any]) -> None:
         wd = WorkDir(self.site.work_base, check_job_id(message.get("job_id")))

@@ -42,8 +42,10 @@ class WorkDir:
     def exists(self) -> bool:
         return os.path.isdir(self.control)
 
-    def create(self) -> bool:
-        """Create the work dir (0700); False if it already existed (a retried submit)."""
+    def create(self, site_config: str = "the site config") -> bool:
+        """Create the work dir (0700); False if it already existed (a retried submit).
+
+        ``site_config``: the path of the site's config, named in the fix when it fails."""
         base = os.path.dirname(self.path)
         try:
             os.makedirs(base, mode=0o700, exist_ok=True)
@@ -54,7 +56,7 @@ class WorkDir:
             os.makedirs(self.control, mode=0o700, exist_ok=True)
             return False
         except OSError as exc:
-            raise SiteError(f"{self.job_id}: cannot create work dir: {exc.strerror}") from exc
+            raise SiteError(_create_failed(self.path, base, site_config, exc)) from exc
         os.mkdir(self.control, 0o700)
         return True
 
@@ -134,6 +136,30 @@ class WorkDir:
 
     def remove(self) -> None:
         _remove_tree(self.path)
+
+
+def _create_failed(path: str, base: str, site_config: str, exc: OSError) -> str:
+    """Why a work dir cannot be made, naming the directory and ``work_base``, with a fix that
+    works as written: the site admin either opens ``work_base`` to the account or moves it."""
+    user = _account()
+    if os.path.isdir(base):
+        fix = f"make {base} writable by {user}"
+    else:
+        fix = f"create {base} (mkdir -p -m 700 {base}) as {user}"
+    return (
+        f"cannot create work dir {path}: {exc.strerror} (work_base = {base}); "
+        f"{fix} or set work_base in {site_config}"
+    )
+
+
+def _account() -> str:
+    # pwd, not getpass: $USER may be unset or wrong under sshd's forced command or systemd.
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
 
 
 def _remove_tree(path: str) -> None:

@@ -1,7 +1,8 @@
 """``mint-bridge health`` on the bridge node: the bridge config, then each chosen site.
 
 SSH sites get the SSH checks (and the OpenSSH client's, with ``client = "openssh"``), broker
-sites the broker checks with the bridge's client token, local sites a ``hello`` over pipes.
+sites the broker checks with the bridge's client token, local sites a ``hello`` over pipes;
+with ``--probe``, each site that passed them then gets the probe job (``job_probe``).
 Sites are checked concurrently and the whole run ends within the timeout (``runner``).
 """
 
@@ -20,6 +21,7 @@ from bridge.client.node_config import (
 from bridge.core.errors import BridgeError
 from node_setup.health.broker import check_broker
 from node_setup.health.broker_access import BrokerTarget
+from node_setup.health.job_probe import with_probe
 from node_setup.health.openssh import check_openssh_site
 from node_setup.health.result import Check, Probe, Status
 from node_setup.health.runner import Job, run_all
@@ -30,8 +32,11 @@ from node_setup.health.ssh import check_local_site, check_ssh_site
 _MARGIN = 0.9
 
 
-def bridge_checks(config_path: str | None, site: str | None, timeout: float) -> list[Check]:
-    """The config check, then ``site`` (or every site of the config) within ``timeout``."""
+def bridge_checks(
+    config_path: str | None, site: str | None, timeout: float, *, probe_jobs: bool = False
+) -> list[Check]:
+    """The config check, then ``site`` (or every site of the config) within ``timeout``;
+    ``probe_jobs``: then the end-to-end probe job of each site that passed (``job_probe``)."""
     probe = Probe("bridge")
     config = _config(config_path, probe)
     if config is None:
@@ -57,7 +62,10 @@ def bridge_checks(config_path: str | None, site: str | None, timeout: float) -> 
         )
         return probe.snapshot()
     budget = timeout * _MARGIN
-    jobs = {s.name: _job(s, budget) for s in chosen}
+    jobs = {
+        s.name: with_probe(_job(s, budget), s, budget) if probe_jobs else _job(s, budget)
+        for s in chosen
+    }
     return probe.snapshot() + run_all(jobs, timeout)
 
 

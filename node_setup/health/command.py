@@ -1,8 +1,10 @@
-"""``mint-bridge health``: the command, its modes, and ``--watch`` (site_ping on a schedule).
+"""``mint-bridge health``: the command, its modes, and ``--watch`` (site_ping on a schedule);
+``mint-bridge sites test NAME``: a site's checks and its probe job (``health --probe``).
 
-Bridge node (default, ``--site``, ``--all``), at a site (``--site-side``) or a broker
-(``--broker``). Prints the table or ``--json`` and exits with the monitoring code of the worst
-status; a usage error exits 3 (unknown), never click's 2, which would read as "fail".
+Bridge node (default, ``--site``, ``--all``, each with ``--probe``), at a site
+(``--site-side``) or a broker (``--broker``). Prints the table or ``--json`` and exits with
+the monitoring code of the worst status; a usage error exits 3 (unknown), never click's 2,
+which would read as "fail".
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -26,6 +29,8 @@ from node_setup.health.result import Check, Probe, Status
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0  # a monitoring system's usual plugin timeout is 10-30 s
+# A probe through a broker waits for an agent's long poll to claim it: give it time to.
+PROBE_TIMEOUT = 30.0
 DEFAULT_SITE_CONFIG = "~/.config/mint-bridge/site.toml"
 
 
@@ -103,6 +108,12 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str) -> Any:
     default=None,
     help="--site-side: check the broker agent (default: if the config has [agent]).",
 )
+@click.option(
+    "--probe",
+    "probe_jobs",
+    is_flag=True,
+    help="Then send each site a tiny built-in job through its real path and check it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
 @click.option(
     "--timeout",
@@ -129,11 +140,19 @@ def health(**kw: Any) -> None:
         raise click.UsageError("give --site NAME or --all, not both")
     if kw["site_side"] and kw["broker_mode"]:
         raise click.UsageError("give --site-side or --broker, not both")
+    if kw["probe_jobs"] and (kw["site_side"] or kw["broker_mode"] or kw["watch"] is not None):
+        raise click.UsageError("--probe checks the bridge node's sites: not with --site-side, "
+                               "--broker or --watch")  # fmt: skip
     if kw["watch"] is not None:
         _watch(kw)
         return
+    _report(lambda: _run_checks(kw), kw["as_json"], kw["timeout"])
+
+
+def _report(run: Callable[[], list[Check]], as_json: bool, timeout: float) -> NoReturn:
+    """Print the checks ``run`` returns (table or JSON) and exit with their monitoring code."""
     try:
-        checks = _run_checks(kw)
+        checks = run()
     except Exception as exc:  # whatever broke, a monitoring system must see "unknown"
         log.debug("health failed", exc_info=True)
         checks = [
@@ -147,8 +166,8 @@ def health(**kw: Any) -> None:
                 "rerun with -vv and report the error",
             )
         ]
-    if kw["as_json"]:
-        click.echo(report.render_json(checks, kw["timeout"]))
+    if as_json:
+        click.echo(report.render_json(checks, timeout))
     else:
         click.echo(report.render_table(checks))
     sys.exit(report.exit_code(checks))
@@ -162,7 +181,7 @@ def _run_checks(kw: dict[str, Any]) -> list[Check]:
         return _broker(kw, timeout)
     from node_setup.health.bridge_node import bridge_checks
 
-    return bridge_checks(kw["config_path"], kw["site_name"], timeout)
+    return bridge_checks(kw["config_path"], kw["site_name"], timeout, probe_jobs=kw["probe_jobs"])
 
 
 def _site_side(kw: dict[str, Any], timeout: float) -> list[Check]:
@@ -222,6 +241,39 @@ def _broker_sites(kw: dict[str, Any]) -> dict[str, Any]:
         for site in config.sites.values()
         if isinstance(site, BrokerSite) and (not kw["site_name"] or site.name == kw["site_name"])
     }
+
+
+# --- sites test: the probe job for one site ----------------------------------------------------
+
+
+@click.group("sites")
+def sites() -> None:
+    """Test the bridge node's sites."""
+
+
+@sites.command("test", cls=_MonitoringCommand)
+@click.argument("name")
+@click.option("--config", "config_path", default=None, help="Bridge config (TOML).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.5),
+    default=PROBE_TIMEOUT,
+    show_default=True,
+    help="Seconds for the whole test.",
+)
+@click.option("-v", "--verbose", count=True)
+def sites_test(name: str, config_path: str | None, as_json: bool, timeout: float,
+               verbose: int) -> None:  # fmt: skip
+    """Run site NAME's health checks, then a tiny built-in job through its real path.
+
+    The job stages a file in, has the site copy it, brings the copy back and checks its
+    SHA-256. Exit codes as for health: 0 ok, 1 warn, 2 fail, 3 unknown.
+    """
+    configure_logging(verbose)
+    from node_setup.health.bridge_node import bridge_checks
+
+    _report(lambda: bridge_checks(config_path, name, timeout, probe_jobs=True), as_json, timeout)
 
 
 # --- health --watch: site_ping on a schedule ---------------------------------------------------

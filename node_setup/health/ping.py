@@ -21,6 +21,7 @@ from bridge.client.node_config import Site
 from bridge.client.transports import connector_for
 from bridge.client.transports.base import Channel, Connection, site_reader
 from bridge.core.errors import BridgeError, ProtocolError, TransportError, from_wire
+from bridge.core.probe import PROBE_COMMAND
 from bridge.core.protocol import PROTOCOL_VERSION, FrameWriter
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ class Hello:
     version: str
     protocol: int
     site: str
-    commands: tuple[str, ...]
+    commands: tuple[str, ...]  # the site's own commands, without the built-in probe
     seconds: float  # from sending the request to reading the reply
+    probe: bool = False  # the site answers the built-in probe job
 
 
 def hello(connection: Connection, timeout: float) -> Hello:
@@ -68,10 +70,13 @@ def _parse(reply: dict[str, Any], seconds: float) -> Hello:
     protocol = reply.get("protocol")
     if not isinstance(commands, list) or not isinstance(protocol, int):
         raise ProtocolError(f"the site's hello reply is malformed: {str(reply)[:200]}")
-    names = tuple(str(c.get("name")) for c in commands if isinstance(c, dict))
+    listed = [c for c in commands if isinstance(c, dict)]
+    names = tuple(str(c.get("name")) for c in listed if not c.get("builtin"))
+    probe = any(c.get("builtin") and c.get("name") == PROBE_COMMAND for c in listed)
     return Hello(
-        str(reply.get("version", "?")), protocol, str(reply.get("site", "?")), names, seconds
-    )
+        str(reply.get("version", "?")), protocol, str(reply.get("site", "?")), names, seconds,
+        probe,
+    )  # fmt: skip
 
 
 def _leftovers(channel: Channel) -> tuple[str, int | None]:

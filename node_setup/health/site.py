@@ -31,6 +31,7 @@ from bridge.core.errors import BridgeError
 from bridge.core.units import parse_size
 from bridge.site.cleanup import remove_expired
 from bridge.site.config import SiteConfig, load_site_config
+from bridge.site.programs import program_problem
 from node_setup.health.broker import check_broker
 from node_setup.health.broker_access import BrokerTarget
 from node_setup.health.login_shell import check_login_shell
@@ -148,32 +149,6 @@ def check_programs(site: SiteConfig, probe: Probe) -> None:
             )
         else:
             probe.ok(check, command.program, "", "exists and is executable")
-
-
-def program_problem(path: str) -> str:
-    """Why ``path`` cannot run as a program; empty when it can."""
-    if not os.path.exists(path):
-        return "does not exist"
-    if not os.path.isfile(path):
-        return "is not a file"
-    if not os.access(path, os.X_OK):
-        return f"is not executable (mode {os.stat(path).st_mode & 0o777:04o}; chmod +x it)"
-    interpreter = _interpreter(path)
-    if interpreter and not os.access(interpreter, os.X_OK):
-        return f"its interpreter {interpreter} (#! line) is missing or not executable"
-    return ""
-
-
-def _interpreter(path: str) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            first = handle.readline(512)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].decode("utf-8", "replace").split()
-    return words[0] if words else None
 
 
 # --- schedulers -------------------------------------------------------------------------------

@@ -67,7 +67,10 @@ def test_a_shell_is_refused(tmp_path: Path) -> None:
 def test_an_unusable_config_exits_78(tmp_path: Path) -> None:
     proc = serve_ssh("--config", str(tmp_path / "missing.toml"), original=PROTOCOL_COMMAND)
     assert proc.returncode == 78
-    assert "mint-bridge: site configuration error: config file" in proc.stderr
+    assert (
+        f"mint-bridge: site configuration error: site config {tmp_path / 'missing.toml'} "
+        "does not exist" in proc.stderr
+    )
 
 
 def test_hello_through_both_forms_of_the_option(tmp_path: Path) -> None:

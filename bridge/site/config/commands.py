@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from bridge.core.errors import InputRejected, ParameterInvalid
 from bridge.core.job import ParamValue
 from bridge.core.paths import check_name
+from bridge.core.probe import PROBE_COMMAND
 from bridge.core.results import ReturnRule
 from bridge.core.tomlconf import Section
 from bridge.core.units import parse_duration
@@ -127,6 +128,12 @@ _COMMAND_KEYS = {
 def load_command(parent: Section, name: str, config_dir: str) -> CommandSpec:
     if not _COMMAND_NAME.fullmatch(name):  # match() with $ would let "name\n" through
         raise parent.error("command names use letters, digits, '_', '.', '-' (max 64)", name)
+    if name == PROBE_COMMAND:
+        raise parent.error(
+            "this name is reserved for the built-in probe (turn it off with [site] "
+            "allow_probe = false); give the command another name",
+            name,
+        )
     sec = parent.section(name)
     sec.check_keys(_COMMAND_KEYS)
     params_sec = sec.section("params")

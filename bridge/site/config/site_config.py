@@ -14,6 +14,7 @@ from typing import Any
 from bridge.core import defaults
 from bridge.core.errors import CommandNotAllowed, InputRejected
 from bridge.core.job import JobRequest, ParamValue
+from bridge.core.probe import PROBE_COMMAND
 from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration, parse_size
 from bridge.site.config.agent_table import AgentConfig, load_agent
@@ -33,6 +34,7 @@ class SiteConfig:
     commands: dict[str, CommandSpec] = field(default_factory=dict)
     scheduler_options: SchedulerOptions = field(default_factory=SchedulerOptions)
     agent: AgentConfig | None = None  # the [agent] table: only for a pull site
+    allow_probe: bool = True  # the built-in probe job (``bridge.site.probe``)
 
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
@@ -67,7 +69,16 @@ class SiteConfig:
         return spec, values
 
     def describe(self) -> list[dict[str, Any]]:
-        """The command list a bridge may see (names, descriptions, parameters; no programs)."""
+        """The command list a bridge may see (names, descriptions, parameters; no programs),
+        with the built-in probe, marked ``builtin``, while the site allows it."""
+        probe = [
+            {
+                "name": PROBE_COMMAND,
+                "description": "built-in probe: copies its input back, runs no site program",
+                "params": {},
+                "builtin": True,
+            }
+        ]
         return [
             {
                 "name": spec.name,
@@ -78,7 +89,7 @@ class SiteConfig:
                 },
             }
             for spec in self.commands.values()
-        ]
+        ] + (probe if self.allow_probe else [])
 
 
 def load_site_config(path: str) -> SiteConfig:
@@ -86,8 +97,11 @@ def load_site_config(path: str) -> SiteConfig:
     root.check_keys({"site", "commands", "scheduler", "agent"})
     site = root.section("site")
     site.check_keys(
-        {"name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes"}
-    )
+        {
+            "name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes",
+            "allow_probe",
+        }
+    )  # fmt: skip
     work_base = site.path_value("work_base", defaults.WORK_BASE)
     if not os.path.isabs(work_base):
         raise site.error("must be an absolute path, e.g. /tmp", "work_base")
@@ -108,6 +122,7 @@ def load_site_config(path: str) -> SiteConfig:
         commands=commands,
         scheduler_options=_load_scheduler_options(root.section("scheduler")),
         agent=load_agent(root, os.path.dirname(os.path.abspath(path))),
+        allow_probe=site.get("allow_probe", bool, True),
     )
 
 

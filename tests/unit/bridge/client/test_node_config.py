@@ -132,7 +132,11 @@ SSH_KEYS = (
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
-        ("[site]\n", "top level", "unknown key 'site'; allowed keys are bridge, sites"),
+        (
+            "[site]\n",
+            "top level",
+            "unknown key 'site'; did you mean 'sites'? allowed keys are bridge, sites",
+        ),
         ("[bridge]\nretries = 3\n", "bridge", "unknown key 'retries'; allowed keys are timeout"),
         (
             "[bridge]\ntimeout = 'never'\n",
@@ -142,7 +146,7 @@ SSH_KEYS = (
         (
             "[sites.a]\nhostname = 'x'\n",
             "sites.a",
-            f"unknown key 'hostname'; allowed keys are {SSH_KEYS}",
+            f"unknown key 'hostname'; did you mean 'host'? allowed keys are {SSH_KEYS}",
         ),
         ("[sites.a]\nuser = 'x'\n", "sites.a.host", "is required"),
         ("[sites.a]\nhost = 5\n", "sites.a.host", "must be a str, not int"),

@@ -262,7 +262,8 @@ program = "/bin/true"
         (
             COMMAND + "[commands.x.params.n]\ntype = 'int'\nmaximum = 3\n",
             "commands.x.params.n",
-            "unknown key 'maximum'; allowed keys are choices, default, description, max, "
+            "unknown key 'maximum'; did you mean 'max'? allowed keys are choices, default, "
+            "description, max, "
             "max_length, min, pattern, type",
         ),
         (
@@ -506,7 +507,7 @@ def test_missing_program(tmp_path: Path) -> None:
 
 def test_unknown_command_key_names_the_allowed_keys(tmp_path: Path) -> None:
     path, error = load_error(tmp_path, COMMAND + "prog = 'x'\n")
-    prefix = f"{path}: commands.x: unknown key 'prog'; allowed keys are "
+    prefix = f"{path}: commands.x: unknown key 'prog'; did you mean 'program'? allowed keys are "
     assert str(error).startswith(prefix)
     allowed = str(error)[len(prefix) :].split(", ")
     assert allowed == sorted(allowed)
@@ -517,14 +518,16 @@ def test_unknown_command_key_names_the_allowed_keys(tmp_path: Path) -> None:
 
 def test_unknown_top_level_and_site_keys(tmp_path: Path) -> None:
     path, error = load_error(tmp_path, "[sites]\n")
-    assert str(error).startswith(f"{path}: top level: unknown key 'sites'; allowed keys are ")
+    assert str(error).startswith(
+        f"{path}: top level: unknown key 'sites'; did you mean 'site'? allowed keys are "
+    )
     assert "commands" in str(error) and "site" in str(error)
     assert error.field == "top level"
 
     path, error = load_error(tmp_path, "[site]\nwork_dir = '/tmp'\n")
     assert str(error) == (
-        f"{path}: site: unknown key 'work_dir'; allowed keys are log_file, max_input_bytes, "
-        "max_input_files, name, retention, work_base"
+        f"{path}: site: unknown key 'work_dir'; allowed keys are allow_probe, log_file, "
+        "max_input_bytes, max_input_files, name, retention, work_base"
     )
 
 

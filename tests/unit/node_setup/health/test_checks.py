@@ -14,18 +14,13 @@ from unittest import mock
 
 import pytest
 
+from bridge.site.programs import program_problem
 from node_setup.health import report
 from node_setup.health.broker import check_broker
 from node_setup.health.broker_access import BrokerTarget
 from node_setup.health.result import Check, Probe, Status, worst
 from node_setup.health.runner import run_all
-from node_setup.health.site import (
-    SiteThresholds,
-    Threshold,
-    check_site_side,
-    parse_threshold,
-    program_problem,
-)
+from node_setup.health.site import SiteThresholds, Threshold, check_site_side, parse_threshold
 from tests.support.net import free_port
 from tests.support.tls import RecordingServer, make_ca
 
