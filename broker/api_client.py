@@ -96,6 +96,11 @@ def get_job(job_id: str) -> Response:
         return _document(job)
     version = query_int(request.args, "version", 0)
     wait = query_wait(request.args, defaults.MAX_WAIT)
+    if job.state is State.QUEUED:
+        # Answer when its site's last agent turns absent: the document then carries the notice.
+        turns_absent = Presence.of(current()).absent_in(job.spec.site)
+        if turns_absent > 0:
+            wait = min(wait, turns_absent)
     newer = wait_for([job_key(job_id)], wait, lambda: _newer(job_id, version))
     return _document(newer or own_job(job_id))
 

@@ -68,9 +68,14 @@ class Presence:
                    config.queue_ttl)  # fmt: skip
 
     def online(self, site: str) -> bool:
+        return self.absent_in(site) > 0
+
+    def absent_in(self, site: str) -> float:
+        """Seconds until ``site`` counts as having no agent online unless one is seen (0: it
+        has none now). A long poll of a queued job ends then, so the notice arrives on time."""
         last = self.last_seen.get(site)
         reference = self.since if last is None else max(last, self.since)
-        return self.now - reference < self.absent_after
+        return max(0.0, reference + self.absent_after - self.now)
 
     def notice(self, job: JobRecord) -> dict[str, Any] | None:
         """What a job waiting for a claim says when no agent of its site is online."""

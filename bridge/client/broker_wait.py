@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 FINAL_STATES = ("finished", "cancelled", "expired")
 WAITING_STATES = ("created", "queued")  # no agent has the job (yet, or again)
 NO_AGENT_ONLINE = "no_agent_online"  # the code of the broker's notice in the job document
-_FIX = "start the site's agent (mint-bridge agent) or check why it does not reach the broker"
+_FIX = (
+    "start the site's agent (mint-bridge agent --config SITE.toml, at the site) or check why "
+    "it does not reach the broker"
+)
 
 
 class ClaimWatch:
@@ -78,9 +81,11 @@ class ClaimWatch:
         )
 
     def _never_claimed(self, what: str) -> JobFailedAtSite:
+        # The notice's first clause is the fact ("no agent ... has polled for 5 min"); the rest
+        # spoke of the waiting, which is over.
+        fact = (self.absent or "").split("; ", 1)[0]
         return JobFailedAtSite(
-            f"never claimed: no agent of site {self.site} was online ({self.absent}); "
-            f"{what}; {_FIX}",
+            f"never claimed: no agent of site {self.site} was online ({fact}); {what}; {_FIX}",
             ExitCode.SITE_UNREACHABLE,
         )
 

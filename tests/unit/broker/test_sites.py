@@ -237,3 +237,18 @@ def _wait_for(condition: Any, limit: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "gave up waiting"
         time.sleep(0.01)
+
+
+def test_a_long_poll_of_a_queued_job_answers_when_its_site_turns_absent(
+    app: Flask, clock: Clock
+) -> None:
+    _, client = token(app, Scope.CLIENT, "node1")
+    token(app, Scope.SITE, "s")
+    job_id = queued(app, client, "s")
+    version = job_doc(app, client, job_id)["version"]
+    clock.now += 119.5  # the site turns absent in half a second
+    started = time.monotonic()
+    doc = app.test_client().get(f"/api/v1/jobs/{job_id}?version={version}&wait=20",
+                                headers=client).json  # fmt: skip
+    assert time.monotonic() - started < 5
+    assert doc is not None and doc["version"] == version  # nothing changed but the time
