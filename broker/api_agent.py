@@ -3,7 +3,14 @@
 Only site tokens, and only for their own site's jobs (403 otherwise). Every write names the
 lease epoch it holds (``Lease-Epoch``); a stale one gets ``409 stale_epoch``, so an agent that
 lost its lease can never overwrite the work of the one that holds it now. Claims are atomic
-and long-polled on the site's key. Never reads a file body into memory.
+and long-polled on the site's key.
+
+A job is handed only to a live connection of a still-valid token: the token is checked again
+inside the claim's transaction (a revoke during the wait gets 401), the connection is checked
+right before it (``broker.delivery``), and an answer whose write fails hands the job back at
+once. A claim that takes nothing after its wakeup passes the wakeup on to the next waiting
+claim of the site. An agent hands back a job it will not run with ``release``.
+Never reads a file body into memory.
 """
 
 from __future__ import annotations
