@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -89,6 +91,13 @@ def requeued_by_lease(broker: BrokerProcess, job_id: str) -> bool:
     return f"{job_id}: lease expired before the job started" in text
 
 
+def ever_claimed_by(broker: BrokerProcess, job_id: str, agent_id: str) -> bool:
+    """Whether the broker committed a claim of the job for ``agent_id``, even briefly (an
+    answer whose write failed is handed back, but should not have been needed)."""
+    text = broker.log_path.read_text(errors="replace")
+    return f"{job_id}: claimed by agent {agent_id} " in text
+
+
 # --- no job for a stopped agent or a revoked token ------------------------------------------
 
 
@@ -109,6 +118,7 @@ def test_a_job_never_goes_to_the_poll_of_an_agent_stopped_with_sigterm(
         holder, seconds = first_holder(api, job_id, limit=10)
         assert holder == "second-agent", stopping.text()
         assert seconds < 3
+        assert not ever_claimed_by(broker, job_id, "stopping-agent")
         doc = api.final(job_id, limit=60)
         assert doc["state"] == "finished", doc
         assert not requeued_by_lease(broker, job_id)
@@ -117,6 +127,39 @@ def test_a_job_never_goes_to_the_poll_of_an_agent_stopped_with_sigterm(
     finally:
         assert second.stop() == 0, second.text()
     assert "claimed" not in stopping.text().split("SIGTERM received")[-1]
+
+
+def test_a_poll_whose_connection_is_cut_gets_no_job(
+    broker: BrokerProcess, client_token: Path, tmp_path: Path
+) -> None:
+    """A claim's TLS connection closed by its client while the client's process lives on (a
+    cut network looks the same to the broker): the job goes to the live agent at once."""
+    site = make_site(broker, tmp_path / "site", "hand-cut")
+    token = site.token_file.read_text().strip()
+    admin, api = Admin(broker), ClientApi(broker, client_token)
+    base = admin.long_polls()
+    context = ssl.create_default_context(cafile=str(broker.ca_bundle))
+    conn = context.wrap_socket(socket.create_connection(("127.0.0.1", broker.port)),
+                               server_hostname="127.0.0.1")  # fmt: skip
+    body = b'{"agent_id": "cut-agent"}'
+    conn.sendall(
+        b"POST /api/v1/agent/claim?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    wait_until(lambda: admin.long_polls() == base + 1, "the poll that will be cut")
+    agent = start_agent(site.config("live-agent"))
+    try:
+        wait_until(lambda: admin.long_polls() == base + 2, "the live agent's long poll")
+        conn.close()
+        job_id = submit(api, site.name)
+        holder, seconds = first_holder(api, job_id, limit=10)
+        assert holder == "live-agent" and seconds < 3
+        assert not ever_claimed_by(broker, job_id, "cut-agent")
+        assert api.final(job_id, limit=60)["state"] == "finished"
+    finally:
+        assert agent.stop() == 0, agent.text()
+    assert not requeued_by_lease(broker, job_id)
 
 
 def test_a_revoked_tokens_open_poll_gets_401_and_the_job_waits_for_a_valid_agent(

@@ -252,3 +252,22 @@ def test_a_long_poll_of_a_queued_job_answers_when_its_site_turns_absent(
                                 headers=client).json  # fmt: skip
     assert time.monotonic() - started < 5
     assert doc is not None and doc["version"] == version  # nothing changed but the time
+
+
+def test_a_claim_answer_whose_write_fails_hands_the_job_back_at_once(app: Flask) -> None:
+    from werkzeug.test import EnvironBuilder
+
+    _, client = token(app, Scope.CLIENT, "node1")
+    _, agent = token(app, Scope.SITE, "s")
+    job_id = queued(app, client, "s")
+    environ = EnvironBuilder("/api/v1/agent/claim", method="POST", json={"agent_id": "a1"},
+                             headers=agent).get_environ()  # fmt: skip
+    body = app.wsgi_app(environ, lambda status, headers: None)  # type: ignore[arg-type]
+    pieces = iter(body)
+    assert job_id.encode() in next(pieces)
+    assert job_doc(app, client, job_id)["state"] == "claimed"
+    body.close()  # type: ignore[attr-defined]  # the server's write of that piece failed
+    doc = job_doc(app, client, job_id)
+    assert doc["state"] == "queued" and doc["agent_id"] is None
+    again = app.test_client().post("/api/v1/agent/claim", json={"agent_id": "a2"}, headers=agent)
+    assert again.get_json()["job"]["job_id"] == job_id and again.get_json()["lease"]["epoch"] == 2
