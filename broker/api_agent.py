@@ -3,7 +3,14 @@
 Only site tokens, and only for their own site's jobs (403 otherwise). Every write names the
 lease epoch it holds (``Lease-Epoch``); a stale one gets ``409 stale_epoch``, so an agent that
 lost its lease can never overwrite the work of the one that holds it now. Claims are atomic
-and long-polled on the site's key. Never reads a file body into memory.
+and long-polled on the site's key.
+
+A job is handed only to a live connection of a still-valid token: the token is checked again
+inside the claim's transaction (a revoke during the wait gets 401), the connection is checked
+right before it (``broker.delivery``), and an answer whose write fails hands the job back at
+once. A claim that takes nothing after its wakeup passes the wakeup on to the next waiting
+claim of the site. An agent hands back a job it will not run with ``release``.
+Never reads a file body into memory.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from broker import auth, defaults
 from broker.api_base import answer, document, empty, json_body, load_job, wait_for
-from broker.errors import BodyCut, Forbidden, NotFound, TooLarge
+from broker.delivery import ClientGone, client_connected, on_undelivered
+from broker.errors import BodyCut, BrokerError, Forbidden, NotFound, TooLarge, Unauthorized
 from broker.notify import job_key, site_key
 from broker.runtime import Broker, current
 from broker.store import (
@@ -72,24 +80,63 @@ def lease_epoch() -> int:
 def claim() -> Response:
     broker = current()
     agent_id = parse_claim(json_body())
-    site = auth.current().subject
+    principal = auth.current()
+    site = principal.subject
     wait = query_wait(request.args, defaults.MAX_WAIT)
-    got = wait_for([site_key(site)], wait, lambda: _try_claim(broker, site, agent_id))
+    try:
+        got = wait_for([site_key(site)], wait,
+                       lambda: _try_claim(broker, site, agent_id, principal.token_id))  # fmt: skip
+    except (ClientGone, Unauthorized) as exc:
+        # The notifier woke this poll alone for the site's new job; it takes nothing, so the
+        # next waiting claim must look instead, or the job would wait for the next change.
+        broker.notifier.changed((), [site])
+        if isinstance(exc, Unauthorized):
+            log.info("claim of agent %s of site %s refused: %s", agent_id, site, exc)
+            raise
+        log.info("claim of agent %s of site %s: the agent went away", agent_id, site)
+        return empty(204)
     if got is None:
         return empty(204)
     log.info(
         "%s: claimed by agent %s of site %s (epoch %d%s)",
         got.job.job_id, agent_id, site, got.epoch, ", reattached" if got.reattach else "",
     )  # fmt: skip
-    return answer({
+    response = answer({
         "job": got.job.document(),
         "lease": {"epoch": got.epoch, "ttl": broker.config.lease_ttl},
         "reattach": got.reattach,
     })  # fmt: skip
+    return on_undelivered(response, lambda: _hand_back(broker, got, "its answer was not sent"))
 
 
-def _try_claim(broker: Broker, site: str, agent_id: str) -> Claim | None:
-    return broker.store.claim(site, agent_id, broker.config.lease_ttl, broker.clock())
+def _try_claim(broker: Broker, site: str, agent_id: str, token_id: str) -> Claim | None:
+    """A claim for a client that is still connected, by a token still valid as it commits."""
+    if not client_connected():
+        raise ClientGone
+    return broker.store.claim(site, agent_id, broker.config.lease_ttl, broker.clock(),
+                              token_id=token_id)  # fmt: skip
+
+
+def _hand_back(broker: Broker, got: Claim, why: str) -> None:
+    job_id = got.job.job_id
+    try:
+        job = broker.store.release_claim(job_id, got.epoch, broker.clock())
+    except BrokerError as exc:  # it moved on meanwhile (a cancel, a newer lease): nothing to do
+        log.warning("%s: not handed back (%s): %s", job_id, why, exc)
+        return
+    log.warning("%s: handed back at once, %s; now %s", job_id, why, job.state)
+
+
+@bp.post("/jobs/<job_id>/release")
+def release(job_id: str) -> Response:
+    """The agent hands a job back it will not run (it is stopping) instead of holding it
+    until the lease lapses."""
+    broker = current()
+    site_job(job_id)
+    json_body(required=False)
+    job = broker.store.release_claim(job_id, lease_epoch(), broker.clock())
+    log.info("%s: handed back by its agent; now %s", job_id, job.state)
+    return document(job)
 
 
 @bp.post("/jobs/<job_id>/lease")

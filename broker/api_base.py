@@ -1,8 +1,11 @@
 """What the views of every API area share: JSON bodies, job lookup, long polls, answers.
 
 A long poll registers with the notifier before it looks at the store and is woken by the
-commit that changes what it waits for (``broker.notify``); it never polls on a timer.
-Nothing here decides who may see a job: each area checks that with the loaded job.
+commit that changes what it waits for (``broker.notify``); it never polls the store on a
+timer. Every few seconds it asks the kernel whether its client is still connected
+(``broker.delivery``), so a poll whose client went away ends and frees its thread and its
+place in the token's long-poll count. Nothing here decides who may see a job: each area checks
+that with the loaded job.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from flask import Response, jsonify, request
 
 from bridge.core.errors import BridgeError
 from bridge.core.job import check_job_id
-from broker import auth
+from broker import auth, defaults
+from broker.delivery import client_connected
 from broker.errors import NotFound, TooLarge
+from broker.notify import Waiter
 from broker.runtime import current
 from broker.store import JobRecord
 from broker.transfers import read_small_body
@@ -48,7 +53,8 @@ def load_job(job_id: str) -> JobRecord:
 
 
 def wait_for(keys: Iterable[str], seconds: float, check: Callable[[], T | None]) -> T | None:
-    """``check()`` as soon as it returns something, else None after ``seconds``."""
+    """``check()`` as soon as it returns something, else None after ``seconds`` or once the
+    client has closed its connection."""
     found = check()
     if found is not None or seconds <= 0:
         return found
@@ -58,8 +64,16 @@ def wait_for(keys: Iterable[str], seconds: float, check: Callable[[], T | None])
         while True:
             waiter.rearm()
             found = check()
-            if found is not None or not waiter.wait():
+            if found is not None or not _changed(waiter):
                 return found
+
+
+def _changed(waiter: Waiter) -> bool:
+    """Wait for a change; False at the deadline or when nobody waits for the answer anymore."""
+    while not waiter.wait(defaults.CONNECTION_CHECK):
+        if waiter.remaining() <= 0 or not client_connected():
+            return False
+    return True
 
 
 def document(job: JobRecord, status: int = 200) -> Response:

@@ -2,8 +2,10 @@
 
 A client token sees and changes only the jobs it created; an admin token sees all of them.
 Inputs arrive as resumable raw-byte uploads (``Upload-Offset``), results leave as raw bytes
-with ``Range``; logs and the job document are long-polled. Never reads a file body into
-memory and never answers for another client's job (403).
+with ``Range``; logs and the job document are long-polled. A job for a site the broker does
+not serve is refused at create (``broker.sites``), and a queued job's document carries a
+``notice`` while no agent of its site is online. Never reads a file body into memory and never
+answers for another client's job (403).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from flask import Blueprint, Response, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from broker import auth, defaults
-from broker.api_base import answer, document, empty, json_body, load_job, wait_for
+from broker.api_base import answer, empty, json_body, load_job, wait_for
 from broker.errors import Forbidden, InvalidField, InvalidState, NotFound, TooLarge
 from broker.notify import job_key
 from broker.runtime import current
+from broker.sites import Presence, check_registered, client_document
 from broker.store import LOG_STREAMS, InputRecord, JobRecord, Scope, State, check_offset
 from broker.transfers import UploadTarget, empty_file_response, file_response, receive_upload
 from broker.validation import (
@@ -38,6 +41,11 @@ bp.before_request(auth.require(lambda: current().store, {Scope.CLIENT, Scope.ADM
 LIST_LIMIT = 500
 
 
+def _document(job: JobRecord, status: int = 200) -> Response:
+    """The job document, with a notice when no agent of its site is online."""
+    return answer(client_document(job, Presence.of(current())), status)
+
+
 def own_job(job_id: str) -> JobRecord:
     """The job, if this token's client created it (admin: any job)."""
     job = load_job(job_id)
@@ -51,6 +59,7 @@ def own_job(job_id: str) -> JobRecord:
 def create_job() -> Response:
     broker = current()
     spec = parse_create(json_body(), auth.current().subject)
+    check_registered(broker, spec.site)  # else it would wait for an agent that cannot exist
     limit = broker.config.max_input_size
     for index, item in enumerate(spec.inputs):
         if limit is not None and item.size > limit:
@@ -65,7 +74,7 @@ def create_job() -> Response:
             "%s: created by client %s for site %s (command %s, %d inputs)",
             job.job_id, spec.client, spec.site, spec.command, len(spec.inputs),
         )  # fmt: skip
-    response = document(job, 201 if created else 200)
+    response = _document(job, 201 if created else 200)
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     return response
 
@@ -76,18 +85,24 @@ def list_jobs() -> Response:
     client = None if principal.scope is Scope.ADMIN else principal.subject
     jobs = current().store.list_jobs(client=client, state=query_state(request.args),
                                      limit=LIST_LIMIT)  # fmt: skip
-    return answer({"jobs": [job.document() for job in jobs]})
+    presence = Presence.of(current())
+    return answer({"jobs": [client_document(job, presence) for job in jobs]})
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
     job = own_job(job_id)
     if "version" not in request.args:
-        return document(job)
+        return _document(job)
     version = query_int(request.args, "version", 0)
     wait = query_wait(request.args, defaults.MAX_WAIT)
+    if job.state is State.QUEUED:
+        # Answer when its site's last agent turns absent: the document then carries the notice.
+        turns_absent = Presence.of(current()).absent_in(job.spec.site)
+        if turns_absent > 0:
+            wait = min(wait, turns_absent)
     newer = wait_for([job_key(job_id)], wait, lambda: _newer(job_id, version))
-    return document(newer or own_job(job_id))
+    return _document(newer or own_job(job_id))
 
 
 def _newer(job_id: str, version: int) -> JobRecord | None:
@@ -140,7 +155,7 @@ def submit(job_id: str) -> Response:
     json_body(required=False)
     job = broker.store.submit(job_id, broker.clock())
     log.info("%s: submitted; %s", job_id, job.state)
-    return document(job)
+    return _document(job)
 
 
 @bp.get("/<job_id>/logs/<stream>")
@@ -192,7 +207,7 @@ def cancel(job_id: str) -> Response:
     job = broker.store.cancel(job_id, broker.clock())
     if job.version != before.version:
         log.info("%s: cancel requested by %s; now %s", job_id, auth.current(), job.state)
-    return document(job)
+    return _document(job)
 
 
 @bp.post("/<job_id>/ack")
@@ -204,4 +219,4 @@ def ack(job_id: str) -> Response:
     broker.files.remove_area(job_id, "results")
     broker.files.remove_area(job_id, "inputs")
     log.info("%s: acknowledged; results and inputs deleted", job_id)
-    return document(job)
+    return _document(job)

@@ -22,6 +22,7 @@ from flask import g, request
 
 from broker.errors import BadRequest, Forbidden, InvalidField, Unauthorized
 from broker.store import Scope, Store, TokenRecord
+from broker.store.rules import token_revoked, unknown_token
 
 TOKEN_PREFIX = "mbt_"  # noqa: S105 - a prefix, not a secret
 _TOKEN = re.compile(r"mbt_([0-9a-f]{12})_([A-Za-z0-9_-]{32,128})")
@@ -81,9 +82,9 @@ def verify(store: Store, token: str) -> Principal:
     expected = record.sha256 if record is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, hash_token(token))
     if record is None or not matches:
-        raise Unauthorized("the bearer token is not known to this broker")
+        raise unknown_token()
     if record.revoked:
-        raise Unauthorized(f"token {token_id} was revoked; ask the broker's operator for a new one")
+        raise token_revoked(token_id)
     return Principal(record.token_id, record.scope, record.subject)
 
 

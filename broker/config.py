@@ -35,6 +35,7 @@ class BrokerConfig:
     access_log: str | None = "-"
     lease_ttl: float = defaults.LEASE_TTL
     queue_ttl: float = defaults.QUEUE_TTL
+    agent_absent_after: float = defaults.AGENT_ABSENT_AFTER
     retention: float = defaults.RETENTION
     housekeeping_interval: float = defaults.HOUSEKEEPING_INTERVAL
     max_input_size: int | None = None  # None: no limit (the old API's base64 cap is gone)
@@ -111,10 +112,15 @@ def _log_target(value: str, base: str) -> str:
 
 
 def _jobs(sec: Section) -> dict[str, Any]:
-    sec.check_keys({"lease_ttl", "queue_ttl", "retention", "housekeeping_interval"})
+    sec.check_keys(
+        {"lease_ttl", "queue_ttl", "agent_absent_after", "retention", "housekeeping_interval"}
+    )
     values = {
         "lease_ttl": sec.convert("lease_ttl", parse_duration, defaults.LEASE_TTL),
         "queue_ttl": sec.convert("queue_ttl", parse_duration, defaults.QUEUE_TTL),
+        "agent_absent_after": sec.convert(
+            "agent_absent_after", parse_duration, defaults.AGENT_ABSENT_AFTER
+        ),
         "retention": sec.convert("retention", parse_duration, defaults.RETENTION),
         "housekeeping_interval": sec.convert(
             "housekeeping_interval", parse_duration, defaults.HOUSEKEEPING_INTERVAL

@@ -23,6 +23,11 @@ LEASE_TTL = 60.0
 # A queued job nobody claims for a day is failed with a reason, instead of waiting forever.
 QUEUE_TTL = 86400.0
 
+# An agent polls at least every ~50 s (a claim's longest wait) or renews its leases every
+# ~20 s; a site none of whose agents did either for 2 min has no agent online, and a job
+# waiting for it says so (in its document, and ``mint-bridge run`` on stderr).
+AGENT_ABSENT_AFTER = 120.0
+
 # Results and logs are kept a week unless acknowledged: time to fetch them after an outage.
 RETENTION = 7 * 86400.0
 
@@ -54,6 +59,10 @@ UPLOAD_LOCK_WAIT = 30.0
 # (well below common proxy idle timeouts of 60 s).
 MAX_WAIT = 50.0
 MAX_LEASE_WAIT = 20.0
+
+# How often a waiting long poll looks whether its client is still connected: a poll whose
+# client went away holds its thread (and its place in the token's count) at most this long.
+CONNECTION_CHECK = 2.0
 
 # gunicorn: keep idle connections of polling agents open between calls (below common proxy
 # idle timeouts), and give in-flight requests a short grace on shutdown (long polls are

@@ -13,6 +13,7 @@ error handler; this module never lets a traceback, a token or a request header r
         │   ├── InvalidField      400         invalid_field
         │   ├── UnsafeName        400         unsafe_name
         │   ├── ChecksumMismatch  400         checksum_mismatch
+        │   ├── UnknownSite       400         unknown_site (no active site token for it)
         │   └── BodyCut           400         bad_request (the client hung up mid-body)
         ├── Unauthorized          401         unauthorized
         ├── Forbidden             403         forbidden
@@ -93,6 +94,12 @@ class UnsafeName(BadRequest):
 
 class ChecksumMismatch(BadRequest):
     code = "checksum_mismatch"
+
+
+class UnknownSite(BadRequest):
+    """A job for a site this broker does not serve: no agent could ever claim it."""
+
+    code = "unknown_site"
 
 
 class BodyCut(BadRequest):

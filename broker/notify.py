@@ -46,9 +46,11 @@ class Waiter:
         """Forget earlier wakeups; call before each check of the database."""
         self.event.clear()
 
-    def wait(self) -> bool:
-        """Block until a change or the deadline; False once the deadline has passed."""
+    def wait(self, at_most: float | None = None) -> bool:
+        """Block until a change, the deadline or ``at_most`` seconds; True only on a change."""
         remaining = self.remaining()
+        if at_most is not None:
+            remaining = min(remaining, at_most)
         return remaining > 0 and self.event.wait(remaining)
 
 

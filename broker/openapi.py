@@ -70,7 +70,8 @@ def _job_op(summary: str, *errors: int, **extra: Any) -> dict[str, Any]:
 CLIENT_PATHS: dict[str, Any] = {
     "/api/v1/jobs": {
         "post": {
-            "summary": "Create a job (idempotent for the same job_id, client and body)",
+            "summary": "Create a job (idempotent for the same job_id, client and body); "
+                       "400 unknown_site for a site without an active site token",
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": _ref("JobRequest")}}},
             "responses": {"201": _json(_ref("Job"), "created"),
@@ -121,6 +122,9 @@ AGENT_PATHS: dict[str, Any] = {
             "properties": {"agent_id": {"type": "string"}}}}}},
         "responses": {"200": _json(_ref("Claim")), "204": {"description": "nothing to do"},
                       **_errors(429, 503)},
+        "description": "The token is checked again as the claim commits (a token revoked "
+                       "while its poll waited gets 401 and takes nothing), and a poll whose "
+                       "client has closed its connection takes nothing.",
     }},
     "/api/v1/agent/jobs/{job_id}/lease": {"post": {
         "summary": "Renew the lease; state=running starts the job; wait returns on cancel",
@@ -131,6 +135,9 @@ AGENT_PATHS: dict[str, Any] = {
                            "native_id": {"type": "string"}}}}}},
         "responses": {"200": _json(_ref("Lease")), **_errors(404, 409)},
     }},
+    "/api/v1/agent/jobs/{job_id}/release": {"post": _job_op(
+        "Hand a held job back now (a stopping agent): claimed jobs are queued again, running "
+        "ones wait for their agent to re-attach", 409, parameters=[JOB_ID, EPOCH])},
     "/api/v1/agent/jobs/{job_id}/inputs/{name}": {"get": {
         "summary": "Download an input (Range supported)",
         "parameters": [JOB_ID, INPUT_NAME, RANGE],
@@ -225,7 +232,12 @@ SCHEMAS: dict[str, Any] = {
         "cancel_requested": {"type": "boolean"}, "agent_lost": {"type": "boolean"},
         "agent_id": {"type": "string", "nullable": True},
         "native_id": {"type": "string", "nullable": True},
-        "created_at": {"type": "number"}, "updated_at": {"type": "number"}}},
+        "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+        "notice": {"type": "object", "nullable": True, "description":
+                   "client API: set while the job is queued and no agent of its site is online",
+                   "properties": {"code": {"type": "string", "enum": ["no_agent_online"]},
+                                  "message": {"type": "string"},
+                                  "agent_last_seen": {"type": "number", "nullable": True}}}}},
     "Claim": {"type": "object", "properties": {"job": _ref("Job"), "reattach": {
         "type": "boolean"}, "lease": {"type": "object", "properties": {
         "epoch": {"type": "integer"}, "ttl": {"type": "number"}}}}},

@@ -31,13 +31,16 @@ class Broker:
     notifier: Notifier
     uploads: KeyedLocks = field(default_factory=KeyedLocks)
     clock: Callable[[], float] = time.time
+    # When this process began to serve: agents could not poll while the broker was down.
+    started_at: float = 0.0
 
     @classmethod
     def open(cls, config: BrokerConfig, clock: Callable[[], float] = time.time) -> Broker:
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         notifier = Notifier(config.max_long_polls, config.long_polls_per_token)
         store = SQLiteStore(config.database, listener=notifier.changed)
-        return cls(config, store, JobFiles(config.data_dir), notifier, clock=clock)
+        return cls(config, store, JobFiles(config.data_dir), notifier, clock=clock,
+                   started_at=clock())  # fmt: skip
 
 
 def current() -> Broker:

@@ -12,6 +12,10 @@ solver's, and SIGTERM (PBS's ``qdel``) cancels the job at the site. The steps:
 
 Every step can be repeated after a cut without doing anything twice: the broker holds offsets
 and the job id, and the site's agent starts a job at most once.
+
+No silent waits: a site the broker does not serve is a config error at create (exit 78, with
+the broker's fix), and while no agent of the site is online the run says so and, if the job
+ends unclaimed, names that as the reason (``broker_wait``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
+from bridge.client.broker_wait import FINAL_STATES, WAITING_STATES, ClaimWatch
 from bridge.client.node_config import BrokerSite
 from bridge.client.request import LocalInput, RunResult, open_output_dir
 from bridge.core import broker_transfer, defaults
@@ -32,13 +37,13 @@ from bridge.core.broker_session import BrokerSession, answer_count
 from bridge.core.errors import (
     BridgeError,
     Cancelled,
+    ConfigError,
     Conflict,
-    ExitCode,
     InputMissing,
-    JobFailedAtSite,
     JobUnknown,
     ProtocolError,
     StagingError,
+    TimedOut,
     TransferCorrupted,
     from_wire,
 )
@@ -48,7 +53,6 @@ from bridge.core.streams import VerifiedFile, sha256_file
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = ("finished", "cancelled", "expired")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -66,6 +70,7 @@ class BrokerJobRun:
         *,
         walltime_limit: float | None = None,
         session: BrokerSession | None = None,
+        overall_timeout: float | None = None,
     ) -> None:
         self.site = site
         self.request = request
@@ -78,6 +83,7 @@ class BrokerJobRun:
         self.offsets = {"stdout": 0, "stderr": 0}
         self._session = session
         self._create_sent = False
+        self.waiting = ClaimWatch(self.job_id, site.broker_site, overall_timeout)
 
     @property
     def session(self) -> BrokerSession:
@@ -99,6 +105,9 @@ class BrokerJobRun:
             self._submit()
             log.info("%s: queued at the broker for site %s", self.job_id, self.site.broker_site)
             return self._finish(self._follow())
+        except TimedOut as exc:
+            self.cancel()
+            raise self.waiting.timed_out(exc) from exc
         except Cancelled:
             self.cancel()
             raise
@@ -140,7 +149,10 @@ class BrokerJobRun:
         if state not in FINAL_STATES:
             log.error("%s: cancel requested; the site has not confirmed it yet", self.job_id)
             return None
-        log.warning("%s: cancelled at the site (state %s)", self.job_id, state)
+        # A job no agent had was cancelled by the broker alone: no site ever saw it.
+        unclaimed = self.waiting.state is None or self.waiting.state in WAITING_STATES
+        where = "at the broker" if unclaimed else "at the site"
+        log.warning("%s: cancelled %s (state %s)", self.job_id, where, state)
         outcome = doc.get("outcome")
         with contextlib.suppress(BridgeError):
             if isinstance(outcome, dict) and outcome.get("state") != "rejected":
@@ -177,7 +189,19 @@ class BrokerJobRun:
             body["walltime_limit"] = self.walltime_limit
         self._create_sent = True
         # Our job id makes a repeat after a lost answer return the same job (200, not 201).
-        self.session.json("POST", "/api/v1/jobs", json=body, ok=(200, 201))
+        try:
+            self.session.json("POST", "/api/v1/jobs", json=body, ok=(200, 201))
+        except ProtocolError as exc:
+            if exc.field != "site":
+                raise
+            # The broker serves no such site (its message names the fix there); the site name
+            # comes from our config, so this is a config error, not a protocol one.
+            where = self.site.where or f"sites.{self.site.name}"
+            raise ConfigError(
+                f"{exc.message} ({where}: the site is {self.site.broker_site!r} at the broker; "
+                "set broker_site to its name there)",
+                field="broker_site",
+            ) from exc
 
     def _upload_inputs(self) -> None:
         for item in self.inputs:
@@ -218,6 +242,7 @@ class BrokerJobRun:
         doc = self.session.json("GET", self.path)
         wait = self.site.poll_wait
         while True:
+            self.waiting.note(doc)
             self._fetch_logs(doc)
             if doc.get("state") in FINAL_STATES:
                 return doc
@@ -269,13 +294,7 @@ class BrokerJobRun:
         if isinstance(raw, dict) and raw.get("state") == "rejected":
             raise _rejection(raw)
         if state == "expired":
-            reason = raw.get("reason") if isinstance(raw, dict) else None
-            raise JobFailedAtSite(
-                f"site {self.site.broker_site} did not take the job: "
-                f"{reason or 'no agent of the site claimed it in time'}; "
-                "check that the site's agent is running",
-                ExitCode.SITE_UNREACHABLE,
-            )
+            raise self.waiting.expired(raw.get("reason") if isinstance(raw, dict) else None)
         if isinstance(raw, dict):
             return JobOutcome.from_message(raw)
         if state == "cancelled":

@@ -116,6 +116,7 @@ def run_job_at(
             stdout,
             stderr,
             walltime_limit=walltime_limit,
+            overall_timeout=limit,
         )
     else:
         job = JobRun(

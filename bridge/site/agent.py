@@ -10,11 +10,13 @@ with that epoch; where the broker still accepts it, the job is followed again at
 started a second time: its work dir holds the native id). Otherwise the broker hands the job
 back through a claim with ``reattach: true`` once the old lease has lapsed.
 
-SIGTERM or SIGINT: the agent stops claiming and hands its jobs back instead of waiting for them.
-Jobs run on in their scheduler (the local scheduler's supervisor is detached; batch jobs belong
-to the batch system); their leases lapse and the restarted agent, with the same ``agent_id``,
-re-attaches to them and delivers their results. A job not started yet is queued again by the
-broker when its lease lapses. The agent exits 0.
+SIGTERM or SIGINT: the agent ends its claim's long poll first (its connection closes, so the
+broker offers the next job to another agent), hands a job whose claim answered as the stop
+began back to the broker at once (``release``), and then hands its running jobs back instead
+of waiting for them. Jobs run on in their scheduler (the local scheduler's supervisor is
+detached; batch jobs belong to the batch system); their leases lapse and the restarted agent,
+with the same ``agent_id``, re-attaches to them and delivers their results. A job not started
+yet is queued again by the broker when its lease lapses. The agent exits 0.
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ class Agent:
                     backoff = min(backoff * 2, defaults.HTTP_MAX_WAIT)
                     continue
                 backoff = defaults.HTTP_INITIAL_WAIT
-                if claimed is not None:
+                if claimed is not None and self.stopping.is_set():
+                    self.hand_back(api, claimed)  # the claim answered as the stop began
+                elif claimed is not None:
                     self.start(claimed)
         finally:
             api.close()
@@ -117,7 +121,20 @@ class Agent:
         log.info("agent: %s received; handing jobs back", signal.Signals(signum).name)
         self.stopping.set()
         if self._in_claim:
-            raise _Interrupted  # a long poll would otherwise hold the exit up to poll_wait
+            # End the long poll now: its connection closes, so the broker gives the next job
+            # to another agent instead of to this one (and it would hold the exit up too).
+            raise _Interrupted
+
+    def hand_back(self, api: AgentApi, claimed: Claimed) -> None:
+        """A job claimed while stopping goes back to the broker at once, not at lease end."""
+        job_id = claimed.lease.job_id
+        try:
+            api.release(claimed.lease)
+        except BridgeError as exc:
+            log.warning("%s: claimed while stopping, could not hand it back (%s); the broker "
+                        "queues it again when its lease lapses", job_id, exc)  # fmt: skip
+            return
+        log.info("%s: claimed while stopping; handed back to the broker", job_id)
 
     # --- job threads ---------------------------------------------------------------------------
 

@@ -78,6 +78,11 @@ class AgentApi:
             bool(body.get("reattach")),
         )
 
+    def release(self, lease: Lease) -> None:
+        """Hand a held job back at once (this agent will not run it): the broker queues it
+        again for another agent instead of waiting for the lease to lapse."""
+        self.session.json("POST", f"{_job(lease)}/release", json={}, headers=_epoch(lease))
+
     def renew(
         self,
         lease: Lease,

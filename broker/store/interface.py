@@ -90,9 +90,28 @@ class Store(abc.ABC):
     # --- agents -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def claim(self, site: str, agent_id: str, lease_ttl: float, now: float) -> Claim | None:
+    def claim(
+        self,
+        site: str,
+        agent_id: str,
+        lease_ttl: float,
+        now: float,
+        *,
+        token_id: str | None = None,
+    ) -> Claim | None:
         """Atomically take the next job of ``site``: first a running job this ``agent_id``
-        lost (reattach), else the oldest queued one. Each claim bumps the job's epoch."""
+        lost (reattach), else the oldest queued one. Each claim bumps the job's epoch.
+
+        With ``token_id``, the token is looked up in the same transaction: a token revoked
+        (or deleted) by then takes nothing and gets Unauthorized, however long ago its
+        request was authenticated."""
+
+    @abc.abstractmethod
+    def release_claim(self, job_id: str, epoch: int, now: float) -> JobRecord:
+        """The lease holder hands the job back now instead of letting its lease lapse: a
+        claimed job is queued again at its old place (or ends cancelled if a cancel was
+        requested), a running one is marked agent_lost so its agent's next claim re-attaches.
+        StaleEpoch/InvalidState unless ``epoch`` holds the job."""
 
     @abc.abstractmethod
     def renew_lease(

@@ -26,7 +26,7 @@ from typing import Any
 
 from broker.store import rules
 from broker.store.interface import ChangeListener, Store
-from broker.store.memory_tables import Tables, Tx, by_name, lapsed, to_json
+from broker.store.memory_tables import Tables, Tx, by_name, to_json
 from broker.store.records import (
     AgentSeen,
     Claim,
@@ -143,25 +143,30 @@ class MemoryStore(Store):
 
     # --- agents -------------------------------------------------------------------------
 
-    def claim(self, site: str, agent_id: str, lease_ttl: float, now: float) -> Claim | None:
+    def claim(
+        self,
+        site: str,
+        agent_id: str,
+        lease_ttl: float,
+        now: float,
+        *,
+        token_id: str | None = None,
+    ) -> Claim | None:
         with self._transaction() as tx:
+            if token_id is not None:
+                rules.check_claiming_token(tx.tables.tokens.get(token_id), token_id)
             tx.seen_agent(site, agent_id, now)
             tx.requeue_expired_claims(now, site=site)
-            # A running job this agent lost comes back to it before new work.
-            lost = tx.queue_order(tx.select(
-                lambda j: j.spec.site == site and j.state is State.RUNNING
-                and j.agent_id == agent_id and (j.agent_lost or lapsed(j, now))
-            ))  # fmt: skip
-            queued = tx.queue_order(
-                tx.select(lambda j: j.spec.site == site and j.state is State.QUEUED)
-            )
-            reattach = bool(lost)
-            found = lost or queued
-            if not found:
+            job_id, reattach = tx.next_claimable(site, agent_id, now)
+            if job_id is None:
                 return None
-            job = tx.take_lease(found[0].job_id, agent_id, lease_ttl, now, reattach=reattach)
+            job = tx.take_lease(job_id, agent_id, lease_ttl, now, reattach=reattach)
             assert job.lease_expires is not None
             return Claim(job, job.lease_epoch, job.lease_expires, reattach)
+
+    def release_claim(self, job_id: str, epoch: int, now: float) -> JobRecord:
+        with self._transaction() as tx:
+            return tx.release(tx.held(job_id, epoch), now)
 
     def renew_lease(self, job_id: str, epoch: int, lease_ttl: float, now: float) -> JobRecord:
         with self._transaction() as tx:
@@ -239,21 +244,14 @@ class MemoryStore(Store):
     def expire(self, now: float, queue_ttl: float) -> ExpiryReport:
         with self._transaction() as tx:
             requeued, cancelled = tx.requeue_expired_claims(now, site=None)
-            lost = tx.select(
-                lambda j: j.state is State.RUNNING and not j.agent_lost and lapsed(j, now)
-            )
-            for job in lost:
-                tx.update(job.job_id, agent_lost=True)
-                # The site's waiting claims look again: the agent that lost it may be among them.
-                tx.touch(job.job_id, site=job.spec.site)
-                tx.bump(job.job_id, now)
+            lost = tx.mark_agents_lost(now)
             expired = tx.select(lambda j: rules.waited_too_long(j, now, queue_ttl))
             for job in expired:
                 tx.finish(job.job_id, State.EXPIRED, rules.expiry_outcome(job, queue_ttl), now)
                 tx.bump(job.job_id, now)
         return ExpiryReport(
             tuple(requeued),
-            tuple(j.job_id for j in lost),
+            tuple(lost),
             tuple(j.job_id for j in expired),
             tuple(cancelled),
         )

@@ -89,6 +89,19 @@ class Tx:
         return sorted(jobs, key=lambda j: (j.queued_at is not None, j.queued_at or 0.0,
                                            self.tables.order[j.job_id]))  # fmt: skip
 
+    def next_claimable(self, site: str, agent_id: str, now: float) -> tuple[str | None, bool]:
+        """(job id, reattach): a running job this agent lost comes back before new work."""
+        lost = self.queue_order(self.select(
+            lambda j: j.spec.site == site and j.state is State.RUNNING
+            and j.agent_id == agent_id and (j.agent_lost or lapsed(j, now))
+        ))  # fmt: skip
+        if lost:
+            return lost[0].job_id, True
+        queued = self.queue_order(
+            self.select(lambda j: j.spec.site == site and j.state is State.QUEUED)
+        )
+        return (queued[0].job_id, False) if queued else (None, False)
+
     # --- writing ---------------------------------------------------------------------------
 
     def insert(self, spec: NewJob, now: float) -> JobRecord:
@@ -143,12 +156,41 @@ class Tx:
                 self.finish(job.job_id, State.CANCELLED, rules.abandoned_claim_outcome(), now)
                 cancelled.append(job.job_id)
             else:
-                self.update(job.job_id, state=State.QUEUED, queued_at=now, agent_id=None,
-                            native_id=None, lease_expires=None)  # fmt: skip
-                self.touch(job.job_id, site=job.spec.site)
+                self.requeue(job, queued_at=now)
                 requeued.append(job.job_id)
             self.bump(job.job_id, now)
         return requeued, cancelled
+
+    def requeue(self, job: JobRecord, *, queued_at: float | None) -> None:
+        """A claimed job back in its site's queue, at ``queued_at`` (None: its old place)."""
+        kept = job.queued_at if queued_at is None else queued_at
+        self.update(job.job_id, state=State.QUEUED, queued_at=kept, agent_id=None,
+                    native_id=None, lease_expires=None)  # fmt: skip
+        self.touch(job.job_id, site=job.spec.site)
+
+    def release(self, job: JobRecord, now: float) -> JobRecord:
+        """What ``Store.release_claim`` writes for a job its holder hands back."""
+        outcome = rules.release_outcome(job)
+        if outcome is not None:
+            self.finish(job.job_id, State.CANCELLED, outcome, now)
+        elif job.state is State.CLAIMED:
+            self.requeue(job, queued_at=None)  # its old place: nobody started it
+        else:
+            # Running in its scheduler: its agent's next claim re-attaches, at once.
+            self.update(job.job_id, agent_lost=True, lease_expires=now)
+            self.touch(job.job_id, site=job.spec.site)
+        return self.bump(job.job_id, now)
+
+    def mark_agents_lost(self, now: float) -> list[str]:
+        lost = self.select(
+            lambda j: j.state is State.RUNNING and not j.agent_lost and lapsed(j, now)
+        )
+        for job in lost:
+            self.update(job.job_id, agent_lost=True)
+            # The site's waiting claims look again: the agent that lost it may be among them.
+            self.touch(job.job_id, site=job.spec.site)
+            self.bump(job.job_id, now)
+        return [j.job_id for j in lost]
 
     def take_lease(
         self, job_id: str, agent_id: str, lease_ttl: float, now: float, *, reattach: bool

@@ -24,6 +24,7 @@ from broker.errors import (
     OffsetMismatch,
     StaleEpoch,
     StateConflict,
+    Unauthorized,
 )
 from broker.store.records import (
     LOG_STREAMS,
@@ -33,6 +34,7 @@ from broker.store.records import (
     NewJob,
     ResultRecord,
     State,
+    TokenRecord,
 )
 
 # The legacy progress a job starts at when an original poller takes it (calc-params).
@@ -149,6 +151,23 @@ def check_held(job: JobRecord, epoch: int) -> JobRecord:
             extra={"epoch": job.lease_epoch},
         )
     return job
+
+
+def check_claiming_token(record: TokenRecord | None, token_id: str) -> None:
+    """A job goes only to a token that is still valid when the claim commits: a long poll
+    authenticated before a revoke must not take work after it."""
+    if record is None:
+        raise unknown_token()
+    if record.revoked:
+        raise token_revoked(token_id)
+
+
+def release_outcome(job: JobRecord) -> dict[str, Any] | None:
+    """The outcome of a claimed job its agent hands back while a cancel is requested (it
+    ends now); None when the job goes back to the queue or, running, waits for its agent."""
+    if job.state is State.CLAIMED and job.cancel_requested:
+        return broker_outcome("cancelled", "cancelled before any agent started it")
+    return None
 
 
 def starts_running(job: JobRecord, native_id: str | None) -> bool:
@@ -272,5 +291,16 @@ def check_legacy_step(
     return record
 
 
+# --- tokens -------------------------------------------------------------------------------------
+
+
 def token_exists(token_id: str) -> StateConflict:
     return StateConflict(f"token id {token_id} exists already")
+
+
+def unknown_token() -> Unauthorized:
+    return Unauthorized("the bearer token is not known to this broker")
+
+
+def token_revoked(token_id: str) -> Unauthorized:
+    return Unauthorized(f"token {token_id} was revoked; ask the broker's operator for a new one")

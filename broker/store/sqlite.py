@@ -126,8 +126,20 @@ class SQLiteStore(Store):
 
     # --- agents -------------------------------------------------------------------------
 
-    def claim(self, site: str, agent_id: str, lease_ttl: float, now: float) -> Claim | None:
+    def claim(
+        self,
+        site: str,
+        agent_id: str,
+        lease_ttl: float,
+        now: float,
+        *,
+        token_id: str | None = None,
+    ) -> Claim | None:
         with self._transaction() as tx:
+            if token_id is not None:
+                # Inside the write transaction: a revoke by another process (the CLI) either
+                # committed before, and is seen here, or waits until this claim committed.
+                rules.check_claiming_token(sqlite_tokens.load(tx, token_id), token_id)
             q.seen_agent(tx, site, agent_id, now)
             q.requeue_expired_claims(tx, now, site=site)
             job_id, reattach = q.next_claimable(tx, site, agent_id, now)
@@ -136,6 +148,10 @@ class SQLiteStore(Store):
             job = q.take_lease(tx, job_id, agent_id, lease_ttl, now, reattach=reattach)
             assert job.lease_expires is not None
             return Claim(job, job.lease_epoch, job.lease_expires, reattach)
+
+    def release_claim(self, job_id: str, epoch: int, now: float) -> JobRecord:
+        with self._transaction() as tx:
+            return q.release(tx, q.held_job(tx, job_id, epoch), now)
 
     def renew_lease(self, job_id: str, epoch: int, lease_ttl: float, now: float) -> JobRecord:
         with self._transaction() as tx:

@@ -251,15 +251,39 @@ def requeue_expired_claims(tx: Tx, now: float, *, site: str | None) -> tuple[lis
             finish(tx, job_id, State.CANCELLED, rules.abandoned_claim_outcome(), now)
             cancelled.append(job_id)
         else:
-            tx.execute(
-                "UPDATE jobs SET state = ?, queued_at = ?, agent_id = NULL, native_id = NULL,"
-                " lease_expires = NULL WHERE job_id = ?",
-                (State.QUEUED.value, now, job_id),
-            )
-            tx.touch(job_id, site=row["site"])
+            requeue(tx, job_id, row["site"], queued_at=now)
             requeued.append(job_id)
         bump(tx, job_id, now)
     return requeued, cancelled
+
+
+def requeue(tx: Tx, job_id: str, site: str, *, queued_at: float | None) -> None:
+    """A claimed job back in its site's queue, at ``queued_at`` (None: its old place)."""
+    tx.execute(
+        "UPDATE jobs SET state = ?, queued_at = COALESCE(?, queued_at), agent_id = NULL,"
+        " native_id = NULL, lease_expires = NULL WHERE job_id = ?",
+        (State.QUEUED.value, queued_at, job_id),
+    )
+    tx.touch(job_id, site=site)
+
+
+def release(tx: Tx, job: JobRecord, now: float) -> JobRecord:
+    """What ``Store.release_claim`` writes for a job its holder hands back."""
+    outcome = rules.release_outcome(job)
+    if outcome is not None:
+        finish(tx, job.job_id, State.CANCELLED, outcome, now)
+    elif job.state is State.CLAIMED:
+        # Its old place: the job waited that long already and nobody started it.
+        requeue(tx, job.job_id, job.spec.site, queued_at=None)
+    else:
+        # Running in its scheduler: only its agent can follow it; that agent's next claim
+        # re-attaches (see next_claimable), as after a lapsed lease, but at once.
+        tx.execute(
+            "UPDATE jobs SET agent_lost = 1, lease_expires = ? WHERE job_id = ?",
+            (now, job.job_id),
+        )
+        tx.touch(job.job_id, site=job.spec.site)
+    return bump(tx, job.job_id, now)
 
 
 def mark_agents_lost(tx: Tx, now: float) -> list[str]:

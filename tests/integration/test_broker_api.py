@@ -489,6 +489,7 @@ AGENT_ROUTES = [
     ("HEAD", "/api/v1/agent/jobs/{job_id}/results/{name}"),
     ("PATCH", "/api/v1/agent/jobs/{job_id}/results/{name}"),
     ("POST", "/api/v1/agent/jobs/{job_id}/complete"),
+    ("POST", "/api/v1/agent/jobs/{job_id}/release"),
 ]
 
 
@@ -851,6 +852,7 @@ def test_lost_running_job_comes_back_to_the_same_agent_only(quick: BrokerProcess
 
 def test_job_nobody_claims_expires_with_a_reason(quick: BrokerProcess) -> None:
     api, client = Api(quick), quick.token("client", "c")
+    quick.token("site", "nobody-home")  # registered, but its agent never polls
     job_id = queued_job(api, client, "nobody-home", {"a": b"a"})
     doc = api("GET", f"/api/v1/jobs/{job_id}", client).json()
     while doc["state"] == "queued":

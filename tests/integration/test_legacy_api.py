@@ -442,6 +442,7 @@ def test_an_original_poller_runs_a_job_of_the_new_api(
     legacy: Legacy, broker: BrokerProcess
 ) -> None:
     api = http(broker, broker.token("client", "node1"))
+    broker.token("site", "legacy-new")  # the poller's token: the broker serves the site
     data = b"from the new API\n"
 
     def create(command: str, **extra: Any) -> str:

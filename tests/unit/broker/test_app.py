@@ -91,6 +91,7 @@ def test_a_non_uuid_job_id_is_simply_not_found(app: Flask) -> None:
 def test_retention_deletes_old_jobs_with_their_files(app: Flask, clock: Clock) -> None:
     broker, client = broker_of(app), app.test_client()
     headers = auth(app, Scope.CLIENT, "c")
+    auth(app, Scope.SITE, "s")  # the broker serves site s: it takes jobs for it
     data = b"payload"
     digest = hashlib.sha256(data).hexdigest()
     body = {"job_id": str(uuid.uuid4()), "site": "s", "command": "x",
