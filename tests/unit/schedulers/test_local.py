@@ -497,6 +497,9 @@ def test_job_survives_its_submitter(tmp_path: Path, scheduler: LocalScheduler) -
         os.killpg(submitter.pid, signal.SIGHUP)
         os.killpg(submitter.pid, signal.SIGKILL)
         submitter.wait()
+    except BaseException:
+        release.touch()  # a failed check must not leave the job waiting for ever
+        raise
     finally:
         if submitter.poll() is None:
             submitter.kill()
