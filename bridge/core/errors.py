@@ -93,7 +93,13 @@ class BridgeError(Exception):
 
 
 class ConfigError(BridgeError):
+    """``fix`` says what to do in a few words, for reports that show it apart (health)."""
+
     exit_code = ExitCode.CONFIG_INVALID
+
+    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.fix = fix or "fix the key the message names"
 
 
 class SshSetupInvalid(ConfigError):

@@ -19,11 +19,20 @@ def load_toml(path: str) -> dict[str, Any]:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist; create it or pass --config") from exc
+        raise ConfigError(
+            f"config file {path} does not exist; create it or pass --config",
+            fix=f"create {path} or pass --config",
+        ) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}",
+            fix=f"make {path} readable by this account",
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}",
+            fix=f"correct the TOML syntax in {path} at the line the message names",
+        ) from exc
 
 
 class Section:

@@ -18,7 +18,7 @@ from bridge.client.node_config import (
     SshSite,
     find_config,
 )
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ConfigError
 from node_setup.health.broker import check_broker
 from node_setup.health.broker_access import BrokerTarget
 from node_setup.health.job_probe import with_probe
@@ -79,7 +79,8 @@ def _config(config_path: str | None, probe: Probe) -> BridgeConfig | None:
             config_path,
             "",
             str(exc),
-            "fix the key the message names (reference: examples/bridge.toml)",
+            f"{exc.fix if isinstance(exc, ConfigError) else 'fix it'}"
+            " (reference: examples/bridge.toml)",
         )
         return None
     embedded = not os.path.exists(config.path)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ConfigError
 from bridge.core.units import parse_size
 from bridge.site.cleanup import remove_expired
 from bridge.site.config import SiteConfig, load_site_config
@@ -117,7 +117,8 @@ def check_site_side(
     try:
         site = load_site_config(config_path)
     except BridgeError as exc:
-        probe.fail("site.config", config_path, "", str(exc), "fix the key the message names")
+        fix = exc.fix if isinstance(exc, ConfigError) else "fix the key the message names"
+        probe.fail("site.config", config_path, "", str(exc), fix)
         return
     probe.ok("site.config", config_path, "", f"site {site.name}, commands: {len(site.commands)}")
     check_programs(site, probe)

@@ -193,6 +193,21 @@ def test_an_invalid_site_config_fails_with_the_key(tmp_path: Path) -> None:
     assert "commands.x.scheduler" in found["site.config"].message
 
 
+def test_a_site_config_that_does_not_parse_gets_a_fix_for_what_is_wrong(tmp_path: Path) -> None:
+    broken = tmp_path / "site.toml"
+    broken.write_text('[site]\nname = "s"\nwork_base = \n')
+    found = site_checks(broken)["site.config"]
+    assert found.status is Status.FAIL
+    assert found.fix == f"correct the TOML syntax in {broken} at the line the message names"
+    missing = tmp_path / "none" / "site.toml"
+    found = site_checks(missing)["site.config"]
+    assert found.fix == f"create {missing} or pass --config"
+    unreadable = tmp_path / "dir.toml"
+    unreadable.mkdir()  # a directory: open() fails with an OSError other than not-found
+    found = site_checks(unreadable)["site.config"]
+    assert found.fix == f"make {unreadable} readable by this account"
+
+
 def test_scheduler_commands_must_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     good = program(tmp_path / "run.sh")
     config = write_site(
@@ -434,3 +449,18 @@ def test_ping_schedule_runs_in_the_background_until_stopped() -> None:
     finally:
         schedule.stop(10)
     assert schedule.wait(0)  # stopped
+
+
+def test_a_bridge_config_that_does_not_parse_gets_a_fix_for_what_is_wrong(tmp_path: Path) -> None:
+    from node_setup.health.bridge_node import _config
+
+    broken = tmp_path / "bridge.toml"
+    broken.write_text("[sites.a\n")
+    probe = Probe("bridge")
+    assert _config(str(broken), probe) is None
+    found = by_name(probe.snapshot())["bridge.config"]
+    assert found.status is Status.FAIL
+    assert found.fix == (
+        f"correct the TOML syntax in {broken} at the line the message names"
+        " (reference: examples/bridge.toml)"
+    )
