@@ -89,6 +89,7 @@ def test_a_site_with_an_agent_answers_the_probe(served: Site, config: Path) -> N
 def test_a_site_without_an_agent_fails_within_the_timeout(
     broker: BrokerProcess, client_token: Path, config: Path
 ) -> None:
+    broker.token("site", "probe-unserved")  # a registered site whose agent is not running
     code, checks, elapsed = health(
         "sites", "test", "probe-unserved", "--config", str(config), "--timeout", "10"
     )
@@ -108,3 +109,18 @@ def test_a_site_without_an_agent_fails_within_the_timeout(
     answer.raise_for_status()
     states = [job["state"] for job in answer.json()["jobs"] if job["site"] == "probe-unserved"]
     assert states == ["cancelled"], states
+
+
+def test_a_site_the_broker_does_not_know_fails_at_once_naming_the_fix(
+    broker: BrokerProcess, config: Path
+) -> None:
+    path = config.parent / "unknown.toml"
+    path.write_text(config.read_text().replace("probe-unserved", "probe-nowhere"))
+    code, checks, elapsed = health("sites", "test", "probe-nowhere", "--config", str(path))
+    assert code == 2, checks
+    failed = checks["probe.connect"]
+    assert failed["status"] == "fail", checks
+    text = failed["message"] + " " + failed["fix"]
+    assert "probe-nowhere" in text, failed
+    assert "mint-bridge broker token create --site probe-nowhere" in text, failed
+    assert elapsed < 10, elapsed
