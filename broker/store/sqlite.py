@@ -22,7 +22,10 @@ class SQLiteStore(SQLStore):
         self.path = path
         try:
             with database.transaction() as tx:
-                sqlite_schema.migrate(tx, time.time(), f"the broker database {path}")
+                # (version before, version after): what opening it migrated.
+                self.schema_versions = sqlite_schema.migrate(
+                    tx, time.time(), f"the broker database {path}"
+                )
         except BaseException:
             database.close()
             raise

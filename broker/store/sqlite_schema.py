@@ -125,12 +125,15 @@ MIGRATIONS: tuple[Migration, ...] = (
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)
 
 
-def migrate(tx: Tx, now: float, where: str) -> None:
-    """Bring the database to ``SCHEMA_VERSION``, or refuse one that is newer."""
+def migrate(tx: Tx, now: float, where: str) -> tuple[int, int]:
+    """Bring the database to ``SCHEMA_VERSION``, or refuse one that is newer: (version
+    before, version after)."""
     tx.execute(migrations.VERSION_TABLE)
     recorded = migrations.recorded_version(tx)
     earlier = int(tx.execute("PRAGMA user_version").fetchone()[0])
-    migrations.pending(max(recorded, earlier), MIGRATIONS, where)
+    before = max(recorded, earlier)
+    migrations.pending(before, MIGRATIONS, where)
     migrations.apply(tx, migrations.pending(recorded, MIGRATIONS, where), now, where)
     # A constant, not data: PRAGMA takes no parameters.
     tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return before, SCHEMA_VERSION
