@@ -63,8 +63,6 @@ def parse_store_url(text: str, password_file: str | None = None) -> StoreLocatio
     if parts.scheme == SQLITE:
         if parts.netloc or not parts.path.startswith("/") or parts.query:
             raise ValueError(f"a SQLite store is sqlite:///ABSOLUTE/PATH (expected {EXPECTED})")
-        if password_file is not None:
-            raise ValueError("password_file is only for a postgresql:// store")
         return sqlite_at(os.path.normpath(parts.path))
     if parts.scheme in _POSTGRES_SCHEMES:
         try:
