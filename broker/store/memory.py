@@ -154,7 +154,7 @@ class MemoryStore(Store):
     ) -> Claim | None:
         with self._transaction() as tx:
             if token_id is not None:
-                rules.check_lock_claimer(tx.tables.tokens.get(token_id), token_id)
+                rules.check_claiming_token(tx.tables.tokens.get(token_id), token_id)
             tx.seen_agent(site, agent_id, now)
             tx.requeue_expired_claims(now, site=site)
             job_id, reattach = tx.next_claimable(site, agent_id, now)

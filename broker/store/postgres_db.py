@@ -134,4 +134,5 @@ class Database:
                 yield PostgresTx(conn, writing=writing)
         except psycopg.Error as exc:
             what = "write" if writing else "read"
-            raise StoreError(f"broker database {what} failed ({self.shown}): {exc}") from exc
+            # Not naming the database: this message may reach an API client (503).
+            raise StoreError(f"broker database {what} failed: {exc}") from exc

@@ -153,7 +153,7 @@ def check_held(job: JobRecord, epoch: int) -> JobRecord:
     return job
 
 
-def check_lock_claimer(record: TokenRecord | None, token_id: str) -> None:
+def check_claiming_token(record: TokenRecord | None, token_id: str) -> None:
     """A job goes only to a token that is still valid when the claim commits: a long poll
     authenticated before a revoke must not take work after it."""
     if record is None:

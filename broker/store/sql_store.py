@@ -156,10 +156,12 @@ class SQLStore(Store):
             if token_id is not None:
                 # Inside the write transaction: a revoke by another process (the CLI) either
                 # committed before, and is seen here, or waits until this claim committed.
-                rules.check_lock_claimer(sql_tokens.load_for_claim(tx, token_id), token_id)
-            q.seen_agent(tx, site, agent_id, now)
+                rules.check_claiming_token(sql_tokens.load_for_claim(tx, token_id), token_id)
             q.requeue_expired_claims(tx, now, site=site)
             job_id, reattach = q.next_claimable(tx, site, agent_id, now)
+            # After the jobs, as every other write orders its locks (job, then agent): two
+            # transactions never wait on each other's rows in a circle.
+            q.seen_agent(tx, site, agent_id, now)
             if job_id is None:
                 return None
             job = q.take_lease(tx, job_id, agent_id, lease_ttl, now, reattach=reattach)
