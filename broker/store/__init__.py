@@ -8,6 +8,9 @@ backends.
   carried out once for the SQL backends, in the SQL they share;
 - ``migrations``: the ``schema_version`` table and the steps of each SQL backend;
 - ``sqlite`` (with ``sqlite_db``, ``sqlite_schema``): the SQLite backend, the embedded default;
+- ``postgres`` (with ``postgres_db``, ``postgres_schema``): the PostgreSQL backend (psycopg 3
+  and its pool, imported only when a config names it);
+- ``locations``: the ``[storage] store`` URL, and opening or migrating the store it names;
 - ``memory`` (with ``memory_tables``): a backend in one process's memory, the contract's
   reference for tests.
 
