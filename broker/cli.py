@@ -1,4 +1,5 @@
-"""The ``broker`` command group: ``serve``, ``token create|list|revoke`` and ``import-ini``.
+"""The ``broker`` command group: ``serve``, ``migrate``, ``token create|list|revoke`` and
+``import-ini``.
 
 Attached to ``mint-bridge`` as ``mint-bridge broker ...``; also runs as ``python -m
 broker.cli``. A new token is printed once on stdout and only its SHA-256 is stored; this
@@ -20,8 +21,9 @@ from bridge.core.errors import BridgeError
 from broker.auth import check_subject, new_token
 from broker.config import BrokerConfig, load_config
 from broker.errors import InvalidField
-from broker.store import Scope
-from broker.store.sqlite import SQLiteStore
+from broker.store import Scope, Store
+from broker.store.locations import migrate as migrate_store
+from broker.store.locations import open_store
 
 _CONFIG = click.option(
     "--config", "config_path", required=True, type=click.Path(dir_okay=False),
@@ -49,9 +51,10 @@ def _setup_logging(verbose: int) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def _open_store(config: BrokerConfig) -> SQLiteStore:
-    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
-    return SQLiteStore(config.database)
+def _open_store(config: BrokerConfig) -> Store:
+    if config.store_location is None:
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    return open_store(config.store, pool_size=1)
 
 
 @click.group(name="broker")
@@ -68,6 +71,29 @@ def serve(config_path: str, verbose: int) -> None:
 
     _setup_logging(verbose)
     _run(lambda: run_server(load_config(config_path)))
+
+
+@cli.command()
+@_CONFIG
+def migrate(config_path: str) -> None:
+    """Bring the store's schema to this broker's version (safe to repeat).
+
+    A PostgreSQL store needs it before the first serve and after each upgrade; SQLite migrates
+    as it opens. A schema newer than this broker is refused.
+    """
+
+    def run() -> None:
+        config = load_config(config_path)
+        if config.store_location is None:
+            os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        before, after = migrate_store(config.store)
+        shown = config.store.shown
+        if before == after:
+            click.echo(f"{shown}: schema version {after}, nothing to migrate", err=True)
+        else:
+            click.echo(f"{shown}: schema version {before} -> {after}", err=True)
+
+    _run(run)
 
 
 @cli.group()

@@ -2,9 +2,10 @@
 
 Errors name the file and the key (``broker.toml: server.port: must be an int, not str``).
 Relative paths are taken relative to the config file's directory, so a config and its
-certificate can move together. Plain HTTP is accepted only on a loopback address, behind a TLS
-reverse proxy on the same machine: this module never lets the broker listen unencrypted on a
-network.
+certificate can move together. ``[storage] store`` names the store by URL
+(``broker.store.locations``); without it, SQLite in the data dir. Plain HTTP is accepted only
+on a loopback address, behind a TLS reverse proxy on the same machine: this module never lets
+the broker listen unencrypted on a network.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration, parse_size
 from broker import defaults
 from broker.legacy.config import LegacyConfig, parse_legacy
+from broker.store.locations import POSTGRESQL, StoreLocation, parse_store_url, sqlite_at
 
 _SECTIONS = {"server", "storage", "jobs", "limits", "legacy"}
 
@@ -46,11 +48,17 @@ class BrokerConfig:
     body_timeout: float = defaults.BODY_TIMEOUT
     # The original API (/mi-distcomp-api/) and its whitelist; off unless [legacy] enables it.
     legacy: LegacyConfig = field(default_factory=LegacyConfig)
+    # [storage] store; None: the embedded default, SQLite at ``database``.
+    store_location: StoreLocation | None = None
     source: str = ""
 
     @property
     def database(self) -> str:
         return os.path.join(self.data_dir, "broker.sqlite3")
+
+    @property
+    def store(self) -> StoreLocation:
+        return self.store_location or sqlite_at(self.database)
 
     @property
     def max_long_polls(self) -> int:
@@ -66,6 +74,7 @@ def load_config(path: str) -> BrokerConfig:
     jobs, limits = top.section("jobs"), top.section("limits")
     config = BrokerConfig(
         data_dir=_path(storage, "data_dir", base, required=True) or "",
+        store_location=_store(storage, base),
         source=os.path.abspath(path),
         **_server(server, base),
         **_jobs(jobs),
@@ -85,6 +94,20 @@ def _path(section: Section, key: str, base: str, *, required: bool = False) -> s
     if not value:
         raise section.error("must not be empty", key)
     return os.path.join(base, value)  # an absolute value stays as it is
+
+
+def _store(sec: Section, base: str) -> StoreLocation | None:
+    password_file = _path(sec, "password_file", base)
+    location = None
+    if "store" in sec.data:
+        try:
+            location = parse_store_url(sec.get("store", str, ""), password_file)
+        except ValueError as exc:
+            # The message never quotes the value: it may hold a password.
+            raise sec.error(str(exc), "store") from exc
+    if password_file is not None and (location is None or location.kind != POSTGRESQL):
+        raise sec.error("is only for a postgresql:// store", "password_file")
+    return location
 
 
 def _server(sec: Section, base: str) -> dict[str, Any]:

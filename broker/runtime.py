@@ -17,10 +17,13 @@ from broker.config import BrokerConfig
 from broker.files import JobFiles
 from broker.notify import Notifier
 from broker.store import Store
-from broker.store.sqlite import SQLiteStore
+from broker.store.locations import open_store
 from broker.transfers import KeyedLocks
 
 EXTENSION = "mint_broker"
+# Connections a PostgreSQL store keeps at most: requests hold one only for a transaction (a
+# long poll waits on the notifier, not on the database), so a few serve many threads.
+POSTGRES_POOL_SIZE = 16
 
 
 @dataclass
@@ -38,9 +41,17 @@ class Broker:
     def open(cls, config: BrokerConfig, clock: Callable[[], float] = time.time) -> Broker:
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         notifier = Notifier(config.max_long_polls, config.long_polls_per_token)
-        store = SQLiteStore(config.database, listener=notifier.changed)
+        store = open_store(config.store, notifier.changed,
+                           pool_size=min(POSTGRES_POOL_SIZE, config.threads))  # fmt: skip
         return cls(config, store, JobFiles(config.data_dir), notifier, clock=clock,
                    started_at=clock())  # fmt: skip
+
+
+def check_store(config: BrokerConfig) -> None:
+    """Before serving: the store opens and its schema is this code's (else a clear error)."""
+    if config.store_location is None:
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    open_store(config.store, pool_size=1).close()
 
 
 def current() -> Broker:

@@ -29,7 +29,7 @@ from bridge.core.errors import BridgeError
 from broker import defaults
 from broker.app import create_app
 from broker.config import BrokerConfig, check_tls_files, load_config
-from broker.runtime import EXTENSION
+from broker.runtime import EXTENSION, check_store
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +113,5 @@ class BrokerServer(BaseApplication):  # type: ignore[misc]
 def serve(config: BrokerConfig) -> None:
     """Run in the foreground until SIGTERM or SIGINT."""
     check_tls_files(config)
+    check_store(config)  # a schema to migrate is refused here, not in gunicorn's worker
     BrokerServer(config).run()

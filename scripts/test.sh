@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine (run as root), then run it:
-# Debian packages (OpenSSH server and client, Slurm and munge), a venv with mint-bridge and its test tools,
-# ruff, mypy and pytest.
+# Debian packages (OpenSSH server and client, Slurm and munge, PostgreSQL), a venv with
+# mint-bridge and its test tools, ruff, mypy and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ command -v slurmd >/dev/null 2>&1 || need_pkgs+=(slurmd)
 command -v sbatch >/dev/null 2>&1 || need_pkgs+=(slurm-client)
 command -v munged >/dev/null 2>&1 || need_pkgs+=(munge)
 [ -x /usr/bin/qsub ] || need_pkgs+=(slurm-wlm-torque)
+# A real PostgreSQL server for the broker's PostgreSQL store (started by the tests themselves).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

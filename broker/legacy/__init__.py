@@ -7,7 +7,7 @@ shape). Without HTTP: ``replies`` holds the original's reply shapes and words, `
 the check of what its workflow client registers, ``jobs`` how the store's jobs look to the
 original clients and which ones its pollers may take; ``config`` and ``ini`` the ``[legacy]``
 section and the import of the original ini file. The SQL of the records this API
-keeps lives with the SQLite backend (``broker.store.sqlite_legacy``).
+keeps lives with the SQL backends (``broker.store.sql_legacy``).
 
 Never registers anything as a side effect of an import: only ``init_app`` does.
 """

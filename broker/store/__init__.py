@@ -4,8 +4,13 @@ backends.
 - ``records``: the frozen records a store keeps and returns (``JobRecord``, ``NewJob``, ...);
 - ``interface``: ``Store``, the contract every backend implements;
 - ``rules``: the checks and outcomes every backend applies the same way;
-- ``sqlite`` (with ``sqlite_db``, ``sqlite_jobs``, ``sqlite_tokens``, ``sqlite_legacy``): the
-  SQLite backend a broker runs on;
+- ``sql_store`` (with ``sql_tx``, ``sql_jobs``, ``sql_tokens``, ``sql_legacy``): the contract
+  carried out once for the SQL backends, in the SQL they share;
+- ``migrations``: the ``schema_version`` table and the steps of each SQL backend;
+- ``sqlite`` (with ``sqlite_db``, ``sqlite_schema``): the SQLite backend, the embedded default;
+- ``postgres`` (with ``postgres_db``, ``postgres_schema``): the PostgreSQL backend (psycopg 3
+  and its pool, imported only when a config names it);
+- ``locations``: the ``[storage] store`` URL, and opening or migrating the store it names;
 - ``memory`` (with ``memory_tables``): a backend in one process's memory, the contract's
   reference for tests.
 

@@ -1,8 +1,9 @@
 """``Store``: the storage contract every backend of the broker implements.
 
-Backends: SQLite (``broker.store.sqlite``, the one a broker runs on) and memory
-(``broker.store.memory``, the contract's reference for tests); PostgreSQL could follow and run
-the same test suite (tests/unit/test_store.py runs it over every backend). A backend keeps
+Backends: SQLite (``broker.store.sqlite``, the embedded default), PostgreSQL
+(``broker.store.postgres``, for brokers that outgrow one file) and memory
+(``broker.store.memory``, the contract's reference for tests); the same test suite
+(tests/unit/broker/test_store.py) runs over every one. A backend keeps
 metadata only: sizes, offsets, SHA-256 digests, states, lease epochs and token hashes. File
 bytes live on disk (``broker.files``).
 

@@ -1,8 +1,8 @@
 """The in-memory store's tables and the steps its methods share (``broker.store.memory``).
 
 ``Tables`` holds the records, ``Tx`` one write or read on them: it loads, replaces and bumps
-records and remembers what changed, like the SQLite backend's ``sqlite_jobs`` steps inside a
-``sqlite_db.Tx``. Nothing here takes the lock, commits or notifies: ``MemoryStore`` does.
+records and remembers what changed, like the SQL backends' ``sql_jobs`` steps inside a
+``sql_tx.Tx``. Nothing here takes the lock, commits or notifies: ``MemoryStore`` does.
 """
 
 from __future__ import annotations

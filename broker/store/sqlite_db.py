@@ -4,11 +4,11 @@ Every write runs through ``Database.transaction()``: a process-wide lock plus
 ``BEGIN IMMEDIATE`` (so a second process, such as ``broker token create``, waits instead of
 failing half-way), rollback on any error, and sqlite3 errors converted to ``StoreError`` there.
 Reads run through ``snapshot()`` under the same lock, so a job and its inputs are read
-consistently. Change notifications go out only after a commit, never for a rolled-back write.
+consistently. With one writer at a time, SQLite's ``Dialect`` needs no lock clauses.
 
-This module knows no table: the SQL lives in ``sqlite_jobs``, ``sqlite_tokens`` and
-``sqlite_legacy``, which run inside the ``Tx`` handed out here and never open, commit or roll
-back one themselves.
+This module knows no table: the SQL lives in ``sql_jobs``, ``sql_tokens`` and ``sql_legacy``
+(shared with PostgreSQL) and the tables in ``sqlite_schema``; they run inside the ``Tx``
+handed out here and never open, commit or roll back one themselves.
 """
 
 from __future__ import annotations
@@ -20,28 +20,36 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from broker.errors import StoreError
-from broker.store.interface import ChangeListener
+from broker.store.sql_tx import Dialect, Tx
 
 # Long enough to outlast another process's short write (token create), short enough that a
 # stuck database turns into a 503 the client retries rather than a hung request.
 BUSY_TIMEOUT_SECONDS = 10.0
 
 
-class Tx:
-    """One open transaction; remembers which jobs and sites changed, for notification."""
+DIALECT = Dialect(
+    lock_job="SELECT * FROM jobs WHERE job_id = ?",
+    next_lost="SELECT job_id FROM jobs WHERE site = ? AND state = ? AND agent_id = ?"
+    " AND (agent_lost = 1 OR lease_expires < ?) ORDER BY queued_at, rowid LIMIT 1",
+    next_queued="SELECT job_id FROM jobs WHERE site = ? AND state = ?"
+    " ORDER BY queued_at, rowid LIMIT 1",
+    expired_claims="SELECT job_id, site, cancel_requested FROM jobs WHERE state = ?"
+    " AND lease_expires < ? AND (? IS NULL OR site = ?)",
+    lapsed_running="SELECT job_id, site FROM jobs WHERE state = ? AND agent_lost = 0"
+    " AND lease_expires < ?",
+    waited_too_long="SELECT job_id FROM jobs WHERE (state = ? AND queued_at < ?)"
+    " OR (state = ? AND updated_at < ?)",
+    lock_claimer="SELECT * FROM tokens WHERE token_id = ?",
+)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class SQLiteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection, *, writing: bool) -> None:
+        super().__init__(DIALECT, writing=writing)
         self.conn = conn
-        self.jobs: set[str] = set()
-        self.sites: set[str] = set()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
-
-    def touch(self, job_id: str, site: str | None = None) -> None:
-        self.jobs.add(job_id)
-        if site is not None:
-            self.sites.add(site)
 
 
 class Database:
@@ -67,9 +75,9 @@ class Database:
             self._conn.close()
 
     @contextlib.contextmanager
-    def transaction(self, listener: ChangeListener | None) -> Iterator[Tx]:
+    def transaction(self) -> Iterator[Tx]:
         with self._lock:
-            tx = Tx(self._conn)
+            tx = SQLiteTx(self._conn, writing=True)
             self._execute_control("BEGIN IMMEDIATE")
             try:
                 yield tx
@@ -80,15 +88,13 @@ class Database:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"broker database write failed: {exc}") from exc
                 raise
-        if listener is not None and (tx.jobs or tx.sites):
-            listener(tx.jobs, tx.sites)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Tx]:
         with self._lock:
             self._execute_control("BEGIN")
             try:
-                yield Tx(self._conn)
+                yield SQLiteTx(self._conn, writing=False)
             except sqlite3.Error as exc:
                 raise StoreError(f"broker database read failed: {exc}") from exc
             finally:

@@ -150,8 +150,10 @@ class BrokerFactory(Protocol):
 
 
 def start_broker(root: Path, *, jobs: str = "", limits: str = "", threads: int = 64,
-                 extra: str = "") -> BrokerProcess:  # fmt: skip
-    """``extra`` is appended to broker.toml as it is (e.g. a ``[legacy]`` section)."""
+                 extra: str = "", storage: str = "",
+                 start: bool = True) -> BrokerProcess:  # fmt: skip
+    """``extra`` is appended to broker.toml as it is (e.g. a ``[legacy]`` section), ``storage``
+    to its ``[storage]`` section (e.g. a ``store`` URL); ``start=False`` only writes it all."""
     root.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(root, not_before_days=-1 / 24, not_after_days=1)
     port = free_port()
@@ -167,6 +169,7 @@ access_log = "access.log"
 
 [storage]
 data_dir = "data"
+{storage}
 
 [jobs]
 housekeeping_interval = "0.2s"
@@ -181,5 +184,6 @@ housekeeping_interval = "0.2s"
         root=root, port=port, config_path=config, data_dir=root / "data", ca_bundle=ca,
         log_path=root / "broker.log", access_log=root / "access.log",
     )  # fmt: skip
-    process.start()
+    if start:
+        process.start()
     return process

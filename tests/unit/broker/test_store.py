@@ -1,9 +1,9 @@
 """The storage contract (``broker.store.Store``), run over every backend.
 
-Backends are listed in ``BACKENDS`` (SQLite, and memory as the contract's reference); a
-PostgreSQL one adds a factory there and the whole suite runs over it too. No test here is
-skipped for a backend: a difference is a bug of that backend. Time is passed in explicitly, so
-leases and TTLs are tested without sleeping.
+Backends are listed in ``BACKENDS``: SQLite, PostgreSQL (a real server,
+``tests.support.postgres``; one migrated database emptied before each test) and memory as the
+contract's reference. No test here is skipped for a backend: a difference is a bug of that
+backend. Time is passed in explicitly, so leases and TTLs are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -27,23 +27,33 @@ from broker.errors import (
     StateConflict,
 )
 from broker.store import InputSpec, NewJob, ResultRecord, Scope, State, Store, TokenRecord
+from broker.store.locations import open_store, parse_store_url
 from broker.store.memory import MemoryStore
 from broker.store.sqlite import SQLiteStore
+from tests.support.postgres import empty
 
 T0 = 1_000_000.0
 TTL = 60.0
 
 
-def _sqlite(tmp: Path, listener: Callable[..., None]) -> Store:
+def _sqlite(request: pytest.FixtureRequest, listener: Callable[..., None]) -> Store:
+    tmp: Path = request.getfixturevalue("tmp_path")
     return SQLiteStore(str(tmp / "broker.sqlite3"), listener=listener)
 
 
-def _memory(tmp: Path, listener: Callable[..., None]) -> Store:
+def _postgresql(request: pytest.FixtureRequest, listener: Callable[..., None]) -> Store:
+    url: str = request.getfixturevalue("postgres_url")
+    empty(url)
+    return open_store(parse_store_url(url), listener, pool_size=4)
+
+
+def _memory(request: pytest.FixtureRequest, listener: Callable[..., None]) -> Store:
     return MemoryStore(listener=listener)
 
 
-BACKENDS: dict[str, Callable[[Path, Callable[..., None]], Store]] = {
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Callable[..., None]], Store]] = {
     "sqlite": _sqlite,
+    "postgresql": _postgresql,
     "memory": _memory,
 }
 
@@ -66,8 +76,8 @@ def changes() -> Changes:
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path, changes: Changes) -> Iterator[Store]:
-    backend = BACKENDS[request.param](tmp_path, changes)
+def store(request: pytest.FixtureRequest, changes: Changes) -> Iterator[Store]:
+    backend = BACKENDS[request.param](request, changes)
     yield backend
     backend.close()
 

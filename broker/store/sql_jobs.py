@@ -1,19 +1,21 @@
-"""SQL of the jobs (``jobs``, ``inputs``, ``results``, ``agents``) for the SQLite store: schema,
-row mapping and the small steps its methods share.
+"""SQL of the jobs (``jobs``, ``inputs``, ``results``, ``agents``) for the SQL backends: row
+mapping and the small steps their methods share.
 
-Every function here runs inside a transaction or snapshot that ``SQLiteStore`` opened; none
-opens, commits or rolls back one itself, and none builds SQL text from data. Whether a change
-is allowed is asked of ``broker.store.rules``, never decided here.
+Written once in the SQL that SQLite and PostgreSQL both speak; the statements that lock rows
+come from the transaction's ``Dialect`` (``broker.store.sql_tx``), the tables from each
+backend's schema module (``sqlite_schema``, ``postgres_schema``). Every function here runs
+inside a transaction or snapshot that ``SQLStore`` opened; none opens, commits or rolls back
+one itself, and none builds SQL text from data. Whether a change is allowed is asked of
+``broker.store.rules``, never decided here.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from broker.errors import InvalidState, NotFound
+from broker.errors import NotFound
 from broker.store import rules
 from broker.store.records import (
     InputRecord,
@@ -24,67 +26,7 @@ from broker.store.records import (
     ResultRecord,
     State,
 )
-from broker.store.sqlite_db import Tx
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    client TEXT NOT NULL,
-    site TEXT NOT NULL,
-    command TEXT NOT NULL,
-    params TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    walltime_limit REAL,
-    state TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    outcome TEXT,
-    skipped TEXT NOT NULL DEFAULT '[]',
-    stdout_size INTEGER NOT NULL DEFAULT 0,
-    stderr_size INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    agent_lost INTEGER NOT NULL DEFAULT 0,
-    agent_id TEXT,
-    native_id TEXT,
-    lease_epoch INTEGER NOT NULL DEFAULT 0,
-    lease_expires REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    queued_at REAL,
-    finished_at REAL,
-    acked INTEGER NOT NULL DEFAULT 0,
-    results_deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (site, state, queued_at);
-CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, created_at);
-CREATE TABLE IF NOT EXISTS inputs (
-    job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    mode INTEGER NOT NULL,
-    received INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, name)
-);
-CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    received INTEGER NOT NULL DEFAULT 0,
-    mode INTEGER NOT NULL DEFAULT 420,
-    listed INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, name)
-);
-CREATE TABLE IF NOT EXISTS agents (
-    site TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    last_seen REAL NOT NULL,
-    PRIMARY KEY (site, agent_id)
-);
-"""
+from broker.store.sql_tx import Row, Tx
 
 _LOG_UPDATES = {
     "stdout": "UPDATE jobs SET stdout_size = ? WHERE job_id = ?",
@@ -92,23 +34,15 @@ _LOG_UPDATES = {
 }
 
 
-def create_schema(tx: Tx) -> None:
-    found = tx.execute("PRAGMA user_version").fetchone()[0]
-    if found > SCHEMA_VERSION:
-        raise InvalidState(
-            f"the broker database has schema {found}, newer than this broker ({SCHEMA_VERSION});"
-            " upgrade mint-bridge"
-        )
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            tx.execute(statement)
-    tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+def insert_job(tx: Tx, spec: NewJob, now: float) -> bool:
+    """False (and nothing written) when the id exists: the caller decides what that means.
 
-
-def insert_job(tx: Tx, spec: NewJob, now: float) -> None:
-    tx.execute(
+    Insert first, look later: on PostgreSQL a second transaction creating the same id waits
+    here for the first to commit and then sees its job, as SQLite's one writer would."""
+    cursor = tx.execute(
         "INSERT INTO jobs (job_id, client, site, command, params, metadata, walltime_limit,"
-        " state, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        " state, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)"
+        " ON CONFLICT (job_id) DO NOTHING",
         (
             spec.job_id,
             spec.client,
@@ -122,6 +56,8 @@ def insert_job(tx: Tx, spec: NewJob, now: float) -> None:
             now,
         ),
     )
+    if cursor.rowcount != 1:
+        return False
     for position, item in enumerate(spec.inputs):
         # An empty input has nothing to upload: received (0) == size makes it complete.
         tx.execute(
@@ -130,10 +66,13 @@ def insert_job(tx: Tx, spec: NewJob, now: float) -> None:
             (spec.job_id, position, item.name, item.size, item.sha256, item.mode),
         )
     tx.touch(spec.job_id)
+    return True
 
 
 def load_job(tx: Tx, job_id: str) -> JobRecord | None:
-    row = tx.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    # A write locks the row it reads: what it decides on cannot change before it commits.
+    sql = tx.dialect.lock_job if tx.writing else "SELECT * FROM jobs WHERE job_id = ?"
+    row = tx.execute(sql, (job_id,)).fetchone()
     if row is None:
         return None
     inputs = tx.execute(
@@ -150,7 +89,7 @@ def must_load(tx: Tx, job_id: str) -> JobRecord:
     return job
 
 
-def _job(row: sqlite3.Row, inputs: list[sqlite3.Row], results: list[sqlite3.Row]) -> JobRecord:
+def _job(row: Row, inputs: Sequence[Row], results: Sequence[Row]) -> JobRecord:
     spec = NewJob(
         job_id=row["job_id"],
         client=row["client"],
@@ -196,10 +135,13 @@ def _job(row: sqlite3.Row, inputs: list[sqlite3.Row], results: list[sqlite3.Row]
 def select_job_ids(
     tx: Tx, *, client: str | None, site: str | None, state: State | None, limit: int
 ) -> list[str]:
+    state_value = None if state is None else state.value
     rows = tx.execute(
-        "SELECT job_id FROM jobs WHERE (? IS NULL OR client = ?) AND (? IS NULL OR site = ?)"
-        " AND (? IS NULL OR state = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?",
-        (client, client, site, site, state, state, limit),
+        # CAST: PostgreSQL needs a type for a parameter that is only tested for NULL.
+        "SELECT job_id FROM jobs WHERE (CAST(? AS TEXT) IS NULL OR client = ?)"
+        " AND (CAST(? AS TEXT) IS NULL OR site = ?)"
+        " AND (CAST(? AS TEXT) IS NULL OR state = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        (client, client, site, site, state_value, state_value, limit),
     ).fetchall()
     return [str(row["job_id"]) for row in rows]
 
@@ -240,9 +182,7 @@ def requeue_expired_claims(tx: Tx, now: float, *, site: str | None) -> tuple[lis
     """Claimed jobs whose agent never started them go back to the queue (or end, if a cancel
     was requested meanwhile). Returns (requeued, cancelled)."""
     rows = tx.execute(
-        "SELECT job_id, site, cancel_requested FROM jobs WHERE state = ?"
-        " AND lease_expires < ? AND (? IS NULL OR site = ?)",
-        (State.CLAIMED.value, now, site, site),
+        tx.dialect.expired_claims, (State.CLAIMED.value, now, site, site)
     ).fetchall()
     requeued, cancelled = [], []
     for row in rows:
@@ -287,10 +227,7 @@ def release(tx: Tx, job: JobRecord, now: float) -> JobRecord:
 
 
 def mark_agents_lost(tx: Tx, now: float) -> list[str]:
-    rows = tx.execute(
-        "SELECT job_id, site FROM jobs WHERE state = ? AND agent_lost = 0 AND lease_expires < ?",
-        (State.RUNNING.value, now),
-    ).fetchall()
+    rows = tx.execute(tx.dialect.lapsed_running, (State.RUNNING.value, now)).fetchall()
     for row in rows:
         tx.execute("UPDATE jobs SET agent_lost = 1 WHERE job_id = ?", (row["job_id"],))
         # The site's waiting claims look again: the agent that lost it may be among them.
@@ -303,8 +240,7 @@ def expire_waiting(tx: Tx, now: float, queue_ttl: float) -> list[str]:
     """Jobs nobody took (queued) or the client left (created) for longer than the queue TTL."""
     # The same test as ``rules.waited_too_long``, in SQL so that it uses the queue index.
     rows = tx.execute(
-        "SELECT job_id FROM jobs WHERE (state = ? AND queued_at < ?)"
-        " OR (state = ? AND updated_at < ?)",
+        tx.dialect.waited_too_long,
         (State.QUEUED.value, now - queue_ttl, State.CREATED.value, now - queue_ttl),
     ).fetchall()
     for row in rows:
@@ -317,16 +253,11 @@ def expire_waiting(tx: Tx, now: float, queue_ttl: float) -> list[str]:
 def next_claimable(tx: Tx, site: str, agent_id: str, now: float) -> tuple[str | None, bool]:
     """(job id, reattach): a running job this agent lost comes back before new work."""
     lost = tx.execute(
-        "SELECT job_id FROM jobs WHERE site = ? AND state = ? AND agent_id = ?"
-        " AND (agent_lost = 1 OR lease_expires < ?) ORDER BY queued_at, rowid LIMIT 1",
-        (site, State.RUNNING.value, agent_id, now),
+        tx.dialect.next_lost, (site, State.RUNNING.value, agent_id, now)
     ).fetchone()
     if lost is not None:
         return str(lost["job_id"]), True
-    queued = tx.execute(
-        "SELECT job_id FROM jobs WHERE site = ? AND state = ? ORDER BY queued_at, rowid LIMIT 1",
-        (site, State.QUEUED.value),
-    ).fetchone()
+    queued = tx.execute(tx.dialect.next_queued, (site, State.QUEUED.value)).fetchone()
     return (str(queued["job_id"]), False) if queued is not None else (None, False)
 
 
@@ -383,9 +314,10 @@ def list_results(tx: Tx, job_id: str, results: Sequence[ResultRecord]) -> None:
 
 def queue_stats(tx: Tx) -> list[QueueStats]:
     rows = tx.execute(
-        "SELECT site, SUM(state = 'queued') AS queued,"
+        "SELECT site, SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) AS queued,"
         " MIN(CASE WHEN state = 'queued' THEN queued_at END) AS oldest,"
-        " SUM(state = 'claimed') AS claimed, SUM(state = 'running') AS running"
+        " SUM(CASE WHEN state = 'claimed' THEN 1 ELSE 0 END) AS claimed,"
+        " SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END) AS running"
         " FROM jobs WHERE state IN ('queued', 'claimed', 'running') GROUP BY site ORDER BY site"
     ).fetchall()
     return [

@@ -1,8 +1,10 @@
-"""SQL of the original API's records (``legacy_jobs``) for the SQLite store.
+"""SQL of the original API's records (``legacy_jobs``) for the SQL backends (SQLite,
+PostgreSQL).
 
 One row per job that the original API created or handed to an original poller; it goes with
 the job (``ON DELETE CASCADE``), so retention removes both. Runs inside the store's one
-transaction (``broker.store.sqlite_db``), together with the job's own changes.
+transaction (``broker.store.sql_tx.Tx``), together with the job's own changes; the table is
+made by each backend's schema module.
 
 This module never builds SQL from data (only ``?`` parameters) and never decides policy: who
 may act on a job is checked by the API before it gets here.
@@ -15,24 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.store.records import LegacyRecord
-from broker.store.sqlite_db import Tx
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS legacy_jobs (
-    job_id TEXT PRIMARY KEY REFERENCES jobs (job_id) ON DELETE CASCADE,
-    calc_info TEXT NOT NULL,
-    progress TEXT,
-    status TEXT,
-    poller TEXT,
-    epoch INTEGER NOT NULL DEFAULT 0,
-    result_types TEXT NOT NULL DEFAULT '{}'
-)
-"""
-
-
-def create_schema(tx: Tx) -> None:
-    # Added to a database of an earlier broker as it opens: the table is new and optional.
-    tx.execute(SCHEMA)
+from broker.store.sql_tx import Tx
 
 
 def insert(tx: Tx, job_id: str, calc_info: Mapping[str, Any]) -> None:

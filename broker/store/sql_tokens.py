@@ -1,8 +1,8 @@
-"""SQL of the token records (``tokens``) for the SQLite store.
+"""SQL of the token records (``tokens``) for the SQL backends (SQLite, PostgreSQL).
 
 A row holds a token's public id, the SHA-256 of the whole token, its scope and subject, and
 when it was made and revoked. Every function runs inside a transaction or snapshot that
-``SQLiteStore`` opened.
+``SQLStore`` opened; the table is made by each backend's schema module.
 
 This module never stores a token itself, only its hash, and never builds SQL from data (only
 ``?`` parameters).
@@ -10,34 +10,15 @@ This module never stores a token itself, only its hash, and never builds SQL fro
 
 from __future__ import annotations
 
-import sqlite3
-
 from broker.store.records import Scope, TokenRecord
 from broker.store.rules import token_exists
-from broker.store.sqlite_db import Tx
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
-    token_id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-)
-"""
-
-
-def create_schema(tx: Tx) -> None:
-    tx.execute(SCHEMA)
+from broker.store.sql_tx import Row, Tx
 
 
 def insert(tx: Tx, record: TokenRecord) -> None:
-    if tx.execute("SELECT 1 FROM tokens WHERE token_id = ?", (record.token_id,)).fetchone():
-        raise token_exists(record.token_id)
-    tx.execute(
+    cursor = tx.execute(
         "INSERT INTO tokens (token_id, sha256, scope, subject, created_at, revoked_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
         (
             record.token_id,
             record.sha256,
@@ -47,10 +28,18 @@ def insert(tx: Tx, record: TokenRecord) -> None:
             record.revoked_at,
         ),
     )
+    if cursor.rowcount != 1:
+        raise token_exists(record.token_id)
 
 
 def load(tx: Tx, token_id: str) -> TokenRecord | None:
     row = tx.execute("SELECT * FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+    return _token(row) if row is not None else None
+
+
+def load_for_claim(tx: Tx, token_id: str) -> TokenRecord | None:
+    """The token of a claim, held until the claim commits: a revoke waits or was seen."""
+    row = tx.execute(tx.dialect.lock_claimer, (token_id,)).fetchone()
     return _token(row) if row is not None else None
 
 
@@ -67,7 +56,7 @@ def revoke(tx: Tx, token_id: str, now: float) -> bool:
     return cursor.rowcount == 1
 
 
-def _token(row: sqlite3.Row) -> TokenRecord:
+def _token(row: Row) -> TokenRecord:
     return TokenRecord(
         token_id=row["token_id"],
         sha256=row["sha256"],

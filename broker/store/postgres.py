@@ -1,0 +1,61 @@
+"""The PostgreSQL backend of ``broker.store.Store``: a database several processes can share.
+
+``PostgresStore`` opens a connection pool (``postgres_db``), refuses to serve on a database
+whose schema is not this code's (``postgres_schema``: not migrated yet, or newer) and runs the
+shared ``SQLStore`` over it, with the same semantics as SQLite and memory. Its schema changes
+only through ``migrate`` (``mint-bridge broker migrate``), never as a side effect of serving.
+
+Imported only when a config names a ``postgresql://`` store: the embedded default never loads
+psycopg. This module never builds SQL from data, never stores a token and never logs a
+password (the database is named by ``StoreLocation.shown``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from broker.store import postgres_schema
+from broker.store.interface import ChangeListener
+from broker.store.locations import StoreLocation, read_password
+from broker.store.postgres_db import Database
+from broker.store.sql_store import SQLStore
+
+MIGRATE_HINT = "`mint-bridge broker migrate --config broker.toml`"
+
+
+def _database(location: StoreLocation, pool_size: int) -> Database:
+    return Database(location.url, location.shown, password=read_password(location),
+                    pool_size=pool_size)  # fmt: skip
+
+
+class PostgresStore(SQLStore):
+    def __init__(
+        self,
+        location: StoreLocation,
+        listener: ChangeListener | None = None,
+        *,
+        pool_size: int = 10,
+    ) -> None:
+        self.location = location
+        database = _database(location, pool_size)
+        super().__init__(database, listener)
+        try:
+            with database.snapshot() as tx:
+                postgres_schema.check(tx, self._where(location), MIGRATE_HINT)
+        except BaseException:
+            database.close()
+            raise
+
+    @staticmethod
+    def _where(location: StoreLocation) -> str:
+        return f"the broker database {location.shown}"
+
+    @classmethod
+    def migrate(cls, location: StoreLocation) -> tuple[int, int]:
+        """Apply the schema steps this database lacks: (version before, version after)."""
+        database = _database(location, 1)
+        try:
+            with database.transaction() as tx:
+                return postgres_schema.migrate(tx, time.time(), cls._where(location))
+        finally:
+            database.close()

@@ -1,0 +1,139 @@
+"""The SQLite backend's tables and their migration steps, applied as the database opens.
+
+SQLite is the embedded default: a new data dir gets its tables on first open, and an existing
+one is brought to this code's version in the same write transaction. A database newer than
+this code is refused (``migrations.SchemaMismatch``). Besides ``schema_version``, the version
+is kept in ``PRAGMA user_version``, which brokers before ``schema_version`` checked, so they
+refuse a newer database too.
+
+This module never builds SQL from data.
+"""
+
+from __future__ import annotations
+
+from broker.store import migrations
+from broker.store.migrations import Migration
+from broker.store.sql_tx import Tx
+
+_JOBS = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    site TEXT NOT NULL,
+    command TEXT NOT NULL,
+    params TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    walltime_limit REAL,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    outcome TEXT,
+    skipped TEXT NOT NULL DEFAULT '[]',
+    stdout_size INTEGER NOT NULL DEFAULT 0,
+    stderr_size INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    agent_lost INTEGER NOT NULL DEFAULT 0,
+    agent_id TEXT,
+    native_id TEXT,
+    lease_epoch INTEGER NOT NULL DEFAULT 0,
+    lease_expires REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    queued_at REAL,
+    finished_at REAL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    results_deleted INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+_INPUTS = """
+CREATE TABLE IF NOT EXISTS inputs (
+    job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, name)
+)
+"""
+
+_RESULTS = """
+CREATE TABLE IF NOT EXISTS results (
+    job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    mode INTEGER NOT NULL DEFAULT 420,
+    listed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, name)
+)
+"""
+
+_AGENTS = """
+CREATE TABLE IF NOT EXISTS agents (
+    site TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (site, agent_id)
+)
+"""
+
+_TOKENS = """
+CREATE TABLE IF NOT EXISTS tokens (
+    token_id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+)
+"""
+
+_LEGACY = """
+CREATE TABLE IF NOT EXISTS legacy_jobs (
+    job_id TEXT PRIMARY KEY REFERENCES jobs (job_id) ON DELETE CASCADE,
+    calc_info TEXT NOT NULL,
+    progress TEXT,
+    status TEXT,
+    poller TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    result_types TEXT NOT NULL DEFAULT '{}'
+)
+"""
+
+# Step 1 is the schema of the brokers before schema_version, written with IF NOT EXISTS: such
+# a database (user_version 1, no schema_version) goes through it unchanged and gets it recorded.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "jobs, inputs, results, agents, tokens, legacy_jobs",
+        (
+            _JOBS,
+            "CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (site, state, queued_at)",
+            "CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, created_at)",
+            _INPUTS,
+            _RESULTS,
+            _AGENTS,
+            _TOKENS,
+            _LEGACY,
+        ),
+    ),
+)
+
+SCHEMA_VERSION = migrations.latest(MIGRATIONS)
+
+
+def migrate(tx: Tx, now: float, where: str) -> tuple[int, int]:
+    """Bring the database to ``SCHEMA_VERSION``, or refuse one that is newer: (version
+    before, version after)."""
+    tx.execute(migrations.VERSION_TABLE)
+    recorded = migrations.recorded_version(tx)
+    earlier = int(tx.execute("PRAGMA user_version").fetchone()[0])
+    before = max(recorded, earlier)
+    migrations.pending(before, MIGRATIONS, where)
+    migrations.apply(tx, migrations.pending(recorded, MIGRATIONS, where), now, where)
+    # A constant, not data: PRAGMA takes no parameters.
+    tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return before, SCHEMA_VERSION
