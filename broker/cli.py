@@ -1,4 +1,5 @@
-"""The ``broker`` command group: ``serve``, ``token create|list|revoke`` and ``import-ini``.
+"""The ``broker`` command group: ``serve``, ``token create|list|revoke``, ``import-ini``, and
+``jobs`` and ``sites`` (``broker.operator_cli``).
 
 Attached to ``mint-bridge`` as ``mint-bridge broker ...``; also runs as ``python -m
 broker.cli``. A new token is printed once on stdout and only its SHA-256 is stored; this
@@ -23,7 +24,8 @@ from broker.errors import InvalidField
 from broker.store import Scope
 from broker.store.sqlite import SQLiteStore
 
-_CONFIG = click.option(
+# Typed, since broker.operator_cli imports it while this module is still being loaded.
+_CONFIG: Callable[[Callable[..., None]], Callable[..., None]] = click.option(
     "--config", "config_path", required=True, type=click.Path(dir_okay=False),
     help="Broker config (TOML), e.g. broker.toml.",
 )  # fmt: skip
@@ -79,13 +81,20 @@ def token() -> None:
 @click.option("--site", help="A site's agent token for this site name.")
 @click.option("--client", help="A client token for this client name (e.g. ssh-node01).")
 @click.option("--admin", is_flag=True, help="An admin token.")
+@click.option("--operator", help="A read-only operator token (/metrics) for this name, e.g. "
+              "prometheus.")  # fmt: skip
 @_CONFIG
-def token_create(site: str | None, client: str | None, admin: bool, config_path: str) -> None:
+def token_create(
+    site: str | None, client: str | None, admin: bool, operator: str | None, config_path: str
+) -> None:
     """Make a token; it is printed once, on stdout, and only its hash is kept."""
-    chosen = [(Scope.SITE, site), (Scope.CLIENT, client), (Scope.ADMIN, "admin" if admin else None)]
+    chosen = [(Scope.SITE, site), (Scope.CLIENT, client), (Scope.ADMIN, "admin" if admin else None),
+              (Scope.OPERATOR, operator)]  # fmt: skip
     picked = [(scope, name) for scope, name in chosen if name is not None]
     if len(picked) != 1:
-        raise click.UsageError("give exactly one of --site NAME, --client NAME or --admin")
+        raise click.UsageError(
+            "give exactly one of --site NAME, --client NAME, --operator NAME or --admin"
+        )
     scope, subject = picked[0]
     try:
         check_subject(scope, subject)
@@ -189,6 +198,13 @@ def _check_rendered(text: str) -> None:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
         load_config(path)
+
+
+# The operator's view (jobs, sites) lives in its own module; it uses the helpers above.
+from broker.operator_cli import jobs, sites  # noqa: E402
+
+cli.add_command(jobs)
+cli.add_command(sites)
 
 
 if __name__ == "__main__":
