@@ -73,6 +73,7 @@ class _LazyGroup(click.Group):
         "setup": ("node_setup.cli", "setup"),
         "health": ("node_setup.health.command", "health"),
         "sites": ("node_setup.health.command", "sites"),
+        "jobs": ("bridge.client.jobs_command", "jobs"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
