@@ -276,7 +276,7 @@ def complete(job_id: str) -> Response:
         _register_empty_results(broker, before, epoch, results)
     job = broker.store.complete(job_id, epoch, outcome, results, skipped, now)
     if before is not None and not before.state.is_final and job.state.is_final:
-        metrics.job_event("completed", job.spec.site, job.state)
+        metrics.job_event("completed", job.spec.site, job.state, str(outcome["state"]))
     log.info("%s: %s (%s, exit code %s, %d results)", job_id, job.state, outcome["state"],
              outcome["exit_code"], len(results))  # fmt: skip
     return document(job)

@@ -12,48 +12,26 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import NoReturn
 
 import click
 
-from bridge.core.errors import BridgeError
+from bridge.core.log_format import LOG_FORMATS, TEXT, formatter
 from broker.auth import check_subject, new_token
-from broker.config import BrokerConfig, load_config
+from broker.cli_common import CONFIG_OPTION as _CONFIG
+from broker.cli_common import open_store as _open_store
+from broker.cli_common import run_reporting as _run
+from broker.config import load_config
 from broker.errors import InvalidField
+from broker.operator_cli import jobs, sites
 from broker.store import Scope
-from broker.store.sqlite import SQLiteStore
-
-# Typed, since broker.operator_cli imports it while this module is still being loaded.
-_CONFIG: Callable[[Callable[..., None]], Callable[..., None]] = click.option(
-    "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-    help="Broker config (TOML), e.g. broker.toml.",
-)  # fmt: skip
 
 
-def _fail(exc: BridgeError) -> NoReturn:
-    click.echo(f"broker: error: {exc}", err=True)
-    sys.exit(int(exc.exit_code))
-
-
-def _run(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except BridgeError as exc:
-        _fail(exc)
-
-
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, log_format: str = TEXT) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    handler.setFormatter(formatter(log_format, "%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def _open_store(config: BrokerConfig) -> SQLiteStore:
-    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
-    return SQLiteStore(config.database)
 
 
 @click.group(name="broker")
@@ -64,12 +42,23 @@ def cli() -> None:
 @cli.command()
 @_CONFIG
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
-def serve(config_path: str, verbose: int) -> None:
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="Log lines as text or as one JSON object each (default: [logging] format "
+              "of the config, else text).")  # fmt: skip
+def serve(config_path: str, verbose: int, log_format: str | None) -> None:
     """Run the broker (gunicorn, one worker, many threads) until SIGTERM."""
+    from dataclasses import replace
+
     from broker.serve import serve as run_server
 
-    _setup_logging(verbose)
-    _run(lambda: run_server(load_config(config_path)))
+    def start() -> None:
+        config = load_config(config_path)
+        if log_format is not None:
+            config = replace(config, log_format=log_format)
+        _setup_logging(verbose, config.log_format)
+        run_server(config)
+
+    _run(start)
 
 
 @cli.group()
@@ -200,10 +189,7 @@ def _check_rendered(text: str) -> None:
         load_config(path)
 
 
-# The operator's view (jobs, sites) lives in its own module; it uses the helpers above.
-from broker.operator_cli import jobs, sites  # noqa: E402
-
-cli.add_command(jobs)
+cli.add_command(jobs)  # the operator's view, from broker.operator_cli
 cli.add_command(sites)
 
 

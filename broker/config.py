@@ -15,12 +15,13 @@ from typing import Any
 
 from bridge.core.broker_endpoint import is_loopback
 from bridge.core.errors import ConfigError
+from bridge.core.log_format import LOG_FORMATS, TEXT
 from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration, parse_size
 from broker import defaults
 from broker.legacy.config import LegacyConfig, parse_legacy
 
-_SECTIONS = {"server", "storage", "jobs", "limits", "legacy"}
+_SECTIONS = {"server", "storage", "jobs", "limits", "legacy", "logging"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class BrokerConfig:
     body_timeout: float = defaults.BODY_TIMEOUT
     # The original API (/mi-distcomp-api/) and its whitelist; off unless [legacy] enables it.
     legacy: LegacyConfig = field(default_factory=LegacyConfig)
+    log_format: str = TEXT  # [logging] format: "text" or "json" (bridge.core.log_format)
     source: str = ""
 
     @property
@@ -71,6 +73,7 @@ def load_config(path: str) -> BrokerConfig:
         **_jobs(jobs),
         **_limits(limits),
         legacy=parse_legacy(top.section("legacy")),
+        log_format=_log_format(top.section("logging")),
     )
     _check_tls(config, server)
     return config
@@ -148,6 +151,14 @@ def _limits(sec: Section) -> dict[str, Any]:
         "long_polls_per_token": polls,
         "body_timeout": sec.convert("body_timeout", parse_duration, defaults.BODY_TIMEOUT),
     }
+
+
+def _log_format(sec: Section) -> str:
+    sec.check_keys({"format"})
+    value = sec.get("format", str, TEXT)
+    if value not in LOG_FORMATS:
+        raise sec.error(f"must be one of {', '.join(LOG_FORMATS)}, not {value!r}", "format")
+    return value
 
 
 def _check_tls(config: BrokerConfig, server: Section) -> None:

@@ -105,10 +105,13 @@ def of_app(app: Flask) -> Metrics:
     return metrics
 
 
-def job_event(event: str, site: str, state: State | None = None) -> None:
-    """Count a job being created, claimed or completed (``state``: how it ended)."""
+def job_event(event: str, site: str, state: State | None = None, outcome: str = "") -> None:
+    """Count a job being created, claimed or completed (``state``: the job's final state,
+    ``outcome``: the outcome's state, e.g. ``completed`` or ``failed``)."""
     assert event in JOB_EVENTS
-    labels = {"site": site} if state is None else {"site": site, "state": state.value}
+    labels = {"site": site}
+    if state is not None:
+        labels.update({"state": state.value, "outcome": outcome})
     of_app(current_app).add(f"jobs_{event}", labels)
 
 
@@ -210,7 +213,7 @@ def _store_gauges(out: _Exposition, broker: Broker, now: float) -> None:
 _COUNTERS = (
     ("jobs_created", "Jobs created through the client API, by site."),
     ("jobs_claimed", "Claims answered with a job (first claims and re-attachments), by site."),
-    ("jobs_completed", "Jobs ended by their agent's complete, by site and final state."),
+    ("jobs_completed", "Jobs ended by their agent's complete, by site, final state and outcome."),
     ("http_requests", "HTTP requests answered, by route template, method and status."),
     ("upload_bytes", "Bytes of uploads accepted (inputs, results, logs)."),
     ("download_bytes", "Bytes of downloads answered (inputs, results, logs)."),

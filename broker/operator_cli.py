@@ -23,7 +23,9 @@ from bridge.core.errors import BridgeError
 from bridge.core.job import check_job_id
 from bridge.core.text_table import local_time, render_table, seconds_text
 from bridge.core.units import parse_duration
-from broker.cli import _CONFIG, _open_store, _run
+from broker.cli_common import CONFIG_OPTION as _CONFIG
+from broker.cli_common import open_store as _open_store
+from broker.cli_common import run_reporting as _run
 from broker.config import load_config
 from broker.status import job_detail, job_row, list_jobs, site_document, site_statuses
 from broker.store import State
