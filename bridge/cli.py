@@ -73,6 +73,7 @@ class _LazyGroup(click.Group):
         "setup": ("node_setup.cli", "setup"),
         "health": ("node_setup.health.command", "health"),
         "sites": ("node_setup.health.command", "sites"),
+        "jobs": ("bridge.client.jobs_command", "jobs"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -236,11 +237,13 @@ def cleanup(config_path: str, dry_run: bool) -> None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, help="Site config (TOML) with [agent].")
-def agent(config_path: str) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines on stderr as text or one JSON object each.")
+def agent(config_path: str, log_format: str) -> None:
     """Pull jobs from the broker and run them at this site (stops on SIGTERM)."""
     from bridge.site.agent import run_agent
 
-    sys.exit(run_agent(config_path))
+    sys.exit(run_agent(config_path, log_format=log_format))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from dataclasses import replace
 from flask import Blueprint, Response, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from broker import auth, defaults
+from broker import auth, defaults, metrics
 from broker.api_base import answer, document, empty, json_body, load_job, wait_for
 from broker.delivery import ClientGone, client_connected, on_undelivered
 from broker.errors import BodyCut, BrokerError, Forbidden, NotFound, TooLarge, Unauthorized
@@ -101,6 +101,7 @@ def claim() -> Response:
         "%s: claimed by agent %s of site %s (epoch %d%s)",
         got.job.job_id, agent_id, site, got.epoch, ", reattached" if got.reattach else "",
     )  # fmt: skip
+    metrics.job_event("claimed", site)
     response = answer({
         "job": got.job.document(),
         "lease": {"epoch": got.epoch, "ttl": broker.config.lease_ttl},
@@ -274,6 +275,8 @@ def complete(job_id: str) -> Response:
     if before is not None and not before.state.is_final:
         _register_empty_results(broker, before, epoch, results)
     job = broker.store.complete(job_id, epoch, outcome, results, skipped, now)
+    if before is not None and not before.state.is_final and job.state.is_final:
+        metrics.job_event("completed", job.spec.site, job.state, str(outcome["state"]))
     log.info("%s: %s (%s, exit code %s, %d results)", job_id, job.state, outcome["state"],
              outcome["exit_code"], len(results))  # fmt: skip
     return document(job)

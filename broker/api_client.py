@@ -15,7 +15,7 @@ import logging
 from flask import Blueprint, Response, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from broker import auth, defaults
+from broker import auth, defaults, metrics
 from broker.api_base import answer, empty, json_body, load_job, wait_for
 from broker.errors import Forbidden, InvalidField, InvalidState, NotFound, TooLarge
 from broker.notify import job_key
@@ -74,6 +74,7 @@ def create_job() -> Response:
             "%s: created by client %s for site %s (command %s, %d inputs)",
             job.job_id, spec.client, spec.site, spec.command, len(spec.inputs),
         )  # fmt: skip
+        metrics.job_event("created", spec.site)
     response = _document(job, 201 if created else 200)
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     return response

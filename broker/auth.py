@@ -3,7 +3,8 @@
 A token is ``mbt_<id>_<secret>``: ``<id>`` (12 lowercase hex) is public and finds the record;
 only SHA-256 of the whole token is stored, compared with ``hmac.compare_digest``. Scopes:
 ``client`` (creates jobs, reads/cancels/acks its own), ``site`` (acts as that site's agent),
-``admin`` (every job and ``/api/v1/admin``).
+``admin`` (every job and ``/api/v1/admin``), ``operator`` (read-only: ``/metrics``; named, e.g.
+``prometheus``, so each scraper has a token of its own to revoke).
 
 This module never logs a token, never stores one, and never accepts one anywhere but the
 ``Authorization`` header: a token in a query string would land in access logs and proxies.

@@ -1,5 +1,5 @@
-"""The ``broker`` command group: ``serve``, ``migrate``, ``token create|list|revoke`` and
-``import-ini``.
+"""The ``broker`` command group: ``serve``, ``migrate``, ``token create|list|revoke``,
+``import-ini``, and ``jobs`` and ``sites`` (``broker.operator_cli``).
 
 Attached to ``mint-bridge`` as ``mint-bridge broker ...``; also runs as ``python -m
 broker.cli``. A new token is printed once on stdout and only its SHA-256 is stored; this
@@ -12,49 +12,27 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import NoReturn
 
 import click
 
-from bridge.core.errors import BridgeError
+from bridge.core.log_format import LOG_FORMATS, TEXT, formatter
 from broker.auth import check_subject, new_token
-from broker.config import BrokerConfig, load_config
+from broker.cli_common import CONFIG_OPTION as _CONFIG
+from broker.cli_common import open_store as _open_store
+from broker.cli_common import run_reporting as _run
+from broker.config import load_config
 from broker.errors import InvalidField
-from broker.store import Scope, Store
+from broker.operator_cli import jobs, sites
+from broker.store import Scope
 from broker.store.locations import migrate as migrate_store
-from broker.store.locations import open_store
-
-_CONFIG = click.option(
-    "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-    help="Broker config (TOML), e.g. broker.toml.",
-)  # fmt: skip
 
 
-def _fail(exc: BridgeError) -> NoReturn:
-    click.echo(f"broker: error: {exc}", err=True)
-    sys.exit(int(exc.exit_code))
-
-
-def _run(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except BridgeError as exc:
-        _fail(exc)
-
-
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, log_format: str = TEXT) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    handler.setFormatter(formatter(log_format, "%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def _open_store(config: BrokerConfig) -> Store:
-    if config.store_location is None:
-        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
-    return open_store(config.store, pool_size=1)
 
 
 @click.group(name="broker")
@@ -65,12 +43,23 @@ def cli() -> None:
 @cli.command()
 @_CONFIG
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
-def serve(config_path: str, verbose: int) -> None:
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="Log lines as text or as one JSON object each (default: [logging] format "
+              "of the config, else text).")  # fmt: skip
+def serve(config_path: str, verbose: int, log_format: str | None) -> None:
     """Run the broker (gunicorn, one worker, many threads) until SIGTERM."""
+    from dataclasses import replace
+
     from broker.serve import serve as run_server
 
-    _setup_logging(verbose)
-    _run(lambda: run_server(load_config(config_path)))
+    def start() -> None:
+        config = load_config(config_path)
+        if log_format is not None:
+            config = replace(config, log_format=log_format)
+        _setup_logging(verbose, config.log_format)
+        run_server(config)
+
+    _run(start)
 
 
 @cli.command()
@@ -105,13 +94,20 @@ def token() -> None:
 @click.option("--site", help="A site's agent token for this site name.")
 @click.option("--client", help="A client token for this client name (e.g. ssh-node01).")
 @click.option("--admin", is_flag=True, help="An admin token.")
+@click.option("--operator", help="A read-only operator token (/metrics) for this name, e.g. "
+              "prometheus.")  # fmt: skip
 @_CONFIG
-def token_create(site: str | None, client: str | None, admin: bool, config_path: str) -> None:
+def token_create(
+    site: str | None, client: str | None, admin: bool, operator: str | None, config_path: str
+) -> None:
     """Make a token; it is printed once, on stdout, and only its hash is kept."""
-    chosen = [(Scope.SITE, site), (Scope.CLIENT, client), (Scope.ADMIN, "admin" if admin else None)]
+    chosen = [(Scope.SITE, site), (Scope.CLIENT, client), (Scope.ADMIN, "admin" if admin else None),
+              (Scope.OPERATOR, operator)]  # fmt: skip
     picked = [(scope, name) for scope, name in chosen if name is not None]
     if len(picked) != 1:
-        raise click.UsageError("give exactly one of --site NAME, --client NAME or --admin")
+        raise click.UsageError(
+            "give exactly one of --site NAME, --client NAME, --operator NAME or --admin"
+        )
     scope, subject = picked[0]
     try:
         check_subject(scope, subject)
@@ -215,6 +211,10 @@ def _check_rendered(text: str) -> None:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
         load_config(path)
+
+
+cli.add_command(jobs)  # the operator's view, from broker.operator_cli
+cli.add_command(sites)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ from typing import Any
 
 from bridge.core.broker_endpoint import is_loopback
 from bridge.core.errors import ConfigError
+from bridge.core.log_format import LOG_FORMATS, TEXT
 from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration, parse_size
 from broker import defaults
 from broker.legacy.config import LegacyConfig, parse_legacy
 from broker.store.locations import POSTGRESQL, StoreLocation, parse_store_url, sqlite_at
 
-_SECTIONS = {"server", "storage", "jobs", "limits", "legacy"}
+_SECTIONS = {"server", "storage", "jobs", "limits", "legacy", "logging"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class BrokerConfig:
     legacy: LegacyConfig = field(default_factory=LegacyConfig)
     # [storage] store; None: the embedded default, SQLite at ``database``.
     store_location: StoreLocation | None = None
+    log_format: str = TEXT  # [logging] format: "text" or "json" (bridge.core.log_format)
     source: str = ""
 
     @property
@@ -80,6 +82,7 @@ def load_config(path: str) -> BrokerConfig:
         **_jobs(jobs),
         **_limits(limits),
         legacy=parse_legacy(top.section("legacy")),
+        log_format=_log_format(top.section("logging")),
     )
     _check_tls(config, server)
     return config
@@ -171,6 +174,14 @@ def _limits(sec: Section) -> dict[str, Any]:
         "long_polls_per_token": polls,
         "body_timeout": sec.convert("body_timeout", parse_duration, defaults.BODY_TIMEOUT),
     }
+
+
+def _log_format(sec: Section) -> str:
+    sec.check_keys({"format"})
+    value = sec.get("format", str, TEXT)
+    if value not in LOG_FORMATS:
+        raise sec.error(f"must be one of {', '.join(LOG_FORMATS)}, not {value!r}", "format")
+    return value
 
 
 def _check_tls(config: BrokerConfig, server: Section) -> None:

@@ -194,6 +194,11 @@ META_PATHS: dict[str, Any] = {
                                      "responses": {"200": _json({"type": "object"})}}},
     "/api/v1/health": {"get": {"summary": "Liveness (no token needed)", "security": [],
                                "responses": {"200": _json({"type": "object"})}}},
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics (text format 0.0.4); admin or operator tokens",
+        "responses": {"200": {"description": "the exposition", "content": {
+            "text/plain": {"schema": {"type": "string"}}}}, **_errors()},
+    }},
 }  # fmt: skip
 
 _OUTCOME = {"type": "object", "required": ["state"], "properties": {

@@ -13,19 +13,24 @@ are read again too). A file that does not load is logged and the running config 
 ``POST /api/v1/admin/reload`` puts a new ``[legacy]`` section in force without a new worker.
 
 The access log records method, path (never the query string), status, size and duration; it
-never includes the Authorization header or any other request header.
+never includes the Authorization header or any other request header. With ``[logging] format =
+"json"`` (or ``serve --log-format json``) gunicorn's own lines and the access log are JSON
+lines too (``JsonLogger``); the format stays the one the broker started with across reloads.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import replace
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 from bridge.core.errors import BridgeError
+from bridge.core.log_format import JSON, JsonFormatter
 from broker import defaults
 from broker.app import create_app
 from broker.config import BrokerConfig, check_tls_files, load_config
@@ -59,7 +64,18 @@ def gunicorn_settings(config: BrokerConfig) -> dict[str, Any]:
     }
     if config.tls:
         settings.update({"certfile": config.cert, "keyfile": config.key})
+    if config.log_format == JSON:
+        settings["logger_class"] = JsonLogger
     return settings
+
+
+class JsonLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger with every handler it sets up writing JSON lines."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in [*self.error_log.handlers, *self.access_log.handlers]:
+            handler.setFormatter(JsonFormatter())
 
 
 def _end_long_polls_on_stop(worker: Any) -> None:
@@ -99,7 +115,8 @@ class BrokerServer(BaseApplication):  # type: ignore[misc]
         source = self.broker_config.source
         if source:
             try:
-                fresh = load_config(source)
+                # The log handlers were set up at the start; a reload keeps their format.
+                fresh = replace(load_config(source), log_format=self.broker_config.log_format)
                 check_tls_files(fresh)
             except BridgeError as exc:
                 # gunicorn would exit on an error here; a bad edit must not stop the broker.

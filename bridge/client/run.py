@@ -47,7 +47,8 @@ def run_command(
     config = default_config() if embedded_default else find_config(config_path)
     site = config.site(site_name)
     job_id = check_job_id(job_id) if job_id else new_job_id()
-    with job_log.recording(job_id, job_log.log_dir()) as record:
+    with job_log.recording(job_id, job_log.log_dir(), site=site_name, command=command,
+                           output_dir=output_dir) as record:  # fmt: skip
         # One line even without -v: the id that matches this run to the site's log.
         where = f"; log: {record.path}" if record.path else ""
         sys.stderr.write(f"mint-bridge: job {job_id} at site {site_name} ({command}){where}\n")

@@ -40,6 +40,7 @@ from bridge.core.errors import (
     ProtocolError,
 )
 from bridge.core.job import check_job_id
+from bridge.core.log_format import TEXT, formatter
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
 from bridge.site.agent_api import AgentApi, Claimed, Lease
 from bridge.site.config import AgentConfig, SiteConfig, load_site_config
@@ -217,17 +218,18 @@ class Agent:
         return found
 
 
-def _setup_logging(site: SiteConfig) -> None:
-    """The site log (as for serve-ssh) and stderr, which a service manager keeps."""
+def _setup_logging(site: SiteConfig, log_format: str) -> None:
+    """The site log (as for serve-ssh) and stderr, which a service manager keeps; stderr's
+    lines are text or JSON (``bridge.core.log_format``)."""
     from bridge.site.ssh_entry import setup_site_logging
 
     setup_site_logging(site)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(formatter(log_format, "%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
 
 
-def run_agent(config_path: str, *, configure_logging: bool = True) -> int:
+def run_agent(config_path: str, *, configure_logging: bool = True, log_format: str = TEXT) -> int:
     """Run the agent of the site config at ``config_path`` until SIGTERM/SIGINT; exit code."""
     try:
         site = load_site_config(config_path)
@@ -238,7 +240,7 @@ def run_agent(config_path: str, *, configure_logging: bool = True) -> int:
                 field="agent",
             )
         if configure_logging:
-            _setup_logging(site)
+            _setup_logging(site, log_format)
         # Before any thread exists: local jobs are then forked, not started as new interpreters.
         start_fork_server()
         agent = Agent(site, site.agent)

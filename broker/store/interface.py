@@ -175,6 +175,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def agents_seen(self) -> list[AgentSeen]: ...
 
+    def count_jobs(self) -> dict[tuple[str, State], int]:
+        """How many jobs each site has in each state (only pairs with at least one job).
+
+        A backend answers this with one grouped query (metrics ask for it on every scrape);
+        this default, correct for any backend, reads every job."""
+        counts: dict[tuple[str, State], int] = {}
+        for job in self.list_jobs(limit=-1):
+            key = (job.spec.site, job.state)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     # --- the original API (broker.legacy) ---------------------------------------------------------
 
     @abc.abstractmethod

@@ -287,6 +287,14 @@ class MemoryStore(Store):
             ))  # fmt: skip
         return stats
 
+    def count_jobs(self) -> dict[tuple[str, State], int]:
+        counts: dict[tuple[str, State], int] = {}
+        with self._snapshot() as tx:
+            for job in tx.tables.jobs.values():
+                key = (job.spec.site, job.state)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def agents_seen(self) -> list[AgentSeen]:
         with self._snapshot() as tx:
             seen = sorted(tx.tables.agents.items())

@@ -45,6 +45,8 @@ class Scope(enum.StrEnum):
     CLIENT = "client"
     SITE = "site"
     ADMIN = "admin"
+    # Read-only: what the broker is doing (/metrics), never a job's inputs or a change.
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True)

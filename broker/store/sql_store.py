@@ -263,6 +263,11 @@ class SQLStore(Store):
         with self._snapshot() as tx:
             return q.queue_stats(tx)
 
+    def count_jobs(self) -> dict[tuple[str, State], int]:
+        with self._snapshot() as tx:
+            rows = tx.execute("SELECT site, state, COUNT(*) AS n FROM jobs GROUP BY site, state")
+            return {(r["site"], State(r["state"])): r["n"] for r in rows.fetchall()}
+
     def agents_seen(self) -> list[AgentSeen]:
         with self._snapshot() as tx:
             rows = tx.execute(

@@ -87,3 +87,13 @@ def test_the_commented_example_config_loads() -> None:
     example = Path(__file__).resolve().parents[3] / "examples" / "broker.toml"
     config = load_config(str(example))
     assert config.tls and config.port == 50443 and config.max_input_size is None
+
+
+def test_logging_format_is_text_or_json(tmp_path: Path) -> None:
+    base = '[server]\nhost = "127.0.0.1"\ntls = false\n[storage]\ndata_dir = "d"\n'
+    assert load_config(write(tmp_path, base)).log_format == "text"
+    config = load_config(write(tmp_path, base + '[logging]\nformat = "json"\n'))
+    assert config.log_format == "json"
+    assert gunicorn_settings(config)["logger_class"].__name__ == "JsonLogger"
+    with pytest.raises(ConfigError, match=r"logging\.format: must be one of text, json"):
+        load_config(write(tmp_path, base + '[logging]\nformat = "yaml"\n'))

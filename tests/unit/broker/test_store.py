@@ -167,6 +167,22 @@ def test_claim_takes_the_oldest_queued_job_of_the_site_only(store: Store, change
     assert store.get_job(other).state is State.QUEUED  # type: ignore[union-attr]
 
 
+def test_count_jobs_groups_by_site_and_state(store: Store) -> None:
+    queued(store, site="site-b")
+    queued(store)
+    queued(store, now=T0 + 1)
+    store.create_job(spec(), T0 + 2)
+    store.claim("site-a", "agent-1", TTL, T0 + 3)
+    created = store.get_job(store.list_jobs(state=State.CREATED)[0].job_id)
+    assert created is not None
+    assert store.count_jobs() == {
+        ("site-a", State.CLAIMED): 1,
+        ("site-a", State.QUEUED): 1,
+        ("site-a", State.CREATED): 1,
+        ("site-b", State.QUEUED): 1,
+    }
+
+
 def test_concurrent_claims_give_a_job_to_one_thread(store: Store) -> None:
     job_id = queued(store)
     barrier, won = threading.Barrier(8), []

@@ -1,0 +1,263 @@
+"""``GET /metrics``: what the broker is doing, in Prometheus' text exposition format (0.0.4).
+
+Two kinds of figures. Counters and the latency histogram are kept in this process by
+``Metrics`` (``init_app`` hooks every request; the views call ``job_event``), so they start at
+0 when the broker starts, as Prometheus expects of counters. Gauges are read at each scrape:
+jobs by site and state, queues and agents from the store (grouped queries, cheap at any store
+size; see ``broker.status``), long polls from the notifier, the size of the store's files.
+
+Who may scrape: an ``admin`` token or a read-only ``operator`` token (``mint-bridge broker
+token create --operator prometheus``), in the ``Authorization`` header like every other
+request. Labels are route templates (``/api/v1/jobs/<job_id>``), never a path or a job id, so
+the number of series stays bounded.
+
+This module never labels a series with a token, a token id, a client's job name or a path,
+and never changes the store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from bridge import __version__
+from broker import auth
+from broker.runtime import Broker, current
+from broker.status import site_statuses
+from broker.store import Scope, State
+
+EXTENSION = "mint_broker_metrics"
+PREFIX = "mint_bridge_broker_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Seconds; long polls (up to 50 s) land in the top buckets, plain requests in the low ones.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+JOB_EVENTS = ("created", "claimed", "completed")
+# Which file a transfer route moves, by a part of its template.
+_FILE_KINDS = (("/inputs/", "input"), ("/results/", "result"), ("/logs/", "log"))
+_UPLOAD_METHODS = ("PATCH", "POST", "PUT")
+
+Labels = tuple[tuple[str, str], ...]
+
+bp = Blueprint("metrics", __name__)
+bp.before_request(auth.require(lambda: current().store, {Scope.ADMIN, Scope.OPERATOR}))
+
+
+@dataclass
+class _Histogram:
+    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    count: int = 0
+    total: float = 0.0
+
+
+class Metrics:
+    """This process's counters and histograms; every method is thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[Labels, float]] = {}
+        self._latency: dict[Labels, _Histogram] = {}
+
+    def add(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            series = self._counters.setdefault(name, {})
+            series[key] = series.get(key, 0.0) + amount
+
+    def observe_latency(self, labels: Mapping[str, str], seconds: float) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            histogram = self._latency.setdefault(key, _Histogram())
+            histogram.count += 1
+            histogram.total += seconds
+            for index, bound in enumerate(LATENCY_BUCKETS):
+                if seconds <= bound:
+                    histogram.buckets[index] += 1
+
+    def counter(self, name: str) -> dict[Labels, float]:
+        with self._lock:
+            return dict(self._counters.get(name, {}))
+
+    def latency(self) -> dict[Labels, _Histogram]:
+        with self._lock:
+            return {key: _Histogram(list(h.buckets), h.count, h.total)
+                    for key, h in self._latency.items()}  # fmt: skip
+
+
+def init_app(app: Flask) -> Metrics:
+    metrics = Metrics()
+    app.extensions[EXTENSION] = metrics
+    app.before_request(_start_clock)
+    app.after_request(_count_request)
+    app.register_blueprint(bp)
+    return metrics
+
+
+def of_app(app: Flask) -> Metrics:
+    metrics = app.extensions[EXTENSION]
+    assert isinstance(metrics, Metrics)
+    return metrics
+
+
+def job_event(event: str, site: str, state: State | None = None, outcome: str = "") -> None:
+    """Count a job being created, claimed or completed (``state``: the job's final state,
+    ``outcome``: the outcome's state, e.g. ``completed`` or ``failed``)."""
+    assert event in JOB_EVENTS
+    labels = {"site": site}
+    if state is not None:
+        labels.update({"state": state.value, "outcome": outcome})
+    of_app(current_app).add(f"jobs_{event}", labels)
+
+
+def _start_clock() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _count_request(response: BaseResponse) -> BaseResponse:
+    started = g.get("metrics_started")
+    metrics = of_app(current_app)
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    method = request.method
+    metrics.add("http_requests", {"route": route, "method": method,
+                                  "status": str(response.status_code)})  # fmt: skip
+    if isinstance(started, float):
+        # Until the view answered: a streamed download's bytes go out after this.
+        metrics.observe_latency({"route": route, "method": method}, time.perf_counter() - started)
+    kind = next((k for part, k in _FILE_KINDS if part in route), None)
+    if kind is not None and response.status_code < 300:
+        if method in _UPLOAD_METHODS and request.content_length:
+            metrics.add("upload_bytes", {"file": kind}, request.content_length)
+        elif method == "GET" and response.content_length:
+            metrics.add("download_bytes", {"file": kind}, response.content_length)
+    return response
+
+
+@bp.get("/metrics")
+def scrape() -> Response:
+    text = render(current(), of_app(current_app))
+    response = Response(text, status=200, content_type=CONTENT_TYPE)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- the exposition ------------------------------------------------------------------------
+
+
+class _Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> str:
+        full = PREFIX + name + ("_total" if kind == "counter" else "")
+        self.lines.append(f"# HELP {full} {help_text}")
+        self.lines.append(f"# TYPE {full} {kind}")
+        return full
+
+    def sample(self, name: str, labels: Iterable[tuple[str, str]], value: float) -> None:
+        self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render(broker: Broker, metrics: Metrics) -> str:
+    now = broker.clock()
+    out = _Exposition()
+    name = out.family("build_info", "gauge", "The broker's version (always 1).")
+    out.sample(name, [("version", __version__)], 1)
+    name = out.family("start_time_seconds", "gauge",
+                      "When this broker process started (Unix time).")  # fmt: skip
+    out.sample(name, [], broker.started_at)
+    _store_gauges(out, broker, now)
+    name = out.family("long_polls_in_flight", "gauge",
+                      "Long polls (claims, status, logs) waiting now.")  # fmt: skip
+    out.sample(name, [], broker.notifier.waiting())
+    name = out.family("store_size_bytes", "gauge", "Size of the store's database files.")
+    out.sample(name, [], _store_size(broker.config.database))
+    _counters(out, metrics)
+    return out.text()
+
+
+def _store_gauges(out: _Exposition, broker: Broker, now: float) -> None:
+    counts = broker.store.count_jobs()
+    name = out.family("jobs", "gauge", "Jobs in the store by site and state.")
+    for (site, state), count in sorted(counts.items()):
+        out.sample(name, [("site", site), ("state", state.value)], count)
+    sites = site_statuses(broker.store, now=now, absent_after=broker.config.agent_absent_after,
+                          since=broker.started_at)  # fmt: skip
+    name = out.family("queue_depth", "gauge",
+                      "Jobs of the site waiting for an agent to claim them.")  # fmt: skip
+    for status in sites:
+        out.sample(name, [("site", status.site)], status.queued)
+    name = out.family("oldest_queued_age_seconds", "gauge",
+                      "How long the site's oldest queued job has waited (0: none queued).")
+    for status in sites:
+        out.sample(name, [("site", status.site)], status.oldest_wait(now) or 0.0)
+    name = out.family("agents_online", "gauge",
+                      "Agents of the site seen within [jobs] agent_absent_after.")
+    for status in sites:
+        out.sample(name, [("site", status.site)], status.agents_online)
+    name = out.family("agent_last_seen_timestamp_seconds", "gauge",
+                      "When an agent of the site was last seen (Unix time).")
+    for status in sites:
+        if status.last_seen is not None:
+            out.sample(name, [("site", status.site)], status.last_seen)
+
+
+_COUNTERS = (
+    ("jobs_created", "Jobs created through the client API, by site."),
+    ("jobs_claimed", "Claims answered with a job (first claims and re-attachments), by site."),
+    ("jobs_completed", "Jobs ended by their agent's complete, by site, final state and outcome."),
+    ("http_requests", "HTTP requests answered, by route template, method and status."),
+    ("upload_bytes", "Bytes of uploads accepted (inputs, results, logs)."),
+    ("download_bytes", "Bytes of downloads answered (inputs, results, logs)."),
+)
+
+
+def _counters(out: _Exposition, metrics: Metrics) -> None:
+    for counter, help_text in _COUNTERS:
+        name = out.family(counter, "counter", help_text)
+        for labels, value in sorted(metrics.counter(counter).items()):
+            out.sample(name, labels, value)
+    name = out.family("http_request_duration_seconds", "histogram",
+                      "Time from a request's arrival to its answer, by route template.")
+    for labels, histogram in sorted(metrics.latency().items()):
+        for bound, count in zip(LATENCY_BUCKETS, histogram.buckets, strict=True):
+            out.sample(f"{name}_bucket", [*labels, ("le", _number(bound))], count)
+        out.sample(f"{name}_bucket", [*labels, ("le", "+Inf")], histogram.count)
+        out.sample(f"{name}_count", labels, histogram.count)
+        out.sample(f"{name}_sum", labels, histogram.total)
+
+
+def _store_size(database: str) -> int:
+    # SQLite keeps recent commits in the -wal file until a checkpoint: count it too.
+    total = 0
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        try:
+            total += os.stat(path).st_size
+        except OSError:
+            continue
+    return total
+
+
+def _labels(labels: Iterable[tuple[str, str]]) -> str:
+    pairs = [f'{key}="{_escape(value)}"' for key, value in labels]
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))

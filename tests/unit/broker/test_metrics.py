@@ -1,0 +1,146 @@
+"""``GET /metrics``: who may scrape, and what the figures say after real requests.
+
+The exposition is parsed with prometheus_client's own parser, so a format error fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge import __version__
+from broker.app import create_app
+from broker.config import BrokerConfig
+from broker.store import Scope
+from tests.unit.broker.test_app import Clock, auth, error
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: Clock) -> Flask:
+    config = BrokerConfig(data_dir=str(tmp_path), tls=False, host="127.0.0.1",
+                          agent_absent_after=120)  # fmt: skip
+    return create_app(config, housekeeping=False, clock=clock)
+
+
+def scrape(client: FlaskClient, headers: dict[str, str]) -> Samples:
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.data
+    assert response.content_type.startswith("text/plain; version=0.0.4")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        assert family.name.startswith("mint_bridge_broker_")
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(f"mint_bridge_broker_{name}", tuple(sorted(labels.items())))]
+
+
+def create(client: FlaskClient, headers: dict[str, str], site: str, data: bytes = b"") -> str:
+    inputs = [{"name": "a", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
+    body = {"job_id": str(uuid.uuid4()), "site": site, "command": "x", "inputs": inputs}
+    response = client.post("/api/v1/jobs", json=body, headers=headers)
+    assert response.status_code == 201
+    job_id = response.get_json()["job_id"]
+    if data:
+        client.patch(f"/api/v1/jobs/{job_id}/inputs/a", data=data,
+                     headers={**headers, "Upload-Offset": "0"})  # fmt: skip
+    assert client.post(f"/api/v1/jobs/{job_id}/submit", headers=headers).status_code == 200
+    return job_id
+
+
+def test_only_admin_and_operator_tokens_may_scrape(app: Flask) -> None:
+    client = app.test_client()
+    assert error(client.get("/metrics")) == (401, "unauthorized")
+    assert error(client.get("/metrics", headers=auth(app, Scope.CLIENT, "c")))[0] == 403
+    assert error(client.get("/metrics", headers=auth(app, Scope.SITE, "s")))[0] == 403
+    scrape(client, auth(app, Scope.ADMIN, "admin"))
+    samples = scrape(client, auth(app, Scope.OPERATOR, "prometheus"))
+    assert value(samples, "build_info", version=__version__) == 1
+    assert value(samples, "start_time_seconds") == 1_000_000.0
+
+
+def test_figures_follow_creates_claims_and_completions(app: Flask, clock: Clock) -> None:
+    client = app.test_client()
+    user = auth(app, Scope.CLIENT, "c")
+    agent_a = auth(app, Scope.SITE, "site-a")
+    auth(app, Scope.SITE, "site-b")
+    operator = auth(app, Scope.OPERATOR, "prometheus")
+    first = create(client, user, "site-a", b"0123456789")
+    clock.now += 30
+    for _ in range(2):
+        create(client, user, "site-a")
+    create(client, user, "site-b")
+    clock.now += 10
+
+    samples = scrape(client, operator)
+    assert value(samples, "jobs", site="site-a", state="queued") == 3
+    assert value(samples, "jobs", site="site-b", state="queued") == 1
+    assert value(samples, "queue_depth", site="site-a") == 3
+    assert value(samples, "oldest_queued_age_seconds", site="site-a") == 40
+    assert value(samples, "jobs_created_total", site="site-a") == 3
+    assert value(samples, "upload_bytes_total", file="input") == 10
+    assert value(samples, "http_requests_total", route="/api/v1/jobs", method="POST",
+                 status="201") == 4  # fmt: skip
+    assert value(samples, "http_request_duration_seconds_count", route="/api/v1/jobs",
+                 method="POST") == 4  # fmt: skip
+    # The broker just started: an agent that never polled is not yet missed, but none is seen.
+    assert value(samples, "agents_online", site="site-a") == 0
+    assert value(samples, "long_polls_in_flight") == 0
+
+    claim = client.post("/api/v1/agent/claim", json={"agent_id": "agent-1"}, headers=agent_a)
+    assert claim.status_code == 200
+    job = claim.get_json()["job"]
+    assert job["job_id"] == first
+    epoch = str(claim.get_json()["lease"]["epoch"])
+    lease = {**agent_a, "Lease-Epoch": epoch}
+    got = client.get(f"/api/v1/agent/jobs/{first}/inputs/a", headers=lease)
+    assert got.data == b"0123456789"
+    done = client.post(f"/api/v1/agent/jobs/{first}/complete", headers=lease,
+                       json={"outcome": {"state": "completed", "exit_code": 0}})  # fmt: skip
+    assert done.status_code == 200, done.data
+    client.post(f"/api/v1/agent/jobs/{first}/complete", headers=lease,
+                json={"outcome": {"state": "completed", "exit_code": 0}})  # fmt: skip
+
+    samples = scrape(client, operator)
+    assert value(samples, "queue_depth", site="site-a") == 2
+    assert value(samples, "jobs", site="site-a", state="queued") == 2
+    assert value(samples, "jobs", site="site-a", state="finished") == 1
+    assert value(samples, "jobs_claimed_total", site="site-a") == 1
+    # A repeated complete is answered again but counted once.
+    assert value(samples, "jobs_completed_total", site="site-a", state="finished",
+                 outcome="completed") == 1  # fmt: skip
+    assert value(samples, "agents_online", site="site-a") == 1
+    assert value(samples, "agents_online", site="site-b") == 0
+    assert value(samples, "agent_last_seen_timestamp_seconds", site="site-a") == clock.now
+    assert value(samples, "download_bytes_total", file="input") == 10
+    assert value(samples, "store_size_bytes") > 0
+    assert value(samples, "http_requests_total", route="/metrics", method="GET",
+                 status="200") == 1  # fmt: skip
+
+    clock.now += 121  # past agent_absent_after
+    assert value(scrape(client, operator), "agents_online", site="site-a") == 0
+
+
+def test_an_unknown_path_is_counted_under_one_label(app: Flask) -> None:
+    client = app.test_client()
+    for path in ("/nope", "/other", "/api/v1/jobs/x/y/z"):
+        client.get(path)
+    samples = scrape(client, auth(app, Scope.OPERATOR, "p"))
+    assert value(samples, "http_requests_total", route="unmatched", method="GET",
+                 status="404") == 3  # fmt: skip
