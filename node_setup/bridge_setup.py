@@ -32,7 +32,12 @@ import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridge.client.node_config import SshSite, find_config, load_bridge_config
+from bridge.client.node_config import (
+    SshSite,
+    default_ssh_client,
+    find_config,
+    load_bridge_config,
+)
 from bridge.client.transports.paramiko_ssh import (
     resolve,
 )
@@ -144,7 +149,8 @@ class AddSiteOptions:
     jump: str | None = None  # [user@]HOST[:PORT]
     fingerprint: str | None = None
     jump_fingerprint: str | None = None
-    client: str = "paramiko"  # which SSH client jobs use: "paramiko" or "openssh"
+    # Which SSH client jobs use: "paramiko" or "openssh"; None: openssh where ``ssh`` exists.
+    client: str | None = None
     broker: str | None = None
     token_file: str | None = None
     ca_bundle: str | None = None
@@ -183,9 +189,12 @@ def add_site(options: AddSiteOptions, prompter: Prompter) -> list[changes.Step]:
     comments: dict[str, str] = {}
     if options.ssh:
         table = _plan_ssh_site(plan, options, paths, prompter)
-        if options.client == "openssh":
-            table["client"] = "openssh"  # paramiko, the default, is not written
+        client = options.client or default_ssh_client()
+        if client == "openssh":
+            table["client"] = "openssh"  # written: the site keeps it if ssh is later removed
             comments["client"] = _OPENSSH_COMMENT
+        elif options.client:
+            table["client"] = "paramiko"  # asked for: stays paramiko once ssh is installed
     else:
         table = _broker_table(options)
     config_files.plan_site_entry(plan, paths.config, options.name, table, options.force, comments)
@@ -194,9 +203,9 @@ def add_site(options: AddSiteOptions, prompter: Prompter) -> list[changes.Step]:
 
 
 def _check_client(options: AddSiteOptions) -> None:
-    if options.client not in SSH_CLIENTS:
+    if options.client is not None and options.client not in SSH_CLIENTS:
         raise SetupError(f"--client {options.client!r:.40}: use 'paramiko' or 'openssh'")
-    if options.broker and options.client != "paramiko":
+    if options.broker and options.client is not None:
         raise SetupError("--client applies only with --ssh: a broker site has no SSH client")
 
 

@@ -166,9 +166,9 @@ def setup_bridge_node_command(**kw: Any) -> None:
 @click.option(
     "--client",
     type=click.Choice(bridge_setup.SSH_CLIENTS),
-    default="paramiko",
-    show_default=True,
-    help="SSH client for jobs: in-process paramiko, or the system's ssh (openssh).",
+    default=None,
+    help="SSH client for jobs: the system's ssh (openssh; the default where ssh is on PATH) "
+    "or in-process paramiko.",
 )
 @click.option("--broker", default=None, help="https:// URL of the broker (a pull site).")
 @click.option("--token-file", default=None, help="File (0600) with this bridge's client token.")

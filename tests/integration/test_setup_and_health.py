@@ -391,8 +391,12 @@ def test_health_of_a_good_site(deployment: Deployment) -> None:
     assert code == 0, doc
     assert (doc["status"], doc["exit_code"]) == ("ok", 0)
     found = checks_of(doc, "rme-u-tokyo")
-    assert list(found) == ["ssh.dns", "ssh.tcp", "ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt"]
-    assert all(c["status"] == "ok" for c in found.values())
+    # add-site chose the OpenSSH client (ssh is on PATH), so its own checks follow.
+    assert list(found) == [
+        "ssh.dns", "ssh.tcp", "ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt",
+        "ssh.openssh.binary", "ssh.openssh.control_dir", "ssh.openssh.hello",
+    ]  # fmt: skip
+    assert all(c["status"] == "ok" for c in found.values()), found
     assert found["ssh.host_key"]["value"] == fingerprint_of(
         deployment.sshd.host_key.with_suffix(".pub")
     )

@@ -19,11 +19,16 @@ from tests.support.sites import PROGRAMS
 from tests.support.sshd import Sshd, keygen
 
 
-def write_bridge_config(path: Path, sshd: Sshd, known_hosts: Path, host: str = "site") -> Path:
+def write_bridge_config(
+    path: Path, sshd: Sshd, known_hosts: Path, host: str = "site", client: str = "paramiko"
+) -> Path:
+    # paramiko's own messages are asserted here; tests/integration/test_openssh_client.py has
+    # the OpenSSH client's.
     path.write_text(
         f"""
 [sites.s]
 host = "{host}"
+client = "{client}"
 ssh_config = "{sshd.ssh_config}"
 known_hosts = "{known_hosts}"
 identity_file = "{sshd.client_key}"
@@ -155,7 +160,8 @@ def test_proxy_command_from_ssh_config(sshd: Sshd, tmp_path: Path) -> None:
     assert "in.dat" in (tmp_path / "sums.txt").read_text()
 
 
-def test_proxy_jump_from_ssh_config(sshd: Sshd, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["paramiko", "openssh"])
+def test_proxy_jump_from_ssh_config(sshd: Sshd, tmp_path: Path, client: str) -> None:
     jump_key = tmp_path / "jump_key"
     keygen(jump_key, "jump")
     pub = jump_key.with_suffix(".pub").read_text().strip()
@@ -163,11 +169,17 @@ def test_proxy_jump_from_ssh_config(sshd: Sshd, tmp_path: Path) -> None:
         f'restrict,port-forwarding,permitopen="127.0.0.1:{sshd.port}",command="/bin/false" {pub}'
     )
     ssh_config = tmp_path / "ssh_config"
+    # OpenSSH starts the jump's ssh with -F and none of our -o options, so the jump's block
+    # pins its key itself, as `mint-bridge setup add-site --jump` writes it.
     ssh_config.write_text(
-        f"Host jumphost\n  HostName 127.0.0.1\n  Port {sshd.port}\n  IdentityFile {jump_key}\n\n"
+        f"Host jumphost\n  HostName 127.0.0.1\n  Port {sshd.port}\n  IdentityFile {jump_key}\n"
+        f"  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile none\n"
+        f"  StrictHostKeyChecking yes\n  BatchMode yes\n\n"
         f"Host behind\n  HostName 127.0.0.1\n  Port {sshd.port}\n  ProxyJump jumphost\n"
     )
-    config = write_bridge_config(tmp_path / "bridge.toml", sshd, sshd.known_hosts, "behind")
+    config = write_bridge_config(
+        tmp_path / "bridge.toml", sshd, sshd.known_hosts, "behind", client
+    )
     config.write_text(config.read_text().replace(str(sshd.ssh_config), str(ssh_config)))
     (tmp_path / "in.dat").write_bytes(b"through a jump host")
     proc = run_bridge(config, "--site", "s", "--command", "checksum", "-i", "in.dat", cwd=tmp_path)
@@ -177,6 +189,7 @@ def test_proxy_jump_from_ssh_config(sshd: Sshd, tmp_path: Path) -> None:
     ).stdout.split()[1]
     assert "Accepted publickey for" in (sshd.root / "sshd.log").read_text()
     assert fingerprint in (sshd.root / "sshd.log").read_text()
+    assert "in.dat" in (tmp_path / "sums.txt").read_text()
 
 
 # --- a hostile or broken bridge speaking the protocol directly ---------------------------------

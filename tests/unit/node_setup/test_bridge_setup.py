@@ -237,21 +237,40 @@ def test_ssh_site_with_the_openssh_client(paths: BridgePaths, pinned: host_keys.
     assert {s.action for s in steps} == {Action.UNCHANGED}
 
 
-def test_paramiko_is_the_default_and_not_written(
-    paths: BridgePaths, pinned: host_keys.HostKey
+@pytest.mark.parametrize(("has_ssh", "expected"), [(True, "openssh"), (False, "paramiko")])
+def test_openssh_is_the_default_where_ssh_exists(
+    paths: BridgePaths,
+    pinned: host_keys.HostKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    has_ssh: bool,
+    expected: str,
 ) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if has_ssh:
+        (bin_dir / "ssh").write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
     add_site(
         AddSiteOptions("rme", ssh="site.example", fingerprint=pinned.fingerprint, paths=paths),
         Unattended(echo=False),
     )
     site = load_bridge_config(paths.config).sites["rme"]
-    assert isinstance(site, SshSite) and site.client == "paramiko"
-    assert "client" not in Path(paths.config).read_text().split("[sites.rme]")[1]
+    assert isinstance(site, SshSite) and site.client == expected
+    written = Path(paths.config).read_text().split("[sites.rme]")[1]
+    # openssh is written (kept if ssh goes away); paramiko by absence of ssh is not, so that
+    # installing OpenSSH later gives the faster client.
+    assert ('client = "openssh"' in written) == has_ssh
+    assert ("client" in written) == has_ssh
 
 
 def test_switching_the_client_needs_force(paths: BridgePaths, pinned: host_keys.HostKey) -> None:
-    options = AddSiteOptions("rme", ssh="site.example", fingerprint=pinned.fingerprint, paths=paths)
+    options = AddSiteOptions(
+        "rme", ssh="site.example", fingerprint=pinned.fingerprint, paths=paths, client="paramiko"
+    )
     add_site(options, Unattended(echo=False))
+    assert 'client = "paramiko"' in Path(paths.config).read_text()
     options.client = "openssh"
     with pytest.raises(OverwriteRefused):
         add_site(options, Unattended(echo=False))

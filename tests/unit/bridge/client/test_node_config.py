@@ -46,6 +46,7 @@ def test_ssh_and_local_sites_load(tmp_path: Path, home: Path) -> None:
 
         [sites.hpc]
         host = "hpc.example.org"
+        client = "paramiko"
         user = "mint"
         port = 2222
         identity_file = "~/.ssh/id_mint"
@@ -57,6 +58,7 @@ def test_ssh_and_local_sites_load(tmp_path: Path, home: Path) -> None:
 
         [sites.alias]
         host = "kousoku"
+        client = "paramiko"
 
         [sites.here]
         method = "local"
@@ -308,3 +310,32 @@ def test_find_config_order(tmp_path: Path, home: Path, monkeypatch: pytest.Monke
     with pytest.raises(ConfigError) as info:
         find_config(missing)
     assert str(info.value) == f"config file {missing} does not exist; create it or pass --config"
+
+
+@pytest.mark.parametrize(("has_ssh", "expected"), [(True, "openssh"), (False, "paramiko")])
+def test_default_client_is_openssh_where_ssh_exists(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, has_ssh: bool, expected: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if has_ssh:
+        fake_ssh = bin_dir / "ssh"
+        fake_ssh.write_text("#!/bin/sh\nexit 0\n")
+        fake_ssh.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    path = write(tmp_path, '[sites.hpc]\nhost = "hpc.example.org"\n')
+    site = load_bridge_config(path).site("hpc")
+    assert isinstance(site, SshSite) and site.client == expected
+    if expected == "openssh":
+        assert site.share_connection and site.control_dir
+
+
+def test_explicit_paramiko_wins_over_an_ssh_binary(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[sites.hpc]\nhost = "h"\nclient = "paramiko"\n')
+    site = load_bridge_config(path).site("hpc")
+    assert isinstance(site, SshSite) and site.client == "paramiko"
+    with pytest.raises(ConfigError, match="control_dir"):
+        load_bridge_config(write(tmp_path, '[sites.x]\nhost = "h"\nclient = "paramiko"\n'
+                                           'control_dir = "/tmp/x"\n', "b2.toml"))

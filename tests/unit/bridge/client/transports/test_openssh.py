@@ -208,7 +208,8 @@ def test_openssh_keys_load_with_defaults(tmp_path: Path) -> None:
     ("body", "key", "words"),
     [
         ('host = "h"\nclient = "putty"\n', "client", "use 'paramiko' or 'openssh'"),
-        ('host = "h"\nshare_connection = true\n', "share_connection", "only with client"),
+        ('host = "h"\nclient = "paramiko"\nshare_connection = true\n', "share_connection",
+         "only with client"),
         ('host = "h"\nclient = "openssh"\ncontrol_dir = "rel/dir"\n', "control_dir", "absolute"),
         (f'host = "h"\nclient = "openssh"\ncontrol_dir = "/{"d" * 70}"\n', "control_dir",
          "at most 64 bytes"),
