@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from flask import g, request
 
 from broker.errors import BadRequest, Forbidden, InvalidField, Unauthorized
 from broker.store import Scope, Store, TokenRecord
-from broker.store.rules import token_revoked, unknown_token
+from broker.store.rules import token_expired, token_revoked, unknown_token
 
 TOKEN_PREFIX = "mbt_"  # noqa: S105 - a prefix, not a secret
 _TOKEN = re.compile(r"mbt_([0-9a-f]{12})_([A-Za-z0-9_-]{32,128})")
@@ -69,15 +70,20 @@ def check_subject(scope: Scope, subject: str) -> str:
     return subject
 
 
-def new_token(scope: Scope, subject: str, now: float) -> tuple[str, TokenRecord]:
+def new_token(
+    scope: Scope, subject: str, now: float, expires_at: float | None = None
+) -> tuple[str, TokenRecord]:
     """A fresh token (shown once) and the record to store (its hash only)."""
+    if expires_at is not None and expires_at <= now:
+        raise InvalidField("expires must be in the future", field="expires")
     token_id = secrets.token_hex(6)
     token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-    record = TokenRecord(token_id, hash_token(token), scope, check_subject(scope, subject), now)
+    record = TokenRecord(token_id, hash_token(token), scope, check_subject(scope, subject), now,
+                         expires_at=expires_at)  # fmt: skip
     return token, record
 
 
-def verify(store: Store, token: str) -> Principal:
+def verify(store: Store, token: str, now: float | None = None) -> Principal:
     token_id = parse_token(token)
     record = store.get_token(token_id)
     expected = record.sha256 if record is not None else _DUMMY_HASH
@@ -86,6 +92,8 @@ def verify(store: Store, token: str) -> Principal:
         raise unknown_token()
     if record.revoked:
         raise token_revoked(token_id)
+    if record.expires_at is not None and record.expired(time.time() if now is None else now):
+        raise token_expired(token_id, record.expires_at)
     return Principal(record.token_id, record.scope, record.subject)
 
 
@@ -105,11 +113,15 @@ def bearer_token() -> str:
     return token.strip()
 
 
-def require(get_store: Callable[[], Store], scopes: Collection[Scope]) -> Callable[[], None]:
+def require(
+    get_store: Callable[[], Store],
+    scopes: Collection[Scope],
+    get_now: Callable[[], float] = time.time,
+) -> Callable[[], None]:
     """A ``before_request`` hook: authenticate, then admit only ``scopes`` to this area."""
 
     def hook() -> None:
-        principal = verify(get_store(), bearer_token())
+        principal = verify(get_store(), bearer_token(), get_now())
         g.principal = principal  # known caller, even if refused here (see drain_after_error)
         if principal.scope not in scopes:
             allowed = " or ".join(sorted(s.value for s in scopes))

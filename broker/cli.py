@@ -16,6 +16,7 @@ import time
 import click
 
 from bridge.core.log_format import LOG_FORMATS, TEXT, formatter
+from broker import token_expiry
 from broker.auth import check_subject, new_token
 from broker.cli_common import CONFIG_OPTION as _CONFIG
 from broker.cli_common import open_store as _open_store
@@ -96,9 +97,16 @@ def token() -> None:
 @click.option("--admin", is_flag=True, help="An admin token.")
 @click.option("--operator", help="A read-only operator token (/metrics) for this name, e.g. "
               "prometheus.")  # fmt: skip
+@click.option("--expires", help="When the token stops working: a duration from now (30d, 12h) "
+              "or a UTC date (2027-01-31 or 2027-01-31T12:00:00). Default: never.")  # fmt: skip
 @_CONFIG
 def token_create(
-    site: str | None, client: str | None, admin: bool, operator: str | None, config_path: str
+    site: str | None,
+    client: str | None,
+    admin: bool,
+    operator: str | None,
+    expires: str | None,
+    config_path: str,
 ) -> None:
     """Make a token; it is printed once, on stdout, and only its hash is kept."""
     chosen = [(Scope.SITE, site), (Scope.CLIENT, client), (Scope.ADMIN, "admin" if admin else None),
@@ -113,10 +121,15 @@ def token_create(
         check_subject(scope, subject)
     except InvalidField as exc:
         raise click.BadParameter(exc.message, param_hint=f"--{scope}") from exc
+    now = time.time()
+    try:
+        expires_at = token_expiry.parse_expires(expires, now) if expires is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expires") from exc
 
     def create() -> None:
         store = _open_store(load_config(config_path))
-        text, record = new_token(scope, subject, time.time())
+        text, record = new_token(scope, subject, now, expires_at)
         store.create_token(record)
         store.close()
         click.echo(text)
@@ -138,9 +151,9 @@ def token_list(config_path: str) -> None:
         store = _open_store(load_config(config_path))
         for record in store.list_tokens():
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created_at))
-            state = "revoked" if record.revoked else "active"
+            state, expiry = token_expiry.describe(record, time.time())
             click.echo(f"{record.token_id}  {record.scope:<6}  {record.subject:<24}  "
-                       f"{created}  {state}")  # fmt: skip
+                       f"{created}  {state:<8}  {expiry}")  # fmt: skip
         store.close()
 
     _run(show)
@@ -166,13 +179,22 @@ def token_revoke(token_id: str, config_path: str) -> None:
 
 @cli.command("import-ini")
 @click.argument("ini_path", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write the broker config here (default: stdout).")
-@click.option("--data-dir", default="data", show_default=True,
-              help="[storage] data_dir of the new config (relative to the config file).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the broker config here (default: stdout).",
+)
+@click.option(
+    "--data-dir",
+    default="data",
+    show_default=True,
+    help="[storage] data_dir of the new config (relative to the config file).",
+)
 @click.option("--cert", default="broker.crt", show_default=True, help="TLS certificate (PEM).")
-@click.option("--key", "key_path", default="broker.key", show_default=True,
-              help="TLS private key (PEM).")
+@click.option(
+    "--key", "key_path", default="broker.key", show_default=True, help="TLS private key (PEM)."
+)
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 def import_ini(ini_path: str, output: str | None, data_dir: str, cert: str, key_path: str,
                force: bool) -> None:  # fmt: skip

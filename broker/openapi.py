@@ -2,7 +2,8 @@
 
 docs/broker-api.md is the contract in words; this is the same contract for tools. A test keeps
 it true: every route the app registers is described here, and nothing else is. The blueprint
-here also serves ``/api/v1/health``; neither endpoint needs a token or reveals anything.
+here also serves ``/api/v1/health``; neither needs a token, and health tells only how many
+tokens have expired or expire soon (no ids, no subjects), so an operator renews them in time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from broker import token_expiry
 from broker.legacy.openapi import LEGACY_PATHS, LEGACY_SCHEMAS, RELOAD_PATH
+from broker.runtime import current
 
 OCTETS = "application/octet-stream"
 
@@ -43,26 +46,42 @@ def _param(name: str, where: str, schema: dict[str, Any], text: str, required: b
 
 JOB_ID = _param("job_id", "path", {"type": "string", "format": "uuid"}, "job id (UUID4)")
 INPUT_NAME = _param("name", "path", {"type": "string"}, "input name (a plain file name)")
-RESULT_PATH = _param("name", "path", {"type": "string"},
-                     "result path: relative, '/'-separated safe names (may contain '/')")
+RESULT_PATH = _param(
+    "name",
+    "path",
+    {"type": "string"},
+    "result path: relative, '/'-separated safe names (may contain '/')",
+)
 STREAM = _param("stream", "path", {"type": "string", "enum": ["stdout", "stderr"]}, "log stream")
 EPOCH = _param("Lease-Epoch", "header", {"type": "integer"}, "lease epoch held", required=True)
-OFFSET = _param("Upload-Offset", "header", {"type": "integer"}, "bytes held before this body",
-                required=True)
+OFFSET = _param(
+    "Upload-Offset", "header", {"type": "integer"}, "bytes held before this body", required=True
+)
 WAIT_50 = _param("wait", "query", {"type": "number", "maximum": 50}, "long-poll seconds (<= 50)")
 RANGE = _param("Range", "header", {"type": "string"}, "bytes=a- (or any single range)")
-_UPLOAD_BODY = {"required": True, "content": {
-    "application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-_UPLOADED = {"description": "bytes stored; Upload-Offset is the new count",
-             "headers": {"Upload-Offset": {"schema": {"type": "integer"}}}}
-_OFFSET_HELD = {"description": "Upload-Offset: bytes the broker holds",
-                "headers": {"Upload-Offset": {"schema": {"type": "integer"}}}}
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}
+    },
+}
+_UPLOADED = {
+    "description": "bytes stored; Upload-Offset is the new count",
+    "headers": {"Upload-Offset": {"schema": {"type": "integer"}}},
+}
+_OFFSET_HELD = {
+    "description": "Upload-Offset: bytes the broker holds",
+    "headers": {"Upload-Offset": {"schema": {"type": "integer"}}},
+}
 _FILE = _bytes("the file (206 for a range), ETag is the quoted SHA-256")
 
 
 def _job_op(summary: str, *errors: int, **extra: Any) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "parameters": [JOB_ID],
-                          "responses": {"200": _json(_ref("Job")), **_errors(404, *errors)}}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [JOB_ID],
+        "responses": {"200": _json(_ref("Job")), **_errors(404, *errors)},
+    }
     op.update(extra)
     return op
 
@@ -201,16 +220,40 @@ META_PATHS: dict[str, Any] = {
     }},
 }  # fmt: skip
 
-_OUTCOME = {"type": "object", "required": ["state"], "properties": {
-    "state": {"type": "string", "enum": ["completed", "failed", "cancelled", "timeout",
-                                         "out_of_memory", "node_fail", "preempted", "lost",
-                                         "rejected"]},
-    "exit_code": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 255},
-    "signal": {"type": "integer", "nullable": True, "minimum": 1, "maximum": 127},
-    "reason": {"type": "string"}, "error_kind": {"type": "string"}}}
-_FILE_ENTRY = {"type": "object", "required": ["name", "size", "sha256"], "properties": {
-    "name": {"type": "string"}, "size": {"type": "integer"},
-    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "mode": {"type": "integer"}}}
+_OUTCOME = {
+    "type": "object",
+    "required": ["state"],
+    "properties": {
+        "state": {
+            "type": "string",
+            "enum": [
+                "completed",
+                "failed",
+                "cancelled",
+                "timeout",
+                "out_of_memory",
+                "node_fail",
+                "preempted",
+                "lost",
+                "rejected",
+            ],
+        },
+        "exit_code": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 255},
+        "signal": {"type": "integer", "nullable": True, "minimum": 1, "maximum": 127},
+        "reason": {"type": "string"},
+        "error_kind": {"type": "string"},
+    },
+}
+_FILE_ENTRY = {
+    "type": "object",
+    "required": ["name", "size", "sha256"],
+    "properties": {
+        "name": {"type": "string"},
+        "size": {"type": "integer"},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "mode": {"type": "integer"},
+    },
+}
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "properties": {"error": {"type": "object",
         "required": ["code", "message"], "properties": {"code": {"type": "string"},
@@ -282,4 +325,7 @@ def openapi() -> Response:
 
 @bp.get("/health")
 def health() -> Response:
-    return jsonify({"status": "ok"})
+    # Counts only (no ids or subjects): health needs no token, and names would help an attacker.
+    broker = current()
+    tokens = token_expiry.health(broker.store.list_tokens(), broker.clock())
+    return jsonify({"status": "ok", "tokens": tokens})

@@ -59,7 +59,11 @@ def site_statuses(
     store: Store, *, now: float, absent_after: float, since: float = 0.0
 ) -> list[SiteStatus]:
     """Every site with a site token, a job waiting or held, or an agent seen; sorted by name."""
-    registered = {t.subject for t in store.list_tokens() if t.scope is Scope.SITE and not t.revoked}
+    registered = {
+        t.subject
+        for t in store.list_tokens()
+        if t.scope is Scope.SITE and not t.revoked and not t.expired(now)
+    }
     agents: dict[str, list[AgentStatus]] = {}
     for seen in store.agents_seen():
         online = agent_online(seen, now, absent_after, since)
@@ -163,4 +167,3 @@ def job_detail(job: JobRecord) -> dict[str, Any]:
         for r in job.results
     ]  # fmt: skip
     return detail
-

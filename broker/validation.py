@@ -8,15 +8,14 @@ both ends). This module never reads a request stream and never touches the store
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from werkzeug.datastructures import Headers
 
-from bridge.core import defaults
+from bridge.core import defaults, strict_json
 from bridge.core.errors import BridgeError
 from bridge.core.job import check_job_id, new_job_id
 from bridge.core.paths import check_name, check_relative_path
@@ -52,16 +51,12 @@ def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
     if not raw.strip() and not required:
         return {}
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from exc
+        value = strict_json.loads(raw, what="the request body")
+    except strict_json.StrictJsonError as exc:
+        raise InvalidJson(exc.message, field=exc.field) from exc
     if not isinstance(value, dict):
         raise InvalidJson(f"the request body must be a JSON object, not {_kind(value)}")
     return value
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _kind(value: object) -> str:

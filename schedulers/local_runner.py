@@ -18,7 +18,7 @@ import sys
 import time
 from types import FrameType
 
-from bridge.core import defaults
+from bridge.core import defaults, outbound
 from bridge.core.job import JobOutcome, JobState
 from bridge.core.workdir_files import LOCAL_CANCEL_FILE, LOCAL_SPEC_FILE
 from schedulers.local_files import record_runner_pid, write_exit_file
@@ -92,7 +92,9 @@ def run(control_dir: str) -> JobOutcome:
             close_fds=True,
         )
     except OSError as exc:
-        return JobOutcome(JobState.FAILED, exit_code=127, reason=f"cannot start program: {exc}")
+        return JobOutcome(
+            JobState.FAILED, exit_code=127, reason=f"cannot start program: {outbound.os_error(exc)}"
+        )
     finally:
         stdout.close()
         stderr.close()
@@ -150,7 +152,8 @@ def main(argv: list[str]) -> int:
     try:
         outcome = run(control_dir)
     except Exception as exc:  # the exit record must exist whatever went wrong
-        outcome = JobOutcome(JobState.FAILED, exit_code=None, reason=f"local runner error: {exc}")
+        reason = f"local runner error: {outbound.scrub(str(exc))}"
+        outcome = JobOutcome(JobState.FAILED, exit_code=None, reason=reason)
     write_exit_file(control_dir, outcome)
     return 0
 

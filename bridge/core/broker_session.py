@@ -31,7 +31,7 @@ import tenacity
 from requests.exceptions import ChunkedEncodingError
 
 from bridge import __version__
-from bridge.core import defaults
+from bridge.core import defaults, strict_json
 from bridge.core.broker_endpoint import BrokerEndpoint, check_broker_url, is_loopback, read_token
 from bridge.core.errors import (
     AuthenticationFailed,
@@ -238,13 +238,7 @@ def answer_json(response: requests.Response, path: str) -> dict[str, Any]:
     """The JSON object a broker answer holds (``{}`` for 204 and other empty bodies)."""
     if response.status_code == 204 or not response.content:
         return {}
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise ProtocolError(f"broker answered {path} with invalid JSON") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError(f"broker answered {path} with JSON that is not an object")
-    return data
+    return strict_json.loads_object(response.content, what=f"the broker's answer to {path}")
 
 
 def answer_count(value: object, what: str) -> int:
@@ -305,8 +299,8 @@ def error_for(response: requests.Response, endpoint: BrokerEndpoint) -> BridgeEr
 
 def _error_fields(response: requests.Response) -> tuple[str | None, str, str | None]:
     try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
+        error = strict_json.loads_object(response.content).get("error")
+    except ProtocolError:
         error = None
     if not isinstance(error, dict):
         return None, "", None

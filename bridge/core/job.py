@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core import outbound
 from bridge.core.errors import ExitCode, ProtocolError
 
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -87,7 +88,8 @@ class JobOutcome:
             "state": self.state.value,
             "exit_code": self.exit_code,
             "signal": self.signal,
-            "reason": self.reason,
+            # The one way an outcome leaves the site: no site path goes with it.
+            "reason": outbound.scrub(self.reason),
         }
 
     @classmethod

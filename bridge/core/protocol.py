@@ -29,6 +29,7 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from bridge.core import strict_json
 from bridge.core.errors import BridgeError, ProtocolError, TransportError, from_wire
 
 #: Version of the request/response protocol spoken over SSH (or a local pipe).
@@ -198,13 +199,8 @@ def _looks_like_text(header: bytes, limit: int) -> bool:
 
 
 def decode_json(payload: bytes) -> dict[str, Any]:
-    try:
-        message = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"malformed control message: {exc}") from exc
-    if not isinstance(message, dict):
-        raise ProtocolError("a control message must be a JSON object")
-    return message
+    # StrictJsonError is a ProtocolError: the site entry answers it with an error frame.
+    return strict_json.loads_object(payload, what="the control message")
 
 
 class FrameWriter:

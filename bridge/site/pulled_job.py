@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from bridge.core import outbound
 from bridge.core.errors import (
     BridgeError,
     Conflict,
@@ -339,7 +340,7 @@ class PulledJob:
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
         if outcome.state != JobState.CANCELLED:
             files, skips = accepted_job.collect_job_results(job)
-            skipped = [{"name": s.name, "reason": s.reason} for s in skips]
+            skipped = [{"name": s.name, "reason": outbound.scrub(s.reason)} for s in skips]
             results = upload_results(
                 api, self.lease, self.wd.path, files, skipped, self._checkpoint
             )

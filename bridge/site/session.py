@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from bridge import __version__
-from bridge.core import defaults
+from bridge.core import defaults, outbound
 from bridge.core.errors import BridgeError, JobRejected, JobUnknown, ProtocolError, SiteError
 from bridge.core.job import JobOutcome, JobRequest, check_job_id
 from bridge.core.protocol import (
@@ -208,7 +208,7 @@ class Session:
         self.writer.write_json(
             {
                 "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in files],
-                "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+                "skipped": [{"name": s.name, "reason": outbound.scrub(s.reason)} for s in skipped],
             }
         )
         root_fd = _open_root(wd.path)

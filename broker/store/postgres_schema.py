@@ -122,6 +122,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             _LEGACY,
         ),
     ),
+    Migration(
+        2, "tokens.expires_at", ("ALTER TABLE tokens ADD COLUMN expires_at DOUBLE PRECISION",)
+    ),
 )
 
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)

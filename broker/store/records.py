@@ -250,8 +250,12 @@ class TokenRecord:
     subject: str
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None  # None: never expires
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 

@@ -12,6 +12,7 @@ is an argument) and never changes a record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -300,6 +301,13 @@ def token_exists(token_id: str) -> StateConflict:
 
 def unknown_token() -> Unauthorized:
     return Unauthorized("the bearer token is not known to this broker")
+
+
+def token_expired(token_id: str, expires_at: float) -> Unauthorized:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at))
+    return Unauthorized(
+        f"token {token_id} expired at {when}; ask the broker's operator for a new one"
+    )
 
 
 def token_revoked(token_id: str) -> Unauthorized:

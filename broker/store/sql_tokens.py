@@ -1,7 +1,7 @@
 """SQL of the token records (``tokens``) for the SQL backends (SQLite, PostgreSQL).
 
 A row holds a token's public id, the SHA-256 of the whole token, its scope and subject, and
-when it was made and revoked. Every function runs inside a transaction or snapshot that
+when it was made, revoked and expires. Every function runs inside a transaction or snapshot that
 ``SQLStore`` opened; the table is made by each backend's schema module.
 
 This module never stores a token itself, only its hash, and never builds SQL from data (only
@@ -17,8 +17,8 @@ from broker.store.sql_tx import Row, Tx
 
 def insert(tx: Tx, record: TokenRecord) -> None:
     cursor = tx.execute(
-        "INSERT INTO tokens (token_id, sha256, scope, subject, created_at, revoked_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
+        "INSERT INTO tokens (token_id, sha256, scope, subject, created_at, revoked_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
         (
             record.token_id,
             record.sha256,
@@ -26,6 +26,7 @@ def insert(tx: Tx, record: TokenRecord) -> None:
             record.subject,
             record.created_at,
             record.revoked_at,
+            record.expires_at,
         ),
     )
     if cursor.rowcount != 1:
@@ -64,4 +65,5 @@ def _token(row: Row) -> TokenRecord:
         subject=row["subject"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        expires_at=row["expires_at"],
     )

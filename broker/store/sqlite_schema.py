@@ -120,6 +120,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             _LEGACY,
         ),
     ),
+    Migration(2, "tokens.expires_at", ("ALTER TABLE tokens ADD COLUMN expires_at REAL",)),
 )
 
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)

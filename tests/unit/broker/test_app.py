@@ -62,7 +62,7 @@ def test_unknown_paths_and_methods_answer_in_the_contracts_json(app: Flask) -> N
     client: FlaskClient = app.test_client()
     assert error(client.get("/nope")) == (404, "not_found")
     assert error(client.delete("/api/v1/health")) == (405, "method_not_allowed")
-    assert client.get("/api/v1/health").get_json() == {"status": "ok"}
+    assert client.get("/api/v1/health").get_json()["status"] == "ok"
     assert client.get("/api/v1/openapi.json").get_json()["openapi"].startswith("3.")
 
 

@@ -553,6 +553,19 @@ def test_tokens_are_stored_by_hash_and_revoked_once(store: Store) -> None:
     assert [t.token_id for t in store.list_tokens()] == ["0123456789ab"]
 
 
+def test_a_tokens_expiry_is_kept_by_every_backend(store: Store) -> None:
+    expiring = TokenRecord("aaaaaaaaaaaa", sha(b"mbt_a"), Scope.CLIENT, "c", T0, expires_at=T0 + 30)
+    lasting = TokenRecord("bbbbbbbbbbbb", sha(b"mbt_b"), Scope.CLIENT, "d", T0)
+    store.create_token(expiring)
+    store.create_token(lasting)
+    kept = {t.token_id: t for t in store.list_tokens()}
+    assert kept["aaaaaaaaaaaa"].expires_at == T0 + 30
+    assert kept["bbbbbbbbbbbb"].expires_at is None
+    assert not kept["aaaaaaaaaaaa"].expired(T0 + 29.9)
+    assert kept["aaaaaaaaaaaa"].expired(T0 + 30)
+    assert not kept["bbbbbbbbbbbb"].expired(T0 + 10**9)
+
+
 def test_sqlite_keeps_only_the_hash_on_disk(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "b.sqlite3"))
     store.create_token(TokenRecord("0123456789ab", sha(b"mbt_plain"), Scope.ADMIN, "admin", T0))

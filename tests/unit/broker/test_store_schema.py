@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from broker.cli import cli
-from broker.store import State
+from broker.store import State, migrations, postgres_schema, sqlite_schema
 from broker.store.locations import migrate, open_store, parse_store_url, sqlite_at
 from broker.store.migrations import SchemaMismatch
 from broker.store.sqlite import SQLiteStore
@@ -28,9 +28,9 @@ def versions(path: Path) -> tuple[list[int], int]:
 
 def test_a_new_sqlite_database_records_its_version(tmp_path: Path) -> None:
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()
-    assert versions(tmp_path / "b.sqlite3") == ([1], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2], SCHEMA_VERSION)
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()  # opening again changes nothing
-    assert versions(tmp_path / "b.sqlite3") == ([1], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2], SCHEMA_VERSION)
 
 
 def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
@@ -42,11 +42,13 @@ def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
     store.close()
     with sqlite3.connect(path) as conn:  # what such a broker left: user_version 1 only
         conn.execute("DROP TABLE schema_version")
+        conn.execute("ALTER TABLE tokens DROP COLUMN expires_at")
+        conn.execute("PRAGMA user_version = 1")
     store = SQLiteStore(str(path))
     job = store.get_job(kept)
     store.close()
     assert job is not None and job.state is State.CREATED
-    assert versions(path) == ([1], 1)
+    assert versions(path) == ([1, 2], 2)
 
 
 @pytest.mark.parametrize("how", ["schema_version", "user_version"])
@@ -71,12 +73,12 @@ def test_postgresql_is_refused_until_migrated_then_migrate_is_idempotent(
     location = parse_store_url(postgres_server.new_database())
     with pytest.raises(SchemaMismatch, match=r"no broker schema yet.*mint-bridge broker migrate"):
         open_store(location)
-    assert migrate(location) == (0, 1)
-    assert migrate(location) == (1, 1)
+    assert migrate(location) == (0, 2)
+    assert migrate(location) == (2, 2)
     store = open_store(location)
     created = store.create_job(spec(), T0)[0].job_id
     store.close()
-    assert migrate(location) == (1, 1)
+    assert migrate(location) == (2, 2)
     store = open_store(location)
     assert store.get_job(created) is not None
     store.close()
@@ -108,9 +110,9 @@ def test_the_migrate_command_on_sqlite(tmp_path: Path) -> None:
     config = _config(tmp_path)
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert first.exit_code == 0, first.output
-    assert "schema version 0 -> 1" in first.output
+    assert "schema version 0 -> 2" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert again.exit_code == 0 and "schema version 1, nothing to migrate" in again.output
+    assert again.exit_code == 0 and "schema version 2, nothing to migrate" in again.output
     with sqlite3.connect(tmp_path / "d" / "broker.sqlite3") as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'later', 0)")
     newer = CliRunner().invoke(cli, ["migrate", "--config", config])
@@ -125,8 +127,51 @@ def test_the_migrate_command_on_postgresql(
     refused = CliRunner().invoke(cli, ["token", "list", "--config", config])
     assert refused.exit_code != 0 and "run `mint-bridge broker migrate" in refused.output
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert first.exit_code == 0 and f"{url}: schema version 0 -> 1" in first.output
+    assert first.exit_code == 0 and f"{url}: schema version 0 -> 2" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert again.exit_code == 0 and "nothing to migrate" in again.output
     listed = CliRunner().invoke(cli, ["token", "list", "--config", config])
     assert listed.exit_code == 0, listed.output
+
+
+_V1_TOKEN = ("t1", "0" * 64, "client", "c", 1.0)
+
+
+def test_a_version_1_sqlite_database_gains_token_expiry_and_keeps_its_tokens(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.sqlite3"
+    with sqlite3.connect(path) as conn:  # what a broker of schema version 1 left
+        conn.execute(migrations.VERSION_TABLE)
+        for statement in sqlite_schema.MIGRATIONS[0].statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1, 'v1', 0)")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, NULL)", _V1_TOKEN)
+    store = SQLiteStore(str(path))
+    token = store.get_token("t1")
+    store.close()
+    assert versions(path) == ([1, 2], 2)
+    assert token is not None and token.subject == "c" and token.expires_at is None
+
+
+def test_a_version_1_postgresql_database_migrates_to_token_expiry(
+    postgres_server: PostgresServer,
+) -> None:
+    import psycopg
+
+    url = postgres_server.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(migrations.VERSION_TABLE)
+        for statement in postgres_schema.MIGRATIONS[0].statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1, 'v1', 0)")
+        conn.execute("INSERT INTO tokens VALUES (%s, %s, %s, %s, %s, NULL)", _V1_TOKEN)
+    location = parse_store_url(url)
+    with pytest.raises(SchemaMismatch, match="has schema version 1; this broker needs version 2"):
+        open_store(location)
+    assert migrate(location) == (1, 2)
+    store = open_store(location)
+    token = store.get_token("t1")
+    store.close()
+    assert token is not None and token.subject == "c" and token.expires_at is None

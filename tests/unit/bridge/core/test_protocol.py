@@ -105,13 +105,13 @@ def test_oversize_data_frame_is_refused(kind: bytes) -> None:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        (b"[1, 2]", "a control message must be a JSON object"),
-        (b'"text"', "a control message must be a JSON object"),
-        (b"null", "a control message must be a JSON object"),
-        (b"42", "a control message must be a JSON object"),
-        (b"{", "malformed control message: "),
-        (b"", "malformed control message: "),
-        (b'{"a": "\xff"}', "malformed control message: "),
+        (b"[1, 2]", "the control message must be a JSON object"),
+        (b'"text"', "the control message must be a JSON object"),
+        (b"null", "the control message must be a JSON object"),
+        (b"42", "the control message must be a JSON object"),
+        (b"{", "the control message is not valid JSON: "),
+        (b"", "the control message is not valid JSON: "),
+        (b'{"a": "\xff"}', "the control message is not UTF-8"),
     ],
 )
 def test_non_object_or_malformed_json_is_a_protocol_error(payload: bytes, message: str) -> None:
