@@ -1,9 +1,10 @@
 """A TCP fault proxy for the resilience tests: a relay to one upstream port that injects faults.
 
 The proxy listens on a free loopback port and relays every connection to ``target``. Faults are
-``Fault`` rules, armed from the test thread at any time with ``arm``; each applies to the next
-``times`` connections (or every one) in one direction ("up": client to server, "down": server to
-client) once the connection has carried ``at`` bytes in that direction:
+``Fault`` rules, armed from the test thread at any time with ``arm``. A fault fires on the first
+connection whose bytes in its direction ("up": client to server, "down": server to client) pass
+``at``, ``times`` times in all (None: on every such connection); a connection that carries less
+leaves it armed, so an offset inside a large transfer hits that transfer, not a small request:
 
 - ``cut``: close both sockets with a TCP reset, as a dropped link or a killed peer would;
 - ``truncate``: forward up to ``at`` bytes, then half-close (FIN) and drop the rest;
@@ -103,9 +104,10 @@ class FaultProxy:
         for conn in conns:
             self._close(conn, reset=True)
 
-    def _take(self, direction: Direction) -> Fault | None:
+    def _take(self, direction: Direction, reach: int) -> Fault | None:
+        """The first armed fault in ``direction`` whose offset is below ``reach`` bytes."""
         for fault in self.pending:
-            if fault.direction == direction:
+            if fault.direction == direction and fault.at < reach:
                 if fault.times is not None:
                     fault.times -= 1
                     if fault.times <= 0:
@@ -127,24 +129,26 @@ class FaultProxy:
                 continue
             with self.lock:
                 self.connections += 1
-                faults: dict[str, Fault | None] = {"up": self._take("up"),
-                                                   "down": self._take("down")}  # fmt: skip
-                conn = _Conn(client, server, faults)
+                conn = _Conn(client, server, {"up": None, "down": None})
                 self.conns.append(conn)
             for way in ("up", "down"):
                 threading.Thread(target=self._pump, args=(conn, way), daemon=True).start()
 
     def _pump(self, conn: _Conn, way: Direction) -> None:
         src, dst = (conn.client, conn.server) if way == "up" else (conn.server, conn.client)
-        fault = conn.faults[way]
+        fault: Fault | None = None
         try:
             while data := src.recv(65536):
+                if fault is None and not conn.faults[way]:
+                    with self.lock:
+                        fault = self._take(way, conn.carried[way] + len(data))
+                    conn.faults[way] = fault
                 if fault is not None and conn.carried[way] + len(data) > fault.at:
                     keep = max(0, fault.at - conn.carried[way])
                     head, data = data[:keep], data[keep:]
                     if head:
                         self._send(conn, dst, way, head)
-                    action = fault.action
+                    taken, action = fault, fault.action
                     self._fired(fault, way)
                     fault = None
                     if action == "cut":
@@ -159,9 +163,9 @@ class FaultProxy:
                         self._drain(src)
                         return
                     if action == "delay":
-                        time.sleep(conn.faults[way].seconds)  # type: ignore[union-attr]
+                        time.sleep(taken.seconds)
                     if action == "throttle":
-                        self._throttled(conn, src, dst, way, data, conn.faults[way].rate)  # type: ignore[union-attr]
+                        self._throttled(conn, src, dst, way, data, taken.rate)
                         return
                 if data:
                     self._send(conn, dst, way, data)
