@@ -19,7 +19,9 @@ from broker.store import Scope
 from broker.validation import query_state, text
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
-bp.before_request(auth.require(lambda: current().store, {Scope.ADMIN}))
+bp.before_request(
+    auth.require(lambda: current().store, {Scope.ADMIN}, lambda: current().clock())
+)
 
 
 def _optional_name(key: str) -> str | None:

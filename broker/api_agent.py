@@ -61,7 +61,9 @@ from broker.validation import (
 log = logging.getLogger(__name__)
 
 bp = Blueprint("agent_api", __name__, url_prefix="/api/v1/agent")
-bp.before_request(auth.require(lambda: current().store, {Scope.SITE}))
+bp.before_request(
+    auth.require(lambda: current().store, {Scope.SITE}, lambda: current().clock())
+)
 
 
 def site_job(job_id: str) -> JobRecord:

@@ -36,7 +36,9 @@ from broker.validation import (
 log = logging.getLogger(__name__)
 
 bp = Blueprint("client_api", __name__, url_prefix="/api/v1/jobs")
-bp.before_request(auth.require(lambda: current().store, {Scope.CLIENT, Scope.ADMIN}))
+bp.before_request(
+    auth.require(lambda: current().store, {Scope.CLIENT, Scope.ADMIN}, lambda: current().clock())
+)
 
 LIST_LIMIT = 500
 

@@ -32,6 +32,9 @@ SUBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ADMIN_SUBJECT = "admin"
 # Query parameters some HTTP clients use for tokens; refused loudly instead of ignored.
 _TOKEN_QUERY_NAMES = ("access_token", "token", "auth", "authorization")
+# How stale ``TokenRecord.last_used`` may get: a token is used by every request of a long
+# poll loop, and a write per request would cost more than the answer to "when was it used".
+LAST_USED_STEP = 60.0
 # Compared against when the token id is unknown, so both paths do the same work.
 _DUMMY_HASH = hashlib.sha256(b"mint-bridge unknown token").hexdigest()
 
@@ -77,7 +80,8 @@ def new_token(scope: Scope, subject: str, now: float) -> tuple[str, TokenRecord]
     return token, record
 
 
-def verify(store: Store, token: str) -> Principal:
+def verify(store: Store, token: str, now: float | None = None) -> Principal:
+    """The token's principal; with ``now``, its last use is recorded (to ``LAST_USED_STEP``)."""
     token_id = parse_token(token)
     record = store.get_token(token_id)
     expected = record.sha256 if record is not None else _DUMMY_HASH
@@ -86,6 +90,8 @@ def verify(store: Store, token: str) -> Principal:
         raise unknown_token()
     if record.revoked:
         raise token_revoked(token_id)
+    if now is not None and (record.last_used is None or now - record.last_used >= LAST_USED_STEP):
+        store.token_used(token_id, now)
     return Principal(record.token_id, record.scope, record.subject)
 
 
@@ -105,11 +111,17 @@ def bearer_token() -> str:
     return token.strip()
 
 
-def require(get_store: Callable[[], Store], scopes: Collection[Scope]) -> Callable[[], None]:
-    """A ``before_request`` hook: authenticate, then admit only ``scopes`` to this area."""
+def require(
+    get_store: Callable[[], Store],
+    scopes: Collection[Scope],
+    clock: Callable[[], float] | None = None,
+) -> Callable[[], None]:
+    """A ``before_request`` hook: authenticate, then admit only ``scopes`` to this area; with
+    ``clock``, each token's last use is recorded."""
 
     def hook() -> None:
-        principal = verify(get_store(), bearer_token())
+        now = clock() if clock is not None else None
+        principal = verify(get_store(), bearer_token(), now)
         g.principal = principal  # known caller, even if refused here (see drain_after_error)
         if principal.scope not in scopes:
             allowed = " or ".join(sorted(s.value for s in scopes))

@@ -46,7 +46,9 @@ _UPLOAD_METHODS = ("PATCH", "POST", "PUT")
 Labels = tuple[tuple[str, str], ...]
 
 bp = Blueprint("metrics", __name__)
-bp.before_request(auth.require(lambda: current().store, {Scope.ADMIN, Scope.OPERATOR}))
+bp.before_request(
+    auth.require(lambda: current().store, {Scope.ADMIN, Scope.OPERATOR}, lambda: current().clock())
+)
 
 
 @dataclass

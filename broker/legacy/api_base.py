@@ -151,7 +151,7 @@ def _gate() -> Response | None:
             "no such endpoint; the original API (/mi-distcomp-api/) is off on this broker "
             "([legacy] enabled = true turns it on)"
         ))  # fmt: skip
-    g.principal = auth.verify(current().store, auth.bearer_token())
+    g.principal = auth.verify(current().store, auth.bearer_token(), current().clock())
     return None
 
 

@@ -64,4 +64,5 @@ def _token(row: Row) -> TokenRecord:
         subject=row["subject"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        last_used=row["last_used"],
     )

@@ -28,9 +28,9 @@ def versions(path: Path) -> tuple[list[int], int]:
 
 def test_a_new_sqlite_database_records_its_version(tmp_path: Path) -> None:
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()
-    assert versions(tmp_path / "b.sqlite3") == ([1], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2], SCHEMA_VERSION)
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()  # opening again changes nothing
-    assert versions(tmp_path / "b.sqlite3") == ([1], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2], SCHEMA_VERSION)
 
 
 def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
@@ -41,12 +41,20 @@ def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
     kept = store.create_job(spec(), T0)[0].job_id
     store.close()
     with sqlite3.connect(path) as conn:  # what such a broker left: user_version 1 only
-        conn.execute("DROP TABLE schema_version")
+        for statement in (
+            "DROP TABLE schema_version", "DROP TABLE job_events",
+            "ALTER TABLE tokens DROP COLUMN last_used", "DROP INDEX jobs_by_created",
+            "DROP INDEX jobs_by_state_created", "DROP INDEX jobs_by_site_created",
+            "DROP INDEX jobs_by_finish", "PRAGMA user_version = 1",
+        ):  # fmt: skip
+            conn.execute(statement)
     store = SQLiteStore(str(path))
     job = store.get_job(kept)
+    events = store.job_events(kept)
     store.close()
     assert job is not None and job.state is State.CREATED
-    assert versions(path) == ([1], 1)
+    assert events == []  # jobs from before step 2 have no timeline; new changes add to it
+    assert versions(path) == ([1, 2], 2)
 
 
 @pytest.mark.parametrize("how", ["schema_version", "user_version"])
@@ -71,12 +79,12 @@ def test_postgresql_is_refused_until_migrated_then_migrate_is_idempotent(
     location = parse_store_url(postgres_server.new_database())
     with pytest.raises(SchemaMismatch, match=r"no broker schema yet.*mint-bridge broker migrate"):
         open_store(location)
-    assert migrate(location) == (0, 1)
-    assert migrate(location) == (1, 1)
+    assert migrate(location) == (0, 2)
+    assert migrate(location) == (2, 2)
     store = open_store(location)
     created = store.create_job(spec(), T0)[0].job_id
     store.close()
-    assert migrate(location) == (1, 1)
+    assert migrate(location) == (2, 2)
     store = open_store(location)
     assert store.get_job(created) is not None
     store.close()
@@ -108,9 +116,9 @@ def test_the_migrate_command_on_sqlite(tmp_path: Path) -> None:
     config = _config(tmp_path)
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert first.exit_code == 0, first.output
-    assert "schema version 0 -> 1" in first.output
+    assert "schema version 0 -> 2" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert again.exit_code == 0 and "schema version 1, nothing to migrate" in again.output
+    assert again.exit_code == 0 and "schema version 2, nothing to migrate" in again.output
     with sqlite3.connect(tmp_path / "d" / "broker.sqlite3") as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'later', 0)")
     newer = CliRunner().invoke(cli, ["migrate", "--config", config])
@@ -125,7 +133,7 @@ def test_the_migrate_command_on_postgresql(
     refused = CliRunner().invoke(cli, ["token", "list", "--config", config])
     assert refused.exit_code != 0 and "run `mint-bridge broker migrate" in refused.output
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert first.exit_code == 0 and f"{url}: schema version 0 -> 1" in first.output
+    assert first.exit_code == 0 and f"{url}: schema version 0 -> 2" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert again.exit_code == 0 and "nothing to migrate" in again.output
     listed = CliRunner().invoke(cli, ["token", "list", "--config", config])
