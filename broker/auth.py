@@ -33,6 +33,9 @@ SUBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ADMIN_SUBJECT = "admin"
 # Query parameters some HTTP clients use for tokens; refused loudly instead of ignored.
 _TOKEN_QUERY_NAMES = ("access_token", "token", "auth", "authorization")
+# How stale ``TokenRecord.last_used`` may get: a token is used by every request of a long
+# poll loop, and a write per request would cost more than the answer to "when was it used".
+LAST_USED_STEP = 60.0
 # Compared against when the token id is unknown, so both paths do the same work.
 _DUMMY_HASH = hashlib.sha256(b"mint-bridge unknown token").hexdigest()
 
@@ -84,6 +87,7 @@ def new_token(
 
 
 def verify(store: Store, token: str, now: float | None = None) -> Principal:
+    """The token's principal; with ``now``, its last use is recorded (to ``LAST_USED_STEP``)."""
     token_id = parse_token(token)
     record = store.get_token(token_id)
     expected = record.sha256 if record is not None else _DUMMY_HASH
@@ -94,6 +98,8 @@ def verify(store: Store, token: str, now: float | None = None) -> Principal:
         raise token_revoked(token_id)
     if record.expires_at is not None and record.expired(time.time() if now is None else now):
         raise token_expired(token_id, record.expires_at)
+    if now is not None and (record.last_used is None or now - record.last_used >= LAST_USED_STEP):
+        store.token_used(token_id, now)
     return Principal(record.token_id, record.scope, record.subject)
 
 

@@ -26,6 +26,8 @@ from broker.store.records import (
     AgentSeen,
     Claim,
     ExpiryReport,
+    JobEvent,
+    JobQuery,
     JobRecord,
     LegacyRecord,
     NewJob,
@@ -66,6 +68,21 @@ class Store(abc.ABC):
         limit: int = 500,
     ) -> list[JobRecord]:
         """Newest first; ``None`` filters match everything."""
+
+    @abc.abstractmethod
+    def page_jobs(self, query: JobQuery, limit: int) -> list[JobRecord]:
+        """At most ``limit`` jobs matching ``query``, newest first by (created_at, job_id),
+        those after the cursor ``query.before`` only (keyset pagination: no OFFSET)."""
+
+    @abc.abstractmethod
+    def job_events(self, job_id: str) -> list[JobEvent]:
+        """The job's timeline, oldest first: its creation, each change of state and each
+        note (``rules.NOTE_*``); empty for an unknown job."""
+
+    @abc.abstractmethod
+    def failures_since(self, since: float) -> dict[str, int]:
+        """Per site, the jobs that ended at or after ``since`` and failed
+        (``rules.is_failure``); sites without any are left out."""
 
     @abc.abstractmethod
     def set_input_received(
@@ -247,6 +264,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def revoke_token(self, token_id: str, now: float) -> bool:
         """True if the token existed and was not yet revoked."""
+
+    @abc.abstractmethod
+    def token_used(self, token_id: str, now: float) -> None:
+        """Record that a request presented the token at ``now`` (``TokenRecord.last_used``)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

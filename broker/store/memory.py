@@ -31,6 +31,8 @@ from broker.store.records import (
     AgentSeen,
     Claim,
     ExpiryReport,
+    JobEvent,
+    JobQuery,
     JobRecord,
     LegacyRecord,
     NewJob,
@@ -96,6 +98,25 @@ class MemoryStore(Store):
             jobs.sort(key=lambda j: (j.created_at, tx.tables.order[j.job_id]), reverse=True)
         return jobs[:limit] if limit >= 0 else jobs  # a negative LIMIT is none in SQL
 
+    def page_jobs(self, query: JobQuery, limit: int) -> list[JobRecord]:
+        with self._snapshot() as tx:
+            jobs = tx.select(lambda j: matches(j, query))
+        jobs.sort(key=lambda j: (j.created_at, j.job_id), reverse=True)
+        return jobs[:limit]
+
+    def job_events(self, job_id: str) -> list[JobEvent]:
+        with self._snapshot() as tx:
+            return list(tx.tables.events.get(job_id, ()))
+
+    def failures_since(self, since: float) -> dict[str, int]:
+        failed: dict[str, int] = {}
+        with self._snapshot() as tx:
+            ended = tx.select(lambda j: j.finished_at is not None and j.finished_at >= since)
+        for job in ended:
+            if rules.is_failure(job.state, job.outcome):
+                failed[job.spec.site] = failed.get(job.spec.site, 0) + 1
+        return failed
+
     def set_input_received(
         self, job_id: str, name: str, expected: int, received: int, now: float
     ) -> JobRecord:
@@ -130,6 +151,7 @@ class MemoryStore(Store):
                 tx.finish(job_id, State.CANCELLED, outcome, now)
             else:
                 tx.update(job_id, cancel_requested=True)
+                return tx.bump(job_id, now, rules.NOTE_CANCEL_REQUESTED)
             return tx.bump(job_id, now)
 
     def ack(self, job_id: str, now: float) -> JobRecord:
@@ -267,6 +289,7 @@ class MemoryStore(Store):
             tx.tables.jobs.pop(job_id, None)
             tx.tables.order.pop(job_id, None)
             tx.tables.legacy.pop(job_id, None)
+            tx.tables.events.pop(job_id, None)
             tx.touch(job_id)
 
     def queue_stats(self) -> list[QueueStats]:
@@ -401,3 +424,25 @@ class MemoryStore(Store):
                 return False
             tx.tables.tokens[token_id] = dataclasses.replace(token, revoked_at=now)
             return True
+
+    def token_used(self, token_id: str, now: float) -> None:
+        with self._transaction() as tx:
+            token = tx.tables.tokens.get(token_id)
+            if token is not None:
+                tx.tables.tokens[token_id] = dataclasses.replace(token, last_used=now)
+
+
+def matches(job: JobRecord, query: JobQuery) -> bool:
+    """Whether ``job`` is on a page of ``query`` (the SQL of ``sql_views.page_ids``)."""
+    spec = job.spec
+    wanted = (
+        (query.site, spec.site), (query.state, job.state), (query.client, spec.client),
+        (query.command, spec.command),
+    )  # fmt: skip
+    if any(want is not None and want != have for want, have in wanted):
+        return False
+    if query.since is not None and job.created_at < query.since:
+        return False
+    if query.until is not None and job.created_at >= query.until:
+        return False
+    return query.before is None or (job.created_at, job.job_id) < query.before

@@ -17,6 +17,7 @@ from broker.store import rules
 from broker.store.records import (
     InputRecord,
     InputSpec,
+    JobEvent,
     JobRecord,
     LegacyRecord,
     NewJob,
@@ -40,6 +41,7 @@ class Tables:
     legacy: dict[str, LegacyRecord] = field(default_factory=dict)
     agents: dict[tuple[str, str], float] = field(default_factory=dict)
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
+    events: dict[str, tuple[JobEvent, ...]] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         return Tables(
@@ -49,6 +51,7 @@ class Tables:
             dict(self.legacy),
             dict(self.agents),
             dict(self.tokens),
+            dict(self.events),
         )
 
 
@@ -121,6 +124,7 @@ class Tx:
         self.tables.jobs[spec.job_id] = job
         self.tables.order[spec.job_id] = self.tables.next_order
         self.tables.next_order += 1
+        self.record_event(job_id=spec.job_id, now=now)
         self.touch(spec.job_id)
         return job
 
@@ -129,11 +133,21 @@ class Tx:
         self.tables.jobs[job_id] = job
         return job
 
-    def bump(self, job_id: str, now: float) -> JobRecord:
-        """Every visible change goes through here: new version, new timestamp, listeners told."""
+    def bump(self, job_id: str, now: float, note: str | None = None) -> JobRecord:
+        """Every visible change goes through here: new version, new timestamp, a timeline entry
+        when the state changed (or ``note`` says what happened), listeners told."""
         job = self.must_load(job_id)
         self.touch(job_id)
+        self.record_event(job_id, now, note)
         return self.update(job_id, version=job.version + 1, updated_at=now)
+
+    def record_event(self, job_id: str, now: float, note: str | None = None) -> None:
+        """As ``sql_views.record_event``: an entry unless the state is the last entry's."""
+        job = self.must_load(job_id)
+        events = self.tables.events.get(job_id, ())
+        if note is None and events and events[-1].state is job.state:
+            return
+        self.tables.events[job_id] = (*events, JobEvent(now, job.state, job.agent_id, note))
 
     def finish(self, job_id: str, state: State, outcome: Mapping[str, Any], now: float) -> None:
         self.update(job_id, state=state, outcome=to_json(dict(outcome)), finished_at=now,
@@ -179,6 +193,7 @@ class Tx:
             # Running in its scheduler: its agent's next claim re-attaches, at once.
             self.update(job.job_id, agent_lost=True, lease_expires=now)
             self.touch(job.job_id, site=job.spec.site)
+            return self.bump(job.job_id, now, rules.NOTE_HANDED_BACK)
         return self.bump(job.job_id, now)
 
     def mark_agents_lost(self, now: float) -> list[str]:
@@ -189,7 +204,7 @@ class Tx:
             self.update(job.job_id, agent_lost=True)
             # The site's waiting claims look again: the agent that lost it may be among them.
             self.touch(job.job_id, site=job.spec.site)
-            self.bump(job.job_id, now)
+            self.bump(job.job_id, now, rules.NOTE_AGENT_LOST)
         return [j.job_id for j in lost]
 
     def take_lease(

@@ -251,6 +251,8 @@ class TokenRecord:
     created_at: float
     revoked_at: float | None = None
     expires_at: float | None = None  # None: never expires
+    # When a request last presented it (to the minute: see ``broker.auth.LAST_USED_STEP``).
+    last_used: float | None = None
 
     @property
     def revoked(self) -> bool:
@@ -258,4 +260,30 @@ class TokenRecord:
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One entry of a job's timeline: the state it entered (or a note, such as a cancel
+    request, in the state it kept), when, and the agent holding it then."""
+
+    at: float
+    state: State
+    agent_id: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """The filters of a page of jobs (``Store.page_jobs``); ``None`` matches everything.
+
+    ``since``/``until`` bound ``created_at`` (since inclusive, until exclusive); ``before`` is
+    the keyset cursor: the (created_at, job_id) of the last job of the previous page."""
+
+    site: str | None = None
+    state: State | None = None
+    client: str | None = None
+    command: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before: tuple[float, str] | None = None
 

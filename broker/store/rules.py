@@ -206,6 +206,22 @@ def check_results_uploaded(job: JobRecord, results: Sequence[ResultRecord]) -> N
             )
 
 
+# Timeline notes (``JobEvent.note``) of changes that keep the state.
+NOTE_CANCEL_REQUESTED = "cancel requested; the agent holding the job is asked to stop it"
+NOTE_AGENT_LOST = "agent lost: its lease lapsed while the job ran"
+NOTE_HANDED_BACK = "its agent handed the running job back; its next claim re-attaches"
+
+
+def is_failure(state: State, outcome: Mapping[str, Any] | None) -> bool:
+    """An ended job that did not succeed: expired, or an outcome other than completed or
+    cancelled (a cancel is somebody's decision, not a failure)."""
+    if state is State.EXPIRED:
+        return True
+    if not state.is_final or outcome is None:
+        return False
+    return outcome.get("state") not in ("completed", "cancelled")
+
+
 def completed_state(outcome: Mapping[str, Any]) -> State:
     return State.CANCELLED if outcome.get("state") == "cancelled" else State.FINISHED
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from broker.errors import NotFound
-from broker.store import rules
+from broker.store import rules, sql_views
 from broker.store.records import (
     InputRecord,
     InputSpec,
@@ -65,6 +65,7 @@ def insert_job(tx: Tx, spec: NewJob, now: float) -> bool:
             " VALUES (?, ?, ?, ?, ?, ?, 0)",
             (spec.job_id, position, item.name, item.size, item.sha256, item.mode),
         )
+    sql_views.record_event(tx, spec.job_id, now)
     tx.touch(spec.job_id)
     return True
 
@@ -146,11 +147,13 @@ def select_job_ids(
     return [str(row["job_id"]) for row in rows]
 
 
-def bump(tx: Tx, job_id: str, now: float) -> JobRecord:
-    """Every visible change goes through here: new version, new timestamp, listeners told."""
+def bump(tx: Tx, job_id: str, now: float, note: str | None = None) -> JobRecord:
+    """Every visible change goes through here: new version, new timestamp, a timeline entry
+    when the state changed (or ``note`` says what happened), listeners told."""
     tx.execute(
         "UPDATE jobs SET version = version + 1, updated_at = ? WHERE job_id = ?", (now, job_id)
     )
+    sql_views.record_event(tx, job_id, now, note)
     tx.touch(job_id)
     return must_load(tx, job_id)
 
@@ -223,6 +226,7 @@ def release(tx: Tx, job: JobRecord, now: float) -> JobRecord:
             (now, job.job_id),
         )
         tx.touch(job.job_id, site=job.spec.site)
+        return bump(tx, job.job_id, now, rules.NOTE_HANDED_BACK)
     return bump(tx, job.job_id, now)
 
 
@@ -232,7 +236,7 @@ def mark_agents_lost(tx: Tx, now: float) -> list[str]:
         tx.execute("UPDATE jobs SET agent_lost = 1 WHERE job_id = ?", (row["job_id"],))
         # The site's waiting claims look again: the agent that lost it may be among them.
         tx.touch(row["job_id"], site=row["site"])
-        bump(tx, row["job_id"], now)
+        bump(tx, row["job_id"], now, rules.NOTE_AGENT_LOST)
     return [str(row["job_id"]) for row in rows]
 
 

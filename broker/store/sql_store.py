@@ -18,13 +18,15 @@ import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from broker.store import rules, sql_legacy, sql_tokens
+from broker.store import rules, sql_legacy, sql_tokens, sql_views
 from broker.store import sql_jobs as q
 from broker.store.interface import ChangeListener, Store
 from broker.store.records import (
     AgentSeen,
     Claim,
     ExpiryReport,
+    JobEvent,
+    JobQuery,
     JobRecord,
     LegacyRecord,
     NewJob,
@@ -96,6 +98,18 @@ class SQLStore(Store):
             ids = q.select_job_ids(tx, client=client, site=site, state=state, limit=limit)
             return [q.must_load(tx, job_id) for job_id in ids]
 
+    def page_jobs(self, query: JobQuery, limit: int) -> list[JobRecord]:
+        with self._snapshot() as tx:
+            return [q.must_load(tx, job_id) for job_id in sql_views.page_ids(tx, query, limit)]
+
+    def job_events(self, job_id: str) -> list[JobEvent]:
+        with self._snapshot() as tx:
+            return sql_views.load_events(tx, job_id)
+
+    def failures_since(self, since: float) -> dict[str, int]:
+        with self._snapshot() as tx:
+            return sql_views.failures_since(tx, since)
+
     def set_input_received(
         self, job_id: str, name: str, expected: int, received: int, now: float
     ) -> JobRecord:
@@ -128,6 +142,7 @@ class SQLStore(Store):
                 q.finish(tx, job_id, State.CANCELLED, outcome, now)
             else:
                 tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+                return q.bump(tx, job_id, now, rules.NOTE_CANCEL_REQUESTED)
             return q.bump(tx, job_id, now)
 
     def ack(self, job_id: str, now: float) -> JobRecord:
@@ -355,3 +370,7 @@ class SQLStore(Store):
     def revoke_token(self, token_id: str, now: float) -> bool:
         with self._transaction() as tx:
             return sql_tokens.revoke(tx, token_id, now)
+
+    def token_used(self, token_id: str, now: float) -> None:
+        with self._transaction() as tx:
+            sql_views.token_used(tx, token_id, now)

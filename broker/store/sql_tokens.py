@@ -66,4 +66,5 @@ def _token(row: Row) -> TokenRecord:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         expires_at=row["expires_at"],
+        last_used=row["last_used"],
     )

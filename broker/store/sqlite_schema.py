@@ -121,6 +121,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(2, "tokens.expires_at", ("ALTER TABLE tokens ADD COLUMN expires_at REAL",)),
+    Migration(
+        3,
+        "job_events, tokens.last_used, indexes for pages of jobs",
+        (
+            """
+            CREATE TABLE job_events (
+                seq INTEGER PRIMARY KEY,
+                job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+                at REAL NOT NULL,
+                state TEXT NOT NULL,
+                agent_id TEXT,
+                note TEXT
+            )
+            """,
+            "CREATE INDEX job_events_by_job ON job_events (job_id, seq)",
+            "ALTER TABLE tokens ADD COLUMN last_used REAL",
+            # Pages of jobs walk these newest first (keyset: created_at, job_id).
+            "CREATE INDEX jobs_by_created ON jobs (created_at, job_id)",
+            "CREATE INDEX jobs_by_state_created ON jobs (state, created_at, job_id)",
+            "CREATE INDEX jobs_by_site_created ON jobs (site, created_at, job_id)",
+            "CREATE INDEX jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)

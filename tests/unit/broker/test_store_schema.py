@@ -28,9 +28,9 @@ def versions(path: Path) -> tuple[list[int], int]:
 
 def test_a_new_sqlite_database_records_its_version(tmp_path: Path) -> None:
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()
-    assert versions(tmp_path / "b.sqlite3") == ([1, 2], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2, 3], SCHEMA_VERSION)
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()  # opening again changes nothing
-    assert versions(tmp_path / "b.sqlite3") == ([1, 2], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2, 3], SCHEMA_VERSION)
 
 
 def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
@@ -41,14 +41,20 @@ def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
     kept = store.create_job(spec(), T0)[0].job_id
     store.close()
     with sqlite3.connect(path) as conn:  # what such a broker left: user_version 1 only
-        conn.execute("DROP TABLE schema_version")
-        conn.execute("ALTER TABLE tokens DROP COLUMN expires_at")
-        conn.execute("PRAGMA user_version = 1")
+        for statement in (
+            "DROP TABLE schema_version", "DROP TABLE job_events",
+            "ALTER TABLE tokens DROP COLUMN last_used", "ALTER TABLE tokens DROP COLUMN expires_at", "DROP INDEX jobs_by_created",
+            "DROP INDEX jobs_by_state_created", "DROP INDEX jobs_by_site_created",
+            "DROP INDEX jobs_by_finish", "PRAGMA user_version = 1",
+        ):  # fmt: skip
+            conn.execute(statement)
     store = SQLiteStore(str(path))
     job = store.get_job(kept)
+    events = store.job_events(kept)
     store.close()
     assert job is not None and job.state is State.CREATED
-    assert versions(path) == ([1, 2], 2)
+    assert events == []  # jobs from before step 3 have no timeline; new changes add to it
+    assert versions(path) == ([1, 2, 3], 3)
 
 
 @pytest.mark.parametrize("how", ["schema_version", "user_version"])
@@ -110,9 +116,9 @@ def test_the_migrate_command_on_sqlite(tmp_path: Path) -> None:
     config = _config(tmp_path)
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert first.exit_code == 0, first.output
-    assert "schema version 0 -> 2" in first.output
+    assert "schema version 0 -> 3" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert again.exit_code == 0 and "schema version 2, nothing to migrate" in again.output
+    assert again.exit_code == 0 and "schema version 3, nothing to migrate" in again.output
     with sqlite3.connect(tmp_path / "d" / "broker.sqlite3") as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'later', 0)")
     newer = CliRunner().invoke(cli, ["migrate", "--config", config])
@@ -127,7 +133,7 @@ def test_the_migrate_command_on_postgresql(
     refused = CliRunner().invoke(cli, ["token", "list", "--config", config])
     assert refused.exit_code != 0 and "run `mint-bridge broker migrate" in refused.output
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert first.exit_code == 0 and f"{url}: schema version 0 -> 2" in first.output
+    assert first.exit_code == 0 and f"{url}: schema version 0 -> 3" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert again.exit_code == 0 and "nothing to migrate" in again.output
     listed = CliRunner().invoke(cli, ["token", "list", "--config", config])
@@ -151,7 +157,7 @@ def test_a_version_1_sqlite_database_gains_token_expiry_and_keeps_its_tokens(
     store = SQLiteStore(str(path))
     token = store.get_token("t1")
     store.close()
-    assert versions(path) == ([1, 2], 2)
+    assert versions(path) == ([1, 2, 3], 3)
     assert token is not None and token.subject == "c" and token.expires_at is None
 
 
@@ -168,7 +174,7 @@ def test_a_version_1_postgresql_database_migrates_to_token_expiry(
         conn.execute("INSERT INTO schema_version VALUES (1, 'v1', 0)")
         conn.execute("INSERT INTO tokens VALUES (%s, %s, %s, %s, %s, NULL)", _V1_TOKEN)
     location = parse_store_url(url)
-    with pytest.raises(SchemaMismatch, match="has schema version 1; this broker needs version 2"):
+    with pytest.raises(SchemaMismatch, match="has schema version 1; this broker needs version 3"):
         open_store(location)
     assert migrate(location) == (1, 2)
     store = open_store(location)
