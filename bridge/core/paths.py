@@ -50,7 +50,11 @@ def name_problem(name: str) -> str | None:
         return "it starts with '-', which a program could read as an option"
     if name == CONTROL_DIR or name.endswith(PART_SUFFIX):
         return "the name is reserved by mint-bridge"
-    if len(name.encode("utf-8", "surrogateescape")) > defaults.MAX_NAME_LENGTH:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: a non-UTF-8 file name or argv byte later
+        return "it is not valid UTF-8 text (a lone surrogate or an undecodable byte)"
+    if len(encoded) > defaults.MAX_NAME_LENGTH:
         return f"it is longer than {defaults.MAX_NAME_LENGTH} bytes"
     return None
 
