@@ -43,7 +43,8 @@ def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
     with sqlite3.connect(path) as conn:  # what such a broker left: user_version 1 only
         for statement in (
             "DROP TABLE schema_version", "DROP TABLE job_events",
-            "ALTER TABLE tokens DROP COLUMN last_used", "ALTER TABLE tokens DROP COLUMN expires_at", "DROP INDEX jobs_by_created",
+            "ALTER TABLE tokens DROP COLUMN last_used", "ALTER TABLE tokens DROP COLUMN expires_at",
+            "DROP INDEX jobs_by_created",
             "DROP INDEX jobs_by_state_created", "DROP INDEX jobs_by_site_created",
             "DROP INDEX jobs_by_finish", "PRAGMA user_version = 1",
         ):  # fmt: skip
@@ -79,12 +80,12 @@ def test_postgresql_is_refused_until_migrated_then_migrate_is_idempotent(
     location = parse_store_url(postgres_server.new_database())
     with pytest.raises(SchemaMismatch, match=r"no broker schema yet.*mint-bridge broker migrate"):
         open_store(location)
-    assert migrate(location) == (0, 2)
-    assert migrate(location) == (2, 2)
+    assert migrate(location) == (0, 3)
+    assert migrate(location) == (3, 3)
     store = open_store(location)
     created = store.create_job(spec(), T0)[0].job_id
     store.close()
-    assert migrate(location) == (2, 2)
+    assert migrate(location) == (3, 3)
     store = open_store(location)
     assert store.get_job(created) is not None
     store.close()
@@ -176,7 +177,7 @@ def test_a_version_1_postgresql_database_migrates_to_token_expiry(
     location = parse_store_url(url)
     with pytest.raises(SchemaMismatch, match="has schema version 1; this broker needs version 3"):
         open_store(location)
-    assert migrate(location) == (1, 2)
+    assert migrate(location) == (1, 3)
     store = open_store(location)
     token = store.get_token("t1")
     store.close()
