@@ -25,11 +25,12 @@ apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
 
 build="$(mktemp -d)"
 trap 'rm -rf "$build"' EXIT
-tar -xzf "$src/openpbs-23.06.06.tar.gz" -C "$build"
-top="$(find "$build" -mindepth 1 -maxdepth 1 -type d | head -n 1)"
-cd "$top"
-patch -p1 < "$src/0001-compile-with-python-3.11.patch"
-patch -p1 < "$src/0002-python-3.10-support.patch"
+# The archive (git archive of the tag) has no top-level directory: unpack into one of our own.
+mkdir "$build/openpbs"
+tar -xzf "$src/openpbs-23.06.06.tar.gz" -C "$build/openpbs"
+cd "$build/openpbs"
+patch -p1 --forward --batch < "$src/0001-compile-with-python-3.11.patch"
+patch -p1 --forward --batch < "$src/0002-python-3.10-support.patch"
 # A PATH free of user shims: configure must find Debian's own Python, which PBS links against.
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin
 ./autogen.sh >/dev/null
