@@ -77,3 +77,8 @@ UPLOAD_CHUNK = 64 * 1024 * 1024
 AGENT_MAX_JOBS = 2
 # Downloads are written in pieces of this size: a cut loses at most one piece in flight.
 DOWNLOAD_CHUNK = 256 * 1024
+
+# How long the site entry waits for the bridge's next byte before its job starts (the request,
+# each staged input's frames). A connection that sends nothing (``ssh -N`` with MInt's key, a
+# stuck client) is closed after this; once the job runs the site only writes.
+IDLE_TIMEOUT_SECONDS = 60.0

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -72,13 +73,20 @@ class FdChannel:
 
     recv_size = PIPE_SIZE
 
-    def __init__(self, read_fd: int, write_fd: int) -> None:
+    def __init__(self, read_fd: int, write_fd: int, idle_timeout: float | None = None) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
+        #: Seconds a read may wait for the peer's next byte; ``None`` waits as long as it takes.
+        self.idle_timeout = idle_timeout
         for fd in (read_fd, write_fd):
             _enlarge_pipe(fd)
 
     def recv(self, size: int) -> bytes:
+        if self.idle_timeout is not None and not _readable(self.read_fd, self.idle_timeout):
+            raise PeerIdle(
+                f"the peer sent nothing for {self.idle_timeout:g} s; closing the connection",
+                idle_seconds=self.idle_timeout,
+            )
         try:
             return os.read(self.read_fd, size)
         except OSError as exc:
@@ -92,6 +100,25 @@ class FdChannel:
                 view = view[written:]
         except OSError as exc:  # BrokenPipeError when the peer went away
             raise TransportError(f"writing to the peer failed: {exc}") from exc
+
+
+class PeerIdle(TransportError):
+    """A read waited longer than the channel's idle deadline: the peer sent nothing."""
+
+    def __init__(self, message: str, idle_seconds: float) -> None:
+        super().__init__(message)
+        self.idle_seconds = idle_seconds
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    # poll, not select: any fd number works, and POLLHUP (the peer closed) counts as readable
+    # so the read that follows sees the end of the stream.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    try:
+        return bool(poller.poll(max(0, int(timeout * 1000))))
+    except OSError as exc:
+        raise TransportError(f"waiting for the peer failed: {exc}") from exc
 
 
 def _enlarge_pipe(fd: int) -> None:

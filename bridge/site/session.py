@@ -30,8 +30,10 @@ from bridge.core.protocol import (
     KIND_STDOUT,
     PROTOCOL_VERSION,
     ByteChannel,
+    FdChannel,
     FrameReader,
     FrameWriter,
+    PeerIdle,
 )
 from bridge.core.results import open_result_for_reading
 from bridge.core.staging import FileHeader, receive_file, send_file
@@ -42,6 +44,10 @@ from bridge.site.workdir import WorkDir
 from schedulers import JobHandle
 
 log = logging.getLogger(__name__)
+
+
+#: The site entry's exit code when the bridge sent nothing within ``[site] idle_timeout``.
+EXIT_IDLE = 75
 
 
 class RefusedRequest(Exception):
@@ -64,14 +70,36 @@ def check_original_command(original: str | None) -> None:
 class Session:
     """One connection: reads one request, answers it, and ends."""
 
-    def __init__(self, site: SiteConfig, channel: ByteChannel) -> None:
+    def __init__(self, site: SiteConfig, channel: ByteChannel, peer: str = "-") -> None:
         self.site = site
+        self.channel = channel
+        self.peer = peer
+        self.job_id = "-"  # until the request names it
         self.reader = FrameReader(channel)
         self.writer = FrameWriter(channel)
+        self._set_idle_timeout(site.idle_timeout)
+
+    def _set_idle_timeout(self, seconds: float | None) -> None:
+        # Only a descriptor channel can wait with a deadline; a test's in-memory one never idles.
+        if isinstance(self.channel, FdChannel):
+            self.channel.idle_timeout = seconds
 
     def serve(self) -> int:
         try:
+            return self._serve()
+        except PeerIdle as exc:
+            log.warning(
+                "%s: peer %s idle: sent nothing for %g s before the job started; closed "
+                "([site] idle_timeout)",
+                self.job_id, self.peer, exc.idle_seconds,
+            )  # fmt: skip
+            self._try_send_error(exc)
+            return EXIT_IDLE
+
+    def _serve(self) -> int:
+        try:
             request = self.reader.read_json()
+            self.job_id = _named_job(request)
             op = request.get("op")
             handler = {
                 "hello": self._hello,
@@ -84,6 +112,8 @@ class Session:
             _check_protocol(request)
             handler(request)
             return 0
+        except PeerIdle:
+            raise
         except BridgeError as exc:
             log.warning("request failed: %s", exc.message)
             self._try_send_error(exc)
@@ -121,6 +151,7 @@ class Session:
         wd.create(self.site.path)
         scheduler = self.site.scheduler(command)
         job_start.start_once(job, scheduler, _SubmitSteps(self, job, message))
+        self._set_idle_timeout(None)  # the job runs: from now on the site only writes
         self._stream(job, {"stdout": 0, "stderr": 0})
 
     def _probe(self, request: JobRequest) -> None:
@@ -284,6 +315,16 @@ def _receive_inputs(job: accepted_job.AcceptedJob, reader: FrameReader) -> None:
 
 def _open_root(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _named_job(request: dict[str, Any]) -> str:
+    """The job id a request names (``submit``'s inside its request), or ``-`` for log lines."""
+    inner = request.get("request")
+    named = inner.get("job_id") if isinstance(inner, dict) else request.get("job_id")
+    try:
+        return check_job_id(named)
+    except BridgeError:
+        return "-"
 
 
 def _check_protocol(request: dict[str, Any]) -> None:

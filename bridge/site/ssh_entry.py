@@ -61,7 +61,14 @@ def serve_stdio(config_path: str, original_command: str | None) -> int:
         log.warning("refused: %s", exc)
         sys.stderr.write(f"mint-bridge: {exc}\n")
         return 77
-    return Session(site, FdChannel(sys.stdin.fileno(), sys.stdout.fileno())).serve()
+    channel = FdChannel(sys.stdin.fileno(), sys.stdout.fileno())
+    return Session(site, channel, peer=_peer()).serve()
+
+
+def _peer() -> str:
+    # sshd sets SSH_CONNECTION to "client_ip client_port server_ip server_port".
+    words = os.environ.get("SSH_CONNECTION", "").split()
+    return f"{words[0]}:{words[1]}" if len(words) >= 2 else "stdin"
 
 
 def site_config_error(path: str, exc: BridgeError) -> SiteConfigInvalid:

@@ -35,6 +35,7 @@ class SiteConfig:
     scheduler_options: SchedulerOptions = field(default_factory=SchedulerOptions)
     agent: AgentConfig | None = None  # the [agent] table: only for a pull site
     allow_probe: bool = True  # the built-in probe job (``bridge.site.probe``)
+    idle_timeout: float = defaults.IDLE_TIMEOUT_SECONDS  # per read, until the job starts
 
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
@@ -99,7 +100,7 @@ def load_site_config(path: str) -> SiteConfig:
     site.check_keys(
         {
             "name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes",
-            "allow_probe",
+            "allow_probe", "idle_timeout",
         }
     )  # fmt: skip
     work_base = site.path_value("work_base", defaults.WORK_BASE)
@@ -123,7 +124,18 @@ def load_site_config(path: str) -> SiteConfig:
         scheduler_options=_load_scheduler_options(root.section("scheduler")),
         agent=load_agent(root, os.path.dirname(os.path.abspath(path))),
         allow_probe=site.get("allow_probe", bool, True),
+        idle_timeout=_idle_timeout(site),
     )
+
+
+def _idle_timeout(site: Section) -> float:
+    seconds = site.convert("idle_timeout", parse_duration, defaults.IDLE_TIMEOUT_SECONDS)
+    if not 1 <= seconds <= 3600:
+        raise site.error(
+            f"must be between 1 s and 1 h (got {seconds:g} s); e.g. idle_timeout = \"60s\"",
+            "idle_timeout",
+        )
+    return seconds
 
 
 def _load_scheduler_options(sec: Section) -> SchedulerOptions:
