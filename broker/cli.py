@@ -145,15 +145,19 @@ def token_create(
 @token.command("list")
 @_CONFIG
 def token_list(config_path: str) -> None:
-    """Token ids, scopes and subjects (never the tokens or their hashes)."""
+    """Token ids, scopes, subjects and last use (never the tokens or their hashes)."""
 
     def show() -> None:
         store = _open_store(load_config(config_path))
         for record in store.list_tokens():
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created_at))
             state, expiry = token_expiry.describe(record, time.time())
-            click.echo(f"{record.token_id}  {record.scope:<6}  {record.subject:<24}  "
-                       f"{created}  {state:<8}  {expiry}")  # fmt: skip
+            used = (
+                "never used" if record.last_used is None
+                else "used " + time.strftime("%Y-%m-%dT%H:%M", time.localtime(record.last_used))
+            )  # fmt: skip
+            click.echo(f"{record.token_id}  {record.scope:<8}  {record.subject:<24}  "
+                       f"{created}  {state:<8}  {expiry}  {used}")  # fmt: skip
         store.close()
 
     _run(show)

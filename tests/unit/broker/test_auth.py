@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.auth import check_subject, hash_token, new_token, parse_token, verify
+from broker.auth import LAST_USED_STEP, check_subject, hash_token, new_token, parse_token, verify
 from broker.errors import InvalidField, Unauthorized
 from broker.store import Scope
 from broker.store.sqlite import SQLiteStore
@@ -66,3 +66,20 @@ def test_verify_accepts_the_token_and_refuses_forged_unknown_and_revoked(tmp_pat
     store.revoke_token(record.token_id, 2.0)
     with pytest.raises(Unauthorized, match="revoked"):
         verify(store, token)
+
+
+def test_verify_records_the_last_use_at_most_once_a_step(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "b.sqlite3"))
+    token, record = new_token(Scope.OPERATOR, "prometheus", 1.0)
+    store.create_token(record)
+    verify(store, token)  # without a time: nothing recorded
+    assert store.list_tokens()[0].last_used is None
+    verify(store, token, 100.0)
+    verify(store, token, 100.0 + LAST_USED_STEP - 1)  # within the step: kept as it was
+    assert store.list_tokens()[0].last_used == 100.0
+    verify(store, token, 100.0 + LAST_USED_STEP)
+    assert store.list_tokens()[0].last_used == 100.0 + LAST_USED_STEP
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    with pytest.raises(Unauthorized):
+        verify(store, forged, 1000.0)  # a refused token is not "used"
+    assert store.list_tokens()[0].last_used == 100.0 + LAST_USED_STEP

@@ -164,5 +164,5 @@ def test_an_operator_token_is_created_like_the_others(config: str) -> None:
     code, out = run("token", "create", "--operator", "prometheus", "--config", config)
     assert code == 0 and out.startswith("mbt_")
     code, out = run("token", "list", "--config", config)
-    assert "operator" in out and "prometheus" in out
+    assert "operator" in out and "prometheus" in out and out.rstrip().endswith("never used")
     assert run("token", "create", "--operator", "bad name", "--config", config)[0] != 0
