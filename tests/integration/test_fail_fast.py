@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,9 @@ from bridge.core.errors import ExitCode
 from tests.integration.conftest import SiteEnv
 from tests.support.sshd import Sshd, forced_command, keygen, start_sshd
 
-FAST = 2.0  # seconds: a permanent error on loopback, with no retry
+# The server each bridge config points at: "no retry" is counted there as connections, not
+# guessed from how long a run took.
+_SERVERS: dict[Path, Sshd] = {}
 
 
 def bridge_config(path: Path, sshd: Sshd, *, client: str = "paramiko", **keys: str) -> Path:
@@ -39,26 +40,33 @@ def bridge_config(path: Path, sshd: Sshd, *, client: str = "paramiko", **keys: s
     if client == "openssh":
         lines.append("share_connection = false")  # each run its own ssh: nothing left behind
     path.write_text("\n".join(lines) + "\n")
+    _SERVERS[path] = sshd
     return path
+
+
+def _connections(config: Path) -> int:
+    server = _SERVERS.get(config)
+    return 0 if server is None else server.ssh_connections()
 
 
 def run(
     config: Path, cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.monotonic()
+    before = _connections(config)
     done = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "run", "--config", str(config), "--site", "s",
          "--command", "checksum", *args],
         cwd=cwd, capture_output=True, text=True, timeout=120,
         env={**os.environ, "MINT_BRIDGE_LOG_DIR": str(cwd / "jobs"), **(env or {})},
     )  # fmt: skip
-    return done, time.monotonic() - started
+    return done, _connections(config) - before
 
 
-def assert_fast_failure(done: subprocess.CompletedProcess[str], seconds: float, code: int) -> str:
+def assert_fast_failure(done: subprocess.CompletedProcess[str], connections: int, code: int) -> str:
+    """A permanent error: named at once, after at most the one connection that found it."""
     assert done.returncode == code, done.stderr
     assert "reconnecting" not in done.stderr
-    assert seconds < FAST, f"took {seconds:.1f} s: {done.stderr}"
+    assert connections <= 1, f"{connections} connections to the site: {done.stderr}"
     lines = done.stderr.splitlines()
     assert lines[0].startswith("mint-bridge: job ")  # the job id line comes first
     assert len(lines) == 2 and lines[1].startswith("mint-bridge: error: "), done.stderr
@@ -77,18 +85,18 @@ def test_a_missing_key_file_fails_at_once_with_the_command_that_makes_it(
 ) -> None:
     key = tmp_path / "id_ed25519"
     config = bridge_config(tmp_path / "bridge.toml", sshd, client=client, identity_file=str(key))
-    done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.CONFIG_INVALID)
+    done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.CONFIG_INVALID)
     command = f"ssh-keygen -t ed25519 -f {key} -N ''"
     assert f"the SSH key {key} named by identity_file of [sites.s] in {config}" in message
     assert f"does not exist; create it with `{command}`" in message
     # The command works as printed; the new key is then what the site must be told about.
     subprocess.run(shlex.split(command), check=True, capture_output=True)
-    done, seconds = run(config, tmp_path)
+    done, connections = run(config, tmp_path)
     assert "does not exist" not in done.stderr
     if client == "paramiko":  # only the new key is offered, and the site does not know it yet
         assert done.returncode == ExitCode.AUTH_FAILED, done.stderr
-        assert f"refused the key {key}" in done.stderr and seconds < FAST
+        assert f"refused the key {key}" in done.stderr and connections <= 1
     else:  # ssh offers the SSH config's IdentityFile after it, which the site accepts
         assert done.returncode == 0, done.stderr
 
@@ -100,8 +108,8 @@ def test_a_missing_identity_file_of_the_ssh_config_is_named(sshd: Sshd, tmp_path
         sshd.ssh_config.read_text().replace(str(sshd.client_key), str(missing))
     )
     config = bridge_config(tmp_path / "bridge.toml", sshd, ssh_config=str(ssh_config))
-    done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.CONFIG_INVALID)
+    done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.CONFIG_INVALID)
     assert f"the SSH key {missing} named by IdentityFile of Host site in {ssh_config}" in message
 
 
@@ -109,8 +117,8 @@ def test_an_unparsable_ssh_config_is_a_local_error(sshd: Sshd, tmp_path: Path) -
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text(sshd.ssh_config.read_text() + "  HostName\n")
     config = bridge_config(tmp_path / "bridge.toml", sshd, ssh_config=str(ssh_config))
-    done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.CONFIG_INVALID)
+    done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.CONFIG_INVALID)
     assert f"cannot read the SSH config {ssh_config}" in message
     assert "Unparsable line HostName" in message
 
@@ -119,8 +127,8 @@ def test_a_known_hosts_that_cannot_be_read_is_a_local_error(sshd: Sshd, tmp_path
     known = tmp_path / "known_hosts"
     known.mkdir()  # root reads any file: a directory is what this user cannot read as a file
     config = bridge_config(tmp_path / "bridge.toml", sshd, known_hosts=str(known))
-    done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.CONFIG_INVALID)
+    done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.CONFIG_INVALID)
     assert f"cannot read known_hosts {known} (known_hosts of [sites.s] in {config})" in message
 
 
@@ -137,8 +145,8 @@ def test_a_login_shell_that_prints_is_named(
     command = f"echo Last login: Mon Nov 24 10:00:00 2025; {forced_command(site_env.site_config)}"
     sshd.authorize(f'command="{command}",restrict {key.with_suffix(".pub").read_text()}')
     config = bridge_config(tmp_path / "bridge.toml", sshd, client=client, identity_file=str(key))
-    done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.PROTOCOL_ERROR)
+    done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.PROTOCOL_ERROR)
     assert (
         "the site account's login shell printed 'Last login: Mon Nov 24 10:00:00 2025' before "
         "the protocol started; keep the account's shell quiet for non-interactive logins"
@@ -164,8 +172,8 @@ def test_the_printed_pin_command_works_for_a_changed_host_key(
         known_hosts=str(known), identity_file=str(sshd.client_key),
     )  # fmt: skip
     before = config.read_text()
-    done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.HOST_KEY_REJECTED)
+    done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.HOST_KEY_REJECTED)
     printed = re.search(r"`(mint-bridge setup pin-host-key [^`]*)`", message)
     assert printed is not None, message
     assert printed.group(1) == "mint-bridge setup pin-host-key s --fingerprint SHA256:..."
@@ -225,8 +233,8 @@ def test_a_no_login_shell_is_named(site_env: SiteEnv, tmp_path: Path, client: st
         user, site_env
     ) as server:
         config = bridge_config(tmp_path / "bridge.toml", server, client=client)
-        done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.AUTH_FAILED)
+        done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.AUTH_FAILED)
     assert "the site account has a no-login shell" in message
     assert "This account is currently not available." in message
     assert "usermod -s /bin/sh" in message
@@ -238,8 +246,8 @@ def test_a_locked_account_is_not_blamed_on_the_key_alone(
 ) -> None:
     with account("mbtest-locked", "/bin/sh", "!") as user, sshd_for(user, site_env) as server:
         config = bridge_config(tmp_path / "bridge.toml", server, client=client)
-        done, seconds = run(config, tmp_path)
-    message = assert_fast_failure(done, seconds, ExitCode.AUTH_FAILED)
+        done, connections = run(config, tmp_path)
+    message = assert_fast_failure(done, connections, ExitCode.AUTH_FAILED)
     assert "refused the key" in message
     assert f"the account {user} is locked, expired or has no valid shell" in message
     assert f"usermod -U -e '' {user}" in message

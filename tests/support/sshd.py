@@ -61,6 +61,13 @@ class Sshd:
     def pid(self) -> int:
         return self.proc.pid
 
+    def ssh_connections(self) -> int:
+        """SSH connections the server has logged so far (LogLevel VERBOSE): how many times a
+        client tried, counted rather than guessed from how long it took. The readiness check's
+        bare TCP connect, closed before any SSH, is left out."""
+        log = (self.root / "sshd.log").read_text(errors="replace")
+        return log.count("Connection from ") - log.count("kex_exchange_identification")
+
     def connection_processes(self) -> list[psutil.Process]:
         """The per-connection sshd children (killing one drops that connection)."""
         try:
