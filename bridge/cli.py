@@ -114,6 +114,18 @@ def main() -> None:
     help="Do not bound the job's walltime by the MInt PBS job's remaining walltime.",
 )
 @click.option("-v", "--verbose", count=True, help="More progress messages (repeatable).")
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(["auto", "bar", "lines", "none"]),
+    default="auto",
+    show_default=True,
+    help="Progress of big files: a bar on a terminal, lines in a log (auto picks).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="End with a one-line JSON summary on stdout."
+)
 def run(
     site_name: str,
     command: str,
@@ -126,13 +138,16 @@ def run(
     timeout: str | None,
     no_pbs_walltime: bool,
     verbose: int,
+    progress_mode: str,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Run COMMAND at SITE with the given inputs; results land in the output dir.
 
     Exits with the solver's exit code, or with one of the documented bridge codes.
     """
     _setup_stderr_logging(verbose)
-    from bridge.client.run import run_command
+    from bridge.client.run import RunDisplay, run_command
 
     signal.signal(signal.SIGTERM, _raise_cancelled)
     signal.signal(signal.SIGINT, _raise_cancelled)
@@ -148,6 +163,7 @@ def run(
             walltime=walltime,
             timeout=timeout,
             use_pbs_walltime=not no_pbs_walltime,
+            show=RunDisplay(progress=progress_mode, quiet=quiet, json=as_json),
         )
     except BridgeError as exc:
         _fail(exc)

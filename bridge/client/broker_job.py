@@ -31,7 +31,7 @@ from urllib.parse import quote
 from bridge.client.broker_wait import FINAL_STATES, WAITING_STATES, ClaimWatch
 from bridge.client.node_config import BrokerSite
 from bridge.client.request import LocalInput, RunResult, open_output_dir
-from bridge.core import broker_transfer, defaults
+from bridge.core import broker_transfer, defaults, progress
 from bridge.core.broker_endpoint import BrokerEndpoint, endpoint_of
 from bridge.core.broker_session import BrokerSession, answer_count
 from bridge.core.errors import (
@@ -83,6 +83,7 @@ class BrokerJobRun:
         self.offsets = {"stdout": 0, "stderr": 0}
         self._session = session
         self._create_sent = False
+        self._hashes: dict[str, str] = {}  # each input's SHA-256, computed once before create
         self.waiting = ClaimWatch(self.job_id, site.broker_site, overall_timeout)
 
     @property
@@ -99,7 +100,7 @@ class BrokerJobRun:
 
     def run(self) -> RunResult:
         try:
-            hashes = self._hash_inputs()
+            hashes = self._hashes = self._hash_inputs()
             self._create(hashes)
             self._upload_inputs()
             self._submit()
@@ -218,7 +219,11 @@ class BrokerJobRun:
     def _upload_from(self, item: LocalInput, source: BinaryIO) -> None:
         path = f"{self.path}/inputs/{quote(item.name, safe='')}"
         try:
-            broker_transfer.upload(self.session, path, source, item.size, f"input {item.name}")
+            with progress.transfer("in", item.name, item.size) as sent:
+                broker_transfer.upload(
+                    self.session, path, source, item.size, f"input {item.name}"
+                )
+                sent.sha256 = self._hashes.get(item.name)
         except TransferCorrupted as exc:
             raise InputMissing(
                 f"input {item.path} changed while it was being sent ({exc}); run again"
@@ -311,9 +316,11 @@ class BrokerJobRun:
                 dir_fd = open_dir_nofollow(out_fd, parts[:-1], create=True)
                 try:
                     label = f"result {name}"
-                    with VerifiedFile(dir_fd, parts[-1], size, sha256, mode, label) as target:
+                    with VerifiedFile(dir_fd, parts[-1], size, sha256, mode, label) as target, \
+                            progress.transfer("out", name, size) as got:
                         path = f"{self.path}/results/{quote(name, safe='/')}"
                         broker_transfer.download(self.session, path, target)
+                        got.sha256 = sha256
                 finally:
                     os.close(dir_fd)
                 received.append(name)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from bridge.client.request import LocalInput, RunResult, open_output_dir
 from bridge.client.transports.base import Channel, Connection, Connector, site_reader
-from bridge.core import defaults
+from bridge.core import defaults, progress
 from bridge.core.errors import (
     BridgeError,
     Cancelled,
@@ -205,8 +205,10 @@ class JobRun:
         if not reply.get("ready"):
             raise ProtocolError(f"unexpected reply to submit: {sorted(reply)}")
         for item in self.inputs:
-            with open(item.path, "rb") as source:
-                send_file(writer, item.name, source, item.size, item.mode)
+            with open(item.path, "rb") as source, progress.transfer(
+                "in", item.name, item.size
+            ) as sent:
+                sent.sha256 = send_file(writer, item.name, source, item.size, item.mode)
         started = _reply(reader)
         if not started.get("started"):
             raise ProtocolError(f"unexpected reply after inputs: {sorted(started)}")
@@ -275,7 +277,8 @@ class JobRun:
                 parts = check_relative_path(header.name).parts
                 dir_fd = open_dir_nofollow(out_fd, parts[:-1], create=True)
                 try:
-                    receive_file(reader, header, dir_fd, parts[-1])
+                    with progress.transfer("out", header.name, header.size) as got:
+                        got.sha256 = receive_file(reader, header, dir_fd, parts[-1])
                 finally:
                     os.close(dir_fd)
                 received.append(header.name)

@@ -7,10 +7,12 @@ import os
 import signal
 import socket
 import sys
+import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
-from bridge.client import job_log, mint_pbs
+from bridge.client import job_log, mint_pbs, run_summary
 from bridge.client.channel_job import JobRun
 from bridge.client.node_config import (
     BrokerSite,
@@ -18,8 +20,10 @@ from bridge.client.node_config import (
     default_config,
     find_config,
 )
+from bridge.client.progress_view import Watchers, watcher_for
 from bridge.client.request import RunResult, build_request, parse_params, prepare_inputs
 from bridge.client.transports import connector_for
+from bridge.core import progress
 from bridge.core.errors import BridgeError, ExitCode, ParameterInvalid, TimedOut
 from bridge.core.job import check_job_id, new_job_id
 from bridge.core.units import parse_duration
@@ -43,30 +47,55 @@ def run_command(
     embedded_default: bool = False,
     use_pbs_walltime: bool = True,
     timeout: str | None = None,
+    show: RunDisplay | None = None,
 ) -> int:
+    show = show or RunDisplay()
     config = default_config() if embedded_default else find_config(config_path)
     site = config.site(site_name)
     job_id = check_job_id(job_id) if job_id else new_job_id()
-    with job_log.recording(job_id, job_log.log_dir(), site=site_name, command=command,
-                           output_dir=output_dir) as record:  # fmt: skip
-        # One line even without -v: the id that matches this run to the site's log.
-        where = f"; log: {record.path}" if record.path else ""
-        sys.stderr.write(f"mint-bridge: job {job_id} at site {site_name} ({command}){where}\n")
-        sys.stderr.flush()
-        result = run_job_at(
-            site,
-            command=command,
-            inputs=inputs,
-            params=params,
-            output_dir=output_dir,
-            job_id=job_id,
-            walltime=walltime,
-            use_pbs_walltime=use_pbs_walltime,
-            timeout=timeout,
-            configured_timeout=config.timeout,
-        )
+    summary = run_summary.Summary()
+    started = time.monotonic()
+    watcher = None if show.quiet else watcher_for(show.progress, job_id, sys.stderr)
+    watchers = Watchers(summary, *([watcher] if watcher else []))
+    recording = job_log.recording(
+        job_id, job_log.log_dir(), site=site_name, command=command, output_dir=output_dir
+    )
+    with recording as record, progress.watching(watchers):
+        if not show.quiet:  # one line even without -v: the id that matches the site's log
+            where = f"; log: {record.path}" if record.path else ""
+            sys.stderr.write(f"mint-bridge: job {job_id} at site {site_name} ({command}){where}\n")
+            sys.stderr.flush()
+        try:
+            result = run_job_at(
+                site,
+                command=command,
+                inputs=inputs,
+                params=params,
+                output_dir=output_dir,
+                job_id=job_id,
+                walltime=walltime,
+                use_pbs_walltime=use_pbs_walltime,
+                timeout=timeout,
+                configured_timeout=config.timeout,
+            )
+        except BridgeError as exc:
+            if show.json:
+                run_summary.print_failure(summary, job_id, site_name, command, exc, started)
+            raise
         record.finished(result.exit_code, result.outcome.reason)
+    if show.json:
+        run_summary.print_result(summary, job_id, site_name, command, result, started)
     return result.exit_code
+
+
+@dataclass(frozen=True)
+class RunDisplay:
+    """What ``run`` shows: ``progress`` auto|bar|lines|none; ``quiet`` only errors and
+    warnings; ``json`` a one-line summary on stdout at the end."""
+
+    progress: str = "auto"
+    quiet: bool = False
+    json: bool = False
 
 
 def run_job_at(

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from bridge.core import defaults
+from bridge.core import defaults, progress
 from bridge.core.errors import ProtocolError, StagingError, TransferCorrupted
 from bridge.core.paths import PART_SUFFIX, current_umask, safe_mode
 from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter, copy_frames_to
@@ -40,6 +40,7 @@ def send_file(writer: FrameWriter, name: str, source: BinaryIO, size: int, mode:
     with _ReadAhead(source, size, name) as body:
         for chunk in body.chunks():
             writer.write_frame(KIND_FILE, chunk)
+            progress.moved(len(chunk))
         hexdigest = body.hexdigest()
     writer.write_frame(KIND_FILE, b"")
     writer.write_json({"sha256": hexdigest})
@@ -160,6 +161,7 @@ def _receive_body(reader: FrameReader, header: FileHeader, fd: int) -> tuple[int
     def write(chunk: memoryview) -> None:
         digest.update(chunk)
         _write_all(fd, chunk)
+        progress.moved(len(chunk))
 
     try:
         received = copy_frames_to(reader, write, header.size)

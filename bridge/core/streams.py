@@ -15,7 +15,7 @@ import threading
 from types import TracebackType
 from typing import BinaryIO
 
-from bridge.core import defaults
+from bridge.core import defaults, progress
 from bridge.core.errors import StagingError, TransferCorrupted
 
 # The staging module's suffix for partial files: collect_results never returns a name with
@@ -55,6 +55,7 @@ class FileSlice:
     def __init__(self, handle: BinaryIO, offset: int, length: int, label: str) -> None:
         self._handle = handle
         self._handle.seek(offset)
+        self._position = offset
         self._remaining = length
         self._label = label
 
@@ -69,6 +70,8 @@ class FileSlice:
         if not data:
             raise StagingError(f"{self._label} shrank while it was being sent")
         self._remaining -= len(data)
+        self._position += len(data)
+        progress.reached(self._position)
         return data
 
 
@@ -112,6 +115,7 @@ class VerifiedFile:
             view = view[written:]
         self._digest.update(chunk)
         self.offset += len(chunk)
+        progress.reached(self.offset)
 
     def commit(self) -> None:
         if self.offset != self.size:
