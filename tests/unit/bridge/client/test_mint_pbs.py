@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from bridge.client import mint_pbs
 
 # `qstat -f -1` of a running Torque 6.1 job (attributes one per line thanks to -1).
@@ -29,10 +33,12 @@ def test_outside_pbs_nothing_is_detected() -> None:
     assert mint_pbs.detect({}) is None
 
 
-def test_env_fallback_and_metadata() -> None:
+def test_env_fallback_and_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job script started 100 s ago (not this test process, which may be older than 900 s).
+    monkeypatch.setattr(mint_pbs, "_job_start_time", lambda job_id: time.time() - 100)
     ctx = mint_pbs.detect({"PBS_JOBID": "77.nowhere-such-server", "PBS_WALLTIME": "900",
                       "PBS_O_WORKDIR": "/m/dir", "PBS_QUEUE": "q"})  # fmt: skip
     assert ctx is not None
     assert ctx.metadata() == {"mint_job_id": "77.nowhere-such-server", "module_dir": "/m/dir",
                               "mint_queue": "q"}  # fmt: skip
-    assert ctx.remaining_walltime is not None and 0 < ctx.remaining_walltime <= 900
+    assert ctx.remaining_walltime is not None and 795 < ctx.remaining_walltime <= 800
