@@ -34,7 +34,12 @@ class BrokerConfig:
     tls: bool = True
     cert: str | None = None
     key: str | None = None
-    threads: int = defaults.THREADS
+    threads: int = defaults.THREADS  # the long-poll pool
+    request_threads: int = defaults.REQUEST_THREADS  # the pool of ordinary requests
+    handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT
+    header_timeout: float = defaults.HEADER_TIMEOUT
+    max_connections: int = defaults.MAX_CONNECTIONS
+    max_connections_per_address: int = defaults.MAX_CONNECTIONS_PER_ADDRESS
     access_log: str | None = "-"
     lease_ttl: float = defaults.LEASE_TTL
     queue_ttl: float = defaults.QUEUE_TTL
@@ -47,6 +52,7 @@ class BrokerConfig:
     max_json_size: int = defaults.MAX_JSON_BYTES
     long_polls_per_token: int = defaults.LONG_POLLS_PER_TOKEN
     body_timeout: float = defaults.BODY_TIMEOUT
+    min_body_rate: int = defaults.MIN_BODY_RATE
     # The original API (/mi-distcomp-api/) and its whitelist; off unless [legacy] enables it.
     legacy: LegacyConfig = field(default_factory=LegacyConfig)
     # [storage] store; None: the embedded default, SQLite at ``database``.
@@ -113,23 +119,58 @@ def _store(sec: Section, base: str) -> StoreLocation | None:
     return location
 
 
+_SERVER_KEYS = {
+    "host", "port", "tls", "cert", "key", "threads", "access_log", "request_threads",
+    "handshake_timeout", "header_timeout", "max_connections", "max_connections_per_address",
+}  # fmt: skip
+
+
+def _int_between(sec: Section, key: str, default: int, low: int, high: int) -> int:
+    value = sec.get(key, int, default)
+    if not low <= value <= high:
+        raise sec.error(f"must be between {low} and {high}, not {value}", key)
+    return value
+
+
+def _timeout(sec: Section, key: str, default: float) -> float:
+    value = sec.convert(key, parse_duration, default)
+    if not 0 < value <= 3600:
+        raise sec.error(f'must be longer than 0 s and at most 1 h (e.g. "{default:g}s")', key)
+    return value
+
+
 def _server(sec: Section, base: str) -> dict[str, Any]:
-    sec.check_keys({"host", "port", "tls", "cert", "key", "threads", "access_log"})
-    port = sec.get("port", int, defaults.PORT)
-    if not 1 <= port <= 65535:
-        raise sec.error("must be between 1 and 65535", "port")
-    threads = sec.get("threads", int, defaults.THREADS)
-    if not defaults.RESERVED_THREADS < threads <= 4096:
-        raise sec.error(f"must be between {defaults.RESERVED_THREADS + 1} and 4096", "threads")
+    sec.check_keys(_SERVER_KEYS)
+    threads = _int_between(sec, "threads", defaults.THREADS, defaults.RESERVED_THREADS + 1, 4096)
     access_log = sec.get("access_log", str, "-")
     return {
         "host": sec.get("host", str, "0.0.0.0"),  # noqa: S104
-        "port": port,
+        "port": _int_between(sec, "port", defaults.PORT, 1, 65535),
         "tls": sec.get("tls", bool, True),
         "cert": _path(sec, "cert", base),
         "key": _path(sec, "key", base),
         "threads": threads,
         "access_log": None if access_log == "" else _log_target(access_log, base),
+        **_front(sec, threads),
+    }
+
+
+def _front(sec: Section, threads: int) -> dict[str, Any]:
+    """The connection front's keys (``broker.edge_worker``)."""
+    request_threads = _int_between(sec, "request_threads", defaults.REQUEST_THREADS, 1, 4096)
+    # Every thread may hold a connection, and idle kept-alive ones need room besides.
+    least = threads + request_threads + 16
+    connections = _int_between(sec, "max_connections", max(defaults.MAX_CONNECTIONS, least),
+                               least, 1_000_000)  # fmt: skip
+    return {
+        "request_threads": request_threads,
+        "handshake_timeout": _timeout(sec, "handshake_timeout", defaults.HANDSHAKE_TIMEOUT),
+        "header_timeout": _timeout(sec, "header_timeout", defaults.HEADER_TIMEOUT),
+        "max_connections": connections,
+        "max_connections_per_address": _int_between(
+            sec, "max_connections_per_address", defaults.MAX_CONNECTIONS_PER_ADDRESS, 1,
+            connections,
+        ),
     }
 
 
@@ -161,18 +202,25 @@ def _jobs(sec: Section) -> dict[str, Any]:
 def _limits(sec: Section) -> dict[str, Any]:
     sec.check_keys(
         {"max_input_size", "max_result_size", "max_log_size", "max_json_size",
-         "long_polls_per_token", "body_timeout"}
+         "long_polls_per_token", "body_timeout", "min_body_rate"}
     )  # fmt: skip
     polls = sec.get("long_polls_per_token", int, defaults.LONG_POLLS_PER_TOKEN)
     if polls < 1:
         raise sec.error("must be at least 1", "long_polls_per_token")
+    body_timeout = sec.convert("body_timeout", parse_duration, defaults.BODY_TIMEOUT)
+    if body_timeout <= 0:
+        raise sec.error('must be longer than 0 s (e.g. "120s")', "body_timeout")
+    rate = sec.convert("min_body_rate", parse_size, defaults.MIN_BODY_RATE)
+    if rate < 1:
+        raise sec.error('must be at least 1 byte (per second; e.g. "1KiB")', "min_body_rate")
     return {
         "max_input_size": sec.convert("max_input_size", parse_size, None),
         "max_result_size": sec.convert("max_result_size", parse_size, None),
         "max_log_size": sec.convert("max_log_size", parse_size, None),
         "max_json_size": sec.convert("max_json_size", parse_size, defaults.MAX_JSON_BYTES),
         "long_polls_per_token": polls,
-        "body_timeout": sec.convert("body_timeout", parse_duration, defaults.BODY_TIMEOUT),
+        "body_timeout": body_timeout,
+        "min_body_rate": rate,
     }
 
 

@@ -10,7 +10,29 @@ PORT = 50443
 # are cheap while they wait (a blocked thread costs some stack, no CPU).
 THREADS = 256
 
-# Threads kept free of long polls, so uploads and status calls never queue behind waiters.
+# Threads for ordinary requests (uploads, downloads, status calls, /health), a pool of their
+# own that long polls never enter (``broker.edge_worker``). An upload holds one while its
+# body arrives, so this bounds uploads at once; more wait in line, they are not refused.
+REQUEST_THREADS = 64
+
+# The connection front (``broker.edge_worker``): a TLS handshake takes milliseconds and a
+# request header one packet, so 10 s for each is generous for a slow link and short for an
+# attacker holding sockets open.
+HANDSHAKE_TIMEOUT = 10.0
+HEADER_TIMEOUT = 10.0
+
+# Open connections at once (sockets; idle ones cost a few KiB) and per source address. An
+# agent holds a claim plus a lease poll per running job, a bridge node a status and two log
+# polls per job (64 long polls per token); 256 leaves room for a few tokens behind one NAT.
+MAX_CONNECTIONS = 4096
+MAX_CONNECTIONS_PER_ADDRESS = 256
+
+# A request body must average at least this many bytes/s once ``BODY_TIMEOUT`` has passed, so
+# a client dribbling a byte a second frees its thread; 1 KiB/s is below any real link.
+MIN_BODY_RATE = 1024
+
+# Threads of the long-poll pool no waiter may take, so a long poll over the limit still gets
+# its 503 at once instead of queueing for a thread (ordinary requests have their own pool).
 RESERVED_THREADS = 16
 
 # Long polls one token may hold at once: an agent needs a claim plus a lease poll per running

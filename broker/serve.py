@@ -3,9 +3,12 @@
 Why one worker: long polls are woken in-process (``broker.notify``) and uploads to one file
 are serialised by in-process locks, so every request must reach the same process. Why many
 threads: each long poll (claim, status, logs, lease) holds a thread while it waits, so the
-thread count bounds how many agents and clients can wait at once (``server.threads``, default
-256; the notifier keeps some threads free of waiters). Scaling beyond one process would need a
-shared store and wakeups across processes (PostgreSQL with LISTEN/NOTIFY), not more workers.
+long-poll pool's size bounds how many agents and clients can wait at once (``server.threads``,
+default 256); ordinary requests have a pool of their own (``server.request_threads``). The
+worker is gthread with a non-blocking front (``broker.edge_worker``): TLS handshakes and
+request headers are read in its event loop with deadlines, so clients that send nothing hold
+no thread. Scaling beyond one process would need a shared store and wakeups across processes
+(PostgreSQL with LISTEN/NOTIFY), not more workers.
 
 SIGHUP (``systemctl reload``): gunicorn's reload, with broker.toml read again first, so the new
 worker it starts runs with the new file (the original API's whitelist included; certificates
@@ -34,6 +37,7 @@ from bridge.core.log_format import JSON, JsonFormatter
 from broker import defaults
 from broker.app import create_app
 from broker.config import BrokerConfig, check_tls_files, load_config
+from broker.edge_worker import EdgeWorker
 from broker.runtime import EXTENSION, check_store
 
 log = logging.getLogger(__name__)
@@ -47,10 +51,11 @@ def gunicorn_settings(config: BrokerConfig) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "bind": [f"{host}:{config.port}"],
         "workers": 1,
-        "worker_class": "gthread",
-        "threads": config.threads,
-        # Idle kept-alive connections do not hold threads in gthread, so allow plenty.
-        "worker_connections": max(1000, config.threads * 4),
+        "worker_class": EdgeWorker,
+        "threads": config.request_threads,  # the long-poll pool is the worker's own
+        # Idle connections hold no thread (the front's loop owns them), so allow plenty.
+        "worker_connections": config.max_connections,
+        "http_protocols": "h1",  # the front reads HTTP/1.1 headers itself
         "keepalive": defaults.KEEPALIVE,
         "graceful_timeout": defaults.GRACEFUL_TIMEOUT,
         "accesslog": config.access_log,

@@ -190,7 +190,8 @@ def bridge_toml(
 
 def mint_bridge(config: Path, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(config), *args],
+        [sys.executable, "-X", "faulthandler", "-m", "bridge.cli", "run", "--config", str(config),
+         *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -344,7 +345,13 @@ def test_sigterm_cancels_the_job_at_the_site(
     solver = next(pid for j, pid in main_site.counted() if j == job_id)
     assert psutil.pid_exists(solver)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # Python's fault handler prints every thread's stack on SIGABRT: show where it hangs.
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"run did not exit 30 s after SIGTERM:\n{err.decode(errors='replace')}")
     assert proc.returncode == 143, err
     assert b"cancelled at the site" in err
     wait_until(lambda: not _alive(solver), "the solver to be gone", limit=20)

@@ -150,10 +150,11 @@ class BrokerFactory(Protocol):
 
 
 def start_broker(root: Path, *, jobs: str = "", limits: str = "", threads: int = 64,
-                 extra: str = "", storage: str = "",
+                 extra: str = "", storage: str = "", server: str = "",
                  start: bool = True) -> BrokerProcess:  # fmt: skip
     """``extra`` is appended to broker.toml as it is (e.g. a ``[legacy]`` section), ``storage``
-    to its ``[storage]`` section (e.g. a ``store`` URL); ``start=False`` only writes it all."""
+    to its ``[storage]`` section (e.g. a ``store`` URL), ``server`` to ``[server]``;
+    ``start=False`` only writes it all."""
     root.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(root, not_before_days=-1 / 24, not_after_days=1)
     port = free_port()
@@ -166,6 +167,7 @@ cert = "{cert.name}"
 key = "{key.name}"
 threads = {threads}
 access_log = "access.log"
+{server}
 
 [storage]
 data_dir = "data"

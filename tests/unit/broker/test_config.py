@@ -9,6 +9,7 @@ import pytest
 from bridge.core.broker_endpoint import is_loopback
 from bridge.core.errors import ConfigError
 from broker.config import load_config
+from broker.edge_worker import EdgeWorker
 from broker.serve import ACCESS_LOG_FORMAT, gunicorn_settings
 
 
@@ -40,14 +41,40 @@ max_input_size = "10GiB"
     assert (config.lease_ttl, config.queue_ttl, config.retention) == (90, 7200, 3 * 86400)
     assert config.max_input_size == 10 << 30 and config.max_result_size is None
     settings = gunicorn_settings(config)
-    assert settings["workers"] == 1 and settings["worker_class"] == "gthread"
-    assert settings["threads"] == 300 and settings["certfile"] == config.cert
+    assert settings["workers"] == 1 and settings["worker_class"] is EdgeWorker
+    # gunicorn's own pool is the ordinary requests'; the long-poll pool is the worker's.
+    assert settings["threads"] == 64 and config.threads == 300
+    assert settings["worker_connections"] == 4096 and settings["certfile"] == config.cert
     assert settings["bind"] == ["0.0.0.0:8443"]
 
 
 def test_access_log_never_records_query_strings_or_headers() -> None:
     for atom in ("%(r)s", "%(q)s", "%(u)s", "}i", "%(f)s", "%(a)s"):
         assert atom not in ACCESS_LOG_FORMAT
+
+
+LOOP = '[storage]\ndata_dir = "d"\n[server]\ntls = false\nhost = "127.0.0.1"\n'
+
+
+def test_the_connection_front_keys(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, LOOP + """threads = 100
+request_threads = 8
+handshake_timeout = "2s"
+header_timeout = "1.5s"
+max_connections = 200
+max_connections_per_address = 20
+[limits]
+min_body_rate = "4KiB"
+"""))
+    assert (config.threads, config.request_threads) == (100, 8)
+    assert (config.handshake_timeout, config.header_timeout) == (2.0, 1.5)
+    assert (config.max_connections, config.max_connections_per_address) == (200, 20)
+    assert config.min_body_rate == 4096
+    settings = gunicorn_settings(config)
+    assert (settings["threads"], settings["worker_connections"]) == (8, 200)
+    defaults = load_config(write(tmp_path, LOOP))
+    assert (defaults.handshake_timeout, defaults.header_timeout) == (10.0, 10.0)
+    assert (defaults.max_connections, defaults.max_connections_per_address) == (4096, 256)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +93,17 @@ def test_access_log_never_records_query_strings_or_headers() -> None:
         ('[storage]\ndata_dir = "d"\n[server]\ntls = false\nhost = "::1"\nthreads = 2\n',
          "server.threads"),
         ('[storag]\n', "unknown key 'storag'"),
+        (LOOP + 'handshake_timeout = "0s"\n', "server.handshake_timeout: must be longer than 0"),
+        (LOOP + 'header_timeout = "soon"\n', "server.header_timeout"),
+        (LOOP + 'header_timeout = "2h"\n', "server.header_timeout: must be longer than 0 s and"),
+        (LOOP + "request_threads = 0\n", "server.request_threads: must be between 1 and 4096"),
+        (LOOP + "max_connections = 100\n", "server.max_connections: must be between 336 and"),
+        (LOOP + "max_connections_per_address = 0\n",
+         "server.max_connections_per_address: must be between 1 and 4096, not 0"),
+        (LOOP + 'max_connections_per_address = "9"\n',
+         "server.max_connections_per_address: must be a int"),
+        (LOOP + '[limits]\nmin_body_rate = 0\n', "limits.min_body_rate: must be at least 1"),
+        (LOOP + '[limits]\nbody_timeout = "0s"\n', "limits.body_timeout: must be longer"),
     ],
 )  # fmt: skip
 def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, where: str) -> None:
