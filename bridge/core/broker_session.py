@@ -182,10 +182,7 @@ class BrokerSession:
         except requests.exceptions.SSLError as exc:
             if not _certificate_refused(exc):  # e.g. the connection was cut mid-handshake
                 raise SiteUnreachable(f"broker {self.base} unreachable: {_short(exc)}") from exc
-            raise HostKeyRejected(
-                f"TLS with the broker {self.base} failed: {_short(exc)}; if the broker uses "
-                f"its own CA, set {self.endpoint.key('ca_bundle')} to that CA's PEM file"
-            ) from exc
+            raise HostKeyRejected(_certificate_problem(self.base, exc, self.endpoint)) from exc
         except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
             # ChunkedEncodingError is also what a body cut short by a dropped connection gives
             raise SiteUnreachable(f"broker {self.base} unreachable: {_short(exc)}") from exc
@@ -330,6 +327,23 @@ def _retry_after(response: requests.Response) -> float | None:
 def _int_header(response: requests.Response, name: str) -> int | None:
     value = response.headers.get(name, "")
     return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _certificate_problem(base: str, exc: BaseException, endpoint: BrokerEndpoint) -> str:
+    """The refusal in words, with the fix that matches its cause."""
+    text = f"TLS with the broker {base} failed: {_short(exc)}"
+    host = urlsplit(base).hostname or base
+    if "mismatch" in str(exc).lower() or "doesn't match" in str(exc).lower():
+        return (
+            f"{text}; the broker's certificate does not name {host} in its subjectAltName: "
+            f"make one that does (README, 'A certificate for the broker') or use the name "
+            "the certificate holds in the URL"
+        )
+    return (
+        f"{text}; if the broker uses its own CA, set {endpoint.key('ca_bundle')} to that CA's "
+        "PEM file (requests does not read the system's CA store: it uses certifi's bundle "
+        "unless told otherwise)"
+    )
 
 
 def _certificate_refused(exc: BaseException) -> bool:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
+import re
+import shlex
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,3 +327,41 @@ def test_durations_in_answers_keep_their_fraction(value: object, seconds: float)
 def test_a_duration_that_is_not_a_finite_non_negative_number_is_refused(value: object) -> None:
     with pytest.raises(ProtocolError, match="invalid ttl"):
         answer_seconds(value, "ttl")
+
+
+def _readme_certificate(directory: Path, dns: str, ip: str) -> tuple[Path, Path]:
+    """Run the README's openssl recipe for a broker certificate, for ``dns`` and ``ip``."""
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text(encoding="utf-8")
+    recipe = re.search(r"```sh\n\s*(openssl req -x509 .*?)\n\s*```", readme, re.S)
+    assert recipe, "the README's certificate recipe"
+    command = recipe.group(1).replace("\\\n", " ")
+    command = command.replace("broker.example.org", dns).replace("192.0.2.20", ip)
+    subprocess.run(shlex.split(command), cwd=directory, check=True, capture_output=True)
+    return directory / "broker.crt", directory / "broker.key"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_the_readmes_self_signed_certificate_is_trusted_as_its_own_bundle(tmp_path: Path) -> None:
+    cert, key = _readme_certificate(tmp_path, "localhost", "127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    token_file = write_token(tmp_path / "token", 0o600)
+    with serving(Scripted(), context) as url:
+        endpoint = BrokerEndpoint(url, str(token_file), ca_bundle=str(cert), where="w")
+        assert BrokerSession(endpoint).json("GET", "/x") == {}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_certificate_for_another_name_is_named_with_its_fix(tmp_path: Path) -> None:
+    cert, key = _readme_certificate(tmp_path, "localhost", "192.0.2.20")  # not 127.0.0.1
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    token_file = write_token(tmp_path / "token", 0o600)
+    script = Scripted()
+    with serving(script, context) as url:
+        endpoint = BrokerEndpoint(url, str(token_file), ca_bundle=str(cert), where="w")
+        with pytest.raises(HostKeyRejected) as caught:
+            BrokerSession(endpoint, sleep=SleepRecorder()).json("GET", "/x")
+    assert "does not name 127.0.0.1 in its subjectAltName" in caught.value.message
+    assert "A certificate for the broker" in caught.value.message
+    assert script.seen == []
