@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
@@ -111,8 +112,10 @@ def run_job_at(
     timeout: str | None = None,
     configured_timeout: float | None = None,
     streams: tuple[BinaryIO, BinaryIO] | None = None,
+    extra_metadata: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Run one job at ``site`` with the job's stdout/stderr going to ``streams``."""
+    """Run one job at ``site`` with the job's stdout/stderr going to ``streams``;
+    ``extra_metadata`` is added to what the job carries (the drop-ins' legacy keys)."""
     stdout, stderr = streams or (sys.stdout.buffer, sys.stderr.buffer)
     site_name = site.name
     job_id = check_job_id(job_id) if job_id else new_job_id()
@@ -122,7 +125,7 @@ def run_job_at(
         walltime_limit = parse_duration(walltime) if walltime else None
     except (BridgeError, ValueError) as exc:
         raise ParameterInvalid(str(exc)) from exc
-    metadata = {"bridge_host": socket.gethostname(), "cwd": os.getcwd()}
+    metadata = {"bridge_host": socket.gethostname(), "cwd": os.getcwd(), **(extra_metadata or {})}
     pbs_job = mint_pbs.detect()
     if pbs_job is not None:
         metadata.update(pbs_job.metadata())

@@ -23,6 +23,9 @@ ORIGIN = {"origin": "mi-distcomp-api"}  # metadata of jobs made by add-calcinfo
 # A job of the new API may name the files an original poller should send back (colon-separated,
 # like the workflow client's argument); without them the poller calls every run abnormal.
 RESULT_FILES_KEY = "legacy_result_files"
+# The command string as the original workflow client gave it (a whitelisted path), kept by a
+# drop-in that sends new agents only its file name: what an original poller is offered and runs.
+COMMAND_KEY = "legacy_command"
 
 
 # --- what a workflow client sees -------------------------------------------------------------
@@ -119,9 +122,10 @@ def offer_problem(job: JobRecord, record: LegacyRecord | None, config: LegacyCon
     handed out; it ignores parameters, so a job of the new API with parameters waits for a new
     agent; and its files travel in one base64 body, so they must fit ``max_body``.
     """
-    if not config.allows(job.spec.site, job.spec.command):
+    command = legacy_command(job)
+    if not config.allows(job.spec.site, command):
         return (
-            f"command {job.spec.command!r:.80} is not whitelisted for original pollers of "
+            f"command {command!r:.80} is not whitelisted for original pollers of "
             f"site {job.spec.site} ([legacy.sites] in broker.toml)"
         )
     if record is None:
@@ -138,6 +142,12 @@ def offer_problem(job: JobRecord, record: LegacyRecord | None, config: LegacyCon
             f"{config.max_body} ([legacy] max_body); run it with a new agent"
         )
     return None
+
+
+def legacy_command(job: JobRecord) -> str:
+    """The command an original poller runs for ``job``: the original string when a drop-in
+    kept it (metadata ``legacy_command``), else the job's command."""
+    return job.spec.metadata.get(COMMAND_KEY) or job.spec.command
 
 
 def new_api_result_files(job: JobRecord) -> list[str]:
@@ -160,7 +170,7 @@ def calc_info_of(job: JobRecord, record: LegacyRecord | None) -> dict[str, Any]:
         return dict(record.calc_info)
     empty = {"content": "", "mimetype1": "", "mimetype2": ""}
     return {
-        "command": job.spec.command,
+        "command": legacy_command(job),
         "remote-site": job.spec.site,
         "parameters": "",
         "parameter_files": {},  # types are guessed from the bytes when they are sent

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -478,6 +479,44 @@ def test_an_original_poller_runs_a_job_of_the_new_api(
     assert log.content == "計算しました\n".encode()
     assert api.get(f"{broker.url}/api/v1/jobs/{with_params}").json()["state"] == "queued"
     api.post(f"{broker.url}/api/v1/jobs/{with_params}/cancel")
+
+
+def test_the_drop_in_workflow_client_is_served_by_an_original_poller(
+    legacy: Legacy, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The workflow side moved first (``mint-bridge compat mi-system-wf``) while the site still
+    runs the original poller: the poller is offered the command string as the workflow gave it
+    and sends back the declared outputs, which land in the module's directory."""
+    broker.token("site", "legacy-new")
+    data = b"drop-in, original poller\n"
+    cwd = tmp_path / "module"
+    cwd.mkdir()
+    (cwd / "in.dat").write_bytes(data)
+    env = dict(os.environ, REQUESTS_CA_BUNDLE=str(broker.ca_bundle),
+               MINT_BRIDGE_TOKEN=broker.token("client", "node2"))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "compat", "mi-system-wf", broker.url, "legacy-new",
+         "-", CALC, "in.dat", "out.dat:bin.out"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        poller = legacy.poller("legacy-new")
+        steps: list[str] = []
+        for _ in waiting():
+            steps = poller.run_cycle()
+            if steps:
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "計算しました".encode() in out  # the solver's stdout streams to the module's
+    assert steps[0] == "calc-request" and steps[-1] == "end-send", steps
+    assert poller.calc_info is not None and poller.calc_info["calc-info"]["command"] == CALC
+    assert proc.returncode == 0, err.decode()
+    assert (cwd / "out.dat").read_bytes() == hashlib.sha256(data).hexdigest().encode() + b"\n"
+    assert (cwd / "bin.out").read_bytes() == bytes(range(256))
+    assert (cwd / STDOUT_NAME).read_bytes() == "計算しました\n\n\n".encode()
 
 
 # --- reload without a restart --------------------------------------------------------------------

@@ -14,7 +14,9 @@ Differences, on purpose:
   carries a port is used as it is.
 - ``TOKEN`` on a command line is visible to every user of the machine (``ps``). Pass ``-`` to
   read it from ``$MINT_BRIDGE_TOKEN``, or ``@FILE`` to read it from a file only you can read.
-- ``COMMAND`` names a command of the site's config (a path stands for its file name).
+- ``COMMAND`` names a command of the site's config (a path stands for its file name); the
+  string as given and the declared outputs also go with the job, so an original poller that
+  still serves the site runs it as before.
 - ``PARAMS`` are ``name=value`` words for the command's declared parameters (the original
   silently ignored them); anything else is refused.
 - The CA that verifies the broker is the system's, or ``$REQUESTS_CA_BUNDLE`` (as requests did).
@@ -134,6 +136,9 @@ def _run(
             params=params,
             output_dir=results,
             streams=(out, err),  # type: ignore[arg-type]
+            # An original poller still serving the site runs the command string as given and
+            # sends back only the files it is told of: either end may move over first.
+            extra_metadata={"legacy_command": command, "legacy_result_files": ":".join(outputs)},
         )
         _write_log(STDOUT_FILE, out.copy.getvalue())
         _write_log(STDERR_FILE, err.copy.getvalue())
