@@ -190,12 +190,24 @@ class PulledJob:
 
     # --- accepting and starting -------------------------------------------------------------
 
+    def _command(self) -> object:
+        """The job's command; an original API's command string the site maps
+        (``[site] legacy_commands``) runs as the command it names."""
+        requested = self.doc.get("command")
+        if not isinstance(requested, str):
+            return requested  # the request check names what is wrong with it
+        command = self.site.command_for(requested)
+        if command != requested:
+            log.info("%s: command %r runs as %s ([site] legacy_commands)",
+                     self.job_id, requested[:80], command)  # fmt: skip
+        return command
+
     def _request_message(self) -> dict[str, Any]:
         doc = self.doc
         inputs = doc.get("inputs") or []
         return {
             "job_id": self.job_id,
-            "command": doc.get("command"),
+            "command": self._command(),
             "params": doc.get("params") or {},
             "inputs": [
                 {"name": i.get("name"), "size": i.get("size"), "mode": i.get("mode", 0o644)}

@@ -48,7 +48,7 @@ max_body = "1MiB"
 "legacy-b" = ["{CALC}"]
 "legacy-race" = ["{CALC}"]
 "legacy-kill" = ["{CALC}"]
-"legacy-agent" = ["checksum", "fail", "not-at-the-site"]
+"legacy-agent" = ["checksum", "fail", "not-at-the-site", "/opt/app/bin/checksum"]
 "legacy-new" = ["{CALC}", "checksum"]
 """
 
@@ -367,7 +367,8 @@ def agent_config(broker: BrokerProcess, root: Path, site: str) -> Path:
     prog = PROGRAMS / "testprog.py"
     return write_site_toml(
         root / "site.toml",
-        site={"name": site, "work_base": root / "work", "log_file": root / "site.log"},
+        site={"name": site, "work_base": root / "work", "log_file": root / "site.log",
+              "legacy_commands": {"/opt/app/bin/checksum": "checksum"}},
         agent={
             "url": broker.url,
             "ca_bundle": broker.ca_bundle,
@@ -437,6 +438,11 @@ def test_a_new_agent_runs_jobs_of_the_original_workflow_client(
     assert unknown.finish(waiting()) == 1
     reason = (unknown.cwd / STDERR_NAME).read_bytes().decode()
     assert reason.startswith("\n\nmint-bridge: job rejected: ") and "not-at-the-site" in reason
+    # An original whitelist's path, mapped by the site to one of its commands.
+    mapped = started(legacy.workflow("legacy-agent", {"in.dat": data}, ["sums.txt"],
+                                     command="/opt/app/bin/checksum"))  # fmt: skip
+    assert mapped.finish(waiting()) == 0
+    assert (mapped.cwd / "sums.txt").read_bytes() == sums
 
 
 def test_an_original_poller_runs_a_job_of_the_new_api(

@@ -36,6 +36,12 @@ class SiteConfig:
     agent: AgentConfig | None = None  # the [agent] table: only for a pull site
     allow_probe: bool = True  # the built-in probe job (``bridge.site.probe``)
     idle_timeout: float = defaults.IDLE_TIMEOUT_SECONDS  # per read, until the job starts
+    # A command string of the original API (a whitelisted path) -> the command that runs it.
+    legacy_commands: dict[str, str] = field(default_factory=dict)
+
+    def command_for(self, requested: str) -> str:
+        """The command a job names, with an original API's command string mapped."""
+        return self.legacy_commands.get(requested, requested)
 
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
@@ -100,7 +106,7 @@ def load_site_config(path: str) -> SiteConfig:
     site.check_keys(
         {
             "name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes",
-            "allow_probe", "idle_timeout",
+            "allow_probe", "idle_timeout", "legacy_commands",
         }
     )  # fmt: skip
     work_base = site.path_value("work_base", defaults.WORK_BASE)
@@ -125,7 +131,33 @@ def load_site_config(path: str) -> SiteConfig:
         agent=load_agent(root, os.path.dirname(os.path.abspath(path))),
         allow_probe=site.get("allow_probe", bool, True),
         idle_timeout=_idle_timeout(site),
+        legacy_commands=_legacy_commands(site, commands),
     )
+
+
+def _legacy_commands(site: Section, commands: dict[str, CommandSpec]) -> dict[str, str]:
+    """``legacy_commands = {"/opt/Abaqus/Commands/abaqus" = "abaqus"}``: each original command
+    string must map to a command this config defines."""
+    raw = site.data.get("legacy_commands", {})
+    if not isinstance(raw, dict):
+        raise site.error(
+            'must be a table, e.g. legacy_commands = {"/opt/app/bin/solve" = "solve"}',
+            "legacy_commands",
+        )
+    mapped: dict[str, str] = {}
+    for original, name in raw.items():
+        if not original or not isinstance(name, str):
+            raise site.error(
+                f"{original!r:.80} must map to a command name (a string)", "legacy_commands"
+            )
+        if name not in commands:
+            raise site.error(
+                f"{original!r:.80} maps to {name!r:.60}, which is not a command here; define "
+                f"[commands.{name}] or map it to one of: {', '.join(sorted(commands)) or 'none'}",
+                "legacy_commands",
+            )
+        mapped[original] = name
+    return mapped
 
 
 def _idle_timeout(site: Section) -> float:

@@ -527,7 +527,7 @@ def test_unknown_top_level_and_site_keys(tmp_path: Path) -> None:
     path, error = load_error(tmp_path, "[site]\nwork_dir = '/tmp'\n")
     assert str(error) == (
         f"{path}: site: unknown key 'work_dir'; allowed keys are allow_probe, idle_timeout, "
-        "log_file, max_input_bytes, max_input_files, name, retention, work_base"
+        "legacy_commands, log_file, max_input_bytes, max_input_files, name, retention, work_base"
     )
 
 
@@ -832,3 +832,29 @@ def test_config_file_mode_is_irrelevant_but_path_is_kept(tmp_path: Path) -> None
     path = write(tmp_path, COMMAND)
     os.chmod(path, 0o400)
     assert load_site_config(path).path == path
+
+
+def test_an_original_command_string_maps_to_a_command_of_the_site(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[site]
+legacy_commands = {"/opt/Abaqus/Commands/abaqus" = "abaqus"}
+[commands.abaqus]
+program = "/bin/true"
+""")
+    site = load_site_config(path)
+    assert site.command_for("/opt/Abaqus/Commands/abaqus") == "abaqus"
+    assert site.command_for("abaqus") == "abaqus"
+    assert site.command_for("/opt/other") == "/opt/other"  # refused later, by its name
+
+
+def test_a_mapping_to_a_command_the_site_lacks_names_the_fix(tmp_path: Path) -> None:
+    path, error = load_error(tmp_path, """
+[site]
+legacy_commands = {"/opt/Abaqus/Commands/abaqus" = "abaqs"}
+[commands.abaqus]
+program = "/bin/true"
+""")
+    assert str(error) == (
+        f"{path}: site.legacy_commands: '/opt/Abaqus/Commands/abaqus' maps to 'abaqs', which "
+        "is not a command here; define [commands.abaqs] or map it to one of: abaqus"
+    )
