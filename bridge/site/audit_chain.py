@@ -123,8 +123,11 @@ def _append_line(path: str, line: bytes) -> None:
             _write_all(fd, line)
             os.fsync(fd)
         except OSError:
-            with contextlib.suppress(OSError):  # leave no half line for the next writer
-                os.ftruncate(fd, start)
+            with contextlib.suppress(OSError):  # leave no half line (or empty file) behind
+                if created:
+                    os.unlink(path)
+                else:
+                    os.ftruncate(fd, start)
             raise
     finally:
         os.close(fd)
