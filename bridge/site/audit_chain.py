@@ -31,8 +31,8 @@ from bridge.core.errors import AuditFailed
 GENESIS = "0" * 64  # the ``prev`` of the very first line
 FILE_PATTERN = re.compile(r"audit-(\d{4}-\d{2}-\d{2})\.jsonl")
 LOCK_FILE = ".audit.lock"
-# How far back from a file's end the writer looks for its last line: far more than one line.
-_TAIL_BYTES = 1 << 20
+# The writer reads a file's end backwards in blocks this big until it holds the whole last line.
+_TAIL_BLOCK = 8192
 
 
 def line_hash(line: bytes) -> str:
@@ -148,10 +148,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _tail(path: str) -> Tail:
     """The chain's end from the last line of ``path``; AuditFailed if that line is broken."""
-    with open(path, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - _TAIL_BYTES))
-        data = handle.read()
+    data = _last_bytes(path)
     if not data:
         raise AuditFailed(
             "the site's newest audit file is empty (cut off or emptied); check the chain with "
@@ -176,6 +173,19 @@ def _tail(path: str) -> Tail:
     if not isinstance(seq, int) or isinstance(seq, bool):
         raise AuditFailed("the last audit line has no valid seq", path=path)
     return Tail(seq + 1, line_hash(last))
+
+
+def _last_bytes(path: str) -> bytes:
+    """The end of ``path``, long enough to hold its whole last line (or the whole file)."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        start = end
+        data = b""
+        while start > 0 and data.rstrip(b"\n").count(b"\n") == 0:
+            start = max(0, start - _TAIL_BLOCK)
+            handle.seek(start)
+            data = handle.read(end - start)
+    return data
 
 
 def read_lines(directory: str) -> Iterator[tuple[str, int, bytes]]:

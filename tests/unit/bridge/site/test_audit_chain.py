@@ -99,3 +99,12 @@ def test_an_unusable_audit_dir_is_an_audit_failure_naming_no_path(tmp_path: Path
     assert "cannot be written" in caught.value.message
     assert str(tmp_path) not in caught.value.message  # the bridge sees no site path
     assert caught.value.path == str(tmp_path / "taken")
+
+
+def test_a_last_line_longer_than_one_read_block_still_chains(tmp_path: Path) -> None:
+    writer = AuditWriter(str(tmp_path))
+    writer.append({"event": "job_received", "job": None, "inputs": ["i" * 50] * 400}, DAY1)
+    writer.append({"event": "refused", "job": None}, DAY1)
+    raw = lines(tmp_path / "audit-2026-12-01.jsonl")
+    assert len(raw[0]) > 2 * 8192
+    assert json.loads(raw[1])["prev"] == line_hash(raw[0]) and json.loads(raw[1])["seq"] == 2
