@@ -155,6 +155,8 @@ class PulledJob:
                 command, values = self.site.check_request(request)
                 job = accepted_job.AcceptedJob(request, command, values, self.wd)
         except (JobRejected, ProtocolError) as exc:
+            attempted = f"command {self.doc.get('command')!r:.80}"
+            audit.refused(self.audit.writer, self.audit.peer, attempted, exc.message, self.job_id)
             self._reject(api, exc)
             return
         try:

@@ -322,8 +322,17 @@ def test_pull_job_lines_match_the_files_received_and_name_the_token(
                                "--job-id", job_id, "-i", "a.dat", "-i", "big.bin", "-o", "out",
                                cwd=module)  # fmt: skip
         assert code == 0, err
+        refused_id = str(uuid.uuid4())
+        code, _, err = run_job(bridge, "--site", "audit-pull", "--command", "rm", "--job-id",
+                               refused_id, cwd=module)  # fmt: skip
+        assert code == ExitCode.COMMAND_NOT_ALLOWED, err
     finally:
         assert agent.stop() == 0, agent.text()
+    (refusal,) = entries(audit_dir, refused_id)
+    assert (refusal["event"], refusal["attempted"], refusal["via"]) == (
+        "refused", "command 'rm'", "broker"
+    )
+    assert "has no command 'rm'" in refusal["reason"]
     lines = entries(audit_dir, job_id)
     check_job_lines(lines, payloads, module / "out")
     token = (tmp_path / "site" / "agent.token").read_text().strip()
