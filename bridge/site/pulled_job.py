@@ -12,6 +12,10 @@ no native id is recorded there. A work dir that holds a native id is followed, n
 one whose start was cut off before the id was recorded is recovered first
 (``job_start.recover``).
 
+Every step is recorded in the site's audit log first (``bridge.site.audit``, naming the broker
+URL and the agent token's id); a line that cannot be written completes the job at the broker as
+rejected with ``AuditFailed`` (exit 90 at the bridge), and nothing more is uploaded.
+
 Never: start or follow a job in a work dir this broker job does not own (``broker.json`` in
 the control dir names it), upload a file from outside the work dir, or go on acting on a job
 once the broker says another lease holds it.

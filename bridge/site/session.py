@@ -11,6 +11,10 @@ Operations, each a JSON request frame answered on the same channel:
     submit   -> validate; stage inputs; start once; then stream log, outcome and results
     attach   -> stream a started job from given log offsets, then its outcome and results
     cancel   -> stop a job through its scheduler; confirm its final state
+
+Each step of a job (received, each input, started, ended, each result before its bytes go) and
+each refusal is recorded in the site's audit log (``bridge.site.audit``) first; a line that
+cannot be written stops the request with an ``AuditFailed`` error frame (exit 90 at the bridge).
 """
 
 from __future__ import annotations
