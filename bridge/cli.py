@@ -271,7 +271,11 @@ def audit_verify(config_path: str | None, directory: str | None) -> None:
     """Check the hash chain across every file; exit 1 at the first broken line."""
     from bridge.site.audit_verify import verify
 
-    report = verify(_audit_dir(config_path, directory))
+    audit_dir = _audit_dir(config_path, directory)
+    report = verify(audit_dir)
+    if report.files == 0:
+        click.echo(f"no audit log in {audit_dir}: nothing recorded yet, or its files were removed")
+        sys.exit(1)
     if report.broken is not None:
         click.echo(f"audit log BROKEN at {report.broken.describe()}")
         click.echo(f"{report.lines} line(s) before it are intact; nothing after it was checked")

@@ -332,10 +332,17 @@ class _SubmitSteps:
 
 
 def _send_audited(
-    writer: FrameWriter, job_audit: audit.JobAudit, result: ResultFile, source: BinaryIO
+    writer: FrameWriter,
+    job_audit: audit.JobAudit,
+    result: ResultFile,
+    source: BinaryIO,
+    sha256: str | None = None,
 ) -> None:
-    """Hash the result, put its audit line on disk, then send it: unrecorded bytes never go."""
-    sha256 = sha256_stream(source, result.size, result.name)
+    """Put the result's audit line on disk, then send it: unrecorded bytes never go.
+
+    ``sha256``: the digest collection already computed, if any; else the file is hashed here
+    first (one more read of it, from the page cache)."""
+    sha256 = sha256 or sha256_stream(source, result.size, result.name)
     job_audit.result_sent(result.name, result.size, sha256)
     sent = send_file(writer, result.name, source, result.size, result.mode)
     if sent != sha256:

@@ -171,6 +171,8 @@ def test_verify_and_show_on_a_real_log(
         assert any(entry["name"] in r and entry["sha256"] in r and job_id in r for r in rows[1:])
     ok = audit_cli("verify", "--config", str(site_env.site_config))
     assert ok.returncode == 0 and ok.stdout.startswith("audit log OK"), ok.stdout
+    empty = audit_cli("verify", "--dir", str(tmp_path / "none"))
+    assert empty.returncode == 1 and empty.stdout.startswith("no audit log in"), empty.stdout
 
     copy = tmp_path / "copy"
     for case in ("edited", "deleted", "truncated"):
