@@ -251,6 +251,89 @@ def cleanup(config_path: str, dry_run: bool) -> None:
     click.echo(f"{len(removed)} work dir(s) {verb}")
 
 
+@site.group("audit")
+def audit() -> None:
+    """The site's audit log: what left this site, for which job, to whom."""
+
+
+def _audit_dir(config_path: str | None, directory: str | None) -> str:
+    if directory:
+        return directory
+    if not config_path:
+        raise click.UsageError("give --config SITE_TOML (its [site] audit_dir) or --dir DIR")
+    from bridge.site.config import load_site_config
+
+    try:
+        return load_site_config(config_path).audit_dir
+    except BridgeError as exc:
+        _fail(exc)
+
+
+_AUDIT_OPTIONS = (
+    click.option("--config", "config_path", default=None, help="Site config (TOML)."),
+    click.option("--dir", "directory", default=None, help="Audit dir (instead of --config)."),
+)
+
+
+def _audit_options(command: Any) -> Any:
+    for option in reversed(_AUDIT_OPTIONS):
+        command = option(command)
+    return command
+
+
+@audit.command("verify")
+@_audit_options
+def audit_verify(config_path: str | None, directory: str | None) -> None:
+    """Check the hash chain across every file; exit 1 at the first broken line."""
+    from bridge.site.audit_verify import verify
+
+    audit_dir = _audit_dir(config_path, directory)
+    report = verify(audit_dir)
+    if report.files == 0:
+        click.echo(f"no audit log in {audit_dir}: nothing recorded yet, or its files were removed")
+        sys.exit(1)
+    if report.broken is not None:
+        click.echo(f"audit log BROKEN at {report.broken.describe()}")
+        click.echo(f"{report.lines} line(s) before it are intact; nothing after it was checked")
+        sys.exit(1)
+    click.echo(
+        f"audit log OK: {report.lines} line(s) in {report.files} file(s), seq 1..{report.last_seq}"
+        f", last {report.last_hash}"
+    )
+
+
+@audit.command("show")
+@_audit_options
+@click.option("--job", default=None, help="Only this job id.")
+@click.option("--since", default=None, help="From this UTC date or time (YYYY-MM-DD[THH:MM]).")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)  # fmt: skip
+@click.option("--all", "every_event", is_flag=True, help="Every event, not only result files.")
+def audit_show(
+    config_path: str | None,
+    directory: str | None,
+    job: str | None,
+    since: str | None,
+    output: str,
+    every_event: bool,
+) -> None:
+    """Which files left this site (and which were withheld): job, size, SHA-256, to whom."""
+    from bridge.site import audit_show as show
+
+    try:
+        since_ts = show.parse_since(since)
+    except BridgeError as exc:
+        _fail(exc)
+    chosen = show.select(_audit_dir(config_path, directory), job, since_ts, every_event)
+    click.echo(show.as_json(chosen.entries) if output == "json" else show.as_table(chosen.entries))
+    if chosen.unreadable:
+        click.echo(
+            f"mint-bridge: {chosen.unreadable} line(s) are not JSON and were left out; run "
+            "`mint-bridge site audit verify`",
+            err=True,
+        )
+
+
 @main.command()
 @click.option("--config", "config_path", required=True, help="Site config (TOML) with [agent].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",

@@ -82,3 +82,7 @@ DOWNLOAD_CHUNK = 256 * 1024
 # each staged input's frames). A connection that sends nothing (``ssh -N`` with MInt's key, a
 # stuck client) is closed after this; once the job runs the site only writes.
 IDLE_TIMEOUT_SECONDS = 60.0
+
+# The site's audit log: in the site account's state dir (XDG's, ``~/.local/state`` unless
+# $XDG_STATE_HOME says otherwise), which stays private (0700) and outlives the work dirs.
+AUDIT_DIR = "~/.local/state/mint-bridge/audit"

@@ -30,6 +30,7 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     ├── JobFailedAtSite             the job ended without a solver exit code (walltime, lost, ...)
     ├── SiteError                   the site entry point failed internally
     │   ├── SiteConfigInvalid       the site's own config does not load (its admin fixes it)
+    │   ├── AuditFailed             the site's audit log cannot be written: the job stops
     │   └── SchedulerError          a scheduler command failed (``transient`` says if retried)
     └── Cancelled                   the bridge was told to stop (SIGTERM/SIGINT)
         └── TimedOut                the overall timeout of ``mint-bridge run`` passed
@@ -70,6 +71,7 @@ class ExitCode(enum.IntEnum):
     CANCELLED_AT_SITE = 86
     JOB_UNKNOWN = 87
     TIMED_OUT = 88
+    AUDIT_FAILED = 90
     CANCELLED = 143  # 128 + SIGTERM: what a shell reports for a job stopped by qdel
 
 
@@ -214,6 +216,19 @@ class SiteConfigInvalid(SiteError):
     exit_code = ExitCode.CONFIG_INVALID
 
 
+class AuditFailed(SiteError):
+    """The site could not write a line of its audit log (disk full, dir unwritable, a broken
+    chain end): the job stops there, since nothing may leave the site unrecorded. ``path`` (the
+    audit dir or file) is for the site's own log only; the message the bridge sees names no
+    site path."""
+
+    exit_code = ExitCode.AUDIT_FAILED
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.path = path
+
+
 class SchedulerError(SiteError):
     """A scheduler command failed. Transient ones (timeouts, controller unreachable) are
     retried with backoff; others (invalid account, bad resource request) fail the job."""
@@ -244,6 +259,7 @@ _WIRE_KINDS: dict[str, type[BridgeError]] = {
         JobUnknown,
         SiteError,
         SiteConfigInvalid,
+        AuditFailed,
     )
 }
 

@@ -12,6 +12,10 @@ no native id is recorded there. A work dir that holds a native id is followed, n
 one whose start was cut off before the id was recorded is recovered first
 (``job_start.recover``).
 
+Every step is recorded in the site's audit log first (``bridge.site.audit``, naming the broker
+URL and the agent token's id); a line that cannot be written completes the job at the broker as
+rejected with ``AuditFailed`` (exit 90 at the bridge), and nothing more is uploaded.
+
 Never: start or follow a job in a work dir this broker job does not own (``broker.json`` in
 the control dir names it), upload a file from outside the work dir, or go on acting on a job
 once the broker says another lease holds it.
@@ -27,7 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.core import outbound
+from bridge.core.broker_endpoint import read_token
 from bridge.core.errors import (
+    AuditFailed,
     BridgeError,
     Conflict,
     InputRejected,
@@ -42,8 +48,9 @@ from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.paths import check_name
 from bridge.core.streams import VerifiedFile
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
-from bridge.site import accepted_job, job_start, probe
+from bridge.site import accepted_job, audit, job_start, probe
 from bridge.site.agent_api import AgentApi, Claimed
+from bridge.site.audit_chain import AuditWriter
 from bridge.site.config import AgentConfig, SiteConfig
 from bridge.site.pulled_lease import Dropped, HandBack, LeaseKeeper
 from bridge.site.pulled_results import rejection_outcome, upload_results
@@ -102,6 +109,7 @@ class PulledJob:
         self.log_sizes: dict[str, int] = {
             k: v for k, v in (logs or {}).items() if isinstance(v, int) and v >= 0
         }
+        self.audit = audit.JobAudit(AuditWriter(site.audit_dir), self.job_id, _broker_peer(agent))
         self.thread = threading.Thread(target=self.run, name=f"job-{self.job_id[:8]}", daemon=True)
 
     # --- thread body -----------------------------------------------------------------------
@@ -151,6 +159,13 @@ class PulledJob:
                 command, values = self.site.check_request(request)
                 job = accepted_job.AcceptedJob(request, command, values, self.wd)
         except (JobRejected, ProtocolError) as exc:
+            attempted = f"command {self.doc.get('command')!r:.80}"
+            audit.refused(self.audit.writer, self.audit.peer, attempted, exc.message, self.job_id)
+            self._reject(api, exc)
+            return
+        try:
+            self.audit.received(request, job.values)
+        except AuditFailed as exc:
             self._reject(api, exc)
             return
         if probe.is_probe(request):
@@ -285,6 +300,7 @@ class PulledJob:
                     dir_fd, check_name(decl.name), decl.size, sha256, decl.mode, label
                 ) as target:
                     api.download_input(self.lease, decl.name, target)
+                self.audit.input_received(decl.name, decl.size, sha256)
                 st = os.stat(decl.name, dir_fd=dir_fd, follow_symlinks=False)
                 staged[decl.name] = (st.st_size, st.st_mtime_ns)
         finally:
@@ -328,6 +344,11 @@ class PulledJob:
                 self._append_log(api, tails[stream], stream, data)
         assert outcome is not None  # follow() ends only with the outcome
         log.info("%s: ended: %s %s", self.job_id, outcome.state.value, outcome.reason)
+        try:
+            self.audit.program_ended(outcome)
+        except AuditFailed as exc:
+            self._reject(api, exc)
+            return
         self._deliver(api, job, outcome)
 
     def _append_log(
@@ -353,9 +374,15 @@ class PulledJob:
         if outcome.state != JobState.CANCELLED:
             files, skips = accepted_job.collect_job_results(job)
             skipped = [{"name": s.name, "reason": outbound.scrub(s.reason)} for s in skips]
-            results = upload_results(
-                api, self.lease, self.wd.path, files, skipped, self._checkpoint
-            )
+            try:
+                results = upload_results(
+                    api, self.lease, self.wd.path, files, skipped, self._checkpoint,
+                    before_send=self.audit.result_sent,
+                )  # fmt: skip
+            except AuditFailed as exc:
+                self._reject(api, exc)  # what was sent is recorded; nothing more goes
+                self.wd.mark_delivered()
+                return
         self._complete(api, outcome.to_message(), results, skipped)
         self.wd.mark_delivered()
         log.info(
@@ -391,6 +418,7 @@ class _PulledStart:
         self.job = job
         self.api = api
         self.submitted: str | None = None  # the native id, once this start submitted the job
+        self.accepted: accepted_job.AcceptedJob | None = None
 
     def found_started(self, native_id: str, recovered: bool) -> None:
         # One that was killed before it recorded the native id: recovered, never restaged. One
@@ -405,6 +433,7 @@ class _PulledStart:
         return self.job._cancelled_before_start(self.api)
 
     def stage_inputs(self, job: accepted_job.AcceptedJob) -> bool:
+        self.accepted = job
         self.job._download_inputs(self.api, job)
         if self.job._cancelled_before_start(self.api):
             return False
@@ -414,6 +443,19 @@ class _PulledStart:
 
     def started(self, native_id: str) -> None:
         self.submitted = native_id
+        wd = self.job.wd
+        assert self.accepted is not None  # stage_inputs() came first
+        scheduler = self.job.site.scheduler(self.accepted.command)
+        audit.record_start(self.job.audit, scheduler, JobHandle(wd.job_id, native_id, wd.control))
+
+
+def _broker_peer(agent: AgentConfig) -> audit.Peer:
+    """The broker as the audit log names it: its URL and the public id of our token."""
+    try:
+        token_id = audit.token_id(read_token(agent.token_file, agent.where))
+    except BridgeError:
+        token_id = None  # the agent itself stops on an unreadable token
+    return audit.Peer("broker", agent.url, token_id=token_id)
 
 
 __all__ = ["PulledJob", "drop_local_job"]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.core.errors import (
+    AuditFailed,
     BridgeError,
     CommandNotAllowed,
     InputRejected,
@@ -38,7 +39,7 @@ _REJECTION_KINDS = tuple(
     cls.__name__
     for cls in (
         CommandNotAllowed, ParameterInvalid, InputRejected, JobRejected, TransferCorrupted,
-        ProtocolError, StagingError, SiteError,
+        ProtocolError, StagingError, AuditFailed, SiteError,
     )
 )  # fmt: skip
 
@@ -50,15 +51,19 @@ def upload_results(
     files: list[ResultFile],
     skipped: list[dict[str, str]],
     checkpoint: Callable[[], None],
+    before_send: Callable[[str, int, str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Upload each result; returns what was sent, and adds what could not be to ``skipped``."""
+    """Upload each result; returns what was sent, and adds what could not be to ``skipped``.
+
+    ``before_send(name, size, sha256)`` runs once a file is hashed, before its first byte
+    goes (the audit line); if it raises, nothing more is uploaded."""
     uploaded: list[dict[str, Any]] = []
     root_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         for result in files:
             checkpoint()
             try:
-                sha256 = _upload_one(api, lease, root_fd, result)
+                sha256 = _upload_one(api, lease, root_fd, result, before_send)
             except (StagingError, TransferCorrupted) as exc:
                 # Changed or replaced after collection (a process the job left behind).
                 log.warning("%s: result %s not sent: %s", lease.job_id, result.name, exc)
@@ -77,9 +82,17 @@ def upload_results(
     return uploaded
 
 
-def _upload_one(api: AgentApi, lease: Lease, root_fd: int, result: ResultFile) -> str:
+def _upload_one(
+    api: AgentApi,
+    lease: Lease,
+    root_fd: int,
+    result: ResultFile,
+    before_send: Callable[[str, int, str], None] | None,
+) -> str:
     with open_result_for_reading(root_fd, result) as source:
         sha256 = sha256_stream(source, result.size, result.name)
+        if before_send is not None:
+            before_send(result.name, result.size, sha256)
         # Each PATCH is retried on its own and resumes from the broker's offset.
         api.upload_result(lease, result.name, source, result.size, sha256)
     return sha256

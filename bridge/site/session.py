@@ -11,6 +11,10 @@ Operations, each a JSON request frame answered on the same channel:
     submit   -> validate; stage inputs; start once; then stream log, outcome and results
     attach   -> stream a started job from given log offsets, then its outcome and results
     cancel   -> stop a job through its scheduler; confirm its final state
+
+Each step of a job (received, each input, started, ended, each result before its bytes go) and
+each refusal is recorded in the site's audit log (``bridge.site.audit``) first; a line that
+cannot be written stops the request with an ``AuditFailed`` error frame (exit 90 at the bridge).
 """
 
 from __future__ import annotations
@@ -19,11 +23,18 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 from bridge import __version__
 from bridge.core import defaults, outbound
-from bridge.core.errors import BridgeError, JobRejected, JobUnknown, ProtocolError, SiteError
+from bridge.core.errors import (
+    BridgeError,
+    JobRejected,
+    JobUnknown,
+    ProtocolError,
+    SiteError,
+    StagingError,
+)
 from bridge.core.job import JobOutcome, JobRequest, check_job_id
 from bridge.core.protocol import (
     KIND_STDERR,
@@ -35,13 +46,15 @@ from bridge.core.protocol import (
     FrameWriter,
     PeerIdle,
 )
-from bridge.core.results import open_result_for_reading
+from bridge.core.results import ResultFile, open_result_for_reading
 from bridge.core.staging import FileHeader, receive_file, send_file
-from bridge.site import accepted_job, job_start, probe
+from bridge.core.streams import sha256_stream
+from bridge.site import accepted_job, audit, job_start, probe
+from bridge.site.audit_chain import AuditWriter
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
-from schedulers import JobHandle
+from schedulers import JobHandle, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +83,14 @@ def check_original_command(original: str | None) -> None:
 class Session:
     """One connection: reads one request, answers it, and ends."""
 
-    def __init__(self, site: SiteConfig, channel: ByteChannel, peer: str = "-") -> None:
+    def __init__(
+        self, site: SiteConfig, channel: ByteChannel, peer: audit.Peer | None = None
+    ) -> None:
         self.site = site
         self.channel = channel
-        self.peer = peer
+        self.who = peer or audit.Peer("local", "stdin")
+        self.peer = self.who.address  # for log lines
+        self.audit_writer = AuditWriter(site.audit_dir)
         self.job_id = "-"  # until the request names it
         self.reader = FrameReader(channel)
         self.writer = FrameWriter(channel)
@@ -97,9 +114,11 @@ class Session:
             return EXIT_IDLE
 
     def _serve(self) -> int:
+        attempted = "a request that could not be read (bad frame)"
         try:
             request = self.reader.read_json()
             self.job_id = _named_job(request)
+            attempted = _attempt(request)
             op = request.get("op")
             handler = {
                 "hello": self._hello,
@@ -116,8 +135,14 @@ class Session:
             raise
         except BridgeError as exc:
             log.warning("request failed: %s", exc.message)
+            if isinstance(exc, ProtocolError | JobRejected):
+                job = None if self.job_id == "-" else self.job_id
+                audit.refused(self.audit_writer, self.who, attempted, exc.message, job=job)
             self._try_send_error(exc)
             return 2
+
+    def job_audit(self, job_id: str) -> audit.JobAudit:
+        return audit.JobAudit(self.audit_writer, job_id, self.who)
 
     def _try_send_error(self, exc: BridgeError) -> None:
         # If the bridge went away it will re-attach or resubmit; nothing more to do here.
@@ -146,23 +171,25 @@ class Session:
         except JobRejected as exc:
             log.warning("%s: rejected: %s", request.job_id, exc.message)
             raise
+        self.job_audit(request.job_id).received(request, values)
         wd = WorkDir(self.site.work_base, request.job_id)
         job = accepted_job.AcceptedJob(request, command, values, wd)
         wd.create(self.site.path)
         scheduler = self.site.scheduler(command)
-        job_start.start_once(job, scheduler, _SubmitSteps(self, job, message))
+        job_start.start_once(job, scheduler, _SubmitSteps(self, job, message, scheduler))
         self._set_idle_timeout(None)  # the job runs: from now on the site only writes
         self._stream(job, {"stdout": 0, "stderr": 0})
 
     def _probe(self, request: JobRequest) -> None:
         """The built-in probe: the submit's conversation, with the site entry as the job."""
         job = probe.accept(self.site, request)
+        self.job_audit(request.job_id).received(request, job.values)
         wd = job.workdir
         if not wd.create(self.site.path):
             raise JobRejected(f"probe {request.job_id} was sent before; send a new one")
         try:
             self.writer.write_json({"ready": True})
-            _receive_inputs(job, self.reader)
+            _receive_inputs(job, self.reader, self.job_audit(request.job_id))
             self.writer.write_json(
                 {"started": True, "job_id": request.job_id, "native_id": probe.NATIVE_ID}
             )
@@ -220,6 +247,7 @@ class Session:
         handle = JobHandle(wd.job_id, native_id, wd.control)
         for event in accepted_job.follow(status, handle, tails):
             if isinstance(event, JobOutcome):
+                self.job_audit(wd.job_id).program_ended(event)
                 self.writer.write_json({"exit": event.to_message()})
                 log.info("%s: ended: %s %s", wd.job_id, event.state.value, event.reason)
                 break
@@ -243,10 +271,11 @@ class Session:
             }
         )
         root_fd = _open_root(wd.path)
+        job_audit = self.job_audit(wd.job_id)
         try:
             for result in files:
                 with open_result_for_reading(root_fd, result) as source:
-                    send_file(self.writer, result.name, source, result.size, result.mode)
+                    _send_audited(self.writer, job_audit, result, source)
         finally:
             os.close(root_fd)
         self.writer.write_json({"done": True})
@@ -261,11 +290,16 @@ class _SubmitSteps:
     frames on the channel, and the bridge hears "attached", "ready" and "started"."""
 
     def __init__(
-        self, session: Session, job: accepted_job.AcceptedJob, message: dict[str, Any]
+        self,
+        session: Session,
+        job: accepted_job.AcceptedJob,
+        message: dict[str, Any],
+        scheduler: Scheduler,
     ) -> None:
         self.session = session
         self.job = job
         self.message = message
+        self.scheduler = scheduler
 
     def found_started(self, native_id: str, recovered: bool) -> None:
         log.info("%s: submit retried; attaching to the running job", self.job.request.job_id)
@@ -282,19 +316,43 @@ class _SubmitSteps:
     def stage_inputs(self, job: accepted_job.AcceptedJob) -> bool:
         self.session.writer.write_json({"ready": True})
         try:
-            _receive_inputs(job, self.session.reader)
+            _receive_inputs(job, self.session.reader, self.session.job_audit(job.request.job_id))
         except BaseException:
             job.workdir.discard_inputs()
             raise
         return True
 
     def started(self, native_id: str) -> None:
+        job_audit = self.session.job_audit(self.job.request.job_id)
+        handle = JobHandle(job_audit.job_id, native_id, self.job.workdir.control)
+        audit.record_start(job_audit, self.scheduler, handle)
         self.session.writer.write_json(
             {"started": True, "job_id": self.job.request.job_id, "native_id": native_id}
         )
 
 
-def _receive_inputs(job: accepted_job.AcceptedJob, reader: FrameReader) -> None:
+def _send_audited(
+    writer: FrameWriter,
+    job_audit: audit.JobAudit,
+    result: ResultFile,
+    source: BinaryIO,
+    sha256: str | None = None,
+) -> None:
+    """Put the result's audit line on disk, then send it: unrecorded bytes never go.
+
+    ``sha256``: the digest collection already computed, if any; else the file is hashed here
+    first (one more read of it, from the page cache)."""
+    sha256 = sha256 or sha256_stream(source, result.size, result.name)
+    job_audit.result_sent(result.name, result.size, sha256)
+    sent = send_file(writer, result.name, source, result.size, result.mode)
+    if sent != sha256:
+        # The file changed between hashing and sending (a process the job left behind).
+        raise StagingError(f"result {result.name} changed while it was sent; run the job again")
+
+
+def _receive_inputs(
+    job: accepted_job.AcceptedJob, reader: FrameReader, job_audit: audit.JobAudit
+) -> None:
     """Receive every declared input into the work dir; each is verified before it appears."""
     dir_fd = os.open(job.workdir.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
@@ -305,12 +363,21 @@ def _receive_inputs(job: accepted_job.AcceptedJob, reader: FrameReader) -> None:
                 raise ProtocolError(
                     f"expected input {decl.name} ({decl.size} bytes), got {header.name!r:.80}"
                 )
-            receive_file(reader, header, dir_fd, decl.name)
+            sha256 = receive_file(reader, header, dir_fd, decl.name)
+            job_audit.input_received(decl.name, decl.size, sha256)
             st = os.stat(decl.name, dir_fd=dir_fd, follow_symlinks=False)
             staged[decl.name] = (st.st_size, st.st_mtime_ns)
     finally:
         os.close(dir_fd)
     accepted_job.record_staged_inputs(job, staged)
+
+
+def _attempt(request: dict[str, Any]) -> str:
+    """What a request tried, for a refusal's audit line: its operation and command name."""
+    inner = request.get("request")
+    command = inner.get("command") if isinstance(inner, dict) else None
+    text = f"operation {request.get('op')!r:.40}"
+    return f"{text} of command {command!r:.80}" if command is not None else text
 
 
 def _open_root(path: str) -> int:

@@ -16,8 +16,11 @@ import sys
 from bridge.core import defaults
 from bridge.core.errors import BridgeError, SiteConfigInvalid
 from bridge.core.protocol import FdChannel, FrameReader, FrameWriter
+from bridge.site import audit
+from bridge.site.audit_chain import AuditWriter
 from bridge.site.config import SiteConfig, load_site_config
 from bridge.site.session import RefusedRequest, Session, check_original_command
+from bridge.site.ssh_peer import ssh_peer
 
 log = logging.getLogger(__name__)
 DEFAULT_LOG = "~/.local/state/mint-bridge/site.log"
@@ -59,16 +62,12 @@ def serve_stdio(config_path: str, original_command: str | None) -> int:
         check_original_command(original_command)
     except RefusedRequest as exc:
         log.warning("refused: %s", exc)
+        attempted = "an interactive shell" if original_command is None else original_command
+        audit.refused(AuditWriter(site.audit_dir), ssh_peer(os.environ), attempted, str(exc))
         sys.stderr.write(f"mint-bridge: {exc}\n")
         return 77
     channel = FdChannel(sys.stdin.fileno(), sys.stdout.fileno())
-    return Session(site, channel, peer=_peer()).serve()
-
-
-def _peer() -> str:
-    # sshd sets SSH_CONNECTION to "client_ip client_port server_ip server_port".
-    words = os.environ.get("SSH_CONNECTION", "").split()
-    return f"{words[0]}:{words[1]}" if len(words) >= 2 else "stdin"
+    return Session(site, channel, peer=ssh_peer(os.environ)).serve()
 
 
 def site_config_error(path: str, exc: BridgeError) -> SiteConfigInvalid:

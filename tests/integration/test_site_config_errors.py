@@ -168,10 +168,15 @@ def unwritable_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sshd, Pat
     root = open_dir()
     work_base = root / "work"
     work_base.mkdir(mode=0o755)
+    # The audit dir must work, so that the work base is the first thing found unwritable.
+    audit_dir = root / "audit"
+    audit_dir.mkdir(mode=0o700)
+    if os.getuid() == 0:
+        os.chown(audit_dir, 65534, 65534)
     site_config = root / "site.toml"
     write_site_toml(
         site_config,
-        site={"name": "ro", "work_base": work_base},
+        site={"name": "ro", "work_base": work_base, "audit_dir": audit_dir},
         commands={"fatigue": {"program": "/bin/true"}},
     )
     site_config.chmod(0o644)

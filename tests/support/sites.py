@@ -32,6 +32,7 @@ def write_site_config(path: Path, work_base: Path, private: Path) -> None:
             "work_base": work_base,
             "retention": "1h",
             "log_file": path.parent / "site.log",
+            "audit_dir": path.parent / "audit",
         },
         commands={
             "checksum": {"program": prog, "args": ["checksum"]},

@@ -140,6 +140,8 @@ def start_sshd(
                 "PermitRootLogin prohibit-password",
                 "UsePAM no",
                 "StrictModes no",
+                # The forced command learns the client's key (the audit log's ``key``).
+                "ExposeAuthInfo yes",
                 "AllowTcpForwarding yes",
                 "LogLevel VERBOSE",
                 "MaxStartups 50",

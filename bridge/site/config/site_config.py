@@ -36,6 +36,7 @@ class SiteConfig:
     agent: AgentConfig | None = None  # the [agent] table: only for a pull site
     allow_probe: bool = True  # the built-in probe job (``bridge.site.probe``)
     idle_timeout: float = defaults.IDLE_TIMEOUT_SECONDS  # per read, until the job starts
+    audit_dir: str = field(default_factory=lambda: default_audit_dir())  # bridge.site.audit
     # A command string of the original API (a whitelisted path) -> the command that runs it.
     legacy_commands: dict[str, str] = field(default_factory=dict)
 
@@ -106,7 +107,7 @@ def load_site_config(path: str) -> SiteConfig:
     site.check_keys(
         {
             "name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes",
-            "allow_probe", "idle_timeout", "legacy_commands",
+            "allow_probe", "idle_timeout", "legacy_commands", "audit_dir",
         }
     )  # fmt: skip
     work_base = site.path_value("work_base", defaults.WORK_BASE)
@@ -132,7 +133,30 @@ def load_site_config(path: str) -> SiteConfig:
         allow_probe=site.get("allow_probe", bool, True),
         idle_timeout=_idle_timeout(site),
         legacy_commands=_legacy_commands(site, commands),
+        audit_dir=_audit_dir(site, os.path.dirname(os.path.abspath(path))),
     )
+
+
+def _audit_dir(site: Section, config_dir: str) -> str:
+    """``[site] audit_dir``, relative to the config file's dir; the default is in the site
+    account's state dir."""
+    if "audit_dir" not in site.data:
+        return default_audit_dir()
+    value = site.path_value("audit_dir", "")
+    if not value.strip():
+        raise site.error(
+            f'must name a directory, e.g. audit_dir = "{defaults.AUDIT_DIR}"',
+            "audit_dir",
+        )
+    return os.path.join(config_dir, value)
+
+
+def default_audit_dir() -> str:
+    """``$XDG_STATE_HOME/mint-bridge/audit``; without it ``defaults.AUDIT_DIR``."""
+    state = os.environ.get("XDG_STATE_HOME")
+    if state:
+        return os.path.join(state, "mint-bridge", "audit")
+    return os.path.expanduser(defaults.AUDIT_DIR)
 
 
 def _legacy_commands(site: Section, commands: dict[str, CommandSpec]) -> dict[str, str]:

@@ -526,8 +526,9 @@ def test_unknown_top_level_and_site_keys(tmp_path: Path) -> None:
 
     path, error = load_error(tmp_path, "[site]\nwork_dir = '/tmp'\n")
     assert str(error) == (
-        f"{path}: site: unknown key 'work_dir'; allowed keys are allow_probe, idle_timeout, "
-        "legacy_commands, log_file, max_input_bytes, max_input_files, name, retention, work_base"
+        f"{path}: site: unknown key 'work_dir'; allowed keys are allow_probe, audit_dir, "
+        "idle_timeout, legacy_commands, log_file, max_input_bytes, max_input_files, name, "
+        "retention, work_base"
     )
 
 
