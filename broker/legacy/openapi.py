@@ -62,9 +62,12 @@ LEGACY_PATHS: dict[str, Any] = {
 RELOAD_PATH: dict[str, Any] = {
     "/api/v1/admin/reload": {"post": {
         "summary": "Read broker.toml's [legacy] section again (switch, whitelist, limits)",
+        "requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "maxProperties": 0}}}, "description": "optional: no body, or {}"},
         "responses": {"200": _json({"type": "object"}),
                       **{str(s): {"$ref": "#/components/responses/Error"}
-                         for s in (400, 401, 403, 409)}},
+                         for s in (400, 401, 403, 409, 413)},
+                      "503": {"$ref": "#/components/responses/RetryLater"}},
     }},
 }  # fmt: skip
 
