@@ -1,11 +1,12 @@
 """The served OpenAPI document against the live broker: schemathesis under gunicorn with TLS.
 
-One bounded run over every operation of the v1 API, each area with its own token (client,
-site, admin; passed through the environment, never on a command line). The run fails on any
-5xx, any answer outside the documented statuses, headers or schemas, any request the document
-allows that the server refuses (``positive_data_acceptance``) and any request it forbids that
-the server accepts (``negative_data_rejection``). ``ST_MAX_EXAMPLES`` (default 10) and
-``ST_SEED`` widen or vary the run; the totals are printed for the record.
+One bounded run over every operation, each area with its own token (client, site, admin;
+passed through the environment, never on a command line). The run fails on any 5xx, any
+answer outside the documented statuses, headers or schemas, and, for the v1 API, any request
+the document allows that the server refuses (``positive_data_acceptance``) or forbids that the
+server accepts (``negative_data_rejection``); the original API (``/mi-distcomp-api/``) keeps
+its clients' status semantics, so those two checks do not apply there. ``ST_MAX_EXAMPLES``
+(default 10) and ``ST_SEED`` widen or vary the run; the totals are printed for the record.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ tls-verify = "${ST_CA}"
 workers = 1
 request-timeout = 30
 
+# Every check is on (their default); the sections below only narrow them.
 [checks]
 enabled = true
 
@@ -54,15 +56,25 @@ include-path-regex = "/(inputs|results)/"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", 401, 403, 404, 409, 416, 429, "5xx"]
 
+# The original API answers a refusal the way its clients expect (HTTP 200 or 202 with a
+# non-200 errors[0].code, a missing token included: its status polls would crash on a 401),
+# so HTTP statuses there say nothing about acceptance; every other check (no 5xx, documented
+# statuses, content types, answer schemas) still applies.
 [[operations]]
 include-path-regex = "^/mi-distcomp-api/"
-enabled = false
+checks.positive_data_acceptance.enabled = false
+checks.negative_data_rejection.enabled = false
+checks.ignored_auth.enabled = false
+checks.missing_required_header.enabled = false
 """
 
 
 @pytest.fixture(scope="module")
 def broker(broker_factory: BrokerFactory) -> BrokerProcess:
-    return broker_factory(limits=f"max_input_size = {64 << 20}\nmax_result_size = {64 << 20}")
+    return broker_factory(
+        limits=f"max_input_size = {64 << 20}\nmax_result_size = {64 << 20}",
+        extra=f'[legacy]\nenabled = true\n[legacy.sites]\n{SITE} = ["run.sh"]\n',
+    )
 
 
 def _schemathesis() -> str:
@@ -90,7 +102,7 @@ def _run(broker: BrokerProcess, out: Path) -> tuple[subprocess.CompletedProcess[
     }
     done = subprocess.run(
         [_schemathesis(), "--config-file", str(config), "run",
-         f"{broker.url}/api/v1/openapi.json", "--checks", "all", "--continue-on-failure",
+         f"{broker.url}/api/v1/openapi.json", "--continue-on-failure",
          "--max-examples", os.environ.get("ST_MAX_EXAMPLES", "10"),
          "--seed", os.environ.get("ST_SEED", "20261203"),
          "--report", "junit", "--report-dir", str(reports)],
@@ -102,9 +114,11 @@ def _run(broker: BrokerProcess, out: Path) -> tuple[subprocess.CompletedProcess[
 def _statuses_by_area(access_log: Path) -> dict[str, collections.Counter[str]]:
     areas: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for line in access_log.read_text().splitlines():
-        match = re.search(r'"[A-Z]+ (/api/v1/(agent|admin|jobs)\S*) HTTP/[\d.]+" (\d{3})', line)
+        match = re.search(r'"[A-Z]+ /(?:api/v1/(agent|admin|jobs)|(mi-distcomp-api))?\S* '
+                          r'HTTP/[\d.]+" (\d{3})', line)
         if match:
-            areas[match.group(2)][match.group(3)[0] + "xx"] += 1
+            area = match.group(1) or ("legacy" if match.group(2) else "other")
+            areas[area][match.group(3)[0] + "xx"] += 1
     return areas
 
 
@@ -123,9 +137,9 @@ def test_the_served_openapi_document_is_exact(broker: BrokerProcess, tmp_path: P
     )
     print(summary)
     assert done.returncode == 0, f"{summary}\n{done.stdout[-12000:]}\n{done.stderr[-2000:]}"
-    assert int(suite.get("tests", 0)) >= 24 and suite.get("failures") == "0"
+    assert int(suite.get("tests", 0)) >= 38 and suite.get("failures") == "0"
     # Each token reached its area's logic: answers beyond 401 and 404 in every area.
-    for area in ("jobs", "agent", "admin"):
+    for area in ("jobs", "agent", "admin", "legacy"):
         assert areas[area]["2xx"] > 0, (area, areas[area])
 
 

@@ -38,8 +38,14 @@ def _raw_bytes(ctx: Any, value: Any) -> dict[str, Any]:
 
 
 # Which token each area of the API takes; the first matching prefix wins.
-_SCOPES = (("/api/v1/agent/", "ST_SITE"), ("/api/v1/admin/", "ST_ADMIN"),
-           ("/metrics", "ST_ADMIN"), ("/api/v1/jobs", "ST_CLIENT"))  # fmt: skip
+_LEGACY = "/mi-distcomp-api/"
+_SCOPES = (
+    ("/api/v1/agent/", "ST_SITE"), ("/api/v1/admin/", "ST_ADMIN"), ("/metrics", "ST_ADMIN"),
+    ("/api/v1/jobs", "ST_CLIENT"), (_LEGACY + "get-calcinfo", "ST_ADMIN"),
+    *((_LEGACY + step, "ST_SITE") for step in (
+        "calc-request", "calc-params", "calc-start", "calc-end", "send-results", "end-send")),
+    (_LEGACY, "ST_CLIENT"),
+)  # fmt: skip
 
 
 @schemathesis.auth()
