@@ -281,7 +281,7 @@ def parse_outcome(value: object) -> dict[str, Any]:
         raise _invalid("outcome", f"must be an object, not {_kind(value)}")
     check_keys(value, {"state", "exit_code", "signal", "reason", "error_kind"}, "outcome.")
     state = require(value, "state", "outcome.")
-    if state not in OUTCOME_STATES:
+    if not isinstance(state, str) or state not in OUTCOME_STATES:  # a list is not hashable
         raise _invalid("outcome.state", f"must be one of {', '.join(sorted(OUTCOME_STATES))}")
     outcome: dict[str, Any] = {
         "state": state,

@@ -12,19 +12,25 @@ its clients' status semantics, so those two checks do not apply there. ``ST_MAX_
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import re
 import subprocess
 import sys
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from tests.support.broker import BrokerFactory, BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "conformance-site"
+INPUT, RESULT = "model.dat", "out/result.csv"
+DATA = b"0123456789" * 100
 
 CONFIG = """\
 # One worker: CPython 3.11 before 3.11.8 can fail ast.parse in concurrent threads, which
@@ -84,9 +90,71 @@ def _schemathesis() -> str:
     return str(path)
 
 
+def _known(jobs: list[str], epochs: list[int]) -> str:
+    """Half the job ids, names and epochs schemathesis sends are those of real jobs, so calls
+    reach the logic behind the job lookup (else nearly all would be 404)."""
+    return f"""
+[dictionaries]
+jobs = {{ values = {jobs!r} }}
+names = {{ values = {[INPUT, RESULT]!r} }}
+epochs = {{ values = {epochs!r} }}
+
+[parameters]
+"path.job_id" = {{ dictionary = "jobs", probability = 0.5 }}
+"path.name" = {{ dictionary = "names", probability = 0.5 }}
+"header.Lease-Epoch" = {{ dictionary = "epochs", probability = 0.5 }}
+"""
+
+
+def _call(broker: BrokerProcess, method: str, path: str, token: str, **kw: Any
+          ) -> requests.Response:  # fmt: skip
+    headers = {**kw.pop("headers", {}), "Authorization": f"Bearer {token}"}
+    return requests.request(method, broker.url + path, headers=headers, timeout=30,
+                            verify=str(broker.ca_bundle), **kw)  # fmt: skip
+
+
+def _real_jobs(broker: BrokerProcess) -> tuple[list[str], list[int]]:
+    """A created job (input not yet sent), a running one and a finished one with a result."""
+    client, site = broker.token("client", "conformance"), broker.token("site", SITE)
+    files = [{"name": INPUT, "size": len(DATA), "sha256": hashlib.sha256(DATA).hexdigest()}]
+    jobs, epochs = [], []
+    for stage in ("created", "running", "finished"):
+        job_id = str(uuid.uuid4())
+        body = {"job_id": job_id, "site": SITE, "command": "fatigue", "inputs": files}
+        assert _call(broker, "POST", "/api/v1/jobs", client, json=body).status_code == 201
+        jobs.append(job_id)
+        if stage == "created":
+            continue
+        sent = _call(broker, "PATCH", f"/api/v1/jobs/{job_id}/inputs/{INPUT}", client,
+                     data=DATA, headers={"Upload-Offset": "0"})  # fmt: skip
+        assert sent.status_code == 204, sent.text
+        assert _call(broker, "POST", f"/api/v1/jobs/{job_id}/submit", client).status_code == 200
+        claim = _call(broker, "POST", "/api/v1/agent/claim", site, json={"agent_id": "a1"})
+        assert claim.status_code == 200, claim.text
+        epoch = {"Lease-Epoch": str(claim.json()["lease"]["epoch"])}
+        epochs.append(claim.json()["lease"]["epoch"])
+        _call(broker, "POST", f"/api/v1/agent/jobs/{job_id}/lease", site, headers=epoch,
+              json={"state": "running"})  # fmt: skip
+        if stage == "finished":
+            _finish(broker, site, job_id, epoch)
+    return jobs, epochs
+
+
+def _finish(broker: BrokerProcess, site: str, job_id: str, epoch: dict[str, str]) -> None:
+    digest = hashlib.sha256(DATA).hexdigest()
+    sent = _call(broker, "PATCH", f"/api/v1/agent/jobs/{job_id}/results/{RESULT}", site,
+                 data=DATA, headers={**epoch, "Upload-Offset": "0", "Upload-SHA256": digest,
+                                     "Upload-Length": str(len(DATA))})  # fmt: skip
+    assert sent.status_code == 204, sent.text
+    done = _call(broker, "POST", f"/api/v1/agent/jobs/{job_id}/complete", site, headers=epoch,
+                 json={"outcome": {"state": "completed", "exit_code": 0},
+                       "results": [{"name": RESULT, "size": len(DATA), "sha256": digest}]})
+    assert done.status_code == 200 and done.json()["state"] == "finished", done.text
+
+
 def _run(broker: BrokerProcess, out: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     config = out / "schemathesis.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG + _known(*_real_jobs(broker)))
     reports = out / "reports"
     env = {
         **os.environ,

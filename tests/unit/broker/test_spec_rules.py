@@ -61,6 +61,14 @@ def test_headers_and_queries_stay_within_64_bits() -> None:
         query_int({"offset": big}, "offset", 0)
 
 
+@pytest.mark.parametrize("state", [{}, [], ["completed"], 1])
+def test_an_outcome_state_of_another_type_is_refused_by_name(state: object) -> None:
+    # An object or array here was a TypeError (a 500) before: found by the conformance run.
+    with pytest.raises(InvalidField) as raised:
+        parse_complete({"outcome": {"state": state}})
+    assert raised.value.field == "outcome.state"
+
+
 def test_a_call_without_fields_refuses_any() -> None:
     parse_no_fields({})
     with pytest.raises(InvalidField, match="takes none") as raised:
