@@ -16,7 +16,7 @@ from broker.auth import SUBJECT_NAME
 from broker.legacy.api_base import reload_from_file
 from broker.runtime import current
 from broker.store import Scope
-from broker.validation import query_state, text
+from broker.validation import parse_no_fields, query_state, text
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
 bp.before_request(
@@ -77,5 +77,5 @@ def agents() -> Response:
 @bp.post("/reload")
 def reload() -> Response:
     """Put broker.toml's [legacy] section (switch, whitelist, limits) in force now."""
-    json_body(required=False)
+    parse_no_fields(json_body(required=False))
     return answer(reload_from_file())

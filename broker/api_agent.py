@@ -53,6 +53,7 @@ from broker.validation import (
     parse_claim,
     parse_complete,
     parse_lease,
+    parse_no_fields,
     query_wait,
     result_name,
     sized_digest,
@@ -136,7 +137,7 @@ def release(job_id: str) -> Response:
     until the lease lapses."""
     broker = current()
     site_job(job_id)
-    json_body(required=False)
+    parse_no_fields(json_body(required=False))
     job = broker.store.release_claim(job_id, lease_epoch(), broker.clock())
     log.info("%s: handed back by its agent; now %s", job_id, job.state)
     return document(job)

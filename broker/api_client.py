@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from broker import auth, defaults, metrics
 from broker.api_base import answer, empty, json_body, load_job, wait_for
-from broker.errors import Forbidden, InvalidField, InvalidState, NotFound, TooLarge
+from broker.errors import Forbidden, InvalidState, NotFound, TooLarge
 from broker.notify import job_key
 from broker.runtime import current
 from broker.sites import Presence, check_registered, client_document
@@ -27,6 +27,7 @@ from broker.validation import (
     header_int,
     input_name,
     parse_create,
+    parse_no_fields,
     query_int,
     query_state,
     query_wait,
@@ -95,10 +96,10 @@ def list_jobs() -> Response:
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
     job = own_job(job_id)
+    wait = query_wait(request.args, defaults.MAX_WAIT)  # checked even where unused
     if "version" not in request.args:
         return _document(job)
     version = query_int(request.args, "version", 0)
-    wait = query_wait(request.args, defaults.MAX_WAIT)
     if job.state is State.QUEUED:
         # Answer when its site's last agent turns absent: the document then carries the notice.
         turns_absent = Presence.of(current()).absent_in(job.spec.site)
@@ -155,7 +156,7 @@ def _declared_input(job: JobRecord, name: str) -> InputRecord:
 def submit(job_id: str) -> Response:
     broker = current()
     own_job(job_id)
-    json_body(required=False)
+    parse_no_fields(json_body(required=False))
     job = broker.store.submit(job_id, broker.clock())
     log.info("%s: submitted; %s", job_id, job.state)
     return _document(job)
@@ -169,10 +170,7 @@ def read_log(job_id: str, stream: str) -> Response:
     offset = query_int(request.args, "offset", 0)
     wait = query_wait(request.args, defaults.MAX_WAIT)
     if offset > job.logs[stream]:
-        raise InvalidField(
-            f"offset {offset} is past the end of {stream} ({job.logs[stream]} bytes)",
-            field="offset",
-        )
+        check_offset(job.logs[stream], offset, header="Log-Size")  # 409: what it holds
     job = wait_for([job_key(job_id)], wait, lambda: _log_ready(job_id, stream, offset)) or job
     size = min(job.logs[stream], offset + defaults.MAX_LOG_READ)
     data = current().files.read_range(job_id, "logs", stream, offset, max(0, size - offset))
@@ -206,7 +204,7 @@ def download_result(job_id: str, name: str) -> BaseResponse:
 def cancel(job_id: str) -> Response:
     broker = current()
     before = own_job(job_id)
-    json_body(required=False)
+    parse_no_fields(json_body(required=False))
     job = broker.store.cancel(job_id, broker.clock())
     if job.version != before.version:
         log.info("%s: cancel requested by %s; now %s", job_id, auth.current(), job.state)
@@ -217,7 +215,7 @@ def cancel(job_id: str) -> Response:
 def ack(job_id: str) -> Response:
     broker = current()
     own_job(job_id)
-    json_body(required=False)
+    parse_no_fields(json_body(required=False))
     job = broker.store.ack(job_id, broker.clock())
     broker.files.remove_area(job_id, "results")
     broker.files.remove_area(job_id, "inputs")

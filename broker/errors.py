@@ -19,7 +19,7 @@ error handler; this module never lets a traceback, a token or a request header r
         ├── Forbidden             403         forbidden
         ├── NotFound              404         not_found
         ├── MethodNotAllowed      405         method_not_allowed
-        │   (werkzeug's 416)      416         range_not_satisfiable
+        ├── RangeNotSatisfiable   416         range_not_satisfiable (+ Content-Range)
         ├── StateConflict         409         conflict
         │   ├── AlreadyClaimed    409         already_claimed
         │   ├── StaleEpoch        409         stale_epoch
@@ -127,6 +127,13 @@ class NotFound(BrokerError):
 
 class MethodNotAllowed(BrokerError):
     status, code = 405, "method_not_allowed"
+
+
+class RangeNotSatisfiable(BrokerError):
+    status, code = 416, "range_not_satisfiable"
+
+    def __init__(self, message: str, length: int) -> None:
+        super().__init__(message, headers={"Content-Range": f"bytes */{length}"})
 
 
 class StateConflict(BrokerError):

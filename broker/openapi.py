@@ -8,15 +8,22 @@ tokens have expired or expire soon (no ids, no subjects), so an operator renews 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from broker import token_expiry
+from broker import defaults, token_expiry
+from broker import openapi_schemas as s
+from broker.auth import SUBJECT_NAME
+from broker.config import BrokerConfig
 from broker.legacy.openapi import LEGACY_PATHS, LEGACY_SCHEMAS, RELOAD_PATH
 from broker.runtime import current
+from broker.store import LOG_STREAMS, State
+from broker.validation import EMPTY_SHA256
 
 OCTETS = "application/octet-stream"
+UPLOAD = "application/offset+octet-stream"
 
 bp = Blueprint("meta_api", __name__, url_prefix="/api/v1")
 
@@ -25,17 +32,33 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(schema: dict[str, Any], description: str = "OK", **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}},
+            **extra}  # fmt: skip
 
 
-def _bytes(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}}}  # fmt: skip
+def _bytes(description: str, **extra: Any) -> dict[str, Any]:
+    content = {OCTETS: {"schema": {"type": "string", "format": "binary"}}}
+    return {"description": description, "content": content, **extra}
+
+
+def _header(schema: dict[str, Any], text: str, required: bool = True) -> dict[str, Any]:
+    return {"schema": schema, "description": text, "required": required}
+
+
+# Refusals that carry a header besides the error body.
+_ERROR_RESPONSES = {
+    409: "Conflict", 416: "RangeNotSatisfiable", 429: "RetryLater", 503: "RetryLater",
+}  # fmt: skip
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"$ref": "#/components/responses/Error"} for s in (400, 401, 403, *statuses)}
+    """Every authenticated call may meet 400 (a malformed value or header), 401, 403 and 503
+    (the database busy, or no thread free), besides its own refusals."""
+    codes = sorted({400, 401, 403, 503, *statuses})
+    return {str(status): {"$ref": "#/components/responses/"
+                                  + _ERROR_RESPONSES.get(status, "Error")}
+            for status in codes}  # fmt: skip
 
 
 def _param(name: str, where: str, schema: dict[str, Any], text: str, required: bool = False
@@ -44,36 +67,45 @@ def _param(name: str, where: str, schema: dict[str, Any], text: str, required: b
             "schema": schema, "description": text}  # fmt: skip
 
 
-JOB_ID = _param("job_id", "path", {"type": "string", "format": "uuid"}, "job id (UUID4)")
-INPUT_NAME = _param("name", "path", {"type": "string"}, "input name (a plain file name)")
-RESULT_PATH = _param(
-    "name",
-    "path",
-    {"type": "string"},
-    "result path: relative, '/'-separated safe names (may contain '/')",
-)
-STREAM = _param("stream", "path", {"type": "string", "enum": ["stdout", "stderr"]}, "log stream")
-EPOCH = _param("Lease-Epoch", "header", {"type": "integer"}, "lease epoch held", required=True)
-OFFSET = _param(
-    "Upload-Offset", "header", {"type": "integer"}, "bytes held before this body", required=True
-)
-WAIT_50 = _param("wait", "query", {"type": "number", "maximum": 50}, "long-poll seconds (<= 50)")
-RANGE = _param("Range", "header", {"type": "string"}, "bytes=a- (or any single range)")
-_UPLOAD_BODY = {
-    "required": True,
-    "content": {
-        "application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}
-    },
-}
-_UPLOADED = {
-    "description": "bytes stored; Upload-Offset is the new count",
-    "headers": {"Upload-Offset": {"schema": {"type": "integer"}}},
-}
-_OFFSET_HELD = {
-    "description": "Upload-Offset: bytes the broker holds",
-    "headers": {"Upload-Offset": {"schema": {"type": "integer"}}},
-}
-_FILE = _bytes("the file (206 for a range), ETag is the quoted SHA-256")
+COUNT = s.COUNT
+JOB_ID = _param("job_id", "path", {"type": "string", "pattern": s.JOB_ID_PATTERN},
+                "job id (a lowercase UUID4; any other value is simply not found)")
+INPUT_NAME = _param("name", "path", s.INPUT_NAME, "input name (a plain file name)")
+RESULT_PATH = _param("name", "path", s.RESULT_PATH, "result path (may contain '/')")
+STREAM = _param("stream", "path", {"type": "string", "enum": list(LOG_STREAMS)}, "log stream")
+EPOCH = _param("Lease-Epoch", "header", COUNT, "lease epoch held", required=True)
+OFFSET = _param("Upload-Offset", "header", COUNT, "bytes held before this body", required=True)
+WAIT_50 = _param("wait", "query", {"type": "number", "minimum": 0},
+                 f"long-poll seconds; more than {defaults.MAX_WAIT:g} count as "
+                 f"{defaults.MAX_WAIT:g}")
+RANGE = _param("Range", "header", {"type": "string"},
+               "RFC 9110 ranges: bytes=a-b, bytes=a-, bytes=-n, several comma-separated; "
+               "another unit is ignored")
+IF_RANGE = _param("If-Range", "header", {"type": "string"},
+                  "the ETag of the copy held: the range only if it is still current")
+STATE = _param("state", "query", {"type": "string", "enum": ["", *[x.value for x in State]]},
+               "only this state (empty: all)")
+_UPLOAD_BODY = {"required": True,
+                "content": {UPLOAD: {"schema": {"type": "string", "format": "binary"}}}}
+_NEW_OFFSET = {"Upload-Offset": _header(COUNT, "the bytes the broker now holds")}
+_UPLOADED = {"description": "bytes stored; Upload-Offset is the new count",
+             "headers": _NEW_OFFSET}  # fmt: skip
+_ETAG = {"ETag": _header({"type": "string", "pattern": '^"[0-9a-f]{64}"$'},
+                         "the quoted SHA-256 of the file"),
+         "Accept-Ranges": _header({"type": "string", "enum": ["bytes"]}, "ranges served")}
+_FILE = _bytes("the whole file", headers=_ETAG)
+_PART = {"description": "the range (Content-Range), or several as multipart/byteranges",
+         "headers": {**_ETAG, "Content-Range": _header(
+             {"type": "string", "pattern": "^bytes [0-9]+-[0-9]+/[0-9]+$"}, "one range only",
+             required=False)},
+         "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}},
+                     "multipart/byteranges": {"schema": {"type": "string",
+                                                         "format": "binary"}}}}  # fmt: skip
+_DOWNLOAD = {"200": _FILE, "206": _PART,
+             "304": {"description": "If-None-Match holds the current ETag"},
+             **_errors(404, 416)}  # fmt: skip
+_NO_FIELDS = {"content": {"application/json": {"schema": {
+    "type": "object", "maxProperties": 0}}}, "description": "optional: no body, or {}"}
 
 
 def _job_op(summary: str, *errors: int, **extra: Any) -> dict[str, Any]:
@@ -86,6 +118,9 @@ def _job_op(summary: str, *errors: int, **extra: Any) -> dict[str, Any]:
     return op
 
 
+_JOBS = _json({"type": "object", "required": ["jobs"], "properties": {
+    "jobs": {"type": "array", "maxItems": 500, "items": _ref("Job")}}})  # fmt: skip
+
 CLIENT_PATHS: dict[str, Any] = {
     "/api/v1/jobs": {
         "post": {
@@ -93,126 +128,158 @@ CLIENT_PATHS: dict[str, Any] = {
                        "400 unknown_site for a site without an active site token",
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": _ref("JobRequest")}}},
-            "responses": {"201": _json(_ref("Job"), "created"),
-                          "200": _json(_ref("Job"), "the same job existed"),
+            "responses": {"201": _json(_ref("Job"), "created", headers={
+                              "Location": _header({"type": "string"}, "the job's URL")}),
+                          "200": _json(_ref("Job"), "the same job existed", headers={
+                              "Location": _header({"type": "string"}, "the job's URL")}),
                           **_errors(409, 413)},
         },
         "get": {
             "summary": "List own jobs (admin: all), newest first, at most 500",
-            "parameters": [_param("state", "query", {"type": "string"}, "only this state")],
-            "responses": {"200": _json({"type": "object", "properties": {
-                "jobs": {"type": "array", "items": _ref("Job")}}}), **_errors()},
+            "parameters": [STATE],
+            "responses": {"200": _JOBS, **_errors()},
         },
     },
     "/api/v1/jobs/{job_id}": {"get": _job_op(
-        "The job document; with version and wait, as soon as version > v",
-        parameters=[JOB_ID, _param("version", "query", {"type": "integer"}, "version seen"),
-                    WAIT_50])},
+        "The job document; with version and wait, as soon as version > v", 429,
+        parameters=[JOB_ID, _param("version", "query", COUNT, "version seen"), WAIT_50])},
     "/api/v1/jobs/{job_id}/inputs/{name}": {
         "head": {"summary": "Bytes the broker holds of an input",
                  "parameters": [JOB_ID, INPUT_NAME],
-                 "responses": {"200": _OFFSET_HELD, **_errors(404)}},
+                 "responses": {"200": {"description": "Upload-Offset: bytes held", "headers": {
+                     **_NEW_OFFSET, "Upload-Length": _header(COUNT, "declared size")}},
+                     **_errors(404)}},
         "patch": {"summary": "Append input bytes at Upload-Offset (resumable)",
                   "parameters": [JOB_ID, INPUT_NAME, OFFSET], "requestBody": _UPLOAD_BODY,
-                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503)}},
+                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413)}},
     },
-    "/api/v1/jobs/{job_id}/submit": {"post": _job_op("Queue the job (inputs complete)", 409)},
+    "/api/v1/jobs/{job_id}/submit": {"post": _job_op("Queue the job (inputs complete)", 409,
+                                                     requestBody=_NO_FIELDS)},
     "/api/v1/jobs/{job_id}/logs/{stream}": {"get": {
         "summary": "Log bytes from offset (at most 1 MiB), long-polled",
-        "parameters": [JOB_ID, STREAM, _param("offset", "query", {"type": "integer"}, "start"),
-                       WAIT_50],
-        "responses": {"200": _bytes("log bytes; headers Log-Size and Job-State"), **_errors(404)},
+        "parameters": [JOB_ID, STREAM, _param("offset", "query", COUNT,
+                                              "start; at most the log's size"), WAIT_50],
+        "responses": {"200": _bytes("log bytes", headers={
+            "Log-Size": _header(COUNT, "the log's size"),
+            "Job-State": _header({"type": "string", "enum": [x.value for x in State]},
+                                 "the job's state")}), **_errors(404, 409, 429)},
     }},
     "/api/v1/jobs/{job_id}/results/{name}": {"get": {
-        "summary": "Download a result of a finished job (Range supported)",
-        "parameters": [JOB_ID, RESULT_PATH, RANGE],
-        "responses": {"200": _FILE, "206": _FILE, **_errors(404, 416)},
+        "summary": "Download a result of a finished job (RFC 9110 ranges)",
+        "parameters": [JOB_ID, RESULT_PATH, RANGE, IF_RANGE],
+        "responses": _DOWNLOAD,
     }},
-    "/api/v1/jobs/{job_id}/cancel": {"post": _job_op("Cancel (at once if unclaimed)")},
-    "/api/v1/jobs/{job_id}/ack": {"post": _job_op("Results fetched: delete them now", 409)},
+    "/api/v1/jobs/{job_id}/cancel": {"post": _job_op("Cancel (at once if unclaimed)",
+                                                     requestBody=_NO_FIELDS)},
+    "/api/v1/jobs/{job_id}/ack": {"post": _job_op("Results fetched: delete them now", 409,
+                                                  requestBody=_NO_FIELDS)},
 }  # fmt: skip
 
 AGENT_PATHS: dict[str, Any] = {
     "/api/v1/agent/claim": {"post": {
         "summary": "Take the next job of this site (reattach first), long-polled",
         "parameters": [WAIT_50],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["agent_id"],
-            "properties": {"agent_id": {"type": "string"}}}}}},
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": _ref("ClaimRequest")}}},
         "responses": {"200": _json(_ref("Claim")), "204": {"description": "nothing to do"},
-                      **_errors(429, 503)},
+                      **_errors(413, 429)},
         "description": "The token is checked again as the claim commits (a token revoked "
                        "while its poll waited gets 401 and takes nothing), and a poll whose "
                        "client has closed its connection takes nothing.",
     }},
     "/api/v1/agent/jobs/{job_id}/lease": {"post": {
         "summary": "Renew the lease; state=running starts the job; wait returns on cancel",
-        "parameters": [JOB_ID, EPOCH, _param("wait", "query", {"type": "number", "maximum": 20},
-                                             "seconds (<= 20)")],
-        "requestBody": {"content": {"application/json": {"schema": {"type": "object",
-            "properties": {"state": {"type": "string", "enum": ["running"]},
-                           "native_id": {"type": "string"}}}}}},
-        "responses": {"200": _json(_ref("Lease")), **_errors(404, 409)},
+        "parameters": [JOB_ID, EPOCH, _param(
+            "wait", "query", {"type": "number", "minimum": 0},
+            f"seconds; more than {defaults.MAX_LEASE_WAIT:g} (or half the lease) are cut")],
+        "requestBody": {"content": {"application/json": {"schema": _ref("LeaseRequest")}}},
+        "responses": {"200": _json(_ref("Lease")), **_errors(404, 409, 413, 429)},
     }},
     "/api/v1/agent/jobs/{job_id}/release": {"post": _job_op(
         "Hand a held job back now (a stopping agent): claimed jobs are queued again, running "
-        "ones wait for their agent to re-attach", 409, parameters=[JOB_ID, EPOCH])},
+        "ones wait for their agent to re-attach", 409, 413, parameters=[JOB_ID, EPOCH],
+        requestBody=_NO_FIELDS)},
     "/api/v1/agent/jobs/{job_id}/inputs/{name}": {"get": {
-        "summary": "Download an input (Range supported)",
-        "parameters": [JOB_ID, INPUT_NAME, RANGE],
-        "responses": {"200": _FILE, "206": _FILE, **_errors(404, 416)},
+        "summary": "Download an input (RFC 9110 ranges)",
+        "parameters": [JOB_ID, INPUT_NAME, RANGE, IF_RANGE],
+        "responses": _DOWNLOAD,
     }},
     "/api/v1/agent/jobs/{job_id}/logs/{stream}": {"post": {
         "summary": "Append log bytes at Log-Offset (bytes already held are skipped)",
-        "parameters": [JOB_ID, STREAM, EPOCH, _param("Log-Offset", "header",
-                                                     {"type": "integer"}, "offset", True)],
+        "parameters": [JOB_ID, STREAM, EPOCH, _param("Log-Offset", "header", COUNT,
+                                                     "offset of the body's first byte", True)],
         "requestBody": {"required": True, "content": {OCTETS: {"schema": {
             "type": "string", "format": "binary"}}}},
-        "responses": {"200": _json({"type": "object", "properties": {
-            "size": {"type": "integer"}}}), **_errors(404, 409, 413)},
+        "responses": {"200": _json({"type": "object", "required": ["size"],
+                                    "properties": {"size": COUNT}}),
+                      **_errors(404, 409, 413)},
     }},
     "/api/v1/agent/jobs/{job_id}/results/{name}": {
         "head": {"summary": "Bytes the broker holds of a result",
-                 "parameters": [JOB_ID, RESULT_PATH], "responses": {"200": _OFFSET_HELD,
-                                                                    **_errors(404)}},
+                 "parameters": [JOB_ID, RESULT_PATH], "responses": {
+                     "200": {"description": "Upload-Offset: bytes held (0: none yet)",
+                             "headers": {**_NEW_OFFSET,
+                                         "Upload-Length": _header(COUNT, "declared", False),
+                                         "Upload-SHA256": _header(s.SHA256, "declared",
+                                                                  False)}},
+                     **_errors(404)}},
         "patch": {"summary": "Append result bytes at Upload-Offset (resumable)",
                   "parameters": [JOB_ID, RESULT_PATH, EPOCH, OFFSET,
-                                 _param("Upload-Length", "header", {"type": "integer"},
-                                        "total size", True),
-                                 _param("Upload-SHA256", "header", {"type": "string"},
-                                        "SHA-256 of the whole file", True)],
+                                 _param("Upload-Length", "header", COUNT, "total size", True),
+                                 _param("Upload-SHA256", "header",
+                                        {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                                        "SHA-256 of the whole file (with Upload-Length 0: "
+                                        f"{EMPTY_SHA256})", True)],
                   "requestBody": _UPLOAD_BODY,
-                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503)}},
+                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413)}},
     },
     "/api/v1/agent/jobs/{job_id}/complete": {"post": _job_op(
-        "Report the outcome and the uploaded results; idempotent for the same epoch", 409,
+        "Report the outcome and the uploaded results; idempotent for the same epoch", 409, 413,
         parameters=[JOB_ID, EPOCH],
         requestBody={"required": True, "content": {"application/json": {
             "schema": _ref("Completion")}}})},
 }  # fmt: skip
 
+_OPTIONAL_NAME = {"type": "string", "pattern": f"^(?:{SUBJECT_NAME.pattern})?$"}
+_SECONDS = {"type": "number", "minimum": 0}
 ADMIN_PATHS: dict[str, Any] = {
     "/api/v1/admin/jobs": {"get": {
         "summary": "All jobs, newest first, at most 500",
-        "parameters": [_param(k, "query", {"type": "string"}, f"only this {k}")
-                       for k in ("state", "site", "client")],
-        "responses": {"200": _json({"type": "object"}), **_errors()},
+        "parameters": [STATE, *[_param(k, "query", _OPTIONAL_NAME, f"only this {k} (empty: all)")
+                                for k in ("site", "client")]],
+        "responses": {"200": _JOBS, **_errors()},
     }},
     "/api/v1/admin/queues": {"get": {
         "summary": "Per site: queued, claimed, running, oldest waiting job; long polls held",
-        "responses": {"200": _json({"type": "object"}), **_errors()},
+        "responses": {"200": _json({"type": "object", "required": ["sites", "long_polls"],
+            "properties": {"long_polls": COUNT, "sites": {"type": "array",
+                "items": {"type": "object", "required": [
+                    "site", "queued", "claimed", "running", "oldest_queued_at", "oldest_wait"],
+                    "properties": {"site": {"type": "string"}, "queued": COUNT,
+                                   "claimed": COUNT, "running": COUNT,
+                                   "oldest_queued_at": s.nullable(s.TIMESTAMP),
+                                   "oldest_wait": s.nullable(_SECONDS)}}}}}),
+            **_errors()},
     }},
     "/api/v1/admin/agents": {"get": {
         "summary": "Agents and when each was last seen",
-        "responses": {"200": _json({"type": "object"}), **_errors()},
+        "responses": {"200": _json({"type": "object", "required": ["agents"], "properties": {
+            "agents": {"type": "array", "items": {"type": "object", "required": [
+                "site", "agent_id", "last_seen", "seconds_ago"], "properties": {
+                "site": {"type": "string"}, "agent_id": {"type": "string"},
+                "last_seen": s.TIMESTAMP, "seconds_ago": _SECONDS}}}}}), **_errors()},
     }},
 }  # fmt: skip
 
 META_PATHS: dict[str, Any] = {
     "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
-                                     "responses": {"200": _json({"type": "object"})}}},
+                                     "responses": {"200": _json({"type": "object",
+                                                                 "required": ["openapi"]})}}},
     "/api/v1/health": {"get": {"summary": "Liveness (no token needed)", "security": [],
-                               "responses": {"200": _json({"type": "object"})}}},
+                               "responses": {"200": _json({
+                                   "type": "object", "required": ["status", "tokens"],
+                                   "properties": {"status": {"const": "ok"},
+                                                  "tokens": {"type": "object"}}})}}},
     "/metrics": {"get": {
         "summary": "Prometheus metrics (text format 0.0.4); admin or operator tokens",
         "responses": {"200": {"description": "the exposition", "content": {
@@ -220,91 +287,28 @@ META_PATHS: dict[str, Any] = {
     }},
 }  # fmt: skip
 
-_OUTCOME = {
-    "type": "object",
-    "required": ["state"],
-    "properties": {
-        "state": {
-            "type": "string",
-            "enum": [
-                "completed",
-                "failed",
-                "cancelled",
-                "timeout",
-                "out_of_memory",
-                "node_fail",
-                "preempted",
-                "lost",
-                "rejected",
-            ],
-        },
-        "exit_code": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 255},
-        "signal": {"type": "integer", "nullable": True, "minimum": 1, "maximum": 127},
-        "reason": {"type": "string"},
-        "error_kind": {"type": "string"},
-    },
-}
-_FILE_ENTRY = {
-    "type": "object",
-    "required": ["name", "size", "sha256"],
-    "properties": {
-        "name": {"type": "string"},
-        "size": {"type": "integer"},
-        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "mode": {"type": "integer"},
-    },
-}
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "properties": {"error": {"type": "object",
-        "required": ["code", "message"], "properties": {"code": {"type": "string"},
-        "message": {"type": "string"}, "field": {"type": "string"}}}}},
-    "JobRequest": {"type": "object", "required": ["site", "command"], "properties": {
-        "job_id": {"type": "string", "format": "uuid"}, "site": {"type": "string"},
-        "command": {"type": "string"}, "params": {"type": "object"},
-        "inputs": {"type": "array", "items": _FILE_ENTRY},
-        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-        "walltime_limit": {"type": "number", "nullable": True}}},
-    "Job": {"type": "object", "properties": {
-        "job_id": {"type": "string"}, "site": {"type": "string"}, "client": {"type": "string"},
-        "command": {"type": "string"}, "params": {"type": "object"},
-        "metadata": {"type": "object"}, "walltime_limit": {"type": "number", "nullable": True},
-        "inputs": {"type": "array", "items": _FILE_ENTRY},
-        "state": {"type": "string", "enum": ["created", "queued", "claimed", "running",
-                                             "finished", "cancelled", "expired"]},
-        "version": {"type": "integer"}, "outcome": {**_OUTCOME, "nullable": True},
-        "logs": {"type": "object", "properties": {"stdout": {"type": "integer"},
-                                                  "stderr": {"type": "integer"}}},
-        "results": {"type": "array", "items": _FILE_ENTRY},
-        "results_available": {"type": "boolean"},
-        "skipped": {"type": "array", "items": {"type": "object"}},
-        "cancel_requested": {"type": "boolean"}, "agent_lost": {"type": "boolean"},
-        "agent_id": {"type": "string", "nullable": True},
-        "native_id": {"type": "string", "nullable": True},
-        "created_at": {"type": "number"}, "updated_at": {"type": "number"},
-        "notice": {"type": "object", "nullable": True, "description":
-                   "client API: set while the job is queued and no agent of its site is online",
-                   "properties": {"code": {"type": "string", "enum": ["no_agent_online"]},
-                                  "message": {"type": "string"},
-                                  "agent_last_seen": {"type": "number", "nullable": True}}}}},
-    "Claim": {"type": "object", "properties": {"job": _ref("Job"), "reattach": {
-        "type": "boolean"}, "lease": {"type": "object", "properties": {
-        "epoch": {"type": "integer"}, "ttl": {"type": "number"}}}}},
-    "Lease": {"type": "object", "properties": {"ttl": {"type": "number"},
-        "cancel_requested": {"type": "boolean"}, "epoch": {"type": "integer"},
-        "state": {"type": "string"}}},
-    "Completion": {"type": "object", "required": ["outcome"], "properties": {
-        "outcome": _OUTCOME, "results": {"type": "array", "items": _FILE_ENTRY},
-        "skipped": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string"}, "reason": {"type": "string"}}}}}},
+_RETRY_AFTER = {"Retry-After": _header({"type": "string", "pattern": "^[0-9]+$"},
+                                       "seconds to wait before retrying")}  # fmt: skip
+RESPONSES: dict[str, Any] = {
+    "Error": _json(_ref("Error"), "error with a stable code"),
+    "Conflict": _json(_ref("Error"), "offset_mismatch also says what the broker holds in "
+                      "Upload-Offset or Log-Size", headers={
+                          "Upload-Offset": _header(COUNT, "offset_mismatch", False),
+                          "Log-Size": _header(COUNT, "offset_mismatch of a log", False)}),
+    "RangeNotSatisfiable": _json(_ref("Error"), "no range lies in the file", headers={
+        "Content-Range": _header({"type": "string", "pattern": "^bytes \\*/[0-9]+$"},
+                                 "the file's size")}),
+    "RetryLater": _json(_ref("Error"), "transient", headers=_RETRY_AFTER),
 }  # fmt: skip
 
 DOCUMENT: dict[str, Any] = {
-    "openapi": "3.0.3",
+    "openapi": "3.1.0",
     "info": {
         "title": "mint-bridge broker",
         "version": "1",
         "description": "Jobs between MInt's bridge node (client) and sites that poll (agent). "
-        "See docs/broker-api.md for the contract in words.",
+        "See docs/broker-api.md for the contract in words. Every rule the broker enforces on "
+        "a request is stated here; the served copy also carries this broker's size limits.",
     },
     "security": [{"bearer": []}],
     "paths": {**CLIENT_PATHS, **AGENT_PATHS, **ADMIN_PATHS, **RELOAD_PATH, **META_PATHS,
@@ -312,15 +316,29 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                        "description": "mbt_<12 hex id>_<secret>"}},
-        "schemas": {**SCHEMAS, **LEGACY_SCHEMAS},
-        "responses": {"Error": _json(_ref("Error"), "error with a stable code")},
+        "schemas": {**s.SCHEMAS, **LEGACY_SCHEMAS},
+        "responses": RESPONSES,
     },
 }  # fmt: skip
 
 
+def served_document(config: BrokerConfig) -> dict[str, Any]:
+    """DOCUMENT with this broker's size limits, so a size it refuses is outside the spec."""
+    document = copy.deepcopy(DOCUMENT)
+    schemas = document["components"]["schemas"]
+    if config.max_input_size is not None:  # a new dict: the size schema is shared (COUNT)
+        entry = schemas["JobRequest"]["properties"]["inputs"]["items"]["properties"]
+        entry["size"] = {**entry["size"], "maximum": config.max_input_size}
+    if config.max_result_size is not None:
+        patch = document["paths"]["/api/v1/agent/jobs/{job_id}/results/{name}"]["patch"]
+        length = next(p for p in patch["parameters"] if p["name"] == "Upload-Length")
+        length["schema"] = {**length["schema"], "maximum": config.max_result_size}
+    return document
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(DOCUMENT)
+    return jsonify(served_document(current().config))
 
 
 @bp.get("/health")

@@ -3,7 +3,7 @@
 Uploads are read from the request stream a chunk at a time (never ``request.data``), written
 at the offset the database holds, flushed to disk, and only then counted in the database.
 A body cut short keeps what arrived, so the client resumes from there. Downloads stream from
-an open file with ``Range`` support. Memory stays constant for a 1 GiB file.
+an open file with RFC 9110 ranges (``broker.ranges``). Memory stays constant for a 1 GiB file.
 
 One upload per file at a time: ``KeyedLocks`` serialises requests on the same file (a retry
 that overtakes its own cut request waits for it, then sees the settled offset).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from werkzeug.wrappers import Response as BaseResponse
 from werkzeug.wsgi import FileWrapper
 
 from bridge.core import defaults as bridge_defaults
-from broker import defaults
-from broker.errors import BodyCut, ChecksumMismatch, TooLarge, Unavailable
+from broker import defaults, ranges
+from broker.errors import BodyCut, ChecksumMismatch, RangeNotSatisfiable, TooLarge, Unavailable
 from broker.files import JobFiles
+
+OCTETS = "application/octet-stream"
 
 
 class KeyedLocks:
@@ -245,26 +248,112 @@ def _verify(files: JobFiles, target: UploadTarget, digest: Any, record: Callable
 
 
 def file_response(handle: BinaryIO, size: int, sha256: str) -> BaseResponse:
-    """Stream an open file with ETag and Range support (206 for a range, 416 if impossible)."""
-    response = Response(
-        FileWrapper(handle, bridge_defaults.CHUNK_SIZE),
-        mimetype="application/octet-stream",
-        direct_passthrough=True,
-    )
-    response.content_length = size
-    response.set_etag(sha256)
-    response.cache_control.no_cache = True
+    """Stream an open file with its ETag, conditional requests and RFC 9110 ranges.
+
+    Preconditions (If-None-Match, If-Match) come first (RFC 9110 13.2.2); ``Range`` counts
+    only for a GET that passed them, and ``broker.ranges`` decides which bytes go out.
+    """
     try:
-        return response.make_conditional(request.environ, accept_ranges=True,
-                                         complete_length=size)  # fmt: skip
-    except Exception:
+        response = Response(
+            FileWrapper(handle, bridge_defaults.CHUNK_SIZE),
+            mimetype=OCTETS,
+            direct_passthrough=True,
+        )
+        response.content_length = size
+        _file_headers(response, sha256)
+        response.make_conditional(request.environ)  # 304/412 only: ranges are ours below
+        if response.status_code != 200 or request.method != "GET":
+            return response
+        decision = ranges.plan(
+            request.headers.get("Range"), request.headers.get("If-Range"), sha256, size
+        )
+        if isinstance(decision, ranges.Unsatisfiable):
+            raise RangeNotSatisfiable(
+                f"the Range asks for no byte of this file of {size} bytes (or is malformed); "
+                f"ask for bytes=<first>- with first below {size}, or send no Range",
+                size,
+            )
+        if isinstance(decision, ranges.Partial):
+            return _partial_response(handle, size, sha256, decision.spans)
+        return response
+    except BaseException:
         handle.close()
         raise
 
 
-def empty_file_response(sha256: str) -> Response:
-    """A 0-byte file: nothing to open (it may never have been written to disk)."""
-    response = Response(b"", mimetype="application/octet-stream")
+def _file_headers(response: BaseResponse, sha256: str) -> None:
     response.set_etag(sha256)
     response.cache_control.no_cache = True
+    response.accept_ranges = "bytes"
+
+
+def _partial_response(handle: BinaryIO, size: int, sha256: str,
+                      spans: tuple[tuple[int, int], ...]) -> BaseResponse:  # fmt: skip
+    """206: one span as the body, several as multipart/byteranges (RFC 9110 14.6)."""
+    if len(spans) == 1:
+        first, last = spans[0]
+        response = Response(_Spans(handle, [(b"", first, last)], b""), status=206,
+                            mimetype=OCTETS, direct_passthrough=True)  # fmt: skip
+        response.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        response.content_length = last - first + 1
+    else:
+        boundary = secrets.token_hex(16)
+        pieces = [(_part_header(boundary, i, first, last, size), first, last)
+                  for i, (first, last) in enumerate(spans)]  # fmt: skip
+        closing = f"\r\n--{boundary}--\r\n".encode()
+        response = Response(_Spans(handle, pieces, closing), status=206,
+                            direct_passthrough=True)  # fmt: skip
+        response.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        response.content_length = len(closing) + sum(
+            len(head) + last - first + 1 for head, first, last in pieces
+        )
+    _file_headers(response, sha256)
+    return response
+
+
+def _part_header(boundary: str, index: int, first: int, last: int, size: int) -> bytes:
+    lead = "\r\n" if index else ""
+    return (f"{lead}--{boundary}\r\nContent-Type: {OCTETS}\r\n"
+            f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n").encode()  # fmt: skip
+
+
+class _Spans:
+    """The WSGI body of a 206: each span's header, then its bytes read in chunks.
+
+    An object with ``close`` rather than a generator, so the file is closed even when the
+    server drops the body before reading any of it.
+    """
+
+    def __init__(self, handle: BinaryIO, pieces: list[tuple[bytes, int, int]], closing: bytes
+                 ) -> None:  # fmt: skip
+        self.handle, self.pieces, self.closing = handle, pieces, closing
+
+    def __iter__(self) -> Iterator[bytes]:
+        for head, first, last in self.pieces:
+            if head:
+                yield head
+            yield from self._read(first, last - first + 1)
+        if self.closing:
+            yield self.closing
+
+    def _read(self, offset: int, left: int) -> Iterator[bytes]:
+        fd = self.handle.fileno()
+        while left > 0:
+            chunk = os.pread(fd, min(bridge_defaults.CHUNK_SIZE, left), offset)
+            if not chunk:
+                # The file shrank under us (it never should): end the body short so the
+                # client sees a cut transfer and resumes, instead of padding with garbage.
+                return
+            offset, left = offset + len(chunk), left - len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def empty_file_response(sha256: str) -> Response:
+    """A 0-byte file: nothing to open (it may never have been written to disk). ``Range`` is
+    ignored (RFC 9110 14.2 allows it): the whole, empty file is the answer."""
+    response = Response(b"", mimetype=OCTETS)
+    _file_headers(response, sha256)
     return response

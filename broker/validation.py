@@ -19,6 +19,7 @@ from bridge.core import defaults, strict_json
 from bridge.core.errors import BridgeError
 from bridge.core.job import check_job_id, new_job_id
 from bridge.core.paths import check_name, check_relative_path
+from bridge.core.strict_json import INT64_MAX
 from broker.auth import SUBJECT_NAME
 from broker.errors import InvalidField, InvalidJson, MissingField, UnsafeName
 from broker.store import InputSpec, NewJob, ParamValue, ResultRecord, State
@@ -72,6 +73,9 @@ def _invalid(field: str, message: str) -> InvalidField:
 
 def check_keys(body: Mapping[str, Any], allowed: set[str], prefix: str = "") -> None:
     unknown = sorted(set(body) - allowed)
+    if unknown and not allowed:
+        raise _invalid(f"{prefix}{unknown[0]}", "is not a known field; this call takes none: "
+                       "send no body or {}")
     if unknown:
         raise _invalid(
             f"{prefix}{unknown[0]}", f"is not a known field; known: {', '.join(sorted(allowed))}"
@@ -95,12 +99,15 @@ def text(value: object, field: str, max_length: int, *, pattern: re.Pattern[str]
     return value
 
 
-def integer(value: object, field: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+def integer(value: object, field: str, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    """An integer in range; ``7.0`` counts as 7, as JSON (and JSON Schema) has one number
+    type. The upper bound is at most what the databases hold (signed 64 bits)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise _invalid(field, f"must be an integer, not {_kind(value)}")
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise _invalid(field, f"must be at least {minimum}{upper}")
+    if not minimum <= value <= min(maximum, INT64_MAX):
+        raise _invalid(field, f"must be at least {minimum} and at most {min(maximum, INT64_MAX)}")
     return value
 
 
@@ -236,6 +243,12 @@ def _input(item: object, prefix: str) -> InputSpec:
     )
 
 
+def parse_no_fields(body: Mapping[str, Any]) -> None:
+    """A call that takes no fields (submit, cancel, ack, release, reload): an empty body or
+    ``{}``; a key would be a setting that does nothing, so it is refused."""
+    check_keys(body, set())
+
+
 def parse_claim(body: Mapping[str, Any]) -> str:
     check_keys(body, {"agent_id"})
     return text(require(body, "agent_id"), "agent_id", 128, pattern=_AGENT_ID)
@@ -268,7 +281,7 @@ def parse_outcome(value: object) -> dict[str, Any]:
         raise _invalid("outcome", f"must be an object, not {_kind(value)}")
     check_keys(value, {"state", "exit_code", "signal", "reason", "error_kind"}, "outcome.")
     state = require(value, "state", "outcome.")
-    if state not in OUTCOME_STATES:
+    if not isinstance(state, str) or state not in OUTCOME_STATES:  # a list is not hashable
         raise _invalid("outcome.state", f"must be one of {', '.join(sorted(OUTCOME_STATES))}")
     outcome: dict[str, Any] = {
         "state": state,
@@ -340,8 +353,8 @@ def header_int(headers: Headers, name: str) -> int:
     value = headers.get(name)
     if value is None:
         raise MissingField(name, "header is required")
-    if not _DIGITS.fullmatch(value.strip()):
-        raise _invalid(name, f"header must be a non-negative integer, not {value!r:.40}")
+    if not _DIGITS.fullmatch(value.strip()) or int(value.strip()) > INT64_MAX:
+        raise _invalid(name, f"header must be an integer from 0 to {INT64_MAX}, not {value!r:.40}")
     return int(value.strip())
 
 
@@ -356,8 +369,8 @@ def query_int(args: Mapping[str, str], name: str, default: int) -> int:
     value = args.get(name)
     if value is None or value == "":
         return default
-    if not _DIGITS.fullmatch(value):
-        raise _invalid(name, f"must be a non-negative integer, not {value!r:.40}")
+    if not _DIGITS.fullmatch(value) or int(value) > INT64_MAX:
+        raise _invalid(name, f"must be an integer from 0 to {INT64_MAX}, not {value!r:.40}")
     return int(value)
 
 

@@ -68,7 +68,7 @@ def check_relative_path(path: object) -> PurePosixPath:
     if not isinstance(path, str) or not path:
         raise StagingError("result path must be a non-empty string", field="name")
     pure = PurePosixPath(path)
-    if pure.is_absolute() or str(pure) != path:
+    if pure.is_absolute() or str(pure) != path or not pure.parts:  # "." names no file
         raise StagingError(f"result path {path!r:.120} is not a plain relative path")
     for part in pure.parts:
         problem = name_problem(part)
