@@ -181,7 +181,7 @@ def render(broker: Broker, metrics: Metrics) -> str:
                       "Long polls (claims, status, logs) waiting now.")  # fmt: skip
     out.sample(name, [], broker.notifier.waiting())
     name = out.family("store_size_bytes", "gauge", "Size of the store's database files.")
-    out.sample(name, [], _store_size(broker.config.database))
+    out.sample(name, [], store_size(broker.config.database))
     _counters(out, metrics)
     return out.text()
 
@@ -237,7 +237,7 @@ def _counters(out: _Exposition, metrics: Metrics) -> None:
         out.sample(f"{name}_sum", labels, histogram.total)
 
 
-def _store_size(database: str) -> int:
+def store_size(database: str) -> int:
     # SQLite keeps recent commits in the -wal file until a checkpoint: count it too.
     total = 0
     for path in (database, f"{database}-wal", f"{database}-shm"):
