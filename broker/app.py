@@ -48,10 +48,10 @@ def create_app(
     errors.init_app(app)
     for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp):
         app.register_blueprint(area)
-    metrics.init_app(app)  # GET /metrics, and the counters every request adds to
+    counters = metrics.init_app(app)  # GET /metrics, and the counters every request adds to
     console.init_app(app)  # the web console, /console/
     legacy.init_app(app, config)  # the original API; answers 404 unless [legacy] enables it
     app.after_request(lambda response: drain_after_error(response, config.body_timeout))
     if housekeeping:
-        Housekeeper(broker).start()
+        Housekeeper(broker, counters.expiries).start()
     return app

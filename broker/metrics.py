@@ -31,7 +31,7 @@ from bridge import __version__
 from broker import auth
 from broker.runtime import Broker, current
 from broker.status import site_statuses
-from broker.store import Scope, State
+from broker.store import ExpiryReport, Scope, State
 
 EXTENSION = "mint_broker_metrics"
 PREFIX = "mint_bridge_broker_"
@@ -82,6 +82,15 @@ class Metrics:
                 if seconds <= bound:
                     histogram.buckets[index] += 1
 
+    def expiries(self, report: ExpiryReport) -> None:
+        """Count what housekeeping's ``Store.expire`` did (called from its thread)."""
+        for outcome, jobs in (("requeued", report.requeued), ("agent_lost", report.agent_lost),
+                              ("cancelled", report.cancelled)):  # fmt: skip
+            if jobs:
+                self.add("lease_expiries", {"outcome": outcome}, len(jobs))
+        if report.expired:
+            self.add("jobs_expired", {}, len(report.expired))
+
     def counter(self, name: str) -> dict[Labels, float]:
         with self._lock:
             return dict(self._counters.get(name, {}))
@@ -128,6 +137,9 @@ def _count_request(response: BaseResponse) -> BaseResponse:
     method = request.method
     metrics.add("http_requests", {"route": route, "method": method,
                                   "status": str(response.status_code)})  # fmt: skip
+    reason = g.get("auth_failure")
+    if isinstance(reason, str):
+        metrics.add("auth_failures", {"reason": reason})
     if isinstance(started, float):
         # Until the view answered: a streamed download's bytes go out after this.
         metrics.observe_latency({"route": route, "method": method}, time.perf_counter() - started)
@@ -217,6 +229,11 @@ _COUNTERS = (
     ("jobs_claimed", "Claims answered with a job (first claims and re-attachments), by site."),
     ("jobs_completed", "Jobs ended by their agent's complete, by site, final state and outcome."),
     ("http_requests", "HTTP requests answered, by route template, method and status."),
+    ("auth_failures", "Requests refused by authentication or scope, by reason (malformed, "
+     "unknown, revoked, expired, missing, not_bearer, token_in_url, wrong_scope)."),
+    ("lease_expiries", "Leases that lapsed, by what became of the job (requeued: it had not "
+     "started; agent_lost: it was running; cancelled: a cancel was pending)."),
+    ("jobs_expired", "Jobs that expired unclaimed or unsubmitted (the queue TTL)."),
     ("upload_bytes", "Bytes of uploads accepted (inputs, results, logs)."),
     ("download_bytes", "Bytes of downloads answered (inputs, results, logs)."),
 )

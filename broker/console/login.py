@@ -50,7 +50,7 @@ def login() -> BaseResponse:
     try:
         principal = auth.verify(broker.store, request.form.get("token", "").strip(), now)
         if principal.scope not in access.CONSOLE_SCOPES:
-            raise Forbidden(_WRONG_SCOPE.format(scope=principal.scope))
+            raise auth.refused("wrong_scope", Forbidden(_WRONG_SCOPE.format(scope=principal.scope)))
     except BrokerError as exc:
         log.info("console: log-in refused (%s)", exc.code)
         return _form(exc.message, exc.status)
