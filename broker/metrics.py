@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.wrappers import Response as BaseResponse
@@ -39,6 +39,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; long polls (up to 50 s) land in the top buckets, plain requests in the low ones.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 JOB_EVENTS = ("created", "claimed", "completed")
+# Seconds from a job's queueing to its claim or start, and a job's whole life: from a
+# sub-second dispatch by long poll to jobs that wait or run for a day.
+JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+               4 * 3600.0, 24 * 3600.0)  # fmt: skip
+JOB_HISTOGRAMS = (
+    ("dispatch_claim_seconds", "From a job's queueing to its first claim by an agent, by site."),
+    ("dispatch_running_seconds", "From a job's queueing to its agent reporting it running, "
+     "by site."),
+    ("job_duration_seconds", "From a job's creation to its end by its agent, by site and final "
+     "state."),
+)
 # Which file a transfer route moves, by a part of its template.
 _FILE_KINDS = (("/inputs/", "input"), ("/results/", "result"), ("/logs/", "log"))
 _UPLOAD_METHODS = ("PATCH", "POST", "PUT")
@@ -53,9 +64,19 @@ bp.before_request(
 
 @dataclass
 class _Histogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    buckets: list[int] = field(default_factory=list)
     count: int = 0
     total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if not self.buckets:
+            self.buckets = [0] * len(self.bounds)
+        self.count += 1
+        self.total += seconds
+        for index, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.buckets[index] += 1
 
 
 class Metrics:
@@ -65,6 +86,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[Labels, float]] = {}
         self._latency: dict[Labels, _Histogram] = {}
+        self._jobs: dict[str, dict[Labels, _Histogram]] = {}
 
     def add(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
         key = tuple(sorted(labels.items()))
@@ -75,12 +97,19 @@ class Metrics:
     def observe_latency(self, labels: Mapping[str, str], seconds: float) -> None:
         key = tuple(sorted(labels.items()))
         with self._lock:
-            histogram = self._latency.setdefault(key, _Histogram())
-            histogram.count += 1
-            histogram.total += seconds
-            for index, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    histogram.buckets[index] += 1
+            self._latency.setdefault(key, _Histogram()).observe(seconds)
+
+    def observe_job(self, name: str, labels: Mapping[str, str], seconds: float) -> None:
+        """One of ``JOB_HISTOGRAMS`` (a clock set back gives no negative figure)."""
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            series = self._jobs.setdefault(name, {})
+            series.setdefault(key, _Histogram(JOB_BUCKETS)).observe(max(0.0, seconds))
+
+    def job_histograms(self, name: str) -> dict[Labels, _Histogram]:
+        with self._lock:
+            return {k: replace(v, buckets=list(v.buckets))
+                    for k, v in self._jobs.get(name, {}).items()}  # fmt: skip
 
     def expiries(self, report: ExpiryReport) -> None:
         """Count what housekeeping's ``Store.expire`` did (called from its thread)."""
@@ -97,7 +126,7 @@ class Metrics:
 
     def latency(self) -> dict[Labels, _Histogram]:
         with self._lock:
-            return {key: _Histogram(list(h.buckets), h.count, h.total)
+            return {key: replace(h, buckets=list(h.buckets))
                     for key, h in self._latency.items()}  # fmt: skip
 
 
@@ -124,6 +153,11 @@ def job_event(event: str, site: str, state: State | None = None, outcome: str = 
     if state is not None:
         labels.update({"state": state.value, "outcome": outcome})
     of_app(current_app).add(f"jobs_{event}", labels)
+
+
+def job_time(name: str, labels: Mapping[str, str], seconds: float) -> None:
+    """Observe one of ``JOB_HISTOGRAMS`` from a view (dispatch latency, job duration)."""
+    of_app(current_app).observe_job(name, labels, seconds)
 
 
 def _start_clock() -> None:
@@ -246,8 +280,16 @@ def _counters(out: _Exposition, metrics: Metrics) -> None:
             out.sample(name, labels, value)
     name = out.family("http_request_duration_seconds", "histogram",
                       "Time from a request's arrival to its answer, by route template.")
-    for labels, histogram in sorted(metrics.latency().items()):
-        for bound, count in zip(LATENCY_BUCKETS, histogram.buckets, strict=True):
+    _histograms(out, name, metrics.latency())
+    for histogram_name, help_text in JOB_HISTOGRAMS:
+        name = out.family(histogram_name, "histogram", help_text)
+        _histograms(out, name, metrics.job_histograms(histogram_name))
+
+
+def _histograms(out: _Exposition, name: str, series: Mapping[Labels, _Histogram]) -> None:
+    for labels, histogram in sorted(series.items()):
+        counts = histogram.buckets or [0] * len(histogram.bounds)
+        for bound, count in zip(histogram.bounds, counts, strict=True):
             out.sample(f"{name}_bucket", [*labels, ("le", _number(bound))], count)
         out.sample(f"{name}_bucket", [*labels, ("le", "+Inf")], histogram.count)
         out.sample(f"{name}_count", labels, histogram.count)

@@ -190,3 +190,31 @@ def test_lapsed_leases_and_expired_jobs_are_counted(app: Flask, clock: Clock) ->
     assert value(samples, "lease_expiries_total", outcome="requeued") == 1
     assert value(samples, "lease_expiries_total", outcome="agent_lost") == 1
     assert value(samples, "jobs_expired_total") == 1
+
+
+def test_dispatch_latency_and_job_duration_are_histograms(app: Flask, clock: Clock) -> None:
+    client = app.test_client()
+    user, agent = auth(app, Scope.CLIENT, "c"), auth(app, Scope.SITE, "site-a")
+    job_id = create(client, user, "site-a")
+    clock.now += 2
+    claim = client.post("/api/v1/agent/claim", json={"agent_id": "a1"}, headers=agent)
+    assert claim.get_json()["job"]["job_id"] == job_id
+    lease = {**agent, "Lease-Epoch": str(claim.get_json()["lease"]["epoch"])}
+    clock.now += 3
+    for _ in range(2):  # a repeated "running" is not a second start
+        answer = client.post(f"/api/v1/agent/jobs/{job_id}/lease", headers=lease,
+                             json={"state": "running"})  # fmt: skip
+        assert answer.get_json()["state"] == "running"
+    clock.now += 10
+    done = client.post(f"/api/v1/agent/jobs/{job_id}/complete", headers=lease,
+                       json={"outcome": {"state": "failed", "exit_code": 2}})  # fmt: skip
+    assert done.status_code == 200, done.data
+    samples = scrape(client, auth(app, Scope.OPERATOR, "p"))
+    for name, seconds, labels in (("dispatch_claim_seconds", 2, {"site": "site-a"}),
+                                  ("dispatch_running_seconds", 5, {"site": "site-a"}),
+                                  ("job_duration_seconds", 15,
+                                   {"site": "site-a", "state": "finished"})):  # fmt: skip
+        assert value(samples, f"{name}_count", **labels) == 1, name
+        assert value(samples, f"{name}_sum", **labels) == seconds, name
+        assert value(samples, f"{name}_bucket", **labels, le="1") == 0, name
+        assert value(samples, f"{name}_bucket", **labels, le="30") == 1, name
