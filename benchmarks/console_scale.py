@@ -6,16 +6,19 @@ Fills a fresh SQLite store (one transaction, the store's own insert SQL) with ``
 over 30 days and 20 sites, most of them ended (a tenth failed), the newest few hundred
 waiting or running; then times, ``--repeat`` times each, the store reads the console's pages
 are made of (the first page of jobs, a page 1,000 pages deep by keyset cursor, a page filtered
-by site and state, a job's timeline, failures of the last 24 h, the queues) and ``GET
-/metrics`` through the broker's Flask app in this process (an operator token; no TLS, so the
-figure is the broker's own time). Prints one JSON object on stdout and a one-line summary on
-stderr. The targets: a page <= 0.2 s, ``/metrics`` <= 0.1 s at the 95th percentile.
+by site and state, a job's timeline, failures of the last 24 h, the queues), the web
+console's rendered pages (overview, the first page of jobs, a page 1,000 pages deep, a page
+filtered by site and state, a job's page, sites) with a logged-in operator session, and ``GET
+/metrics``, all through the broker's Flask app in this process (no TLS, so the figure is the
+broker's own time). Prints one JSON object on stdout and a one-line summary on stderr. The
+targets: a page <= 0.2 s, ``/metrics`` <= 0.1 s at the 95th percentile.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -24,14 +27,19 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from flask import Flask
+from flask.testing import FlaskClient
+
 from broker.app import create_app
 from broker.auth import new_token
 from broker.config import BrokerConfig
+from broker.console.filters import cursor_of
 from broker.store import JobQuery, NewJob, Scope, State
 from broker.store import sql_jobs as q
 from broker.store.sqlite import SQLiteStore
 
 DAY = 86400.0
+HTTPS = "https://localhost"
 
 
 def fill(store: SQLiteStore, jobs: int, now: float) -> list[str]:
@@ -65,6 +73,40 @@ def p95(action: Callable[[], Any], repeat: int) -> dict[str, float]:
             "median_s": round(statistics.median(times), 5)}
 
 
+def console_client(app: Flask, token: str) -> FlaskClient:
+    """A test client logged in to the console (its cookies are Secure: https only)."""
+    client = app.test_client()
+    form = client.get("/console/login", base_url=HTTPS).get_data(as_text=True)
+    nonce = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert nonce is not None
+    answer = client.post("/console/login", base_url=HTTPS,
+                         data={"csrf_token": nonce.group(1), "token": token})  # fmt: skip
+    assert answer.status_code == 303, answer.data[:300]
+    return client
+
+
+def page(client: FlaskClient, path: str) -> Callable[[], None]:
+    def get() -> None:
+        answer = client.get(path, base_url=HTTPS)
+        assert answer.status_code == 200, (path, answer.data[:300])
+
+    return get
+
+
+def console_timings(app: Flask, token: str, ids: list[str], cursor: str, repeat: int
+                    ) -> dict[str, dict[str, float]]:  # fmt: skip
+    client = console_client(app, token)
+    paths = {
+        "page_overview": "/console/",
+        "page_jobs_first": "/console/jobs",
+        "page_jobs_1000_deep": f"/console/jobs?before={cursor}",
+        "page_jobs_site_and_state": "/console/jobs?site=site-07&state=finished",
+        "page_job": f"/console/jobs/{ids[len(ids) // 2]}",
+        "page_sites": "/console/sites",
+    }
+    return {name: p95(page(client, path), repeat) for name, path in paths.items()}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     now = time.time()
     with tempfile.TemporaryDirectory() as data_dir:
@@ -96,6 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "queue_stats": p95(store.queue_stats, args.repeat),
             "metrics": p95(metrics, args.repeat),
         }
+        timings.update(console_timings(app, token, ids, cursor_of(deep), args.repeat))
         store.close()
     return {"jobs": args.jobs, "fill_s": round(filled, 1), "repeat": args.repeat,
             "timings": timings}
@@ -106,7 +149,12 @@ def summary_line(result: dict[str, Any]) -> str:
     return (f"{result['jobs']} jobs: p95 first page {t['jobs_first_page']['p95_s']:.4f} s, "
             f"deep page {t['jobs_page_1000_deep']['p95_s']:.4f} s, site+state page "
             f"{t['jobs_site_and_state']['p95_s']:.4f} s, failures 24 h "
-            f"{t['failures_24h']['p95_s']:.4f} s, /metrics {t['metrics']['p95_s']:.4f} s")
+            f"{t['failures_24h']['p95_s']:.4f} s, /metrics {t['metrics']['p95_s']:.4f} s; "
+            f"pages: overview {t['page_overview']['p95_s']:.4f} s, jobs "
+            f"{t['page_jobs_first']['p95_s']:.4f} s, jobs deep "
+            f"{t['page_jobs_1000_deep']['p95_s']:.4f} s, jobs site+state "
+            f"{t['page_jobs_site_and_state']['p95_s']:.4f} s, job {t['page_job']['p95_s']:.4f} s, "
+            f"sites {t['page_sites']['p95_s']:.4f} s")
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ from broker.store import (
     JobRecord,
     ResultRecord,
     Scope,
+    State,
     check_offset,
     check_result_declaration,
 )
@@ -105,6 +106,9 @@ def claim() -> Response:
         got.job.job_id, agent_id, site, got.epoch, ", reattached" if got.reattach else "",
     )  # fmt: skip
     metrics.job_event("claimed", site)
+    if not got.reattach and got.job.queued_at is not None:
+        waited = broker.clock() - got.job.queued_at
+        metrics.job_time("dispatch_claim_seconds", {"site": site}, waited)
     response = answer({
         "job": got.job.document(),
         "lease": {"epoch": got.epoch, "ttl": broker.config.lease_ttl},
@@ -146,12 +150,15 @@ def release(job_id: str) -> Response:
 @bp.post("/jobs/<job_id>/lease")
 def renew_lease(job_id: str) -> Response:
     broker = current()
-    site_job(job_id)
+    before = site_job(job_id)
     running, native_id = parse_lease(json_body(required=False))
     epoch = lease_epoch()
     ttl, now = broker.config.lease_ttl, broker.clock()
     if running:
         job = broker.store.mark_running(job_id, epoch, native_id, ttl, now)
+        if before.state is State.CLAIMED and job.state is State.RUNNING and job.queued_at:
+            metrics.job_time("dispatch_running_seconds", {"site": job.spec.site},
+                             now - job.queued_at)  # fmt: skip
     else:
         job = broker.store.renew_lease(job_id, epoch, ttl, now)
     wait = query_wait(request.args, min(defaults.MAX_LEASE_WAIT, ttl / 2))
@@ -280,6 +287,8 @@ def complete(job_id: str) -> Response:
     job = broker.store.complete(job_id, epoch, outcome, results, skipped, now)
     if before is not None and not before.state.is_final and job.state.is_final:
         metrics.job_event("completed", job.spec.site, job.state, str(outcome["state"]))
+        metrics.job_time("job_duration_seconds", {"site": job.spec.site, "state": job.state.value},
+                         now - job.created_at)  # fmt: skip
     log.info("%s: %s (%s, exit code %s, %d results)", job_id, job.state, outcome["state"],
              outcome["exit_code"], len(results))  # fmt: skip
     return document(job)

@@ -1,7 +1,8 @@
 """``create_app(config)``: the broker's Flask app, one blueprint per API area.
 
 Areas: client (``/api/v1/jobs``), agent (``/api/v1/agent``), admin (``/api/v1/admin``), meta
-(OpenAPI document, health), metrics (``/metrics``, ``broker.metrics``) and the original API
+(OpenAPI document, health), metrics (``/metrics``, ``broker.metrics``), the web console
+(``/console/``, ``broker.console``, HTML pages) and the original API
 (``/mi-distcomp-api``, ``broker.legacy``). The app answers every error as the contract's JSON
 and never echoes a request header. It must run in ONE process (see ``broker.notify``): long
 polls are woken in-process.
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from flask import Flask
 from werkzeug.routing import PathConverter
 
-from broker import api_admin, api_agent, api_client, errors, legacy, metrics, openapi
+from broker import api_admin, api_agent, api_client, console, errors, legacy, metrics, openapi
 from broker.config import BrokerConfig
 from broker.housekeeping import Housekeeper
 from broker.runtime import EXTENSION, Broker
@@ -47,9 +48,10 @@ def create_app(
     errors.init_app(app)
     for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp):
         app.register_blueprint(area)
-    metrics.init_app(app)  # GET /metrics, and the counters every request adds to
+    counters = metrics.init_app(app)  # GET /metrics, and the counters every request adds to
+    console.init_app(app)  # the web console, /console/
     legacy.init_app(app, config)  # the original API; answers 404 unless [legacy] enables it
     app.after_request(lambda response: drain_after_error(response, config.body_timeout))
     if housekeeping:
-        Housekeeper(broker).start()
+        Housekeeper(broker, counters.expiries).start()
     return app

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from flask import g, request
+from flask import g, has_request_context, request
 
-from broker.errors import BadRequest, Forbidden, InvalidField, Unauthorized
+from broker.errors import BadRequest, BrokerError, Forbidden, InvalidField, Unauthorized
 from broker.store import Scope, Store, TokenRecord
 from broker.store.rules import token_expired, token_revoked, unknown_token
 
@@ -50,6 +50,14 @@ class Principal:
         return f"{self.scope}:{self.subject} (token {self.token_id})"
 
 
+def refused(reason: str, error: BrokerError) -> BrokerError:
+    """``error``, with why it refused a request noted for ``/metrics``
+    (``auth_failures_total{reason}``); ``reason`` is one of a few fixed words, never the token."""
+    if has_request_context():
+        g.auth_failure = reason
+    return error
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -58,7 +66,8 @@ def parse_token(token: str) -> str:
     """The token's public id; Unauthorized if the text is not a token at all."""
     match = _TOKEN.fullmatch(token)
     if match is None:
-        raise Unauthorized("the bearer token is malformed; tokens look like mbt_<id>_<secret>")
+        raise refused("malformed", Unauthorized(
+            "the bearer token is malformed; tokens look like mbt_<id>_<secret>"))
     return match.group(1)
 
 
@@ -93,11 +102,11 @@ def verify(store: Store, token: str, now: float | None = None) -> Principal:
     expected = record.sha256 if record is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, hash_token(token))
     if record is None or not matches:
-        raise unknown_token()
+        raise refused("unknown", unknown_token())
     if record.revoked:
-        raise token_revoked(token_id)
+        raise refused("revoked", token_revoked(token_id))
     if record.expires_at is not None and record.expired(time.time() if now is None else now):
-        raise token_expired(token_id, record.expires_at)
+        raise refused("expired", token_expired(token_id, record.expires_at))
     if now is not None and (record.last_used is None or now - record.last_used >= LAST_USED_STEP):
         store.token_used(token_id, now)
     return Principal(record.token_id, record.scope, record.subject)
@@ -106,16 +115,17 @@ def verify(store: Store, token: str, now: float | None = None) -> Principal:
 def bearer_token() -> str:
     """The token of the current request, from the Authorization header only."""
     if any(name in request.args for name in _TOKEN_QUERY_NAMES):
-        raise BadRequest(
+        raise refused("token_in_url", BadRequest(
             "tokens are accepted only in the Authorization header, never in the URL; "
             "revoke a token that was sent in a URL"
-        )
+        ))
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
-        raise Unauthorized("no Authorization header; send Authorization: Bearer <token>")
+        raise refused("missing", Unauthorized(
+            "no Authorization header; send Authorization: Bearer <token>"))
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be Bearer <token>")
+        raise refused("not_bearer", Unauthorized("the Authorization header must be Bearer <token>"))
     return token.strip()
 
 
@@ -131,7 +141,8 @@ def require(
         g.principal = principal  # known caller, even if refused here (see drain_after_error)
         if principal.scope not in scopes:
             allowed = " or ".join(sorted(s.value for s in scopes))
-            raise Forbidden(f"this API area takes {allowed} tokens, not {principal.scope} tokens")
+            raise refused("wrong_scope", Forbidden(
+                f"this API area takes {allowed} tokens, not {principal.scope} tokens"))
 
     return hook
 

@@ -91,3 +91,13 @@ CONNECTION_CHECK = 2.0
 # simply retried by their clients).
 KEEPALIVE = 55
 GRACEFUL_TIMEOUT = 10
+
+# The web console's log-in sessions: a session unused this long ends (an operator who walked
+# away), and every session ends this long after its log-in whatever its use, so a stolen
+# cookie is worth a working day at most.
+CONSOLE_SESSION_IDLE = 30 * 60.0
+CONSOLE_SESSION_MAX = 12 * 3600.0
+# How much of each log the job page shows: the end of it, where the failure usually is.
+CONSOLE_LOG_TAIL = 64 * 1024
+# Jobs per page of the console's job list.
+CONSOLE_PAGE_SIZE = 50

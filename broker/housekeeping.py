@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from broker.errors import BrokerError
 from broker.runtime import Broker
+from broker.store import ExpiryReport
+
+# Told what each round expired (``broker.metrics.Metrics.expiries``).
+ExpiryListener = Callable[[ExpiryReport], None]
 
 log = logging.getLogger(__name__)
 
 
-def run_once(broker: Broker, now: float) -> None:
+def run_once(broker: Broker, now: float, on_expiry: ExpiryListener | None = None) -> None:
     config = broker.config
     report = broker.store.expire(now, config.queue_ttl)
+    if on_expiry is not None:
+        on_expiry(report)
     for job_id in report.requeued:
         log.info("%s: lease expired before the job started; queued again", job_id)
     for job_id in report.agent_lost:
@@ -35,16 +42,17 @@ def run_once(broker: Broker, now: float) -> None:
 
 
 class Housekeeper(threading.Thread):
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, on_expiry: ExpiryListener | None = None) -> None:
         super().__init__(name="broker-housekeeping", daemon=True)
         self.broker = broker
+        self.on_expiry = on_expiry
         self.stopping = threading.Event()
 
     def run(self) -> None:
         interval = self.broker.config.housekeeping_interval
         while not self.stopping.wait(interval):
             try:
-                run_once(self.broker, self.broker.clock())
+                run_once(self.broker, self.broker.clock(), self.on_expiry)
             except (BrokerError, OSError) as exc:
                 # A busy database or a full disk must not end housekeeping for good.
                 log.error("housekeeping failed, will retry in %.0f s: %s", interval, exc)

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.wrappers import Response as BaseResponse
@@ -31,7 +31,7 @@ from bridge import __version__
 from broker import auth
 from broker.runtime import Broker, current
 from broker.status import site_statuses
-from broker.store import Scope, State
+from broker.store import ExpiryReport, Scope, State
 
 EXTENSION = "mint_broker_metrics"
 PREFIX = "mint_bridge_broker_"
@@ -39,6 +39,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; long polls (up to 50 s) land in the top buckets, plain requests in the low ones.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 JOB_EVENTS = ("created", "claimed", "completed")
+# Seconds from a job's queueing to its claim or start, and a job's whole life: from a
+# sub-second dispatch by long poll to jobs that wait or run for a day.
+JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+               4 * 3600.0, 24 * 3600.0)  # fmt: skip
+JOB_HISTOGRAMS = (
+    ("dispatch_claim_seconds", "From a job's queueing to its first claim by an agent, by site."),
+    ("dispatch_running_seconds", "From a job's queueing to its agent reporting it running, "
+     "by site."),
+    ("job_duration_seconds", "From a job's creation to its end by its agent, by site and final "
+     "state."),
+)
 # Which file a transfer route moves, by a part of its template.
 _FILE_KINDS = (("/inputs/", "input"), ("/results/", "result"), ("/logs/", "log"))
 _UPLOAD_METHODS = ("PATCH", "POST", "PUT")
@@ -53,9 +64,19 @@ bp.before_request(
 
 @dataclass
 class _Histogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    buckets: list[int] = field(default_factory=list)
     count: int = 0
     total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if not self.buckets:
+            self.buckets = [0] * len(self.bounds)
+        self.count += 1
+        self.total += seconds
+        for index, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.buckets[index] += 1
 
 
 class Metrics:
@@ -65,6 +86,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[Labels, float]] = {}
         self._latency: dict[Labels, _Histogram] = {}
+        self._jobs: dict[str, dict[Labels, _Histogram]] = {}
 
     def add(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
         key = tuple(sorted(labels.items()))
@@ -75,12 +97,28 @@ class Metrics:
     def observe_latency(self, labels: Mapping[str, str], seconds: float) -> None:
         key = tuple(sorted(labels.items()))
         with self._lock:
-            histogram = self._latency.setdefault(key, _Histogram())
-            histogram.count += 1
-            histogram.total += seconds
-            for index, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    histogram.buckets[index] += 1
+            self._latency.setdefault(key, _Histogram()).observe(seconds)
+
+    def observe_job(self, name: str, labels: Mapping[str, str], seconds: float) -> None:
+        """One of ``JOB_HISTOGRAMS`` (a clock set back gives no negative figure)."""
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            series = self._jobs.setdefault(name, {})
+            series.setdefault(key, _Histogram(JOB_BUCKETS)).observe(max(0.0, seconds))
+
+    def job_histograms(self, name: str) -> dict[Labels, _Histogram]:
+        with self._lock:
+            return {k: replace(v, buckets=list(v.buckets))
+                    for k, v in self._jobs.get(name, {}).items()}  # fmt: skip
+
+    def expiries(self, report: ExpiryReport) -> None:
+        """Count what housekeeping's ``Store.expire`` did (called from its thread)."""
+        for outcome, jobs in (("requeued", report.requeued), ("agent_lost", report.agent_lost),
+                              ("cancelled", report.cancelled)):  # fmt: skip
+            if jobs:
+                self.add("lease_expiries", {"outcome": outcome}, len(jobs))
+        if report.expired:
+            self.add("jobs_expired", {}, len(report.expired))
 
     def counter(self, name: str) -> dict[Labels, float]:
         with self._lock:
@@ -88,7 +126,7 @@ class Metrics:
 
     def latency(self) -> dict[Labels, _Histogram]:
         with self._lock:
-            return {key: _Histogram(list(h.buckets), h.count, h.total)
+            return {key: replace(h, buckets=list(h.buckets))
                     for key, h in self._latency.items()}  # fmt: skip
 
 
@@ -117,6 +155,11 @@ def job_event(event: str, site: str, state: State | None = None, outcome: str = 
     of_app(current_app).add(f"jobs_{event}", labels)
 
 
+def job_time(name: str, labels: Mapping[str, str], seconds: float) -> None:
+    """Observe one of ``JOB_HISTOGRAMS`` from a view (dispatch latency, job duration)."""
+    of_app(current_app).observe_job(name, labels, seconds)
+
+
 def _start_clock() -> None:
     g.metrics_started = time.perf_counter()
 
@@ -128,6 +171,9 @@ def _count_request(response: BaseResponse) -> BaseResponse:
     method = request.method
     metrics.add("http_requests", {"route": route, "method": method,
                                   "status": str(response.status_code)})  # fmt: skip
+    reason = g.get("auth_failure")
+    if isinstance(reason, str):
+        metrics.add("auth_failures", {"reason": reason})
     if isinstance(started, float):
         # Until the view answered: a streamed download's bytes go out after this.
         metrics.observe_latency({"route": route, "method": method}, time.perf_counter() - started)
@@ -181,7 +227,7 @@ def render(broker: Broker, metrics: Metrics) -> str:
                       "Long polls (claims, status, logs) waiting now.")  # fmt: skip
     out.sample(name, [], broker.notifier.waiting())
     name = out.family("store_size_bytes", "gauge", "Size of the store's database files.")
-    out.sample(name, [], _store_size(broker.config.database))
+    out.sample(name, [], store_size(broker.config.database))
     _counters(out, metrics)
     return out.text()
 
@@ -217,6 +263,11 @@ _COUNTERS = (
     ("jobs_claimed", "Claims answered with a job (first claims and re-attachments), by site."),
     ("jobs_completed", "Jobs ended by their agent's complete, by site, final state and outcome."),
     ("http_requests", "HTTP requests answered, by route template, method and status."),
+    ("auth_failures", "Requests refused by authentication or scope, by reason (malformed, "
+     "unknown, revoked, expired, missing, not_bearer, token_in_url, wrong_scope)."),
+    ("lease_expiries", "Leases that lapsed, by what became of the job (requeued: it had not "
+     "started; agent_lost: it was running; cancelled: a cancel was pending)."),
+    ("jobs_expired", "Jobs that expired unclaimed or unsubmitted (the queue TTL)."),
     ("upload_bytes", "Bytes of uploads accepted (inputs, results, logs)."),
     ("download_bytes", "Bytes of downloads answered (inputs, results, logs)."),
 )
@@ -229,15 +280,23 @@ def _counters(out: _Exposition, metrics: Metrics) -> None:
             out.sample(name, labels, value)
     name = out.family("http_request_duration_seconds", "histogram",
                       "Time from a request's arrival to its answer, by route template.")
-    for labels, histogram in sorted(metrics.latency().items()):
-        for bound, count in zip(LATENCY_BUCKETS, histogram.buckets, strict=True):
+    _histograms(out, name, metrics.latency())
+    for histogram_name, help_text in JOB_HISTOGRAMS:
+        name = out.family(histogram_name, "histogram", help_text)
+        _histograms(out, name, metrics.job_histograms(histogram_name))
+
+
+def _histograms(out: _Exposition, name: str, series: Mapping[Labels, _Histogram]) -> None:
+    for labels, histogram in sorted(series.items()):
+        counts = histogram.buckets or [0] * len(histogram.bounds)
+        for bound, count in zip(histogram.bounds, counts, strict=True):
             out.sample(f"{name}_bucket", [*labels, ("le", _number(bound))], count)
         out.sample(f"{name}_bucket", [*labels, ("le", "+Inf")], histogram.count)
         out.sample(f"{name}_count", labels, histogram.count)
         out.sample(f"{name}_sum", labels, histogram.total)
 
 
-def _store_size(database: str) -> int:
+def store_size(database: str) -> int:
     # SQLite keeps recent commits in the -wal file until a checkpoint: count it too.
     total = 0
     for path in (database, f"{database}-wal", f"{database}-shm"):

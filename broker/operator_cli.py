@@ -117,13 +117,14 @@ def jobs_show(job: str, as_json: bool, config_path: str) -> None:
         store = _open_store(load_config(config_path))
         try:
             record = store.get_job(job_id)
+            events = store.job_events(job_id)
         finally:
             store.close()
         if record is None:
             click.echo(f"broker: error: no job {job_id} (never created, or deleted after its "
                        "retention)", err=True)  # fmt: skip
             sys.exit(1)
-        detail = job_detail(record)
+        detail = job_detail(record, events)
         if as_json:
             _echo_json(detail)
         else:
@@ -146,7 +147,9 @@ def _detail_text(d: dict[str, Any]) -> str:
         f"exit      {'-' if d['exit_code'] is None else d['exit_code']}  {d['reason'] or ''}"
         .rstrip(),
         "",
-        render_table(["EVENT", "AT"], [[e["event"], local_time(e["at"])] for e in d["timeline"]]),
+        render_table(["EVENT", "AT", "AGENT", "NOTE"],
+                     [[e["event"], local_time(e["at"]), e["agent_id"] or "-", e["note"] or ""]
+                      for e in d["timeline"]]),
         "",
     ]  # fmt: skip
     files = [["input", i["name"], str(i["size"]), str(i["received"]), i["sha256"]]

@@ -33,7 +33,7 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 from bridge.core.errors import BridgeError
-from bridge.core.log_format import JSON, JsonFormatter
+from bridge.core.log_format import JSON, JournalFormatter, JsonFormatter, under_journal
 from broker import defaults
 from broker.app import create_app
 from broker.config import BrokerConfig, check_tls_files, load_config
@@ -71,6 +71,8 @@ def gunicorn_settings(config: BrokerConfig) -> dict[str, Any]:
         settings.update({"certfile": config.cert, "keyfile": config.key})
     if config.log_format == JSON:
         settings["logger_class"] = JsonLogger
+    elif under_journal():
+        settings["logger_class"] = JournalLogger
     return settings
 
 
@@ -81,6 +83,16 @@ class JsonLogger(Logger):  # type: ignore[misc]
         super().setup(cfg)
         for handler in [*self.error_log.handlers, *self.access_log.handlers]:
             handler.setFormatter(JsonFormatter())
+
+
+class JournalLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger writing journald lines on stderr: a priority, no timestamp of its own
+    (``bridge.core.log_format``). The access log, a file, keeps its own format."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JournalFormatter("[%(process)d] [%(levelname)s] %(message)s"))
 
 
 def _end_long_polls_on_stop(worker: Any) -> None:

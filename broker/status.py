@@ -14,10 +14,11 @@ This module never writes to the store and never returns a token or a token hash.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broker.store import AgentSeen, JobRecord, Scope, State, Store
+from broker.store import AgentSeen, JobEvent, JobRecord, Scope, State, Store
 
 
 @dataclass(frozen=True)
@@ -146,16 +147,15 @@ def job_row(job: JobRecord, now: float) -> dict[str, Any]:
     }
 
 
-def job_detail(job: JobRecord) -> dict[str, Any]:
+def job_detail(job: JobRecord, events: Sequence[JobEvent] = ()) -> dict[str, Any]:
     """Everything the store knows about one job: its document and its times, lease, agent,
-    and the size and SHA-256 of every input and result.
-
-    The store keeps the times of creation, queueing, the last change and the end, not every
-    state change; ``timeline`` lists those that happened, in order."""
+    the size and SHA-256 of every input and result, and ``timeline``: every state change and
+    note of ``events`` (``Store.job_events``), oldest first, with its time and agent."""
     detail = job.document()
-    timeline = [("created", job.created_at), ("queued", job.queued_at),
-                ("last_change", job.updated_at), ("ended", job.finished_at)]  # fmt: skip
-    detail["timeline"] = [{"event": event, "at": at} for event, at in timeline if at is not None]
+    detail["timeline"] = [
+        {"event": e.state.value, "at": e.at, "agent_id": e.agent_id, "note": e.note}
+        for e in events
+    ]
     detail["queued_at"] = job.queued_at
     detail["finished_at"] = job.finished_at
     detail["lease"] = {"epoch": job.lease_epoch, "expires": job.lease_expires}

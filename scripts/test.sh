@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine (run as root), then run it:
-# Debian packages (OpenSSH server and client, Slurm and munge, PostgreSQL), a venv with
+# Debian packages (OpenSSH server and client, Slurm and munge, PostgreSQL, Chromium), a venv with
 # mint-bridge and its test tools, OpenPBS (built from third_party/openpbs when absent), ruff, mypy and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,9 @@ command -v munged >/dev/null 2>&1 || need_pkgs+=(munge)
 [ -x /usr/bin/qsub ] || need_pkgs+=(slurm-wlm-torque)
 # A real PostgreSQL server for the broker's PostgreSQL store (started by the tests themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
+# A real headless browser and its WebDriver for the broker's web console tests.
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

@@ -4,6 +4,8 @@ with an operator token, and no token in any log line after a whole job ran throu
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from tests.integration.test_pull_path import (
     run_job,
     wait_until,
 )
-from tests.support.broker import BrokerFactory, BrokerProcess
+from tests.support.broker import BrokerFactory, BrokerProcess, start_broker
 
 SITE = "ops-site"
 
@@ -130,3 +132,36 @@ def test_an_operator_token_reads_metrics_and_nothing_else(json_broker: BrokerPro
     version = next(k for k in scrape(json_broker, operator)
                    if k[0] == "mint_bridge_broker_build_info")  # fmt: skip
     assert version[1][0][0] == "version"
+
+
+def test_under_systemd_the_broker_writes_journal_lines(tmp_path: Path) -> None:
+    """With JOURNAL_STREAM naming its stderr, every line (gunicorn's and ours) starts with a
+    syslog priority and carries no timestamp: journald stamps lines itself."""
+    broker = start_broker(tmp_path / "journal-broker", start=False)
+    stderr = tmp_path / "stderr.log"
+    with open(stderr, "wb") as out:
+        stream = os.fstat(out.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{stream.st_dev}:{stream.st_ino}"}
+        broker.proc = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "serve", "--config", str(broker.config_path)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        broker._wait_ready(30)
+        client = broker.token("client", "journal-node")
+        broker.token("site", "journal-site")
+        job_id = str(uuid.uuid4())
+        answer = requests.post(f"{broker.url}/api/v1/jobs", json={
+            "job_id": job_id, "site": "journal-site", "command": "x", "inputs": []},
+            headers={"Authorization": f"Bearer {client}"}, verify=str(broker.ca_bundle),
+            timeout=10)  # fmt: skip
+        assert answer.status_code == 201, answer.text
+    finally:
+        broker.stop()
+    lines = [line for line in stderr.read_text().splitlines() if line.strip()]
+    assert any(line.startswith("<6>") and f"{job_id}: created by client" in line
+               for line in lines), lines  # fmt: skip
+    assert any(line.startswith("<6>") and "Listening at" in line for line in lines), lines
+    assert all(re.match(r"<[0-7]>", line) for line in lines), lines
+    assert not [line for line in lines if re.search(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d", line)]

@@ -67,6 +67,12 @@ def main() -> int:
         links(args[0])
     elif mode == "once":
         once(args[0], float(args[1]))
+    elif mode == "markup":
+        # Log lines and a result name that a web page must show as text, never run.
+        print('<script>window.__pwned = "log"; alert("log")</script>', flush=True)
+        print("<img src=x onerror=\"window.__pwned='img'\"> & done", flush=True)
+        with open("<svg onload=alert(1)>.txt", "w") as out:
+            out.write("markup result\n")
     elif mode == "big":
         size = int(args[0])
         block = os.urandom(1 << 20)

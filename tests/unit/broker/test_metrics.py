@@ -144,3 +144,77 @@ def test_an_unknown_path_is_counted_under_one_label(app: Flask) -> None:
     samples = scrape(client, auth(app, Scope.OPERATOR, "p"))
     assert value(samples, "http_requests_total", route="unmatched", method="GET",
                  status="404") == 3  # fmt: skip
+
+
+def test_refused_requests_are_counted_by_reason(app: Flask, clock: Clock) -> None:
+    client = app.test_client()
+    store = app.extensions["mint_broker"].store
+    revoked = auth(app, Scope.CLIENT, "gone")
+    store.revoke_token(revoked["Authorization"].split("_")[1], clock.now)
+    client.get("/api/v1/jobs")  # missing
+    client.get("/api/v1/jobs", headers={"Authorization": "Basic dXNlcg=="})  # not_bearer
+    client.get("/api/v1/jobs", headers={"Authorization": "Bearer nope"})  # malformed
+    client.get("/api/v1/jobs", headers={"Authorization": "Bearer mbt_000000000000_" + "x" * 40})
+    client.get("/api/v1/jobs", headers=revoked)
+    client.get("/api/v1/jobs?access_token=abc")  # token_in_url
+    client.get("/api/v1/jobs", headers=auth(app, Scope.SITE, "s1"))  # wrong_scope
+    client.get("/metrics", headers=auth(app, Scope.CLIENT, "c1"))  # wrong_scope
+    client.get("/api/v1/jobs", headers=auth(app, Scope.CLIENT, "fine"))  # not a failure
+    samples = scrape(client, auth(app, Scope.OPERATOR, "p"))
+    counted = {labels[0][1]: n for (name, labels), n in samples.items()
+               if name == "mint_bridge_broker_auth_failures_total"}  # fmt: skip
+    assert counted == {"missing": 1, "not_bearer": 1, "malformed": 1, "unknown": 1,
+                       "revoked": 1, "token_in_url": 1, "wrong_scope": 2}  # fmt: skip
+
+
+def test_lapsed_leases_and_expired_jobs_are_counted(app: Flask, clock: Clock) -> None:
+    from broker.housekeeping import run_once
+    from broker.metrics import of_app
+
+    client = app.test_client()
+    headers = auth(app, Scope.CLIENT, "c1")
+    auth(app, Scope.SITE, "s1")
+    create(client, headers, "s1")
+    create(client, headers, "s1")
+    broker = app.extensions["mint_broker"]
+    ttl = broker.config.lease_ttl
+    claims = [broker.store.claim("s1", "a1", ttl, clock.now) for _ in range(2)]
+    assert claims[0] is not None and claims[1] is not None
+    running = claims[1].job.job_id
+    broker.store.mark_running(running, claims[1].epoch, None, ttl, clock.now)
+    clock.now += ttl + 1
+    run_once(broker, clock.now, of_app(app).expiries)
+    clock.now += broker.config.queue_ttl + 1
+    run_once(broker, clock.now, of_app(app).expiries)  # the requeued job now expires
+    samples = scrape(client, auth(app, Scope.OPERATOR, "p"))
+    assert value(samples, "lease_expiries_total", outcome="requeued") == 1
+    assert value(samples, "lease_expiries_total", outcome="agent_lost") == 1
+    assert value(samples, "jobs_expired_total") == 1
+
+
+def test_dispatch_latency_and_job_duration_are_histograms(app: Flask, clock: Clock) -> None:
+    client = app.test_client()
+    user, agent = auth(app, Scope.CLIENT, "c"), auth(app, Scope.SITE, "site-a")
+    job_id = create(client, user, "site-a")
+    clock.now += 2
+    claim = client.post("/api/v1/agent/claim", json={"agent_id": "a1"}, headers=agent)
+    assert claim.get_json()["job"]["job_id"] == job_id
+    lease = {**agent, "Lease-Epoch": str(claim.get_json()["lease"]["epoch"])}
+    clock.now += 3
+    for _ in range(2):  # a repeated "running" is not a second start
+        answer = client.post(f"/api/v1/agent/jobs/{job_id}/lease", headers=lease,
+                             json={"state": "running"})  # fmt: skip
+        assert answer.get_json()["state"] == "running"
+    clock.now += 10
+    done = client.post(f"/api/v1/agent/jobs/{job_id}/complete", headers=lease,
+                       json={"outcome": {"state": "failed", "exit_code": 2}})  # fmt: skip
+    assert done.status_code == 200, done.data
+    samples = scrape(client, auth(app, Scope.OPERATOR, "p"))
+    for name, seconds, labels in (("dispatch_claim_seconds", 2, {"site": "site-a"}),
+                                  ("dispatch_running_seconds", 5, {"site": "site-a"}),
+                                  ("job_duration_seconds", 15,
+                                   {"site": "site-a", "state": "finished"})):  # fmt: skip
+        assert value(samples, f"{name}_count", **labels) == 1, name
+        assert value(samples, f"{name}_sum", **labels) == seconds, name
+        assert value(samples, f"{name}_bucket", **labels, le="1") == 0, name
+        assert value(samples, f"{name}_bucket", **labels, le="30") == 1, name

@@ -17,6 +17,8 @@ _METHODS = {"get", "head", "post", "put", "patch", "delete"}
 def app_routes(app: Flask) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/console/"):
+            continue  # the web console: HTML pages for people, not part of the API
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         methods = set(rule.methods or ()) - {"OPTIONS"}
         if "GET" in methods:

@@ -98,8 +98,9 @@ def test_jobs_show_has_times_lease_agent_files_and_exit(config: str) -> None:
     assert detail["state"] == "finished" and detail["agent_id"] == "agent-1"
     assert detail["exit_code"] == 3 and detail["reason"] == "solver diverged"
     assert detail["native_id"] == "4242" and detail["lease"]["epoch"] == claim.epoch
-    assert [e["event"] for e in detail["timeline"]] == ["created", "queued", "last_change",
-                                                        "ended"]  # fmt: skip
+    assert [(e["event"], e["at"], e["agent_id"]) for e in detail["timeline"]] == [
+        ("created", now, None), ("queued", now, None), ("claimed", now + 5, "agent-1"),
+        ("running", now + 6, "agent-1"), ("finished", now + 8, "agent-1")]  # fmt: skip
     assert detail["inputs"][0]["sha256"] == hashlib.sha256(data).hexdigest()
     assert detail["results"][0] == {"name": "out.csv", "size": 3, "sha256": digest,
                                     "received": 3, "listed": True}  # fmt: skip

@@ -5,10 +5,22 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import re
+import sys
+from pathlib import Path
 
 import pytest
 
-from bridge.core.log_format import JsonFormatter, formatter, redact
+from bridge.core.log_format import (
+    JSON,
+    TEXT,
+    JournalFormatter,
+    JsonFormatter,
+    formatter,
+    redact,
+    under_journal,
+)
 
 JOB = "0f8fad5b-d9cb-469f-a165-70867728950e"
 TOKEN = "mbt_0123456789ab_" + "S3cr3t-part_" * 4
@@ -65,3 +77,31 @@ def test_a_token_never_reaches_a_line(kind: str) -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="text, json"):
         formatter("yaml", "%(message)s")
+
+
+def _record(level: int, message: str) -> logging.LogRecord:
+    return logging.LogRecord("broker.api_agent", level, __file__, 1, message, None, None)
+
+
+def test_under_systemd_text_lines_have_a_priority_and_no_timestamp_of_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = "04bf0396-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    with open(tmp_path / "journal", "w") as journal, open(tmp_path / "other", "w") as other:
+        found = os.fstat(journal.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{found.st_dev}:{found.st_ino}")
+        text = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+        plain = formatter(TEXT, text, other)  # stderr redirected: the variable is inherited
+        line = plain.format(_record(logging.INFO, f"{job}: claimed"))
+        assert re.fullmatch(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} \[INFO\] "
+                            rf"broker.api_agent: {job}: claimed", line)  # fmt: skip
+        journal_lines = formatter(TEXT, text, journal)
+        assert isinstance(journal_lines, JournalFormatter)
+        assert journal_lines.format(_record(logging.WARNING, f"{job}: lease expired")) == (
+            f"<4>[WARNING] broker.api_agent: {job}: lease expired")
+        assert journal_lines.format(_record(logging.INFO, "token mbt_0123456789ab_secret")) == (
+            "<6>[INFO] broker.api_agent: token mbt_0123456789ab_<redacted>")
+        assert isinstance(formatter(JSON, text, journal), JsonFormatter)  # JSON stays JSON
+    for value in ("", "garbage", "1:x"):
+        monkeypatch.setenv("JOURNAL_STREAM", value)
+        assert not under_journal(sys.stderr)
