@@ -295,7 +295,9 @@ SCHEMAS: dict[str, Any] = {
     "Completion": {"type": "object", "required": ["outcome"], "properties": {
         "outcome": _OUTCOME, "results": {"type": "array", "items": _FILE_ENTRY},
         "skipped": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string"}, "reason": {"type": "string"}}}}}},
+            "name": {"type": "string"}, "reason": {"type": "string"},
+            "rule": {"type": "string", "pattern": "^[a-z_]{1,64}$"},
+            "required": {"type": "boolean"}}}}}},
 }  # fmt: skip
 
 DOCUMENT: dict[str, Any] = {

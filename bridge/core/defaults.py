@@ -82,3 +82,12 @@ DOWNLOAD_CHUNK = 256 * 1024
 # each staged input's frames). A connection that sends nothing (``ssh -N`` with MInt's key, a
 # stuck client) is closed after this; once the job runs the site only writes.
 IDLE_TIMEOUT_SECONDS = 60.0
+
+# What may leave a site when its config has no [egress] table. Large enough for any real
+# solver's results, small enough that a runaway or sparse file (a 1 TiB hole) is withheld from
+# its size alone, before a byte of it is read.
+EGRESS_MAX_FILE_SIZE = 64 << 30  # 64 GiB per file
+EGRESS_MAX_JOB_SIZE = 256 << 30  # 256 GiB per job
+EGRESS_MAX_FILES = 10_000  # as many as the legacy API returns for one job
+# Where ``mint-bridge site index-private`` keeps its SHA-256 index of the private files.
+PRIVATE_INDEX = "~/.local/state/mint-bridge/private-index.json"

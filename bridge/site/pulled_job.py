@@ -26,7 +26,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bridge.core import outbound
 from bridge.core.errors import (
     BridgeError,
     Conflict,
@@ -42,7 +41,7 @@ from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.paths import check_name
 from bridge.core.streams import VerifiedFile
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
-from bridge.site import accepted_job, job_start, probe
+from bridge.site import accepted_job, job_start, outgoing, probe
 from bridge.site.agent_api import AgentApi, Claimed
 from bridge.site.config import AgentConfig, SiteConfig
 from bridge.site.pulled_lease import Dropped, HandBack, LeaseKeeper
@@ -336,14 +335,12 @@ class PulledJob:
 
     def _deliver(self, api: AgentApi, job: accepted_job.AcceptedJob, outcome: JobOutcome) -> None:
         results: list[dict[str, Any]] = []
-        skipped: list[dict[str, str]] = []
+        skipped: list[dict[str, Any]] = []
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
         if outcome.state != JobState.CANCELLED:
-            files, skips = accepted_job.collect_job_results(job)
-            skipped = [{"name": s.name, "reason": outbound.scrub(s.reason)} for s in skips]
-            results = upload_results(
-                api, self.lease, self.wd.path, files, skipped, self._checkpoint
-            )
+            out = outgoing.select_results(self.site, job)
+            skipped = out.skipped
+            results = upload_results(api, self.lease, self.wd.path, out, self._checkpoint)
         self._complete(api, outcome.to_message(), results, skipped)
         self.wd.mark_delivered()
         log.info(
@@ -361,7 +358,7 @@ class PulledJob:
         api: AgentApi,
         outcome: dict[str, Any],
         results: list[dict[str, Any]],
-        skipped: list[dict[str, str]],
+        skipped: list[dict[str, Any]],
     ) -> None:
         self.keeper.completing = True  # from now on a refused renewal is expected, not lost
         api.complete(self.lease, outcome, results, skipped)

@@ -23,7 +23,15 @@ from typing import Any
 
 from bridge import __version__
 from bridge.core import defaults, outbound
-from bridge.core.errors import BridgeError, JobRejected, JobUnknown, ProtocolError, SiteError
+from bridge.core.errors import (
+    BridgeError,
+    JobRejected,
+    JobUnknown,
+    ProtocolError,
+    ResultNotSent,
+    SiteError,
+    StagingError,
+)
 from bridge.core.job import JobOutcome, JobRequest, check_job_id
 from bridge.core.protocol import (
     KIND_STDERR,
@@ -35,9 +43,9 @@ from bridge.core.protocol import (
     FrameWriter,
     PeerIdle,
 )
-from bridge.core.results import open_result_for_reading
-from bridge.core.staging import FileHeader, receive_file, send_file
-from bridge.site import accepted_job, job_start, probe
+from bridge.core.results import ResultFile, open_result_for_reading
+from bridge.core.staging import FileHeader, receive_file, send_file, withdraw_file
+from bridge.site import accepted_job, job_start, outgoing, probe
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
@@ -235,25 +243,50 @@ class Session:
 
     def _send_results(self, job: accepted_job.AcceptedJob) -> None:
         wd = job.workdir
-        files, skipped = accepted_job.collect_job_results(job)
+        out = outgoing.select_results(self.site, job)
         self.writer.write_json(
             {
-                "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in files],
-                "skipped": [{"name": s.name, "reason": outbound.scrub(s.reason)} for s in skipped],
+                "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in out.files],
+                "skipped": out.skipped,
             }
         )
         root_fd = _open_root(wd.path)
         try:
-            for result in files:
-                with open_result_for_reading(root_fd, result) as source:
-                    send_file(self.writer, result.name, source, result.size, result.mode)
+            not_sent = sum(not self._send_one(root_fd, out, result) for result in out.files)
         finally:
             os.close(root_fd)
         self.writer.write_json({"done": True})
         reply = self.reader.read_json()
         if reply.get("op") == "ack":
             wd.mark_delivered()
-            log.info("%s: %d results delivered, %d skipped", wd.job_id, len(files), len(skipped))
+            log.info(
+                "%s: %d results delivered, %d not sent, %d skipped or withheld",
+                wd.job_id, len(out.files) - not_sent, not_sent, len(out.skipped),
+            )  # fmt: skip
+
+    def _send_one(self, root_fd: int, out: outgoing.Outgoing, result: ResultFile) -> bool:
+        """Send one result; one that cannot be read is withdrawn and the next one goes."""
+        try:
+            source = open_result_for_reading(root_fd, result)
+        except StagingError as exc:
+            log.warning("%s: result %s not sent: %s", self.job_id, result.name, exc.message)
+            self.writer.write_json({"file": result.name, "size": result.size, "mode": result.mode})
+            withdraw_file(self.writer, outbound.scrub(f"not sent: {exc.message}"))
+            return False
+        seen = out.signatures.get(result.name)
+        with source:
+            try:
+                send_file(
+                    self.writer, result.name, source, result.size, result.mode,
+                    sha256=out.sha256.get(result.name),
+                    unchanged=None if seen is None else (
+                        lambda: outgoing.signature(source.fileno()) == seen
+                    ),
+                )  # fmt: skip
+            except ResultNotSent as exc:
+                log.warning("%s: result %s not sent: %s", self.job_id, result.name, exc.message)
+                return False
+        return True
 
 
 class _SubmitSteps:

@@ -19,6 +19,8 @@ from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration, parse_size
 from bridge.site.config.agent_table import AgentConfig, load_agent
 from bridge.site.config.commands import CommandSpec, load_command
+from bridge.site.config.egress_table import check_private_dirs, load_site_egress
+from bridge.site.egress import EgressPolicy
 from schedulers import Scheduler, SchedulerOptions, get_scheduler
 
 
@@ -36,6 +38,11 @@ class SiteConfig:
     agent: AgentConfig | None = None  # the [agent] table: only for a pull site
     allow_probe: bool = True  # the built-in probe job (``bridge.site.probe``)
     idle_timeout: float = defaults.IDLE_TIMEOUT_SECONDS  # per read, until the job starts
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # the [egress] table
+
+    def egress_for(self, command: CommandSpec) -> EgressPolicy:
+        """The policy ``command``'s results leave under: the site's, with its overrides."""
+        return self.egress.with_overrides(command.egress)
 
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
@@ -95,7 +102,7 @@ class SiteConfig:
 
 def load_site_config(path: str) -> SiteConfig:
     root = Section(path, "", load_toml(path))
-    root.check_keys({"site", "commands", "scheduler", "agent"})
+    root.check_keys({"site", "commands", "scheduler", "agent", "egress"})
     site = root.section("site")
     site.check_keys(
         {
@@ -112,6 +119,10 @@ def load_site_config(path: str) -> SiteConfig:
         name: load_command(commands_section, name, os.path.dirname(os.path.abspath(path)))
         for name in sorted(commands_section.data)
     }
+    egress = load_site_egress(root)
+    problem = check_private_dirs(egress, {n: c.egress for n, c in commands.items()})
+    if problem:
+        raise root.error(problem, "egress.private_dirs")
     return SiteConfig(
         path=path,
         name=site.get("name", str, "site"),
@@ -125,6 +136,7 @@ def load_site_config(path: str) -> SiteConfig:
         agent=load_agent(root, os.path.dirname(os.path.abspath(path))),
         allow_probe=site.get("allow_probe", bool, True),
         idle_timeout=_idle_timeout(site),
+        egress=egress,
     )
 
 
