@@ -37,6 +37,9 @@ def load_site_egress(root: Section) -> EgressPolicy:
 def load_command_egress(command: Section) -> dict[str, Any]:
     """The keys a command overrides (checked as the site's are), and its required results."""
     sec = command.section("egress")
+    for key in sorted(SITE_KEYS - COMMAND_KEYS):
+        if key in sec.data:
+            raise sec.error("is set for the whole site: move it to [egress]", key)
     sec.check_keys(COMMAND_KEYS)
     overrides = _rules(sec)
     if "required" in sec.data:
