@@ -10,11 +10,16 @@ Never: read a result twice to decide its content rules, or return bytes of the f
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from bridge.core import defaults
 from bridge.core.errors import StagingError
+
+# Chunks the hashing thread may lag behind the search: a few MiB of memory whatever the size.
+_HASH_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -24,23 +29,58 @@ class Inspection:
 
 
 def inspect(source: BinaryIO, size: int, markers: tuple[bytes, ...], label: str) -> Inspection:
-    """Hash ``size`` bytes of ``source`` and find the first marker; leaves it at the start."""
-    digest = hashlib.sha256()
+    """Hash ``size`` bytes of ``source`` and find the first marker; leaves it at the start.
+
+    The digest is computed in a helper thread while this one searches the same chunk
+    (hashlib lets go of the GIL), so the pass takes about as long as the slower of the two.
+    """
     finder = _MarkerFinder(markers)
     source.seek(0)
     remaining = size
-    while remaining:
-        chunk = source.read(min(remaining, defaults.CHUNK_SIZE))
-        if not chunk:
-            raise StagingError(f"{label} shrank while it was being read ({remaining} short)")
-        found = finder.feed(chunk)
-        if found is not None:
-            source.seek(0)
-            return Inspection(None, found)
-        digest.update(chunk)
-        remaining -= len(chunk)
+    with _Hasher() as hasher:
+        while remaining:
+            chunk = source.read(min(remaining, defaults.CHUNK_SIZE))
+            if not chunk:
+                raise StagingError(f"{label} shrank while it was being read ({remaining} short)")
+            hasher.feed(chunk)
+            found = finder.feed(chunk)
+            if found is not None:
+                source.seek(0)
+                return Inspection(None, found)
+            remaining -= len(chunk)
+        digest = hasher.hexdigest()
     source.seek(0)
-    return Inspection(digest.hexdigest(), None)
+    return Inspection(digest, None)
+
+
+class _Hasher:
+    """SHA-256 of chunks fed in order, computed in a helper thread a few chunks behind."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(_HASH_AHEAD)
+        self._thread = threading.Thread(target=self._run, name="egress-hash", daemon=True)
+
+    def __enter__(self) -> _Hasher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def feed(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        return self._digest.hexdigest()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._digest.update(chunk)
 
 
 class _MarkerFinder:
