@@ -123,6 +123,9 @@ TINY_RUNS = 3
 MAX_CONTROL_DIR = 60
 SSH_CLIENTS = ("paramiko", "openssh")
 SHELL_RUNS = 7
+# Two markers no random payload holds: the scan runs over every byte and finds nothing.
+POLICY_MARKERS = ("MINT-BRIDGE-BENCH-MARKER-1", "MINT-BRIDGE-BENCH-MARKER-2")
+TARGET_POLICY_RATIO = 0.95
 
 
 # --- the environment: site config, sshd, bridge config, scp key -----------------------------
@@ -144,7 +147,7 @@ class Bench:
     python: str  # shell words starting the site's interpreter (the forced command's)
 
 
-def site_config_text(work_base: Path, payload: Path, log_dir: Path) -> str:
+def site_config_text(work_base: Path, payload: Path, log_dir: Path, private: Path) -> str:
     dd = shutil.which("dd")
     return f"""
 [site]
@@ -153,10 +156,34 @@ work_base = "{work_base}"
 retention = "1h"
 log_file = "{log_dir / "site.log"}"
 {staging_commands(payload)}
+[egress]
+private_dirs = ["{private}"]
+private_index = "{log_dir / "private-index.json"}"
+
+{policy_command(payload)}
 [commands.kousoku]
 description = "Write {KOUSOKU_OUTPUT_BYTES} bytes into the work dir and nothing else"
 program = "{dd}"
 args = {json.dumps(kousoku_args())}
+"""
+
+
+def policy_command(payload: Path) -> str:
+    """``source`` with every content rule on: the result is hashed and searched for markers
+    in one pass before it is sent, and compared with the private file of the same size (the
+    most a policy reads: the index's only file has the payload's size, so it is checked)."""
+    ln = shutil.which("ln")
+    return f"""[commands.source_policy]
+description = "source, with the egress policy's content rules on"
+program = "{ln}"
+args = ["{payload}/{{which}}.bin", "result.bin"]
+[commands.source_policy.params.which]
+type = "choice"
+choices = ["big", "tiny"]
+default = "tiny"
+[commands.source_policy.egress]
+deny_markers = {json.dumps(list(POLICY_MARKERS))}
+deny_private = true
 """
 
 
@@ -202,18 +229,21 @@ def bench_env(size: int, timeout: float, account: SiteAccount) -> Iterator[Bench
     control_dir = make_control_dir(root)
     sshd: Sshd | None = None
     try:
-        names = ("work", "payload", "client", "scp-dest", "sshd", "log")
+        names = ("work", "payload", "client", "scp-dest", "sshd", "log", "private")
         dirs = {name: root / name for name in names}
         for path in dirs.values():
             path.mkdir(mode=0o700)
         site_config = root / "site.toml"
-        site_config.write_text(site_config_text(dirs["work"], dirs["payload"], dirs["log"]))
+        site_config.write_text(
+            site_config_text(dirs["work"], dirs["payload"], dirs["log"], dirs["private"])
+        )
         for where in (dirs["payload"], dirs["client"]):
             make_file(where / "big.bin", size)
             make_file(where / "tiny.bin", 1)
+        make_file(dirs["private"] / "model.bin", size)  # same size, other bytes: not withheld
         python = sys.executable
         if account.dedicated:
-            site_dirs = [dirs[name] for name in ("work", "payload", "scp-dest", "log")]
+            site_dirs = [dirs[name] for name in ("work", "payload", "scp-dest", "log", "private")]
             hand_over(account, root, site_dirs, readable=dirs["sshd"])
             python = site_python(root / "python")
         sshd = start_sshd(dirs["sshd"], site_config, user=account.user, python=python)
@@ -447,9 +477,11 @@ def bridge_in(bench: Bench, which: str, out: Path, watch: Watch, client: str) ->
     return timed([*argv, "-o", str(out)], bench.timeout, watch, role)
 
 
-def bridge_out(bench: Bench, which: str, out: Path, watch: Watch, client: str) -> Timing:
+def bridge_out(
+    bench: Bench, which: str, out: Path, watch: Watch, client: str, command: str = "source"
+) -> Timing:
     site, role = CLIENT_SITE[client]
-    argv = bridge_argv(bench, site, "source", "-p", f"which={which}", "-o", str(out))
+    argv = bridge_argv(bench, site, command, "-p", f"which={which}", "-o", str(out))
     timing = timed(argv, bench.timeout, watch, role)
     expected = (bench.payload / f"{which}.bin").stat().st_size
     if (out / "result.bin").stat().st_size != expected:
@@ -504,9 +536,21 @@ def run_once(bench: Bench, op: Operation, which: str) -> Timing:
             clean_dir(path)
 
 
-def operations(bench: Bench, watch: Watch) -> dict[str, Operation]:
+def operations(bench: Bench, watch: Watch, egress_only: bool = False) -> dict[str, Operation]:
     gcm = "aes128-gcm@openssh.com"
-    return {
+    policy = {
+        "bridge_out": lambda w, o: bridge_out(bench, w, o, watch, "paramiko"),
+        "bridge_out_policy": lambda w, o: bridge_out(
+            bench, w, o, watch, "paramiko", "source_policy"
+        ),
+        "bridge_openssh_out": lambda w, o: bridge_out(bench, w, o, watch, "openssh"),
+        "bridge_openssh_out_policy": lambda w, o: bridge_out(
+            bench, w, o, watch, "openssh", "source_policy"
+        ),
+    }
+    if egress_only:
+        return policy
+    return policy | {
         "bridge_in": lambda w, o: bridge_in(bench, w, o, watch, "paramiko"),
         "bridge_out": lambda w, o: bridge_out(bench, w, o, watch, "paramiko"),
         "bridge_openssh_in": lambda w, o: bridge_in(bench, w, o, watch, "openssh"),
@@ -518,9 +562,11 @@ def operations(bench: Bench, watch: Watch) -> dict[str, Operation]:
     }
 
 
-def measure_transfers(bench: Bench, repeat: int) -> tuple[dict[str, Series], dict[str, int]]:
+def measure_transfers(
+    bench: Bench, repeat: int, egress_only: bool = False
+) -> tuple[dict[str, Series], dict[str, int]]:
     watch = Watch(bench.sshd.pid, bench.control_dir)
-    ops = operations(bench, watch)
+    ops = operations(bench, watch, egress_only)
     series = {name: Series() for name in ops}
     for name, op in ops.items():  # the 1-byte runs also warm caches up
         series[name].tiny = [run_once(bench, op, "tiny") for _ in range(TINY_RUNS)]
@@ -742,9 +788,36 @@ def report(
         "peak_rss_mib": rss,
         "kousoku": small,
         "targets_met": targets(ratio, ratio_openssh, rss, small),
+        "egress_policy": egress_policy(figures),
         "details": figures,
         "machine": machine,
     }
+
+
+def egress_policy(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Results out with the content rules on against off, per client (target 0.95)."""
+    result: dict[str, Any] = {}
+    for client, off in (("paramiko", "bridge_out"), ("openssh", "bridge_openssh_out")):
+        on = figures[f"{off}_policy"]
+        ratio = round(on["mbps"] / figures[off]["mbps"], 3)
+        gross = round(on["mbps_gross"] / figures[off]["mbps_gross"], 3)
+        result[client] = {
+            "mbps_off": figures[off]["mbps"], "mbps_on": on["mbps"],
+            "ratio_on_over_off": ratio, "ratio_gross": gross,
+            "cpu_seconds_off": figures[off]["cpu_seconds"], "cpu_seconds_on": on["cpu_seconds"],
+            "target_met": ratio >= TARGET_POLICY_RATIO,
+        }  # fmt: skip
+    return result
+
+
+def egress_summary(result: dict[str, Any]) -> str:
+    parts = [
+        f"{client} out {r['mbps_off']} -> {r['mbps_on']} MB/s with the policy (ratio "
+        f"{r['ratio_on_over_off']}, gross {r['ratio_gross']}; CPU s {r['cpu_seconds_off']} -> "
+        f"{r['cpu_seconds_on']})"
+        for client, r in result.items()
+    ]
+    return "egress policy on vs off: " + "; ".join(parts)
 
 
 def ratios(figures: dict[str, dict[str, Any]], method: str, against: str) -> dict[str, float]:
@@ -813,6 +886,10 @@ def main() -> int:
         help=f"as root: the account the site runs as, created if missing (default "
         f"{DEFAULT_SITE_USER}); '' or not root: the current user",
     )  # fmt: skip
+    parser.add_argument(
+        "--egress-only", action="store_true",
+        help="measure only results out with the egress policy's content rules on vs off",
+    )  # fmt: skip
     args = parser.parse_args()
     # A plain kill still stops sshd and removes the GiB-sized temp files (the finally clauses).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -826,16 +903,25 @@ def main() -> int:
         machine = machine_info(bench)
         accounts = {"site_account": site_account_info(bench), "shell_session_seconds":
                     shell_sessions(bench)}  # fmt: skip
-        series, peaks = measure_transfers(bench, args.repeat)
-        small = kousoku(bench, args.runs)
+        series, peaks = measure_transfers(bench, args.repeat, args.egress_only)
+        small = {} if args.egress_only else kousoku(bench, args.runs)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.egress_only:
+        figures = {name: s.summary(size) for name, s in series.items()}
+        doc = {"size_bytes": size, "repeat": args.repeat, "egress_policy": egress_policy(figures),
+               "details": figures, "machine": machine, "leftover_processes":
+               leftover_processes(bench)}  # fmt: skip
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+        print(egress_summary(doc["egress_policy"]), file=sys.stderr)
+        return 0
     result = report(size, args.repeat, series, peaks, small, machine) | accounts
     result["leftover_processes"] = leftover_processes(bench)
     if result["leftover_processes"]:
         print(f"killed leftover processes: {result['leftover_processes']}", file=sys.stderr)
     json.dump(result, sys.stdout, indent=2)
     print()
-    print(summary_line(result), file=sys.stderr)
+    print(summary_line(result) + "; " + egress_summary(result["egress_policy"]), file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, NoReturn
 import click
 
 from bridge import __version__, launcher
-from bridge.core.errors import BridgeError, Cancelled, ExitCode
+from bridge.core.errors import BridgeError, Cancelled, ConfigError, ExitCode
 
 log = logging.getLogger("bridge")
 _CLICK_USAGE = 2  # click.UsageError's own exit code
@@ -332,6 +333,40 @@ def audit_show(
             "`mint-bridge site audit verify`",
             err=True,
         )
+@site.command("index-private")
+@click.option("--config", "config_path", required=True, help="Site config (TOML).")
+def index_private(config_path: str) -> None:
+    """Build or refresh the SHA-256 index of [egress] private_dirs (only changed files are
+    read); with deny_private = true a result identical to an indexed file is withheld."""
+    _setup_stderr_logging(0)
+    from bridge.site.config import load_site_config
+    from bridge.site.private_index import refresh
+
+    try:
+        policy = load_site_config(config_path).egress
+        if not policy.private_dirs:
+            raise ConfigError(
+                f"{config_path}: [egress] has no private_dirs; add e.g. private_dirs = "
+                '["~/misrc_remote_workflow/input_data"]',
+                field="egress.private_dirs",
+            )
+        missing = [d for d in policy.private_dirs if not os.path.isdir(d)]
+        if missing:
+            raise ConfigError(
+                f"{config_path}: [egress] private_dirs names {missing[0]}, which is not a "
+                "directory; create it or correct the path",
+                field="egress.private_dirs",
+            )
+        done = refresh(policy.private_dirs, policy.private_index)
+    except BridgeError as exc:
+        _fail(exc)
+    click.echo(
+        f"{len(done.index.entries)} private file(s) indexed in {policy.private_index}: "
+        f"{done.hashed} hashed, {done.kept} unchanged, {done.removed} removed"
+    )
+    for path in done.unreadable:
+        click.echo(f"not readable, not indexed: {path}", err=True)
+    sys.exit(1 if done.unreadable else 0)
 
 
 @main.command()

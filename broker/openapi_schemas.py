@@ -132,7 +132,12 @@ COMPLETION = _obj({
                 "uniqueItems": True, "items": _file_entry(RESULT_PATH),
                 "description": "names are unique"},
     "skipped": {"type": "array", "maxItems": v.MAX_RESULTS, "items": _obj(
-        {"name": _text(4096), "reason": {"type": "string"}}, ("name",))},
+        {"name": _text(4096), "reason": {"type": "string"},
+         "rule": {"type": "string", "pattern": "^[a-z_]{1,64}$",
+                  "description": "the egress rule that withheld the result"},
+         "required": {"type": "boolean",
+                      "description": "the command declares the withheld result required"}},
+        ("name",))},
 }, ("outcome",))  # fmt: skip
 
 CLAIM_REQUEST = _obj({"agent_id": _text(128, "^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")},

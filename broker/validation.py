@@ -267,7 +267,7 @@ def parse_lease(body: Mapping[str, Any]) -> tuple[bool, str | None]:
 
 def parse_complete(
     body: Mapping[str, Any],
-) -> tuple[dict[str, Any], list[ResultRecord], list[dict[str, str]]]:
+) -> tuple[dict[str, Any], list[ResultRecord], list[dict[str, Any]]]:
     check_keys(body, {"outcome", "results", "skipped"})
     return (
         parse_outcome(require(body, "outcome")),
@@ -329,7 +329,7 @@ def _results(value: object) -> list[ResultRecord]:
     return records
 
 
-def _skipped(value: object) -> list[dict[str, str]]:
+def _skipped(value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list) or len(value) > MAX_RESULTS:
         raise _invalid("skipped", f"must be an array of at most {MAX_RESULTS} objects")
     skipped = []
@@ -337,10 +337,21 @@ def _skipped(value: object) -> list[dict[str, str]]:
         prefix = f"skipped[{index}]"
         if not isinstance(item, dict):
             raise _invalid(prefix, "must be an object with name and reason")
-        check_keys(item, {"name", "reason"}, prefix + ".")
+        check_keys(item, {"name", "reason", "rule", "required"}, prefix + ".")
         name = text(require(item, "name", prefix + "."), prefix + ".name", 4096)
-        skipped.append({"name": name, "reason": _reason(item.get("reason", ""), prefix)})
+        entry: dict[str, Any] = {"name": name, "reason": _reason(item.get("reason", ""), prefix)}
+        # A result the site's egress policy withheld: the rule, and whether it was required.
+        if "rule" in item:
+            entry["rule"] = text(item["rule"], prefix + ".rule", 64, pattern=_RULE)
+        if "required" in item:
+            if not isinstance(item["required"], bool):
+                raise _invalid(prefix + ".required", "must be true or false")
+            entry["required"] = item["required"]
+        skipped.append(entry)
     return skipped
+
+
+_RULE = re.compile(r"[a-z_]{1,64}")
 
 
 # --- headers and query values ----------------------------------------------------------------

@@ -27,6 +27,7 @@ from bridge.core.errors import (
     Cancelled,
     JobUnknown,
     ProtocolError,
+    ResultNotSent,
     TransportError,
     from_wire,
 )
@@ -279,6 +280,10 @@ class JobRun:
                 try:
                     with progress.transfer("out", header.name, header.size) as got:
                         got.sha256 = receive_file(reader, header, dir_fd, parts[-1])
+                except ResultNotSent as exc:  # the site could not read it: the others come
+                    log.warning("%s: %s not returned: %s", self.job_id, header.name, exc.message)
+                    skipped.append({"name": header.name, "reason": exc.message})
+                    continue
                 finally:
                     os.close(dir_fd)
                 received.append(header.name)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import Any
 
-from bridge.core.errors import BridgeError, InputMissing, StagingError
+from bridge.core.errors import BridgeError, ExitCode, InputMissing, StagingError
 from bridge.core.job import InputDecl, JobOutcome, JobRequest, ParamValue
 from bridge.core.paths import check_name
 
@@ -50,11 +51,19 @@ def prepare_inputs(paths: list[str]) -> list[LocalInput]:
 class RunResult:
     outcome: JobOutcome
     results: list[str] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
+        """The job's code, or 89 when the site withheld a result the command requires: the
+        workflow must not go on as if it had it (the solver's code is in the log line)."""
+        if self.withheld_required:
+            return int(ExitCode.RESULT_WITHHELD)
         return self.outcome.bridge_exit_code()
+
+    @property
+    def withheld_required(self) -> list[str]:
+        return [str(s.get("name")) for s in self.skipped if s.get("required") is True]
 
 
 def open_output_dir(path: str) -> int:

@@ -171,7 +171,14 @@ def run_job_at(
         "%s: %s (%s); %d result file(s) in %s",
         job_id, outcome.state.value, outcome.reason, len(result.results), output_dir,
     )  # fmt: skip
-    if result.exit_code >= int(ExitCode.JOB_LOST) and result.exit_code < 128:
+    if result.withheld_required:
+        log.error(
+            "%s: the site withheld required result(s) %s (see the reasons above); the job "
+            "itself ended %s with exit code %s",
+            job_id, ", ".join(result.withheld_required), outcome.state.value,
+            outcome.bridge_exit_code(),
+        )  # fmt: skip
+    elif result.exit_code >= int(ExitCode.JOB_LOST) and result.exit_code < 128:
         log.error("%s: job %s at %s: %s", job_id, outcome.state.value, site_name, outcome.reason)
     return result
 

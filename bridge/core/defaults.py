@@ -86,3 +86,11 @@ IDLE_TIMEOUT_SECONDS = 60.0
 # The site's audit log: in the site account's state dir (XDG's, ``~/.local/state`` unless
 # $XDG_STATE_HOME says otherwise), which stays private (0700) and outlives the work dirs.
 AUDIT_DIR = "~/.local/state/mint-bridge/audit"
+# What may leave a site when its config has no [egress] table. Large enough for any real
+# solver's results, small enough that a runaway or sparse file (a 1 TiB hole) is withheld from
+# its size alone, before a byte of it is read.
+EGRESS_MAX_FILE_SIZE = 64 << 30  # 64 GiB per file
+EGRESS_MAX_JOB_SIZE = 256 << 30  # 256 GiB per job
+EGRESS_MAX_FILES = 10_000  # as many as the legacy API returns for one job
+# Where ``mint-bridge site index-private`` keeps its SHA-256 index of the private files.
+PRIVATE_INDEX = "~/.local/state/mint-bridge/private-index.json"

@@ -26,6 +26,7 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     │       │                       state (HTTP 409; ``code``, and ``offset`` it holds if any)
     │       └── LeaseLost           a newer lease holds the job (stale epoch): stop acting on it
     ├── StagingError                a path is unsafe or a file cannot be written
+    │   └── ResultNotSent           one result could not be read at the site (the others go)
     ├── JobUnknown                  the site has no job with that id
     ├── JobFailedAtSite             the job ended without a solver exit code (walltime, lost, ...)
     ├── SiteError                   the site entry point failed internally
@@ -71,6 +72,7 @@ class ExitCode(enum.IntEnum):
     CANCELLED_AT_SITE = 86
     JOB_UNKNOWN = 87
     TIMED_OUT = 88
+    RESULT_WITHHELD = 89
     AUDIT_FAILED = 90
     CANCELLED = 143  # 128 + SIGTERM: what a shell reports for a job stopped by qdel
 
@@ -195,6 +197,10 @@ class StagingError(BridgeError):
     exit_code = ExitCode.STAGING_FAILED
 
 
+class ResultNotSent(StagingError):
+    """The site could not send one result (unreadable, vanished, changed); the rest still go."""
+
+
 class JobUnknown(BridgeError):
     exit_code = ExitCode.JOB_UNKNOWN
 
@@ -256,6 +262,7 @@ _WIRE_KINDS: dict[str, type[BridgeError]] = {
         ProtocolError,
         TransferCorrupted,
         StagingError,
+        ResultNotSent,
         JobUnknown,
         SiteError,
         SiteConfigInvalid,

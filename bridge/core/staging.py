@@ -13,12 +13,12 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from bridge.core import defaults, progress
-from bridge.core.errors import ProtocolError, StagingError, TransferCorrupted
+from bridge.core.errors import ProtocolError, ResultNotSent, StagingError, TransferCorrupted
 from bridge.core.paths import PART_SUFFIX, current_umask, safe_mode
 from bridge.core.protocol import KIND_FILE, FrameReader, FrameWriter, copy_frames_to
 
@@ -30,21 +30,45 @@ _READ_AHEAD = 2
 # --- sending -------------------------------------------------------------------------------
 
 
-def send_file(writer: FrameWriter, name: str, source: BinaryIO, size: int, mode: int) -> str:
+def send_file(
+    writer: FrameWriter,
+    name: str,
+    source: BinaryIO,
+    size: int,
+    mode: int,
+    *,
+    sha256: str | None = None,
+    unchanged: Callable[[], bool] | None = None,
+) -> str:
     """Send one file: header, body in chunks, trailer with SHA-256. Returns the hex digest.
 
     Exactly ``size`` bytes are sent; a file that shrank meanwhile is an error, one that grew is
-    cut at ``size`` (the receiver checks both against the SHA-256 of what was sent).
+    cut at ``size`` (the receiver checks both against the SHA-256 of what was sent). A digest
+    the caller already has (``sha256``, from the pass that checked the file) is sent as it is,
+    not computed again; ``unchanged`` then says whether the file is still the one it checked.
+    A file that cannot be read to its end is withdrawn (``ResultNotSent`` at both ends): the
+    receiver drops what it got of it and the connection carries on with the next file.
     """
     writer.write_json({"file": name, "size": size, "mode": mode})
-    with _ReadAhead(source, size, name) as body:
-        for chunk in body.chunks():
-            writer.write_frame(KIND_FILE, chunk)
-            progress.moved(len(chunk))
-        hexdigest = body.hexdigest()
+    try:
+        with _ReadAhead(source, size, name, hashing=sha256 is None) as body:
+            for chunk in body.chunks():
+                writer.write_frame(KIND_FILE, chunk)
+                progress.moved(len(chunk))
+            hexdigest = sha256 or body.hexdigest()
+        if unchanged is not None and not unchanged():
+            raise StagingError(f"{name} changed after it was checked")
+    except StagingError as exc:
+        withdraw_file(writer, f"not sent: {exc.message}")
+        raise ResultNotSent(exc.message) from exc
     writer.write_frame(KIND_FILE, b"")
     writer.write_json({"sha256": hexdigest})
     return hexdigest
+
+
+def withdraw_file(writer: FrameWriter, reason: str) -> None:
+    """End the file being sent with the reason it is not sent (after its header)."""
+    writer.write_json({"error": ResultNotSent(reason).to_wire()})
 
 
 class _ReadAhead:
@@ -54,7 +78,8 @@ class _ReadAhead:
     paramiko's Python code: the critical path of an upload.
     """
 
-    def __init__(self, source: BinaryIO, size: int, name: str) -> None:
+    def __init__(self, source: BinaryIO, size: int, name: str, *, hashing: bool = True) -> None:
+        self._hashing = hashing
         self._source = source
         self._size = size
         self._name = name
@@ -88,17 +113,25 @@ class _ReadAhead:
         remaining = self._size
         try:
             while remaining and not self._stop.is_set():
-                chunk = self._source.read(min(remaining, defaults.CHUNK_SIZE))
-                if not chunk:
-                    raise StagingError(
-                        f"{self._name} shrank while it was being sent ({remaining} bytes short)"
-                    )
-                self._digest.update(chunk)
+                chunk = self._read(remaining)
+                if self._hashing:
+                    self._digest.update(chunk)
                 remaining -= len(chunk)
                 self._put(chunk)
             self._put(None)
         except BaseException as exc:  # raised again by the sender, in its own thread
             self._put(exc)
+
+    def _read(self, remaining: int) -> bytes:
+        try:
+            chunk = self._source.read(min(remaining, defaults.CHUNK_SIZE))
+        except OSError as exc:  # EIO, a file system gone: this file fails, not the transfer
+            raise StagingError(f"{self._name} cannot be read: {exc.strerror}") from exc
+        if not chunk:
+            raise StagingError(
+                f"{self._name} shrank while it was being sent ({remaining} bytes short)"
+            )
+        return chunk
 
     def _put(self, item: bytes | BaseException | None) -> None:
         # Never blocks for good: a sender that stopped takes nothing more from the queue.

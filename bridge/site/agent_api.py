@@ -143,7 +143,7 @@ class AgentApi:
         lease: Lease,
         outcome: dict[str, Any],
         results: list[dict[str, Any]],
-        skipped: list[dict[str, str]],
+        skipped: list[dict[str, Any]],
     ) -> None:
         self.session.json(
             "POST",

@@ -115,7 +115,7 @@ class JobAudit:
             to=self.peer.address, **self.peer.identity(),
         )  # fmt: skip
 
-    def result_withheld(self, name: str, size: int, sha256: str | None, rule: str) -> None:
+    def result_withheld(self, name: str, size: int | None, sha256: str | None, rule: str) -> None:
         """A result the site's egress policy kept back, and the rule that did."""
         self._record("result_withheld", name=name, size=size, sha256=sha256, rule=rule)
 
@@ -165,3 +165,15 @@ def refused(writer: AuditWriter, peer: Peer, attempted: str, reason: str,
     # Already logged by record(); the request is refused either way.
     with contextlib.suppress(AuditFailed):
         record(writer, "refused", job, fields)
+
+
+def record_withheld(job_audit: JobAudit, skipped: list[dict[str, Any]]) -> None:
+    """One ``result_withheld`` line per result the egress policy kept back (the entries of
+    the manifest's ``skipped`` that name a rule), before the manifest goes."""
+    for entry in skipped:
+        rule = entry.get("rule")
+        if isinstance(rule, str):
+            size = entry.get("size")
+            job_audit.result_withheld(
+                str(entry.get("name")), size if isinstance(size, int) else None, None, rule
+            )

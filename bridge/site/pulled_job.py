@@ -30,7 +30,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bridge.core import outbound
 from bridge.core.broker_endpoint import read_token
 from bridge.core.errors import (
     AuditFailed,
@@ -48,7 +47,7 @@ from bridge.core.job import JobOutcome, JobRequest, JobState
 from bridge.core.paths import check_name
 from bridge.core.streams import VerifiedFile
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
-from bridge.site import accepted_job, audit, job_start, probe
+from bridge.site import accepted_job, audit, job_start, outgoing, probe
 from bridge.site.agent_api import AgentApi, Claimed
 from bridge.site.audit_chain import AuditWriter
 from bridge.site.config import AgentConfig, SiteConfig
@@ -369,14 +368,15 @@ class PulledJob:
 
     def _deliver(self, api: AgentApi, job: accepted_job.AcceptedJob, outcome: JobOutcome) -> None:
         results: list[dict[str, Any]] = []
-        skipped: list[dict[str, str]] = []
+        skipped: list[dict[str, Any]] = []
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
         if outcome.state != JobState.CANCELLED:
-            files, skips = accepted_job.collect_job_results(job)
-            skipped = [{"name": s.name, "reason": outbound.scrub(s.reason)} for s in skips]
+            out = outgoing.select_results(self.site, job)
+            skipped = out.skipped
             try:
+                audit.record_withheld(self.audit, skipped)
                 results = upload_results(
-                    api, self.lease, self.wd.path, files, skipped, self._checkpoint,
+                    api, self.lease, self.wd.path, out, self._checkpoint,
                     before_send=self.audit.result_sent,
                 )  # fmt: skip
             except AuditFailed as exc:
@@ -400,7 +400,7 @@ class PulledJob:
         api: AgentApi,
         outcome: dict[str, Any],
         results: list[dict[str, Any]],
-        skipped: list[dict[str, str]],
+        skipped: list[dict[str, Any]],
     ) -> None:
         self.keeper.completing = True  # from now on a refused renewal is expected, not lost
         api.complete(self.lease, outcome, results, skipped)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from bridge.core import outbound
 from bridge.core.errors import (
     AuditFailed,
     BridgeError,
@@ -31,6 +32,7 @@ from bridge.core.errors import (
 from bridge.core.results import ResultFile, open_result_for_reading
 from bridge.core.streams import sha256_stream
 from bridge.site.agent_api import AgentApi, Lease
+from bridge.site.outgoing import Outgoing, signature
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +50,29 @@ def upload_results(
     api: AgentApi,
     lease: Lease,
     workdir: str,
-    files: list[ResultFile],
-    skipped: list[dict[str, str]],
+    out: Outgoing,
     checkpoint: Callable[[], None],
     before_send: Callable[[str, int, str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Upload each result; returns what was sent, and adds what could not be to ``skipped``.
+    """Upload each result; returns what was sent, and adds what could not be to
+    ``out.skipped``. A digest the egress check already computed is not computed again.
 
     ``before_send(name, size, sha256)`` runs once a file is hashed, before its first byte
     goes (the audit line); if it raises, nothing more is uploaded."""
     uploaded: list[dict[str, Any]] = []
     root_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        for result in files:
+        for result in out.files:
             checkpoint()
             try:
-                sha256 = _upload_one(api, lease, root_fd, result, before_send)
+                sha256 = _upload_one(api, lease, root_fd, result, out, before_send)
             except (StagingError, TransferCorrupted) as exc:
-                # Changed or replaced after collection (a process the job left behind).
+                # Unreadable, or changed or replaced after collection (a process the job left
+                # behind): this one is not sent, the others and the outcome still are.
                 log.warning("%s: result %s not sent: %s", lease.job_id, result.name, exc)
-                skipped.append({"name": result.name, "reason": f"not sent: {exc.message}"})
+                out.skipped.append(
+                    {"name": result.name, "reason": outbound.scrub(f"not sent: {exc.message}")}
+                )
                 continue
             uploaded.append(
                 {
@@ -87,13 +92,19 @@ def _upload_one(
     lease: Lease,
     root_fd: int,
     result: ResultFile,
+    out: Outgoing,
     before_send: Callable[[str, int, str], None] | None,
 ) -> str:
     with open_result_for_reading(root_fd, result) as source:
-        sha256 = sha256_stream(source, result.size, result.name)
+        sha256 = out.sha256.get(result.name)
+        if sha256 is None:
+            sha256 = sha256_stream(source, result.size, result.name)
+        elif signature(source.fileno()) != out.signatures.get(result.name):
+            raise StagingError(f"{result.name} changed after it was checked")
         if before_send is not None:
             before_send(result.name, result.size, sha256)
-        # Each PATCH is retried on its own and resumes from the broker's offset.
+        # Each PATCH is retried on its own and resumes from the broker's offset; the broker
+        # checks the bytes against this digest, so a file changed meanwhile is refused there.
         api.upload_result(lease, result.name, source, result.size, sha256)
     return sha256
 

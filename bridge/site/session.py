@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, BinaryIO
+from typing import Any
 
 from bridge import __version__
 from bridge.core import defaults, outbound
@@ -32,6 +32,7 @@ from bridge.core.errors import (
     JobRejected,
     JobUnknown,
     ProtocolError,
+    ResultNotSent,
     SiteError,
     StagingError,
 )
@@ -47,9 +48,9 @@ from bridge.core.protocol import (
     PeerIdle,
 )
 from bridge.core.results import ResultFile, open_result_for_reading
-from bridge.core.staging import FileHeader, receive_file, send_file
+from bridge.core.staging import FileHeader, receive_file, send_file, withdraw_file
 from bridge.core.streams import sha256_stream
-from bridge.site import accepted_job, audit, job_start, probe
+from bridge.site import accepted_job, audit, job_start, outgoing, probe
 from bridge.site.audit_chain import AuditWriter
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
@@ -263,26 +264,74 @@ class Session:
 
     def _send_results(self, job: accepted_job.AcceptedJob) -> None:
         wd = job.workdir
-        files, skipped = accepted_job.collect_job_results(job)
+        out = outgoing.select_results(self.site, job)
+        job_audit = self.job_audit(wd.job_id)
+        audit.record_withheld(job_audit, out.skipped)
         self.writer.write_json(
             {
-                "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in files],
-                "skipped": [{"name": s.name, "reason": outbound.scrub(s.reason)} for s in skipped],
+                "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in out.files],
+                "skipped": out.skipped,
             }
         )
         root_fd = _open_root(wd.path)
-        job_audit = self.job_audit(wd.job_id)
         try:
-            for result in files:
-                with open_result_for_reading(root_fd, result) as source:
-                    _send_audited(self.writer, job_audit, result, source)
+            not_sent = sum(
+                not self._send_one(root_fd, out, result, job_audit) for result in out.files
+            )
         finally:
             os.close(root_fd)
         self.writer.write_json({"done": True})
         reply = self.reader.read_json()
         if reply.get("op") == "ack":
             wd.mark_delivered()
-            log.info("%s: %d results delivered, %d skipped", wd.job_id, len(files), len(skipped))
+            log.info(
+                "%s: %d results delivered, %d not sent, %d skipped or withheld",
+                wd.job_id, len(out.files) - not_sent, not_sent, len(out.skipped),
+            )  # fmt: skip
+
+    def _send_one(
+        self,
+        root_fd: int,
+        out: outgoing.Outgoing,
+        result: ResultFile,
+        job_audit: audit.JobAudit,
+    ) -> bool:
+        """Send one result; one that cannot be read is withdrawn and the next one goes.
+
+        Its audit line, with its SHA-256, is on disk before its first byte goes: the digest
+        of the egress check's read when it made one, else one read here first (the send then
+        hashes nothing again)."""
+        try:
+            source = open_result_for_reading(root_fd, result)
+        except StagingError as exc:
+            self._withdraw(result, exc)
+            return False
+        with source:
+            sha256 = out.sha256.get(result.name)
+            seen = out.signatures.get(result.name)
+            if sha256 is None:
+                try:
+                    seen = outgoing.signature(source.fileno())
+                    sha256 = sha256_stream(source, result.size, result.name)
+                except StagingError as exc:
+                    self._withdraw(result, exc)
+                    return False
+            job_audit.result_sent(result.name, result.size, sha256)
+            try:
+                send_file(
+                    self.writer, result.name, source, result.size, result.mode, sha256=sha256,
+                    unchanged=lambda: outgoing.signature(source.fileno()) == seen,
+                )  # fmt: skip
+            except ResultNotSent as exc:
+                log.warning("%s: result %s not sent: %s", self.job_id, result.name, exc.message)
+                return False
+        return True
+
+    def _withdraw(self, result: ResultFile, exc: StagingError) -> None:
+        """A result that cannot be read: its header, then why it does not follow."""
+        log.warning("%s: result %s not sent: %s", self.job_id, result.name, exc.message)
+        self.writer.write_json({"file": result.name, "size": result.size, "mode": result.mode})
+        withdraw_file(self.writer, outbound.scrub(f"not sent: {exc.message}"))
 
 
 class _SubmitSteps:
@@ -329,25 +378,6 @@ class _SubmitSteps:
         self.session.writer.write_json(
             {"started": True, "job_id": self.job.request.job_id, "native_id": native_id}
         )
-
-
-def _send_audited(
-    writer: FrameWriter,
-    job_audit: audit.JobAudit,
-    result: ResultFile,
-    source: BinaryIO,
-    sha256: str | None = None,
-) -> None:
-    """Put the result's audit line on disk, then send it: unrecorded bytes never go.
-
-    ``sha256``: the digest collection already computed, if any; else the file is hashed here
-    first (one more read of it, from the page cache)."""
-    sha256 = sha256 or sha256_stream(source, result.size, result.name)
-    job_audit.result_sent(result.name, result.size, sha256)
-    sent = send_file(writer, result.name, source, result.size, result.mode)
-    if sent != sha256:
-        # The file changed between hashing and sending (a process the job left behind).
-        raise StagingError(f"result {result.name} changed while it was sent; run the job again")
 
 
 def _receive_inputs(

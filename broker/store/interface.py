@@ -168,7 +168,7 @@ class Store(abc.ABC):
         epoch: int,
         outcome: Mapping[str, Any],
         results: Sequence[ResultRecord],
-        skipped: Sequence[Mapping[str, str]],
+        skipped: Sequence[Mapping[str, Any]],
         now: float,
     ) -> JobRecord:
         """End the job; each listed result must be fully uploaded with that size and digest.

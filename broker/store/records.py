@@ -121,7 +121,7 @@ class JobRecord:
     inputs: tuple[InputRecord, ...]
     results: tuple[ResultRecord, ...] = ()
     outcome: Mapping[str, Any] | None = None
-    skipped: tuple[Mapping[str, str], ...] = ()
+    skipped: tuple[Mapping[str, Any], ...] = ()
     logs: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(LOG_STREAMS, 0))
     cancel_requested: bool = False
     agent_lost: bool = False

@@ -237,7 +237,7 @@ class SQLStore(Store):
         epoch: int,
         outcome: Mapping[str, Any],
         results: Sequence[ResultRecord],
-        skipped: Sequence[Mapping[str, str]],
+        skipped: Sequence[Mapping[str, Any]],
         now: float,
     ) -> JobRecord:
         with self._transaction() as tx:

@@ -57,6 +57,7 @@ def site_toml(
     commands: Mapping[str, Mapping[str, Any]],
     agent: Mapping[str, Any] | None = None,
     scheduler: Mapping[str, Any] | None = None,
+    egress: Mapping[str, Any] | None = None,
 ) -> str:
     """The text of a site.toml; a value that is a dict becomes a sub-table (``params``)."""
     lines: list[str] = []
@@ -65,6 +66,8 @@ def site_toml(
         _table(["agent"], agent, lines)
     if scheduler is not None:
         _table(["scheduler"], scheduler, lines)
+    if egress is not None:
+        _table(["egress"], egress, lines)
     for name, command in commands.items():
         _table(["commands", name], command, lines)
     return "\n".join(lines) + "\n"
@@ -77,6 +80,8 @@ def write_site_toml(
     commands: Mapping[str, Mapping[str, Any]],
     agent: Mapping[str, Any] | None = None,
     scheduler: Mapping[str, Any] | None = None,
+    egress: Mapping[str, Any] | None = None,
 ) -> Path:
-    path.write_text(site_toml(site=site, commands=commands, agent=agent, scheduler=scheduler))
+    text = site_toml(site=site, commands=commands, agent=agent, scheduler=scheduler, egress=egress)
+    path.write_text(text)
     return path

@@ -13,6 +13,7 @@ import os
 import re
 import string
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.core.errors import InputRejected, ParameterInvalid
 from bridge.core.job import ParamValue
@@ -21,6 +22,7 @@ from bridge.core.probe import PROBE_COMMAND
 from bridge.core.results import ReturnRule
 from bridge.core.tomlconf import Section
 from bridge.core.units import parse_duration
+from bridge.site.config.egress_table import load_command_egress
 from bridge.site.config.params import ParamSpec, load_param, render_value
 from bridge.site.config.resources import ResourceTemplate, load_resources
 from schedulers import NAMES as SCHEDULER_NAMES
@@ -46,6 +48,8 @@ class CommandSpec:
     env: dict[str, str] = field(default_factory=dict)
     config_dir: str = ""  # directory of the site config: {config_dir} in args and env
     resources: ResourceTemplate = field(default_factory=ResourceTemplate)
+    # [commands.<name>.egress]: the keys it overrides in the site's [egress] policy.
+    egress: dict[str, Any] = field(default_factory=dict)
 
     def resolve_params(self, given: dict[str, ParamValue]) -> dict[str, ParamValue]:
         """Validated values for every parameter (defaults filled in); rejects unknown names."""
@@ -122,6 +126,7 @@ _COMMAND_KEYS = {
     "log_file",
     "env",
     "resources",
+    "egress",
 }
 
 
@@ -164,6 +169,7 @@ def load_command(parent: Section, name: str, config_dir: str) -> CommandSpec:
         env=env,
         config_dir=config_dir,
         resources=load_resources(sec.section("resources"), set(params)),
+        egress=load_command_egress(sec),
     )
 
 

@@ -19,6 +19,8 @@ from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration, parse_size
 from bridge.site.config.agent_table import AgentConfig, load_agent
 from bridge.site.config.commands import CommandSpec, load_command
+from bridge.site.config.egress_table import check_private_dirs, load_site_egress
+from bridge.site.egress import EgressPolicy
 from schedulers import Scheduler, SchedulerOptions, get_scheduler
 
 
@@ -43,6 +45,11 @@ class SiteConfig:
     def command_for(self, requested: str) -> str:
         """The command a job names, with an original API's command string mapped."""
         return self.legacy_commands.get(requested, requested)
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # the [egress] table
+
+    def egress_for(self, command: CommandSpec) -> EgressPolicy:
+        """The policy ``command``'s results leave under: the site's, with its overrides."""
+        return self.egress.with_overrides(command.egress)
 
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
@@ -102,7 +109,7 @@ class SiteConfig:
 
 def load_site_config(path: str) -> SiteConfig:
     root = Section(path, "", load_toml(path))
-    root.check_keys({"site", "commands", "scheduler", "agent"})
+    root.check_keys({"site", "commands", "scheduler", "agent", "egress"})
     site = root.section("site")
     site.check_keys(
         {
@@ -119,6 +126,10 @@ def load_site_config(path: str) -> SiteConfig:
         name: load_command(commands_section, name, os.path.dirname(os.path.abspath(path)))
         for name in sorted(commands_section.data)
     }
+    egress = load_site_egress(root)
+    problem = check_private_dirs(egress, {n: c.egress for n, c in commands.items()})
+    if problem:
+        raise root.error(problem, "egress.private_dirs")
     return SiteConfig(
         path=path,
         name=site.get("name", str, "site"),
@@ -134,6 +145,7 @@ def load_site_config(path: str) -> SiteConfig:
         idle_timeout=_idle_timeout(site),
         legacy_commands=_legacy_commands(site, commands),
         audit_dir=_audit_dir(site, os.path.dirname(os.path.abspath(path))),
+        egress=egress,
     )
 
 
