@@ -12,7 +12,9 @@ after a walltime or ``qdel``), so the limit tests end in seconds.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from bridge.core.errors import ExitCode
 from tests.support.openpbs import OpenPbs, OpenPbsUnavailable, start_openpbs, user_dir
 from tests.support.services import unavailable
 from tests.support.site_toml import site_toml, toml_string
@@ -48,7 +52,7 @@ def openpbs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenPbs]:
     pbs.stop()
 
 
-@pytest.fixture(params=[True], ids=["history-on"])
+@pytest.fixture(params=[False, True], ids=["history-off", "history-on"])
 def history(request: pytest.FixtureRequest, openpbs: OpenPbs) -> Iterator[bool]:
     openpbs.set_history(request.param)
     yield request.param
@@ -170,3 +174,112 @@ def test_a_job_runs_and_returns_its_results(
     assert (cwd / "sums.txt").read_text() == f"{digest}  input.bin\n"
     assert (cwd / "sub" / "dir" / "nested.txt").read_text() == "nested result\n"
     assert native_id(pbs_site, job_id).endswith(".pbstest")
+
+
+def test_the_solvers_exit_code_comes_back_while_pbs_keeps_the_job_or_not(
+    openpbs: OpenPbs, pbs_site: PbsSite, cwd: Path, history: bool
+) -> None:
+    # Long enough to be polled while it runs: without history, qstat -x lists no running job.
+    code, out, err = run_bridge(
+        openpbs, pbs_site, cwd, "--command", "ticks-pbspro", "-p", "count=8", "-p", "delay=0.5"
+    )
+    assert code == 0, err.decode()
+    assert out == b"".join(b"tick %d\n" % i for i in range(8))
+    assert (cwd / "ticks.txt").read_text() == "8\n"
+    code, out, err = run_bridge(openpbs, pbs_site, cwd, "--command", "fail-pbspro")
+    assert code == 3, err.decode()
+    assert out == b"about to fail\n"
+
+
+def test_walltime_exceeded_is_reported_as_such(
+    openpbs: OpenPbs, pbs_site: PbsSite, cwd: Path, history: bool
+) -> None:
+    job_id = str(uuid.uuid4())
+    code, _, err = run_bridge(
+        openpbs, pbs_site, cwd, "--command", "ticks-pbspro", "-p", "count=1000", "-p",
+        "delay=0.5", "--walltime", "3s", "--job-id", job_id,
+    )  # fmt: skip
+    assert code == ExitCode.WALLTIME_EXCEEDED, err.decode()
+    control = pbs_site.work_base / job_id / ".mint-bridge"
+    outcome = json.loads((control / "outcome.json").read_text())
+    assert outcome["state"] == "timeout"
+    # With history PBS says JOB_EXEC_KILL_WALLTIME; without, pbs_mom's notice says it.
+    expected = "JOB_EXEC_KILL_WALLTIME" if history else "job killed: walltime"
+    assert expected in outcome["reason"], outcome
+
+
+def test_sigterm_cancels_the_job_and_its_outcome_is_kept(
+    openpbs: OpenPbs, pbs_site: PbsSite, cwd: Path, history: bool
+) -> None:
+    job_id = str(uuid.uuid4())
+    proc = start_bridge(
+        openpbs, pbs_site, cwd, "--command", "ticks-pbspro", "-p", "count=1000",
+        "--job-id", job_id,
+    )  # fmt: skip
+    wait_for(lambda: (cwd / "ticks.txt").exists() or bool(native_id(pbs_site, job_id)), "an id")
+    native = native_id(pbs_site, job_id)
+    control = pbs_site.work_base / job_id / ".mint-bridge"
+    wait_for(lambda: (control / "scheduler_job_id").exists(), "the job to start")
+    bridge = next(
+        p for p in psutil.Process(proc.pid).children(recursive=True) if "bridge.cli" in p.cmdline()
+    )
+    bridge.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.CANCELLED, err.decode()
+    outcome = json.loads((control / "outcome.json").read_text())
+    assert outcome["state"] == "cancelled", outcome
+    assert native not in openpbs.job_ids()
+
+
+# --- OpenPBS's JSON as it stands ------------------------------------------------------------
+
+STATUS_SNIPPET = """
+import json, sys
+from schedulers.base import JobHandle
+from schedulers.pbspro import PbsProScheduler
+pairs = zip(sys.argv[1::2], sys.argv[2::2])
+handles = [JobHandle("j", native, control) for native, control in pairs]
+outcomes = PbsProScheduler().status(handles)
+print(json.dumps({k: v.to_message() for k, v in outcomes.items()}))
+"""
+
+
+def test_a_job_printing_invalid_json_fails_no_other_job(
+    openpbs: OpenPbs, pbs_site: PbsSite, cwd: Path, history: bool
+) -> None:
+    # OpenPBS 23.06.06 prints Submit_arguments unescaped: tr '\"\0\"' is "Invalid \escape".
+    broken = openpbs.run("qsub", "-h", "--", "/usr/bin/tr", '\\"\\0\\"', "x", user=True)
+    plain = openpbs.run("qsub", "-h", "--", "/bin/true", user=True)
+    assert broken.returncode == 0 and plain.returncode == 0, broken.stderr + plain.stderr
+    ids = [broken.stdout.strip(), plain.stdout.strip()]
+    try:
+        raw = openpbs.run("qstat", "-f", "-F", "json", ids[0], user=True).stdout
+        with pytest.raises(json.JSONDecodeError, match="Invalid \\\\escape"):
+            json.loads(raw)
+        argv = [sys.executable, "-c", STATUS_SNIPPET]
+        for native in ids:
+            argv += [native, str(cwd)]
+        done = openpbs.run(*argv, user=True)
+        assert done.returncode == 0, done.stderr
+        outcomes = json.loads(done.stdout)
+        assert {k: v["state"] for k, v in outcomes.items()} == dict.fromkeys(ids, "held")
+    finally:
+        openpbs.run("qdel", *ids, user=True)
+
+
+# --- the torque adapter meets PBS's commands ------------------------------------------------
+
+
+def test_torque_against_pbs_pro_says_which_scheduler_to_use_and_submits_nothing(
+    openpbs: OpenPbs, pbs_site: PbsSite, cwd: Path
+) -> None:
+    openpbs.set_history(True)  # so that even an ended job would still be listed
+    try:
+        before = openpbs.run("qselect", "-x").stdout.split()
+        code, _, err = run_bridge(openpbs, pbs_site, cwd, "--command", "checksum-torque")
+        assert code == ExitCode.CONFIG_INVALID, err.decode()
+        assert b'set scheduler = "pbspro"' in err
+        assert b"OpenPBS 23.06.06" in err
+        assert openpbs.run("qselect", "-x").stdout.split() == before  # nothing was submitted
+    finally:
+        openpbs.set_history(False)

@@ -80,7 +80,12 @@ def test_invalid_variable_list_is_dropped_and_the_rest_parsed() -> None:
         json.loads(text)  # the fixture really is what PBS Pro 19.1 printed: not JSON
     jobs = parse_qstat_json(text)
     assert jobs["4.scheduler"]["job_state"] == "R"
-    assert jobs["4.scheduler"]["Variable_List"] == {}
+    variables = jobs["4.scheduler"]["Variable_List"]
+    # A backslash starting no JSON escape stands for itself; a value still not JSON is dropped.
+    assert variables["QUOTED"] == "\\'\"asads\"\\'"
+    assert variables["LIST"] == "ab\\,c"
+    assert variables["RUN_TAG"] is None
+    assert variables["PBS_O_HOME"] == "/home/mint"
     assert parse_status(text)["5.scheduler"].state is JobState.QUEUED
 
 
