@@ -4,6 +4,7 @@ Commands (argv lists; the script itself comes from ``batch_script.render_script`
 
     qsub -o <control>/scheduler.out -j oe <control>/job.sh     prints the id, e.g. 123.pbs01
     qstat -x -f -F json <id> <id> ...                          one call for every job we follow
+                                                               (without -x when history is off)
     qdel <id>                                                  (not -x: it would purge history)
     qselect -N <name>                                          duplicate-submit guard, recovery
 
@@ -12,8 +13,11 @@ script records in the control dir as its first act (``$SLURM_JOB_ID`` under Slur
 wrappers, which leave ``PBS_JOBID`` unset), or while the job is still queued by ``qselect``.
 
 ``-x`` includes finished jobs, kept for the server's ``job_history_duration`` when
-``job_history_enable`` is set (it is off by default: then a finished job simply disappears and
-the base class settles it from the exit code our job script recorded). ``-F json`` prints
+``job_history_enable`` is set. It is off by default, and then ``qstat -x`` lists no job at all
+(it notes "PBS is not configured to maintain job history" on stderr): the adapter then asks
+without ``-x``, and a job that has left the server is settled from what it left in its control
+dir (``pbs_base.settle_unlisted``: the recorded exit code, pbs_mom's kill notice in
+scheduler.out, our own cancel). ``-F json`` prints
 ``{"timestamp", "pbs_version", "pbs_server", "Jobs": {<id>: {attribute: value}}}`` with
 resources as nested objects (``resources_used``, ``Resource_List``) and numbers as numbers.
 Unknown ids go to stderr ("qstat: Unknown Job Id 123.pbs01") while the others still print.
