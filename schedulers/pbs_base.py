@@ -284,10 +284,10 @@ def settle_unlisted(scheduler: str, handle: JobHandle) -> JobOutcome:
         if notice is not None:
             state, words = notice
             return JobOutcome(state, reason=f"{words}; {gone}")
+        if os.path.exists(os.path.join(handle.control_dir, BATCH_CANCEL_FILE)):
+            return JobOutcome(JobState.CANCELLED, reason=f"deleted on request (qdel); {gone}")
     if recorded is not None:
         return outcome_from_exit_code(recorded)
-    if os.path.exists(os.path.join(handle.control_dir, BATCH_CANCEL_FILE)):
-        return JobOutcome(JobState.CANCELLED, reason=f"deleted on request (qdel); {gone}")
     if read_self_id(handle.control_dir) is None:
         return JobOutcome(
             JobState.LOST, reason=f"{gone}; it never started (deleted while queued?)"

@@ -58,6 +58,10 @@ class SharedStatus:
         handles = {h.native_id: h for h in self._running_handles()}
         handles[handle.native_id] = handle
         outcomes = self.scheduler.status(list(handles.values()))
+        # Every job seen ending is settled here, not only the one asked about: a job nobody
+        # follows any more (its bridge cancelled and left) is then not asked about again.
+        for native_id, other in handles.items():
+            self.record(other, outcomes[native_id])
         write_json_atomic(
             self.path,
             {"at": time.time(), "outcomes": {k: v.to_message() for k, v in outcomes.items()}},

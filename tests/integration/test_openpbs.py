@@ -226,9 +226,29 @@ def test_sigterm_cancels_the_job_and_its_outcome_is_kept(
     bridge.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.CANCELLED, err.decode()
+    wait_for(lambda: native not in openpbs.job_ids(), "PBS to let the job go")
+    if not (control / "outcome.json").exists():
+        # Not over within the cancel's few seconds of confirmation: the site's next status
+        # pass, made for any other job, settles it.
+        other = user_dir("mb-pbs-other-")
+        done = openpbs.run(
+            sys.executable, "-c", POLL_SNIPPET, str(pbs_site.work_base), str(other), user=True
+        )
+        assert done.returncode == 0, done.stderr
     outcome = json.loads((control / "outcome.json").read_text())
     assert outcome["state"] == "cancelled", outcome
-    assert native not in openpbs.job_ids()
+    assert "deleted" in outcome["reason"], outcome
+
+
+POLL_SNIPPET = """
+import sys
+from bridge.site.status_cache import SharedStatus
+from schedulers.base import JobHandle
+from schedulers.pbspro import PbsProScheduler
+adapter = PbsProScheduler()
+adapter.poll_interval = 5.0  # the shared pass over all of the site's jobs
+SharedStatus(sys.argv[1], adapter).get(JobHandle("x", "999999.pbstest", sys.argv[2]))
+"""
 
 
 # --- OpenPBS's JSON as it stands ------------------------------------------------------------
@@ -283,3 +303,79 @@ def test_torque_against_pbs_pro_says_which_scheduler_to_use_and_submits_nothing(
         assert openpbs.run("qselect", "-x").stdout.split() == before  # nothing was submitted
     finally:
         openpbs.set_history(False)
+
+
+# --- many jobs, and a site process killed mid-job ----------------------------------------
+
+MANY_SNIPPET = """
+import json, os, sys, uuid
+from schedulers.base import JobHandle, JobSpec
+from schedulers.pbspro import PbsProScheduler
+root = sys.argv[1]
+adapter = PbsProScheduler()
+handles = []
+for _ in range(20):
+    job_id = str(uuid.uuid4())
+    control = os.path.join(root, job_id, ".mint-bridge")
+    os.makedirs(control)
+    spec = JobSpec(job_id, os.path.dirname(control), control, ["/bin/sleep", "20"], {},
+                   os.path.join(control, "stdout"), os.path.join(control, "stdout"))
+    handles.append(JobHandle(job_id, adapter.submit(spec), control))
+calls = []
+execute = adapter.execute
+def counting(argv, *args, **kwargs):
+    calls.append(argv)
+    return execute(argv, *args, **kwargs)
+adapter.execute = counting
+first = adapter.status(handles)
+first_calls, calls[:] = list(calls), []
+outcomes = adapter.status(handles)
+print(json.dumps({"first": first_calls, "calls": calls, "ids": [h.native_id for h in handles],
+                  "states": [outcomes[h.native_id].state.value for h in handles]}))
+"""
+
+
+def test_twenty_jobs_are_polled_with_one_qstat(
+    openpbs: OpenPbs, cwd: Path, history: bool
+) -> None:
+    done = openpbs.run(sys.executable, "-c", MANY_SNIPPET, str(cwd), user=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    try:
+        # Without history the first pass learns it (qstat -x, then qstat); later ones are one.
+        options = [call[1:-20] for call in answer["first"]]
+        assert options == ([["-x", "-f", "-F", "json"]] if history else [
+            ["-x", "-f", "-F", "json"], ["-f", "-F", "json"]
+        ])  # fmt: skip
+        assert len(answer["calls"]) == 1, answer["calls"]
+        assert answer["calls"][0][1:-20] == ["-x", "-f", "-F", "json"][(0 if history else 1) :]
+        assert answer["calls"][0][-20:] == answer["ids"]
+        assert set(answer["states"]) <= {"queued", "running"}
+        assert answer["states"].count("queued") >= 18  # two CPUs: the rest wait
+    finally:
+        deleted = openpbs.run("qdel", *answer["ids"], user=True)
+        # Gone before the next test submits, which would otherwise queue behind them.
+        wait_for(lambda: not set(answer["ids"]) & set(openpbs.job_ids()), "the jobs to go")
+    assert deleted.returncode == 0, deleted.stderr
+
+
+def test_a_killed_bridge_reattaches_to_the_same_pbs_job(
+    openpbs: OpenPbs, pbs_site: PbsSite, cwd: Path, history: bool
+) -> None:
+    job_id = str(uuid.uuid4())
+    args = ["--command", "ticks-pbspro", "-p", "count=16", "-p", "delay=0.5", "--job-id", job_id]
+    first = start_bridge(openpbs, pbs_site, cwd, *args)
+    control = pbs_site.work_base / job_id / ".mint-bridge"
+    wait_for(lambda: (control / "scheduler_job_id").exists(), "the job to start")
+    native = native_id(pbs_site, job_id)
+    for proc in psutil.Process(first.pid).children(recursive=True):
+        proc.kill()  # the bridge and the site entry it started: gone without a word
+    first.kill()
+    first.communicate(timeout=30)
+    code, out, err = run_bridge(openpbs, pbs_site, cwd, *args)
+    assert code == 0, err.decode()
+    assert out.endswith(b"tick 15\n")
+    assert (cwd / "ticks.txt").read_text() == "16\n"
+    assert native_id(pbs_site, job_id) == native
+    name = f"job name = mb{job_id.replace('-', '')[:13]},"
+    assert openpbs.log("server").count(name) == 1  # one qsub in all
