@@ -226,15 +226,19 @@ def test_sigterm_cancels_the_job_and_its_outcome_is_kept(
     bridge.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.CANCELLED, err.decode()
-    wait_for(lambda: native not in openpbs.job_ids(), "PBS to let the job go")
-    if not (control / "outcome.json").exists():
+    other = user_dir("mb-pbs-other-")
+
+    def settled() -> bool:
         # Not over within the cancel's few seconds of confirmation: the site's next status
         # pass, made for any other job, settles it.
-        other = user_dir("mb-pbs-other-")
-        done = openpbs.run(
-            sys.executable, "-c", POLL_SNIPPET, str(pbs_site.work_base), str(other), user=True
-        )
-        assert done.returncode == 0, done.stderr
+        if not (control / "outcome.json").exists():
+            argv = [sys.executable, "-c", POLL_SNIPPET, str(pbs_site.work_base), str(other)]
+            done = openpbs.run(*argv, user=True)
+            assert done.returncode == 0, done.stderr
+        return (control / "outcome.json").exists()
+
+    wait_for(settled, "a status pass to settle the job")
+    assert native not in openpbs.job_ids()
     outcome = json.loads((control / "outcome.json").read_text())
     assert outcome["state"] == "cancelled", outcome
     assert "deleted" in outcome["reason"], outcome
@@ -379,3 +383,24 @@ def test_a_killed_bridge_reattaches_to_the_same_pbs_job(
     assert native_id(pbs_site, job_id) == native
     name = f"job name = mb{job_id.replace('-', '')[:13]},"
     assert openpbs.log("server").count(name) == 1  # one qsub in all
+
+
+def test_a_qdel_at_the_site_reaches_the_bridge(
+    openpbs: OpenPbs, pbs_site: PbsSite, cwd: Path, history: bool
+) -> None:
+    job_id = str(uuid.uuid4())
+    proc = start_bridge(
+        openpbs, pbs_site, cwd, "--command", "ticks-pbspro", "-p", "count=1000",
+        "--job-id", job_id,
+    )  # fmt: skip
+    control = pbs_site.work_base / job_id / ".mint-bridge"
+    wait_for(lambda: (control / "scheduler_job_id").exists(), "the job to start")
+    assert openpbs.run("qdel", native_id(pbs_site, job_id), user=True).returncode == 0
+    _, err = proc.communicate(timeout=60)
+    if history:  # Exit_status 271, substate 91: deleted while running
+        assert proc.returncode == ExitCode.CANCELLED_AT_SITE, err.decode()
+        assert b"deleted while running" in err
+    else:  # PBS forgets the job and its Exit_status at once, and pbs_mom leaves no notice
+        assert proc.returncode == ExitCode.JOB_LOST, err.decode()
+        assert b"it started but recorded no exit code" in err
+        assert b"deleted at the site" in err
