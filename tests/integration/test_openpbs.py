@@ -237,7 +237,10 @@ def test_sigterm_cancels_the_job_and_its_outcome_is_kept(
             assert done.returncode == 0, done.stderr
         return (control / "outcome.json").exists()
 
-    wait_for(settled, "a status pass to settle the job")
+    try:
+        wait_for(settled, "a status pass to settle the job")
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
     assert native not in openpbs.job_ids()
     outcome = json.loads((control / "outcome.json").read_text())
     assert outcome["state"] == "cancelled", outcome
