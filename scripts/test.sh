@@ -13,11 +13,11 @@ command -v slurmctld >/dev/null 2>&1 || need_pkgs+=(slurmctld)
 command -v slurmd >/dev/null 2>&1 || need_pkgs+=(slurmd)
 command -v sbatch >/dev/null 2>&1 || need_pkgs+=(slurm-client)
 command -v munged >/dev/null 2>&1 || need_pkgs+=(munge)
+# `ip` makes the veth pair of the OpenPBS tests' own network namespace.
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 [ -x /usr/bin/qsub ] || need_pkgs+=(slurm-wlm-torque)
 # A real PostgreSQL server for the broker's PostgreSQL store (started by the tests themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
-# `ip` makes the veth pair of the OpenPBS tests' own network namespace.
-command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"
