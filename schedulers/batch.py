@@ -38,7 +38,12 @@ import tenacity
 
 from bridge.core.errors import SchedulerError
 from bridge.core.job import JobOutcome, JobState
-from bridge.core.workdir_files import BATCH_SCRIPT_FILE, EXIT_CODE_FILE, SUBMIT_LOCK_FILE
+from bridge.core.workdir_files import (
+    BATCH_CANCEL_FILE,
+    BATCH_SCRIPT_FILE,
+    EXIT_CODE_FILE,
+    SUBMIT_LOCK_FILE,
+)
 from schedulers.base import JobHandle, JobSpec, Scheduler, SchedulerOptions
 from schedulers.batch_script import (
     job_name,
@@ -136,6 +141,12 @@ class BatchScheduler(Scheduler):
         """The id if it has this scheduler's shape; SchedulerError otherwise."""
         return native_id
 
+    def query_status(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
+        """One status call for all these jobs; an adapter may ask again another way."""
+        return self.parse_status(
+            self.run(self.status_argv(native_ids), "status", self.status_output_usable)
+        )
+
     def finished_status(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
         """Status of jobs the live query no longer lists (e.g. Slurm's sacct); default none."""
         return {}
@@ -171,6 +182,16 @@ class BatchScheduler(Scheduler):
 
         ``accept(returncode, stdout, stderr)`` may declare a non-zero exit usable; ``pass_fds``
         stay open in the command."""
+        return self.execute(argv, what, accept, pass_fds).stdout
+
+    def execute(
+        self,
+        argv: list[str],
+        what: str,
+        accept: Callable[[int, str, str], bool] | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        """``run``, keeping stderr for an adapter that reads notes from it."""
         try:
             proc = subprocess.run(
                 argv,
@@ -189,7 +210,7 @@ class BatchScheduler(Scheduler):
         ):
             message = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
             raise SchedulerError(f"{what}: {message[:500]}", transient=is_transient(message))
-        return proc.stdout
+        return proc
 
     def _retrying(self) -> tenacity.Retrying:
         return tenacity.Retrying(
@@ -251,11 +272,7 @@ class BatchScheduler(Scheduler):
             return {}
         ids = [h.native_id for h in handles]
         try:
-            native = self._call(
-                lambda: self.parse_status(
-                    self.run(self.status_argv(ids), "status", self.status_output_usable)
-                )
-            )
+            native = self._call(lambda: self.query_status(ids))
             missing = [i for i in ids if i not in native]
             if missing:
                 native.update(self._call(lambda: self.finished_status(missing)))
@@ -288,6 +305,12 @@ class BatchScheduler(Scheduler):
         return JobOutcome(native.state, native.exit_code, native.signal, native.reason)
 
     def cancel(self, handle: JobHandle) -> None:
+        # Recorded before the cancel command, so a job the scheduler then forgets without a
+        # trace (PBS without job history) is still known to have been cancelled.
+        with contextlib.suppress(FileNotFoundError):  # a control dir already removed
+            path = os.path.join(handle.control_dir, BATCH_CANCEL_FILE)
+            with open(path, "w", encoding="utf-8") as marker:
+                marker.write(f"{time.time():.3f}\n")
         try:
             self._call(lambda: self.run(self.cancel_argv(handle.native_id), "cancel"))
         except SchedulerError as exc:

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import socket
 from collections.abc import Callable, Sequence
 
 from bridge.core.errors import SchedulerError
 from bridge.core.job import JobOutcome, JobState
-from bridge.core.workdir_files import SCHEDULER_OUTPUT_FILE
+from bridge.core.workdir_files import BATCH_CANCEL_FILE, SCHEDULER_OUTPUT_FILE
 from schedulers.base import JobHandle, JobSpec, Resources
 from schedulers.batch import BatchScheduler, NativeStatus
-from schedulers.batch_script import job_name, outcome_from_exit_code, read_exit_code
+from schedulers.batch_script import (
+    job_name,
+    outcome_from_exit_code,
+    read_exit_code,
+    read_self_id,
+)
 from schedulers.pbs_outcome import kill_notice, read_scheduler_output
 
 log = logging.getLogger(__name__)
@@ -34,10 +40,17 @@ _DIRECTIVE_SAFE = re.compile(r"/[A-Za-z0-9_./+-]+")
 # What qstat prints on stderr, besides the jobs it knows, when some of the ids are unknown
 # ("qstat: Unknown Job Id Error 123.srv" in Torque, "qstat: Unknown Job Id 123.srv" in PBS Pro)
 # or have left the history.
-_UNKNOWN_JOB = re.compile(r"unknown job id|job has finished|does not exist", re.I)
+# PBS without job history also notes each id asked for with -x ("PBS is not configured to
+# maintain job history 12.srv").
+_UNKNOWN_JOB = re.compile(
+    r"unknown job id|job has finished|does not exist|not configured to maintain job history",
+    re.I,
+)
 # PBSE_UNKJOBID is 15001; qstat exits with it truncated to 8 bits. slurm-wlm-torque's qstat
 # exits with the same 153 when none of the ids is known, printing nothing.
 UNKNOWN_JOB_EXIT = 153
+# Exit codes bash reports for a solver killed by a signal (128 + 1..64).
+SIGNAL_DEATHS = range(129, 193)
 # Messages of these families that mean "try again later" beyond the shared list in batch.py.
 _TRANSIENT = (
     "too busy",  # PBSE_SERVER_BUSY: "Server is currently too busy to service this request"
@@ -217,8 +230,10 @@ class PbsFamilyScheduler(BatchScheduler):
             raise
 
     def _merge(self, handle: JobHandle, native: NativeStatus | None) -> JobOutcome:
+        if native is None:
+            return settle_unlisted(self.name, handle)
         ambiguous = (JobState.FAILED, JobState.CANCELLED)
-        if native is not None and (
+        if (
             native.state in ambiguous
             # Success without the exit code our script records as its last act: it was killed
             # (Torque before 2.5.6 reported limit kills as exit_status 0).
@@ -253,6 +268,35 @@ class PbsFamilyScheduler(BatchScheduler):
             if not outcome.state.is_final:
                 raise
             log.info("%s: %s had already ended: %s", handle.job_id, handle.native_id, outcome)
+
+
+def settle_unlisted(scheduler: str, handle: JobHandle) -> JobOutcome:
+    """The outcome of a job qstat no longer lists (PBS without job history forgets a job the
+    moment it ends), from what it left in its control dir: the exit code its script recorded
+    as its last act, else pbs_mom's kill notice in scheduler.out (delivered before the job
+    leaves the server), else our own cancel; only a job that left none of these is lost."""
+    recorded = read_exit_code(handle.control_dir)
+    gone = f"{scheduler} no longer lists job {handle.native_id}"
+    # pbs_mom's SIGTERM for a limit reaches the solver too, and a script that outlives it
+    # records 143: a signal death with a kill notice is the limit kill the notice names.
+    if recorded is None or SIGNAL_DEATHS.start <= recorded < SIGNAL_DEATHS.stop:
+        notice = kill_notice(read_scheduler_output(handle.control_dir))
+        if notice is not None:
+            state, words = notice
+            return JobOutcome(state, reason=f"{words}; {gone}")
+        if os.path.exists(os.path.join(handle.control_dir, BATCH_CANCEL_FILE)):
+            return JobOutcome(JobState.CANCELLED, reason=f"deleted on request (qdel); {gone}")
+    if recorded is not None:
+        return outcome_from_exit_code(recorded)
+    if read_self_id(handle.control_dir) is None:
+        return JobOutcome(
+            JobState.LOST, reason=f"{gone}; it never started (deleted while queued?)"
+        )
+    return JobOutcome(
+        JobState.LOST,
+        reason=f"{gone}; it started but recorded no exit code and no kill notice (deleted "
+        "at the site, or its node failed; with job_history_enable PBS would say which)",
+    )
 
 
 def checked_ids(native_ids: Sequence[str]) -> list[str]:

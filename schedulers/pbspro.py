@@ -4,6 +4,7 @@ Commands (argv lists; the script itself comes from ``batch_script.render_script`
 
     qsub -o <control>/scheduler.out -j oe <control>/job.sh     prints the id, e.g. 123.pbs01
     qstat -x -f -F json <id> <id> ...                          one call for every job we follow
+                                                               (without -x when history is off)
     qdel <id>                                                  (not -x: it would purge history)
     qselect -N <name>                                          duplicate-submit guard, recovery
 
@@ -12,8 +13,11 @@ script records in the control dir as its first act (``$SLURM_JOB_ID`` under Slur
 wrappers, which leave ``PBS_JOBID`` unset), or while the job is still queued by ``qselect``.
 
 ``-x`` includes finished jobs, kept for the server's ``job_history_duration`` when
-``job_history_enable`` is set (it is off by default: then a finished job simply disappears and
-the base class settles it from the exit code our job script recorded). ``-F json`` prints
+``job_history_enable`` is set. It is off by default, and then ``qstat -x`` lists no job at all
+(it notes "PBS is not configured to maintain job history" on stderr): the adapter then asks
+without ``-x``, and a job that has left the server is settled from what it left in its control
+dir (``pbs_base.settle_unlisted``: the recorded exit code, pbs_mom's kill notice in
+scheduler.out, our own cancel). ``-F json`` prints
 ``{"timestamp", "pbs_version", "pbs_server", "Jobs": {<id>: {attribute: value}}}`` with
 resources as nested objects (``resources_used``, ``Resource_List``) and numbers as numbers.
 Unknown ids go to stderr ("qstat: Unknown Job Id 123.pbs01") while the others still print.
@@ -73,7 +77,9 @@ history substates, named after the OGF BES states (terminated = ended on request
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -92,6 +98,8 @@ from schedulers.pbs_base import (
     queue_account_extra,
 )
 from schedulers.pbs_outcome import ExecCodes, Usage, exit_status_outcome
+
+log = logging.getLogger(__name__)
 
 STATES = {
     "Q": JobState.QUEUED,
@@ -143,10 +151,16 @@ JOB_EXEC: ExecCodes = {
     -32: ("JOB_EXEC_RERUN_ZOMBIE_JOB", _NODE, "pbs_mom lost the job (re-imaged node?)"),
 }
 
-# The block qstat -F json writes for a job's environment, which some PBS versions print
-# unescaped (values like 005, \' or \, inside strings): dropped as a whole when the document
-# does not parse. Each variable sits on its own line and the block closes on a line of its own.
-_VARIABLE_LIST = re.compile(r'"Variable_List":\s*\{.*?\n[ \t]*\}', re.S)
+# What OpenPBS 23.06 prints as it stands: backslashes in a value (``Submit_arguments`` of
+# ``tr '\"\0\"'``) are not escaped, so "\0" is an invalid escape, and PBS Pro 19 printed
+# numeric-looking values (``005``) unquoted in ``Variable_List``. A backslash that starts no
+# JSON escape is read as itself; a value that still does not parse becomes null (the field is
+# dropped, the job kept). -F json prints one attribute per line, so a line is one field.
+_BAD_ESCAPE = re.compile(r'\\(?!["\\/bfnrt]|u[0-9a-fA-F]{4})')
+_FIELD = re.compile(r'^(\s*"(?:[^"\\]|\\.)*":\s*)(.*?)(,?)\s*$')
+# The note qstat -x writes on stderr per job when the server keeps no history (it exits 0 and
+# lists none of the jobs, running or not).
+NO_HISTORY = "not configured to maintain job history"
 
 
 # --- parsing (pure functions, tested on captured output) ------------------------------------
@@ -156,20 +170,38 @@ def parse_qstat_json(text: str) -> dict[str, dict[str, Any]]:
     """Job id -> attributes from ``qstat -f -F json`` (empty when no job is listed)."""
     if not text.strip():
         return {}
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            document = json.loads(_VARIABLE_LIST.sub('"Variable_List": {}', text))
-        except json.JSONDecodeError as exc:
-            raise SchedulerError(
-                f"qstat -F json printed a document that does not parse ({exc}); "
-                f"it begins {text[:120]!r}"
-            ) from exc
+    document = _loads(text)
     jobs = document.get("Jobs", {}) if isinstance(document, dict) else None
     if not isinstance(jobs, dict):
         raise SchedulerError(f"qstat -F json printed no Jobs object: {text[:120]!r}")
     return {str(k): v for k, v in jobs.items() if isinstance(v, dict)}
+
+
+def _loads(text: str) -> Any:
+    with contextlib.suppress(json.JSONDecodeError):
+        return json.loads(text)
+    repaired = _BAD_ESCAPE.sub(r"\\\\", text)
+    with contextlib.suppress(json.JSONDecodeError):
+        return json.loads(repaired)
+    try:
+        return json.loads("\n".join(_field_or_null(line) for line in repaired.splitlines()))
+    except json.JSONDecodeError as exc:
+        raise SchedulerError(
+            f"qstat -F json printed a document that does not parse ({exc}); "
+            f"it begins {text[:120]!r}"
+        ) from exc
+
+
+def _field_or_null(line: str) -> str:
+    """One ``"key":value,`` line as it is, or with null for a value that is not JSON."""
+    match = _FIELD.match(line)
+    if match is None or match.group(2) in ("{", "[", ""):
+        return line
+    try:
+        json.loads(match.group(2))
+    except json.JSONDecodeError:
+        return f"{match.group(1)}null{match.group(3)}"
+    return line
 
 
 def _int(value: Any) -> int | None:
@@ -208,12 +240,11 @@ def finished_status(job: dict[str, Any]) -> NativeStatus:
     code = _int(job.get("Exit_status"))
     if code is None:
         comment = str(job.get("comment", "")).strip()
+        said = f" (PBS comment: {comment})" if comment else ""
         if deleted:
-            return NativeStatus(
-                JobState.CANCELLED, reason=f"deleted before it ran (PBS comment: {comment})"
-            )
+            return NativeStatus(JobState.CANCELLED, reason=f"deleted before it ran{said}")
         return NativeStatus(
-            JobState.FAILED, reason=f"PBS finished the job without an Exit_status: {comment}"
+            JobState.FAILED, reason=f"PBS finished the job without an Exit_status{said}"
         )
     usage = Usage(
         walltime=parse_walltime(_resource(job, "resources_used", "walltime")),
@@ -253,23 +284,45 @@ def directives(spec: JobSpec) -> list[str]:
 class PbsProScheduler(PbsFamilyScheduler):
     name = "pbspro"
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Whether the server keeps job history (job_history_enable); None until qstat -x says.
+        self.history: bool | None = None
+
     def directives(self, spec: JobSpec) -> list[str]:
         return directives(spec)
 
     def status_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return ["qstat", "-x", "-f", "-F", "json", *checked_ids(native_ids)]
+        history = [] if self.history is False else ["-x"]
+        return ["qstat", *history, "-f", "-F", "json", *checked_ids(native_ids)]
 
     def parse_status(self, stdout: str) -> dict[str, NativeStatus]:
         return parse_status(stdout)
 
+    def query_status(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
+        # Without history, qstat -x lists no job at all, not even a running one, and says so
+        # on stderr: asked again without -x, which lists the live ones. A job gone from
+        # there is settled from what it left in its control dir (``settle_unlisted``).
+        proc = self.execute(self.status_argv(native_ids), "status", self.status_output_usable)
+        if NO_HISTORY in proc.stderr and self.history is not False:
+            log.info("the PBS server keeps no job history: qstat without -x from now on")
+            self.history = False
+            proc = self.execute(self.status_argv(native_ids), "status", self.status_output_usable)
+        return parse_status(proc.stdout)
+
     def finished_status(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
         # Some OpenPBS builds after 23.06 print only the first of several jobs asked for with
-        # -F json. A job missing from the answer is asked about alone before the base class
-        # settles it as gone; a job PBS really forgot stays missing and costs one call, once.
+        # -F json, and history may have been turned on since: a job missing from the answer
+        # is asked about alone with -x before it is settled as gone; one call each, once.
         found: dict[str, NativeStatus] = {}
         for native_id in native_ids:
-            out = self.run(self.status_argv([native_id]), "status", self.status_output_usable)
-            status = parse_status(out).get(native_id)
+            argv = ["qstat", "-x", "-f", "-F", "json", *checked_ids([native_id])]
+            proc = self.execute(argv, "status", self.status_output_usable)
+            if NO_HISTORY in proc.stderr:
+                self.history = False
+                break  # no history: nothing more to learn about any ended job
+            status = parse_status(proc.stdout).get(native_id)
             if status is not None:
+                self.history = True
                 found[native_id] = status
         return found

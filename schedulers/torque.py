@@ -74,6 +74,7 @@ import re
 import shutil
 from collections.abc import Sequence
 
+from bridge.core.errors import SchedulerError, SiteConfigInvalid
 from bridge.core.job import JobState
 from schedulers.base import JobSpec
 from schedulers.batch import NativeStatus
@@ -118,6 +119,7 @@ JOB_EXEC: ExecCodes = {
 }
 CANCELLED_RUNNING = 271  # 0x100 + SIGTERM; the server's exit_code_canceled_job may change it
 
+_PBS_PRO_VERSION = re.compile(r"^pbs_version\s*=\s*(\S+)", re.M)
 _JOB_ID_LINE = re.compile(r"^Job Id:\s*(\S+)\s*$")
 _ATTRIBUTE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*) = ?(.*)$")
 
@@ -222,8 +224,45 @@ def directives(spec: JobSpec) -> list[str]:
     return lines
 
 
+def pbs_pro_version(qstat_version_output: str) -> str | None:
+    """The version a PBS Pro / OpenPBS ``qstat --version`` prints (``pbs_version = 23.06.06``);
+    None for Torque's ("Version: 6.1.3") or anything else."""
+    match = _PBS_PRO_VERSION.search(qstat_version_output)
+    return match.group(1) if match else None
+
+
 class TorqueScheduler(PbsFamilyScheduler):
     name = "torque"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._server_checked = False
+
+    def submit(self, spec: JobSpec) -> str:
+        self.check_not_pbs_pro()
+        return super().submit(spec)
+
+    def check_not_pbs_pro(self) -> None:
+        """Refuse, before any qsub, to drive a PBS Pro / OpenPBS server as Torque.
+
+        Its qstat refuses ``-f -1`` ("conflicting options"), calls a finished job F, prints
+        Exit_status and forgets ended jobs without -x, so a job submitted through this
+        adapter could never be followed: it would run on with nobody waiting for it."""
+        if self._server_checked:
+            return
+        try:
+            proc = self.execute(["qstat", "--version"], "version", lambda *_: True)
+        except SchedulerError as exc:
+            if exc.transient:
+                raise
+            return  # no qstat at all: qsub will say so in its own words
+        version = pbs_pro_version(proc.stdout + proc.stderr)
+        if version is not None:
+            raise SiteConfigInvalid(
+                f"this site's qsub/qstat are PBS Pro / OpenPBS {version}, not Torque: set "
+                'scheduler = "pbspro" for this command in site.toml (nothing was submitted)'
+            )
+        self._server_checked = True
 
     def directives(self, spec: JobSpec) -> list[str]:
         return directives(spec)

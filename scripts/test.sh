@@ -13,6 +13,8 @@ command -v slurmctld >/dev/null 2>&1 || need_pkgs+=(slurmctld)
 command -v slurmd >/dev/null 2>&1 || need_pkgs+=(slurmd)
 command -v sbatch >/dev/null 2>&1 || need_pkgs+=(slurm-client)
 command -v munged >/dev/null 2>&1 || need_pkgs+=(munge)
+# `ip` makes the veth pair of the OpenPBS tests' own network namespace.
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 [ -x /usr/bin/qsub ] || need_pkgs+=(slurm-wlm-torque)
 # A real PostgreSQL server for the broker's PostgreSQL store (started by the tests themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
@@ -31,6 +33,8 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
 fi
 
 # A real OpenPBS for the PBS adapters' tests, built once from the vendored source (~3.5 min).
+# Only built and installed here, never started: tests/support/openpbs.py starts it for the tests
+# inside namespaces of their own (OpenPBS refuses a loopback-only host) and stops it after.
 if [ ! -x /opt/pbs/bin/qstat ]; then
     if [ "$(id -u)" = 0 ]; then
         scripts/build_openpbs.sh

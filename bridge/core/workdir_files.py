@@ -47,3 +47,4 @@ EXIT_CODE_FILE = "exit_code"  # the solver's exit code, recorded by the job scri
 SELF_ID_FILE = "scheduler_job_id"  # the job's id, recorded by the job script as its first act
 SCHEDULER_OUTPUT_FILE = "scheduler.out"  # the script's own stdout+stderr (kill notices)
 SUBMIT_LOCK_FILE = "submit.lock"  # held by a submit command, also after its submitter died
+BATCH_CANCEL_FILE = "batch-cancel"  # written by cancel() just before the cancel command

@@ -229,7 +229,10 @@ class Session:
         handle = JobHandle(wd.job_id, native_id, wd.control)
         scheduler.cancel(handle)
         log.info("%s: cancel requested by the bridge", wd.job_id)
-        outcome = _wait_final(scheduler, handle, defaults.CANCEL_CONFIRM_SECONDS)
+        # Through SharedStatus, which records a final outcome: a job cancelled so is settled
+        # and not asked about again on every later status pass of the site.
+        status = SharedStatus(self.site.work_base, scheduler)
+        outcome = _wait_final(scheduler, status, handle, defaults.CANCEL_CONFIRM_SECONDS)
         self.writer.write_json({"cancel": outcome.to_message()})
 
     # --- streaming a job --------------------------------------------------------------
@@ -457,10 +460,13 @@ def _walltime_limit(message: dict[str, Any]) -> float | None:
     return float(value)
 
 
-def _wait_final(scheduler: Any, handle: JobHandle, seconds: float) -> JobOutcome:
+def _wait_final(
+    scheduler: Scheduler, status: SharedStatus, handle: JobHandle, seconds: float
+) -> JobOutcome:
     deadline = time.monotonic() + seconds
     while True:
-        outcome: JobOutcome = scheduler.status([handle])[handle.native_id]
+        # Asked directly: the shared answer may be a poll interval old.
+        outcome = status.record(handle, scheduler.status([handle])[handle.native_id])
         if outcome.state.is_final or time.monotonic() >= deadline:
             return outcome
         time.sleep(0.05)

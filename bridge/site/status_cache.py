@@ -36,12 +36,12 @@ class SharedStatus:
 
     def get(self, handle: JobHandle) -> JobOutcome:
         if self.scheduler.poll_interval < 1.0:
-            return self._record(handle, self.scheduler.status([handle])[handle.native_id])
+            return self.record(handle, self.scheduler.status([handle])[handle.native_id])
         cached = self._fresh(handle)
         if cached is None:
             with self._locked():
                 cached = self._fresh(handle) or self._refresh(handle)
-        return self._record(handle, cached)
+        return self.record(handle, cached)
 
     def _fresh(self, handle: JobHandle) -> JobOutcome | None:
         try:
@@ -58,6 +58,10 @@ class SharedStatus:
         handles = {h.native_id: h for h in self._running_handles()}
         handles[handle.native_id] = handle
         outcomes = self.scheduler.status(list(handles.values()))
+        # Every job seen ending is settled here, not only the one asked about: a job nobody
+        # follows any more (its bridge cancelled and left) is then not asked about again.
+        for native_id, other in handles.items():
+            self.record(other, outcomes[native_id])
         write_json_atomic(
             self.path,
             {"at": time.time(), "outcomes": {k: v.to_message() for k, v in outcomes.items()}},
@@ -85,7 +89,8 @@ class SharedStatus:
             if native_id:
                 yield JobHandle(wd.job_id, native_id, wd.control)
 
-    def _record(self, handle: JobHandle, outcome: JobOutcome) -> JobOutcome:
+    def record(self, handle: JobHandle, outcome: JobOutcome) -> JobOutcome:
+        """Keep a final outcome in the job's control dir (the first one seen stays)."""
         if outcome.state.is_final:
             path = os.path.join(handle.control_dir, OUTCOME_FILE)
             if not os.path.exists(path):

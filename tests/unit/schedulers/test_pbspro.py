@@ -80,7 +80,12 @@ def test_invalid_variable_list_is_dropped_and_the_rest_parsed() -> None:
         json.loads(text)  # the fixture really is what PBS Pro 19.1 printed: not JSON
     jobs = parse_qstat_json(text)
     assert jobs["4.scheduler"]["job_state"] == "R"
-    assert jobs["4.scheduler"]["Variable_List"] == {}
+    variables = jobs["4.scheduler"]["Variable_List"]
+    # A backslash starting no JSON escape stands for itself; a value still not JSON is dropped.
+    assert variables["QUOTED"] == "\\'\"asads\"\\'"
+    assert variables["LIST"] == "ab\\,c"
+    assert variables["RUN_TAG"] is None
+    assert variables["PBS_O_HOME"] == "/home/mint"
     assert parse_status(text)["5.scheduler"].state is JobState.QUEUED
 
 
@@ -402,3 +407,118 @@ def test_recover_fails_when_the_server_is_busy(tmp_path: Path, fakes: FakeComman
     with pytest.raises(SchedulerError) as caught:
         scheduler().recover(make_spec(tmp_path))
     assert caught.value.transient
+
+
+# --- output captured from a real OpenPBS 23.06.06 (see fixtures/pbspro/README.md) ------------
+
+
+def test_real_finished_jobs() -> None:
+    statuses = parse_status(fixture("real_qstat_xf_finished.json"))
+    assert statuses["0.pbstest"] == NativeStatus(
+        JobState.COMPLETED, 0, None, "solver exited with code 0 (PBS exit status 0)"
+    )
+    assert statuses["1.pbstest"] == NativeStatus(
+        JobState.FAILED, 3, None, "solver exited with code 3 (PBS exit status 3)"
+    )
+    assert statuses["2.pbstest"] == NativeStatus(
+        JobState.TIMEOUT,
+        reason="job exceeded its walltime (JOB_EXEC_KILL_WALLTIME, PBS exit status -29)",
+    )
+    assert statuses["3.pbstest"] == NativeStatus(
+        JobState.CANCELLED, signal=15, reason="deleted while running (qdel; PBS exit status 271)"
+    )
+    # Deleted while queued: no comment at all, and no empty "(PBS comment: )" either.
+    assert statuses["4.pbstest"] == NativeStatus(JobState.CANCELLED, reason="deleted before it ran")
+
+
+def test_real_layout_four_spaces_obittime_and_host_prefixed_paths() -> None:
+    text = fixture("real_qstat_xf_finished.json")
+    assert '\n    "pbs_version":"23.06.06",\n' in text
+    job = parse_qstat_json(text)["0.pbstest"]
+    assert job["obittime"] == "Thu Dec  3 12:00:15 2026"
+    assert "session_id" not in job
+    assert job["Output_Path"] == "pbstest:/srv/mint/work/ok.out"
+
+
+def test_real_early_running_job_has_no_usage_yet() -> None:
+    job = parse_qstat_json(fixture("real_qstat_f_running.json"))["3.pbstest"]
+    assert (job["job_state"], job["substate"]) == ("R", 41)
+    assert not {"resources_used", "session_id", "jobdir"} & set(job)
+    assert job_status(job) == NativeStatus(
+        JobState.RUNNING, reason="PBS state R: Job run at Thu Dec 03 at 12:00 on (pbstest:ncpus=1)"
+    )
+
+
+def test_real_invalid_escape_is_read_as_a_backslash() -> None:
+    text = fixture("real_qstat_xf_invalid_escape.json")
+    with pytest.raises(json.JSONDecodeError, match="Invalid \\\\escape"):
+        json.loads(text)
+    job = parse_qstat_json(text)["6.pbstest"]
+    assert job["Submit_arguments"].endswith('-- /usr/bin/tr "\\0" x')
+    assert job_status(job).state is JobState.COMPLETED
+
+
+def test_a_value_that_cannot_be_repaired_is_dropped_not_the_pass() -> None:
+    text = fixture("real_qstat_f_running.json").replace('"Priority":0', '"Priority":0x1f')
+    job = parse_qstat_json(text)["3.pbstest"]
+    assert job["Priority"] is None
+    assert job["job_state"] == "R"
+
+
+# --- job history off (PBS's default) ---------------------------------------------------------
+
+
+def test_without_history_qstat_is_asked_again_without_x(
+    tmp_path: Path, fakes: FakeCommands
+) -> None:
+    fakes.add(
+        "qstat",
+        stdout=fixture("real_qstat_x_no_history.json"),
+        stderr=fixture("real_qstat_x_no_history.stderr"),
+    )
+    spec = make_spec(tmp_path)
+    write_control(spec.control_dir, EXIT_CODE_FILE, "0\n")
+    adapter = scheduler()
+    handle = JobHandle(spec.job_id, "0.pbstest", spec.control_dir)
+    result = adapter.status([handle])["0.pbstest"]
+    assert result == JobOutcome(JobState.COMPLETED, 0, reason="solver exited with code 0")
+    assert fakes.calls() == [
+        ["-x", "-f", "-F", "json", "0.pbstest"],
+        ["-f", "-F", "json", "0.pbstest"],
+        ["-x", "-f", "-F", "json", "0.pbstest"],  # is history on by now? once per ended job
+    ]
+    assert adapter.history is False
+    adapter.status([handle])
+    assert fakes.calls()[3] == ["-f", "-F", "json", "0.pbstest"]
+
+
+@pytest.mark.parametrize(
+    ("files", "state", "words"),
+    [
+        ({EXIT_CODE_FILE: "3\n"}, JobState.FAILED, "solver exited with code 3"),
+        (
+            {SELF_ID_FILE: "0.pbstest\n", "scheduler.out": "@walltime"},
+            JobState.TIMEOUT,
+            "killed for exceeding its walltime: =>> PBS: job killed: walltime 5 exceeded limit 4",
+        ),
+        (  # SIGTERM reached the solver and the script lived to record 143
+            {SELF_ID_FILE: "0.pbstest\n", EXIT_CODE_FILE: "143\n", "scheduler.out": "@walltime"},
+            JobState.TIMEOUT,
+            "job killed: walltime 5 exceeded limit 4; pbspro no longer lists job 0.pbstest",
+        ),
+        ({SELF_ID_FILE: "0.pbstest\n", "batch-cancel": "1\n"}, JobState.CANCELLED, "(qdel)"),
+        ({SELF_ID_FILE: "0.pbstest\n"}, JobState.LOST, "recorded no exit code"),
+        ({}, JobState.LOST, "never started"),
+    ],
+)
+def test_a_job_pbs_no_longer_lists_is_settled_from_its_control_dir(
+    tmp_path: Path, fakes: FakeCommands, files: dict[str, str], state: JobState, words: str
+) -> None:
+    fakes.add("qstat", stdout=fixture("real_qstat_x_no_history.json"))
+    spec = make_spec(tmp_path)
+    for name, text in files.items():
+        body = fixture("real_scheduler_out_walltime.txt") if text == "@walltime" else text
+        write_control(spec.control_dir, name, body)
+    result = scheduler().status([JobHandle(spec.job_id, "0.pbstest", spec.control_dir)])
+    assert result["0.pbstest"].state is state
+    assert words in result["0.pbstest"].reason

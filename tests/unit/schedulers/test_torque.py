@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.errors import ExitCode, SchedulerError
+from bridge.core.errors import ExitCode, SchedulerError, SiteConfigInvalid
 from bridge.core.job import JobOutcome, JobState
 from bridge.core.workdir_files import EXIT_CODE_FILE, SCHEDULER_OUTPUT_FILE, SELF_ID_FILE
 from schedulers import get_scheduler
@@ -646,3 +646,23 @@ def test_recover_fails_when_the_server_does_not_answer(tmp_path: Path, fakes: Fa
     with pytest.raises(SchedulerError) as caught:
         scheduler().recover(make_spec(tmp_path))
     assert caught.value.transient
+
+
+def test_submit_refuses_a_pbs_pro_server_before_qsub(tmp_path: Path, fakes: FakeCommands) -> None:
+    version = (Path(__file__).parent / "fixtures" / "pbspro" / "real_qstat_version.txt").read_text()
+    fakes.add("qstat", stdout=version)
+    fakes.add("qsub", stdout=f"1042.{SERVER}\n")
+    with pytest.raises(SiteConfigInvalid, match='set scheduler = "pbspro"') as caught:
+        scheduler().submit(make_spec(tmp_path))
+    assert caught.value.exit_code == ExitCode.CONFIG_INVALID
+    assert "OpenPBS 23.06.06" in caught.value.message
+    assert fakes.calls() == [["--version"]]  # no qsub: nothing left running unfollowed
+
+
+def test_submit_goes_ahead_on_torque(tmp_path: Path, fakes: FakeCommands) -> None:
+    fakes.add("qstat", stdout="Version: 6.1.3\nCommit: abc\n")
+    fakes.add("qsub", stdout=f"1042.{SERVER}\n")
+    adapter = scheduler()
+    assert adapter.submit(make_spec(tmp_path)) == f"1042.{SERVER}"
+    assert adapter.submit(make_spec(tmp_path)) == f"1042.{SERVER}"
+    assert fakes.calls().count(["--version"]) == 1  # asked once per adapter

@@ -73,3 +73,20 @@ def test_a_stale_answer_is_refreshed_and_final_outcomes_recorded(tmp_path: Path)
     Path(status.path).write_text(json.dumps(cache))
     status.get(other)
     assert scheduler.calls[-1] == ["8"]
+
+
+def test_a_job_nobody_follows_is_settled_by_the_pass_made_for_another(tmp_path: Path) -> None:
+    abandoned = make_job(tmp_path, "7")  # cancelled by a bridge that has gone away since
+    followed = make_job(tmp_path, "8")
+    scheduler = CountingScheduler()
+    scheduler.states["7"] = JobState.CANCELLED
+    status = SharedStatus(str(tmp_path), scheduler)
+    assert status.get(followed).state is JobState.RUNNING
+    recorded = json.loads((Path(abandoned.control_dir) / OUTCOME_FILE).read_text())
+    assert recorded["state"] == "cancelled"
+    assert not (Path(followed.control_dir) / OUTCOME_FILE).exists()  # still running
+    cache = json.loads(Path(status.path).read_text())
+    cache["at"] -= 120.0
+    Path(status.path).write_text(json.dumps(cache))
+    status.get(followed)
+    assert scheduler.calls == [["7", "8"], ["8"]]  # never asked about again
