@@ -87,6 +87,9 @@ def pbs_site(openpbs: OpenPbs) -> Iterator[PbsSite]:
     work_base = root / "work"
     work_base.mkdir()
     shutil.chown(work_base, openpbs.uid, openpbs.gid)
+    audit_dir = root / "audit"  # the site account's own: it writes the site's audit log
+    audit_dir.mkdir(mode=0o700)
+    shutil.chown(audit_dir, openpbs.uid, openpbs.gid)
     (root / "site.toml").write_text(
         site_toml(
             site={
@@ -94,6 +97,7 @@ def pbs_site(openpbs: OpenPbs) -> Iterator[PbsSite]:
                 "work_base": work_base,
                 "retention": "1h",
                 "log_file": root / "site.log",
+                "audit_dir": audit_dir,
             },
             scheduler={"poll_interval": 0.5, "retries": 3, "retry_wait": "0.2s"},
             commands={**commands("pbspro"), **commands("torque")},

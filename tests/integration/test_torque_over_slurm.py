@@ -26,6 +26,7 @@ under ``scheduler = "torque"``). Where they differ from real Torque, and what th
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -111,6 +112,18 @@ def site_config(work_base: Path, log_file: Path, memhog: Path) -> str:
             }),
         },
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def only_the_slurm_wrappers() -> Iterator[None]:
+    """Slurm's PBS wrappers alone on PATH: an OpenPBS install (the pbspro tests build one into
+    /opt/pbs, whose profile script adds it to PATH) has a qselect the wrappers lack, which the
+    torque adapter would then use against a PBS server that is not there."""
+    kept = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if not d.startswith("/opt/pbs")]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", os.pathsep.join(kept))
+        yield
 
 
 def require_wrappers() -> None:
