@@ -6,8 +6,9 @@ names a ``.prom`` file in node-exporter's textfile-collector dir, rewritten atom
 ``TEXTFILE_INTERVAL`` seconds and when the agent stops.
 
 Labels are bounded: a command label is one of the site's configured command names (anything
-else the broker sent counts as ``other``), an outcome is a job state, an error kind is an
-exception class name. Never a job id, a path, a token or a program path of the site.
+else the broker sent counts as ``other``), an outcome is a final job state or ``rejected``,
+an error kind is an exception class name. Never a job id, a path, a token or a
+program path of the site.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client import (
 )
 
 from bridge import __version__
+from bridge.core.job import JobState
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ TEXTFILE_INTERVAL = 15.0  # node-exporter reads the file at each scrape; 15 s is
 # waits out the broker's whole poll (50 s) many times.
 CLAIM_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 OTHER_COMMAND = "other"
+OUTCOMES = frozenset({*(s.value for s in JobState), "rejected"})
 
 
 class AgentMetrics:
@@ -76,9 +79,9 @@ class AgentMetrics:
         for direction in ("in", "out"):  # present from the start, so rate() sees the first bytes
             self.staged.labels(direction)
 
-    def job_ended(self, command: object, outcome: object) -> None:
+    def job_ended(self, command: object, outcome: dict[str, object]) -> None:
         name = command if isinstance(command, str) and command in self.commands else OTHER_COMMAND
-        self.jobs.labels(name, str(outcome or "unknown")).inc()
+        self.jobs.labels(name, outcome_label(outcome)).inc()
 
     def broker_error(self, exc: BaseException) -> None:
         self.errors.labels(type(exc).__name__).inc()
@@ -97,6 +100,13 @@ class AgentMetrics:
         except OSError as exc:
             log.warning("agent metrics: cannot write %s: %s; check the directory exists and "
                         "is writable by the agent's user", path, exc)  # fmt: skip
+
+
+def outcome_label(outcome: dict[str, object]) -> str:
+    """The job's final state (``completed``: exit code 0; ``failed``, ``timeout``, ...), or
+    ``rejected`` when the site refused it; anything else is ``unknown``."""
+    state = outcome.get("state")
+    return state if isinstance(state, str) and state in OUTCOMES else "unknown"
 
 
 class TextfileWriter:

@@ -412,7 +412,7 @@ class PulledJob:
         self.keeper.completing = True  # from now on a refused renewal is expected, not lost
         api.complete(self.lease, outcome, results, skipped)
         if self.metrics is not None:
-            self.metrics.job_ended(self.doc.get("command"), outcome.get("state"))
+            self.metrics.job_ended(self.doc.get("command"), outcome)
             sent = sum(r.get("size", 0) for r in results if isinstance(r.get("size"), int))
             self.metrics.staged.labels("out").inc(sent)
         if self.wd.exists():

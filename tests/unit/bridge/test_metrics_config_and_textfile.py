@@ -84,16 +84,25 @@ def test_textfile_without_prom_suffix_refused(tmp_path: Path) -> None:
 
 def test_agent_command_labels_stay_bounded() -> None:
     metrics = AgentMetrics("m", "a1", ["echo"])
-    metrics.job_ended("echo", "finished")
-    metrics.job_ended("../../etc/passwd", "finished")  # a name the site does not offer
-    metrics.job_ended(None, None)
+    metrics.job_ended("echo", {"state": "completed", "exit_code": 0})
+    metrics.job_ended("echo", {"state": "failed", "exit_code": 3})
+    metrics.job_ended("echo", {"state": "rejected", "exit_code": None})
+    # A name the site does not offer, and a state we do not know: bounded labels still.
+    metrics.job_ended("../../etc/passwd", {"state": "completed", "exit_code": 0})
+    metrics.job_ended(None, {"state": "a b{c}"})
     samples = {
         (s.labels["command"], s.labels["outcome"]): s.value
         for f in text_string_to_metric_families(_exposition(metrics))
         for s in f.samples
         if s.name == "mint_bridge_agent_jobs_total"
     }
-    assert samples == {("echo", "finished"): 1, ("other", "finished"): 1, ("other", "unknown"): 1}
+    assert samples == {
+        ("echo", "completed"): 1,
+        ("echo", "failed"): 1,
+        ("echo", "rejected"): 1,
+        ("other", "completed"): 1,
+        ("other", "unknown"): 1,
+    }
 
 
 def _exposition(metrics: AgentMetrics) -> str:
