@@ -235,3 +235,19 @@ site_config = "{site_env.site_config}"
     assert got[("mint_bridge_node_jobs_total", (("exit_code", "2"), ("site", "local")))] == 6
     staged_in = ("mint_bridge_node_staged_bytes_total", (("direction", "in"), ("site", "local")))
     assert got[staged_in] == 6 * 1000
+
+
+def test_broker_reports_its_certificate_expiry(broker: BrokerProcess) -> None:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((broker.root / "server.pem").read_bytes())
+    token = broker.token("operator", "metrics-test")
+    http = requests.Session()
+    http.trust_env = False
+    answer = http.get(f"{broker.url}/metrics", headers={"Authorization": f"Bearer {token}"},
+                      verify=str(broker.ca_bundle), timeout=10)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    got = parse(answer.text)
+    expires = got[("mint_bridge_broker_tls_cert_not_after_timestamp_seconds", ())]
+    assert expires == cert.not_valid_after_utc.timestamp()
+    assert time.time() < expires < time.time() + 2 * 86400  # the fixture's 1-day certificate
