@@ -68,8 +68,12 @@ class Agent:
         self.active: dict[str, PulledJob] = {}
         self._in_claim = False
         self.metrics = AgentMetrics(site.name, agent.agent_id, site.commands)
-        self.metrics.track_running(lambda: sum(j.thread.is_alive() for j in self.active.values()))
+        self.metrics.track_running(self._running)
         self.textfile: TextfileWriter | None = None
+
+    def _running(self) -> int:
+        # list(): a copy taken at once, as a scrape runs in the metrics server's thread.
+        return sum(job.thread.is_alive() for job in list(self.active.values()))
 
     def start_metrics(self) -> None:
         """The endpoint and the textfile, as configured; a port in use stops the agent here."""

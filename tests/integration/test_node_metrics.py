@@ -50,7 +50,7 @@ def parse(text: str) -> Samples:
     }
 
 
-def agent_config(site: Site, port: int, textfile: Path) -> Path:
+def agent_config(site: Site, port: int, textfile: Path, agent_id: str = "metrics-agent") -> Path:
     prog = PROGRAMS / "testprog.py"
     return write_site_toml(
         site.root / "agent.toml",
@@ -59,7 +59,7 @@ def agent_config(site: Site, port: int, textfile: Path) -> Path:
             "url": site.broker.url,
             "ca_bundle": site.broker.ca_bundle,
             "token_file": site.token_file,
-            "agent_id": "metrics-agent",
+            "agent_id": agent_id,
             "lease_renew": "3s",
             "metrics_listen": f"127.0.0.1:{port}",
             "metrics_textfile": textfile,
@@ -176,16 +176,38 @@ def test_agent_metrics_after_real_jobs(
     assert node[("mint_bridge_node_last_run_duration_seconds", (site,))] > 0
 
 
-def test_agent_textfile_written_and_final_on_stop(metrics_agent: Scraped) -> None:
-    wait_until(metrics_agent.textfile.exists, "the agent's textfile", limit=30)
-    text = metrics_agent.textfile.read_text()
-    got = parse(text)
-    assert ("mint_bridge_agent_running_jobs", ()) in got
-    assert any(name == "mint_bridge_agent_build_info" for name, _ in got)
+def test_agent_textfile_written_and_final_on_stop(broker: BrokerProcess, tmp_path: Path) -> None:
+    site = make_site(broker, tmp_path / "tf", "pull-metrics-textfile")
+    textfile = tmp_path / "textfile" / "agent.prom"
+    textfile.parent.mkdir()
+    config = agent_config(site, free_port(), textfile, "textfile-agent")
+    agent = start_agent(config)
+    try:
+        wait_until(textfile.exists, "the agent's first textfile", limit=30)
+        first = parse(textfile.read_text())
+        assert first[("mint_bridge_agent_running_jobs", ())] == 0
+        token = _client_token(broker, tmp_path)
+        bridge = bridge_config(tmp_path / "bridge.toml", broker.url, broker.ca_bundle, token,
+                               ["pull-metrics-textfile"])  # fmt: skip
+        code, _, err = run_job(bridge, "--site", "pull-metrics-textfile", "--command", "fail",
+                               "-p", "code=5", "-o", "out", cwd=tmp_path)  # fmt: skip
+        assert code == 5, err
+    finally:
+        assert agent.stop() == 0, agent.text()
+    # The stop writes the file once more: the job that just ended is in it.
+    got = parse(textfile.read_text())
+    failed = ("mint_bridge_agent_jobs_total", (("command", "fail"), ("outcome", "failed")))
+    assert got.get(failed) == 1, agent.text()
+    assert failed not in first
     # Written through a temporary file and a rename: none is left next to it.
-    assert [p.name for p in metrics_agent.textfile.parent.iterdir()] == [
-        metrics_agent.textfile.name
-    ]
+    assert [p.name for p in textfile.parent.iterdir()] == [textfile.name]
+
+
+def _client_token(broker: BrokerProcess, root: Path) -> Path:
+    token = root / "client.token"
+    token.write_text(broker.token("client", "node-metrics") + "\n")
+    token.chmod(0o600)
+    return token
 
 
 def test_agent_metrics_port_in_use_is_named(broker: BrokerProcess, tmp_path: Path) -> None:
