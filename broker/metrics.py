@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from bridge import __version__
 from broker import auth
+from broker.cert_expiry import not_after
 from broker.runtime import Broker, current
 from broker.status import site_statuses
 from broker.store import ExpiryReport, Scope, State
@@ -228,6 +229,11 @@ def render(broker: Broker, metrics: Metrics) -> str:
     out.sample(name, [], broker.notifier.waiting())
     name = out.family("store_size_bytes", "gauge", "Size of the store's database files.")
     out.sample(name, [], store_size(broker.config.database))
+    expires = not_after(broker.config.cert) if broker.config.tls and broker.config.cert else None
+    if expires is not None:
+        name = out.family("tls_cert_not_after_timestamp_seconds", "gauge",
+                          "When the broker's TLS certificate ([server] cert) expires (Unix time).")
+        out.sample(name, [], expires)
     _counters(out, metrics)
     return out.text()
 

@@ -21,6 +21,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgres
 # A real headless browser and its WebDriver for the broker's web console tests.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
+# promtool checks the example alert rules and scrape config (examples/monitoring).
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

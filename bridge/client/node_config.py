@@ -94,6 +94,7 @@ class BridgeConfig:
     path: str
     sites: dict[str, Site] = field(default_factory=dict)
     timeout: float | None = None  # overall limit for one `run`; None = no limit
+    metrics_textfile: str | None = None  # node-exporter textfile each run adds its job to
 
     def site(self, name: str) -> Site:
         found = self.sites.get(name)
@@ -124,14 +125,29 @@ def load_bridge_config(path: str) -> BridgeConfig:
     root = Section(path, "", load_toml(path))
     root.check_keys({"bridge", "sites"})
     bridge = root.section("bridge")
-    bridge.check_keys({"timeout"})
+    bridge.check_keys({"timeout", "metrics_textfile"})
     sites_sec = root.section("sites")
     sites: dict[str, Site] = {}
     for name in sorted(sites_sec.data):
         if not _SITE_NAME.fullmatch(name):
             raise sites_sec.error("site names use letters, digits, '_', '.', '-'", name)
         sites[name] = _load_site(sites_sec.section(name), name, path)
-    return BridgeConfig(path, sites, _optional_duration(bridge, "timeout"))
+    return BridgeConfig(
+        path, sites, _optional_duration(bridge, "timeout"), _metrics_textfile(bridge, path)
+    )
+
+
+def _metrics_textfile(sec: Section, config_path: str) -> str | None:
+    path = sec.path_value("metrics_textfile", "")
+    if not path:
+        return None
+    if not path.endswith(".prom"):
+        raise sec.error(
+            f"{path!r:.100} must end in '.prom' (node-exporter reads only those files), e.g. "
+            '"/var/lib/node_exporter/textfile/mint-bridge.prom"',
+            "metrics_textfile",
+        )
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), path)
 
 
 def _load_site(sec: Section, name: str, config_path: str) -> Site:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
-from bridge.client import job_log, mint_pbs, run_summary
+from bridge.client import job_log, mint_pbs, node_metrics, run_summary
 from bridge.client.channel_job import JobRun
 from bridge.client.node_config import (
     BrokerSite,
@@ -80,13 +80,32 @@ def run_command(
                 configured_timeout=config.timeout,
             )
         except BridgeError as exc:
+            code = int(exc.exit_code)
+            _record_metrics(config.metrics_textfile, site_name, code, summary, started)
             if show.json:
                 run_summary.print_failure(summary, job_id, site_name, command, exc, started)
             raise
         record.finished(result.exit_code, result.outcome.reason)
+    _record_metrics(config.metrics_textfile, site_name, result.exit_code, summary, started)
     if show.json:
         run_summary.print_result(summary, job_id, site_name, command, result, started)
     return result.exit_code
+
+
+def _record_metrics(
+    path: str | None, site: str, code: int, summary: run_summary.Summary, started: float
+) -> None:
+    if path is None:
+        return
+    figures = node_metrics.RunFigures(
+        site=site,
+        exit_code=code,
+        bytes_in=sum(int(f["size"]) for f in summary.inputs),
+        bytes_out=sum(int(f["size"]) for f in summary.results),
+        ended=time.time(),
+        seconds=time.monotonic() - started,
+    )
+    node_metrics.record_run(path, figures)
 
 
 @dataclass(frozen=True)

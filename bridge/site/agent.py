@@ -43,6 +43,7 @@ from bridge.core.job import check_job_id
 from bridge.core.log_format import TEXT, formatter
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
 from bridge.site.agent_api import AgentApi, Claimed, Lease
+from bridge.site.agent_metrics import AgentMetrics, TextfileWriter
 from bridge.site.config import AgentConfig, SiteConfig, load_site_config
 from bridge.site.pulled_job import PulledJob, drop_local_job
 from bridge.site.workdir import WorkDir
@@ -66,6 +67,29 @@ class Agent:
         self.changed = threading.Event()  # a job thread ended: a slot may be free
         self.active: dict[str, PulledJob] = {}
         self._in_claim = False
+        self.metrics = AgentMetrics(site.name, agent.agent_id, site.commands)
+        self.metrics.track_running(self._running)
+        self.textfile: TextfileWriter | None = None
+
+    def _running(self) -> int:
+        # list(): a copy taken at once, as a scrape runs in the metrics server's thread.
+        return sum(job.thread.is_alive() for job in list(self.active.values()))
+
+    def start_metrics(self) -> None:
+        """The endpoint and the textfile, as configured; a port in use stops the agent here."""
+        if self.agent.metrics_listen is not None:
+            host, port = self.agent.metrics_listen
+            try:
+                self.metrics.serve(host, port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"{self.agent.where}: metrics_listen: cannot listen on {host}:{port} "
+                    f"({exc.strerror}); choose a free port or remove the key",
+                    field="metrics_listen",
+                ) from exc
+        if self.agent.metrics_textfile is not None:
+            self.textfile = TextfileWriter(self.metrics, self.agent.metrics_textfile, self.stopping)
+            self.textfile.start()
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -89,9 +113,11 @@ class Agent:
                 except _Interrupted:
                     break
                 except AuthenticationFailed as exc:
+                    self.metrics.broker_error(exc)
                     log.error("the broker refused this agent's token: %s", exc)
                     return int(exc.exit_code)
                 except BridgeError as exc:
+                    self.metrics.broker_error(exc)
                     log.warning("claim failed: %s; trying again in %.0f s", exc, backoff)
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, defaults.HTTP_MAX_WAIT)
@@ -114,7 +140,12 @@ class Agent:
         try:
             if self.stopping.is_set():
                 raise _Interrupted
-            return api.claim(self.agent.poll_wait)
+            began = time.monotonic()
+            claimed = api.claim(self.agent.poll_wait)
+            self.metrics.last_poll.set_to_current_time()
+            if claimed is not None:
+                self.metrics.claim_wait.observe(time.monotonic() - began)
+            return claimed
         finally:
             self._in_claim = False
 
@@ -154,6 +185,7 @@ class Agent:
             self.stopping,
             after=previous.thread if previous is not None else None,
             on_exit=self.changed.set,
+            metrics=self.metrics,
         )
         self.active[job_id] = job
         job.thread.start()
@@ -170,6 +202,8 @@ class Agent:
             job.thread.join(max(0.0, deadline - time.monotonic()))
             if job.thread.is_alive():
                 log.warning("%s: still busy with the broker; leaving it to the lease", job.job_id)
+        if self.textfile is not None:
+            self.textfile.finish()
         log.info("agent %s stopped", self.agent.agent_id)
 
     # --- re-attach at start-up ---------------------------------------------------------------
@@ -244,6 +278,7 @@ def run_agent(config_path: str, *, configure_logging: bool = True, log_format: s
         # Before any thread exists: local jobs are then forked, not started as new interpreters.
         start_fork_server()
         agent = Agent(site, site.agent)
+        agent.start_metrics()
         previous = {
             sig: signal.signal(sig, agent.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }

@@ -49,6 +49,7 @@ from bridge.core.streams import VerifiedFile
 from bridge.core.workdir_files import BROKER_COMPLETED_FILE, BROKER_FILE
 from bridge.site import accepted_job, audit, job_start, outgoing, probe
 from bridge.site.agent_api import AgentApi, Claimed
+from bridge.site.agent_metrics import AgentMetrics
 from bridge.site.audit_chain import AuditWriter
 from bridge.site.config import AgentConfig, SiteConfig
 from bridge.site.pulled_lease import Dropped, HandBack, LeaseKeeper
@@ -88,6 +89,7 @@ class PulledJob:
         stopping: threading.Event,
         after: threading.Thread | None = None,
         on_exit: Callable[[], None] | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.site = site
         self.agent = agent
@@ -104,6 +106,7 @@ class PulledJob:
         self.finished = self.keeper.finished
         self.after = after  # an earlier worker for the same job, to wait for
         self.on_exit = on_exit  # tells the agent a slot is free
+        self.metrics = metrics
         logs = self.doc.get("logs")
         self.log_sizes: dict[str, int] = {
             k: v for k, v in (logs or {}).items() if isinstance(v, int) and v >= 0
@@ -131,6 +134,8 @@ class PulledJob:
                 "%s: a newer lease holds the job; stopped acting on it (%s)", self.job_id, exc
             )
         except BridgeError as exc:
+            if self.metrics is not None:
+                self.metrics.broker_error(exc)
             log.error(
                 "%s: %s; the job is handed back and re-attached when the broker returns it",
                 self.job_id, exc,
@@ -300,6 +305,8 @@ class PulledJob:
                 ) as target:
                     api.download_input(self.lease, decl.name, target)
                 self.audit.input_received(decl.name, decl.size, sha256)
+                if self.metrics is not None:
+                    self.metrics.staged.labels("in").inc(decl.size)
                 st = os.stat(decl.name, dir_fd=dir_fd, follow_symlinks=False)
                 staged[decl.name] = (st.st_size, st.st_mtime_ns)
         finally:
@@ -404,6 +411,10 @@ class PulledJob:
     ) -> None:
         self.keeper.completing = True  # from now on a refused renewal is expected, not lost
         api.complete(self.lease, outcome, results, skipped)
+        if self.metrics is not None:
+            self.metrics.job_ended(self.doc.get("command"), outcome)
+            sent = sum(r.get("size", 0) for r in results if isinstance(r.get("size"), int))
+            self.metrics.staged.labels("out").inc(sent)
         if self.wd.exists():
             with open(self.wd.control_file(BROKER_COMPLETED_FILE), "w", encoding="utf-8") as marker:
                 marker.write(f"{outcome.get('state')}\n")

@@ -4,6 +4,8 @@
     url = "https://broker.example.org"
     token_file = "agent.token"   # relative to the config file
     max_jobs = 4
+    metrics_listen = "127.0.0.1:9464"   # optional: Prometheus text at /metrics
+    metrics_textfile = "/var/lib/node_exporter/textfile/mint-bridge-agent.prom"  # optional
 
 Checked when the config is loaded (URL scheme, agent id, limits), so an agent never starts with
 settings it cannot use. Never reads the token itself: that is the agent's, when it starts.
@@ -11,6 +13,7 @@ settings it cannot use. Never reads the token itself: that is the agent's, when 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -34,6 +37,8 @@ class AgentConfig:
     max_jobs: int = defaults.AGENT_MAX_JOBS
     lease_renew: float = defaults.LEASE_WAIT  # seconds between lease renewals (long-poll wait)
     poll_wait: float = defaults.BROKER_POLL_WAIT  # long-poll wait of a claim
+    metrics_listen: tuple[str, int] | None = None  # (address, port) of /metrics
+    metrics_textfile: str | None = None  # a node-exporter textfile-collector file
     where: str = "agent"  # "<config file>: agent", for error messages about its keys
 
 
@@ -47,7 +52,7 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
     sec.check_keys(
         {
             "url", "token_file", "ca_bundle", "allow_http", "agent_id", "max_jobs",
-            "lease_renew", "poll_wait",
+            "lease_renew", "poll_wait", "metrics_listen", "metrics_textfile",
         }
     )  # fmt: skip
     where = f"{sec.source}: {sec.path}"
@@ -77,5 +82,39 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
         max_jobs=max_jobs,
         lease_renew=lease_renew,
         poll_wait=poll_wait,
+        metrics_listen=_metrics_listen(sec),
+        metrics_textfile=_metrics_textfile(sec, config_dir),
         where=where,
     )
+
+
+def _metrics_listen(sec: Section) -> tuple[str, int] | None:
+    """``"ADDRESS:PORT"``, ``"[IPv6]:PORT"`` or a bare port (then loopback, 127.0.0.1)."""
+    value = sec.get("metrics_listen", str, "")
+    if not value:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    fix = "use ADDRESS:PORT with an IP address, e.g. \"127.0.0.1:9464\""
+    try:
+        ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        bad = f"{value!r:.80} is not an address and port; {fix}"
+        raise sec.error(bad, "metrics_listen") from None
+    if not 0 < port < 65536:
+        raise sec.error(f"port {port} is not 1-65535; {fix}", "metrics_listen")
+    return host, port
+
+
+def _metrics_textfile(sec: Section, config_dir: str) -> str | None:
+    path = sec.path_value("metrics_textfile", "")
+    if not path:
+        return None
+    if not path.endswith(".prom"):
+        raise sec.error(
+            f"{path!r:.100} must end in '.prom' (node-exporter reads only those files), e.g. "
+            "\"/var/lib/node_exporter/textfile/mint-bridge-agent.prom\"",
+            "metrics_textfile",
+        )
+    return os.path.join(config_dir, path)

@@ -139,7 +139,11 @@ SSH_KEYS = (
             "top level",
             "unknown key 'site'; did you mean 'sites'? allowed keys are bridge, sites",
         ),
-        ("[bridge]\nretries = 3\n", "bridge", "unknown key 'retries'; allowed keys are timeout"),
+        (
+            "[bridge]\nretries = 3\n",
+            "bridge",
+            "unknown key 'retries'; allowed keys are metrics_textfile, timeout",
+        ),
         (
             "[bridge]\ntimeout = 'never'\n",
             "bridge.timeout",
