@@ -33,7 +33,7 @@ from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import BridgeError
 from bridge.site.config import load_site_config
 from node_setup import authorized_keys as ak
-from node_setup import changes, systemd
+from node_setup import changes, scheduler_check, systemd
 from node_setup.config_files import read_text
 from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
@@ -61,7 +61,10 @@ def setup_site(options: SiteOptions, prompter: Prompter) -> SiteSetupResult:
     paths = site_paths(options)
     found = detect(paths.work_base)
     _report_detected(found, paths, prompter)
-    scheduler = choose_scheduler(options.scheduler, found.schedulers, prompter)
+    scheduler = choose_scheduler(
+        options.scheduler, working_schedulers(options.scheduler, found.schedulers, prompter),
+        prompter,
+    )
     mint_bridge = options.mint_bridge or found.mint_bridge
     mint_bridge = need(prompter, mint_bridge, "--mint-bridge", "Path of the mint-bridge command")
     if not os.path.isabs(mint_bridge):
@@ -104,6 +107,26 @@ def _report_detected(found: Detected, paths: SitePaths, prompter: Prompter) -> N
             )
     if not found.python_ok:
         prompter.echo("warning: mint-bridge needs Python 3.11 or newer")
+
+
+def working_schedulers(
+    given: str | None, found: tuple[str, ...], prompter: Prompter
+) -> tuple[str, ...]:
+    """The schedulers found on PATH whose server answers; each one passed over is named."""
+    if given or not found:
+        return found  # the admin's --scheduler is taken as given (the cluster may come later)
+    working: list[str] = []
+    for result in scheduler_check.check_all(found):
+        if result.answers:
+            working.append(result.name)
+        else:
+            prompter.echo(f"scheduler {result.name} not chosen: {result.reason}")
+    if not working:
+        prompter.echo(
+            "scheduler: local (no scheduler found on PATH answers); pass --scheduler to choose "
+            "one anyway"
+        )
+    return tuple(working)
 
 
 def choose_scheduler(given: str | None, found: tuple[str, ...], prompter: Prompter) -> str:
