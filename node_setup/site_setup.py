@@ -39,8 +39,14 @@ from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
 from node_setup.health.login_shell import startup_advice
 from node_setup.prompt import Prompter, need
+from node_setup.site_config_edit import update_site_config
 from node_setup.site_layout import SiteOptions, SitePaths, site_paths
-from node_setup.site_templates import EXAMPLE_PROGRAM, render_agent_table, render_site_config
+from node_setup.site_templates import (
+    EXAMPLE_PROGRAM,
+    render_agent_table,
+    render_site_config,
+    toml_str,
+)
 from schedulers import NAMES as SCHEDULERS
 
 SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as site names in the bridge config
@@ -175,12 +181,37 @@ def _plan_site_config(
     scheduler: str,
     broker: BrokerInputs | None,
 ) -> None:
+    old = read_text(paths.site_config)
+    if old and not options.force:
+        _plan_site_update(plan, options, paths, old, scheduler, broker)
+        return
     text = render_site_config(options.site_id, paths, scheduler)
     if broker is not None:
         text += render_agent_table(paths, broker.url, broker.ca_bundle, broker.allow_http)
     _validate_site_config(text)
     plan.write(paths.site_config, text, 0o600)
     plan.write(paths.example_program, EXAMPLE_PROGRAM, 0o700)
+
+
+def _plan_site_update(
+    plan: changes.Plan,
+    options: SiteOptions,
+    paths: SitePaths,
+    old: str,
+    scheduler: str,
+    broker: BrokerInputs | None,
+) -> None:
+    """An existing config is the admin's: only the keys setup owns change (diff shown)."""
+    agent = None if broker is None else (broker.url, broker.ca_bundle, broker.allow_http)
+    text = update_site_config(paths.site_config, old, options.site_id, agent, paths)
+    _validate_site_config(text)
+    plan.write(paths.site_config, text, 0o600, edit=True)
+    if options.scheduler and f"scheduler = {toml_str(scheduler)}" not in text:
+        plan.note(
+            f"the commands in {paths.site_config} were left as they are: set scheduler = "
+            f"{toml_str(scheduler)} in those that should use {scheduler} (or rerun with --force "
+            "to write a new config, dropping your commands)"
+        )
 
 
 def _validate_site_config(text: str) -> None:

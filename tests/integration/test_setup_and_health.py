@@ -261,7 +261,7 @@ def test_dry_run_with_other_values_touches_nothing(deployment: Deployment) -> No
     assert {p: p.read_bytes() for p in deployment.site_home.rglob("*") if p.is_file()} == before
 
 
-def test_site_setup_refuses_to_overwrite_without_force(
+def test_site_setup_keeps_an_edited_config_and_refuses_the_admins_key_line(
     tmp_path: Path, deployment: Deployment
 ) -> None:
     home = tmp_path / "home"
@@ -286,13 +286,21 @@ def test_site_setup_refuses_to_overwrite_without_force(
     config.write_text(config.read_text().replace('retention = "7d"', 'retention = "30d"'))
     edited = config.read_bytes()
     done = cli(home, *args)
-    assert done.returncode == 73
+    assert done.returncode == 0, done.stderr  # the admin's edit is theirs: kept
     assert config.read_bytes() == edited
-    assert '    -retention = "30d"' in done.stdout.splitlines()
-    assert '    +retention = "7d"' in done.stdout.splitlines()
+    assert f"unchanged: file {config} (0600)" in done.stdout.splitlines()
+    # A line of the admin's for MInt's key (another command) is only replaced with --force.
+    authorized = home / ".ssh/authorized_keys"
+    pub = str(deployment.key) + ".pub"
+    admins = f'command="/usr/bin/true",restrict {Path(pub).read_text().strip()}\n'
+    authorized.write_text(admins)
+    done = cli(home, *args)
+    assert done.returncode == 73
+    assert authorized.read_text() == admins
+    assert any(line.startswith('    -command="/usr/bin/true"') for line in done.stdout.splitlines())
     assert "rerun with --force" in done.stderr
     assert cli(home, *args, "--force").returncode == 0
-    assert 'retention = "7d"' in config.read_text()
+    assert 'retention = "7d"' in config.read_text()  # --force writes a new config
 
 
 def test_host_key_pin_refuses_a_wrong_fingerprint(deployment: Deployment, tmp_path: Path) -> None:
