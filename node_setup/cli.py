@@ -46,6 +46,13 @@ def setup() -> None:
 )
 @click.option("--mint-ip", default=None, help="IP (or CIDR) of MInt's bridge node (SSH).")
 @click.option("--mint-key", default=None, help="MInt's public key file, *.pub (SSH).")
+@click.option(
+    "--ssh-port",
+    type=click.IntRange(1, 65535),
+    default=22,
+    show_default=True,
+    help="Port of this host's sshd that MInt reaches; its host keys are the ones printed (SSH).",
+)
 @click.option("--broker-url", default=None, help="The broker's https:// URL (broker).")
 @click.option("--token-stdin", is_flag=True, help="Read the agent token from stdin (broker).")
 @click.option("--token-file", default=None, help="Read the agent token from this file (broker).")

@@ -21,6 +21,7 @@ class SiteOptions:
     scheduler: str | None = None
     mint_ip: str | None = None
     mint_key: str | None = None  # path of MInt's .pub file
+    ssh_port: int = 22  # the port MInt's bridge reaches this host's sshd on
     broker_url: str | None = None
     allow_http: bool = False
     ca_bundle: str | None = None

@@ -22,6 +22,7 @@ The token is never taken from the command line, never printed, and never shown i
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import pwd
 import re
@@ -33,7 +34,7 @@ from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import BridgeError
 from bridge.site.config import load_site_config
 from node_setup import authorized_keys as ak
-from node_setup import changes, scheduler_check, systemd
+from node_setup import changes, host_keys, scheduler_check, systemd
 from node_setup.config_files import read_text
 from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
@@ -51,7 +52,10 @@ from schedulers import NAMES as SCHEDULERS
 
 SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as site names in the bridge config
 TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # becomes an HTTP header value: no spaces
+SSHD_TIMEOUT = 5.0  # seconds for this host's own sshd to answer a key exchange
 LOW_DISK = 5 << 30  # below 5 GiB free in the work base, setup warns (solvers write a lot)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -316,19 +320,20 @@ def _plan_notes(
     plan.note(f"remove expired work dirs hourly, e.g. in crontab: 17 * * * * {cleanup}")
     plan.note(f"check this site: {mint_bridge} health --site-side --config {paths.site_config}")
     if options.method == "ssh":
-        prints = host_key_fingerprints()
+        prints, source = served_host_keys(options.ssh_port)
         given = f"--fingerprint {prints[0][1]}" if prints else "--fingerprint SHA256:..."
         shown = ", ".join(f"{kind} {fp}" for kind, fp in prints) or (
             "see: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
         )
         plan.note(
             "give MInt's admin, by a channel other than this connection: the site id "
-            f"{options.site_id}, this host's address and SSH port, and the host key "
-            f"fingerprint ({shown})"
+            f"{options.site_id}, this host's address and SSH port {options.ssh_port}, and the "
+            f"host key fingerprint ({shown}; {source})"
         )
+        where = "HOST" if options.ssh_port == 22 else f"HOST:{options.ssh_port}"
         plan.note(
             f"MInt's admin then runs: mint-bridge setup add-site {options.site_id} "
-            f"--ssh HOST[:PORT] {given}"
+            f"--ssh {where} {given}"
         )
         shell = startup_advice()  # sshd runs each job through the login shell
         if shell:
@@ -344,6 +349,30 @@ def _plan_notes(
             f"/etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now "
             f"{systemd.UNIT_NAME}"
         )
+
+
+def served_host_keys(port: int) -> tuple[list[tuple[str, str]], str]:
+    """(type, fingerprint) of the host keys of the sshd on ``port`` here, and where from.
+
+    MInt reaches whichever sshd serves that port, which need not use ``/etc/ssh``'s keys (a
+    second sshd, a container, another ``HostKey``): so the server itself is asked, with a
+    bare key exchange per key type, as ``add-site`` will do. The files are the fallback
+    when nothing answers on the port, and the note says so.
+    """
+    connect = host_keys.tcp_socket("127.0.0.1", port, SSHD_TIMEOUT)
+    found: dict[str, str] = {}
+    try:
+        for key_type in host_keys.KEY_TYPES:
+            key = host_keys.fetch_key(connect, key_type, SSHD_TIMEOUT)
+            if key is not None:
+                found.setdefault(key.fingerprint, key.type)
+    except BridgeError as exc:
+        log.info("no sshd answers on port %d (%s); reading /etc/ssh instead", port, exc)
+        return host_key_fingerprints(), (
+            f"read from /etc/ssh: no sshd answered on port {port} here; check it is the one "
+            "MInt reaches"
+        )
+    return [(kind, fp) for fp, kind in found.items()], f"as the sshd on port {port} offers them"
 
 
 def host_key_fingerprints(

@@ -303,6 +303,34 @@ def test_site_setup_keeps_an_edited_config_and_refuses_the_admins_key_line(
     assert 'retention = "7d"' in config.read_text()  # --force writes a new config
 
 
+def test_setup_prints_the_host_key_of_the_sshd_on_its_port_and_add_site_takes_it(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    port = deployment.sshd.port
+    done = cli(deployment.site_home, *deployment.site_setup_args("--ssh-port", str(port)))
+    assert done.returncode == 0, done.stderr
+    served = fingerprint_of(deployment.sshd.host_key.with_suffix(".pub"))
+    system = [fingerprint_of(p) for p in Path("/etc/ssh").glob("ssh_host_*_key.pub")]
+    assert served not in system  # the fixture's own key: /etc/ssh would print another
+    assert f"ssh-ed25519 {served}; as the sshd on port {port} offers them" in done.stdout
+    runs = [ln for ln in done.stdout.splitlines() if "MInt's admin then runs:" in ln]
+    assert len(runs) == 1
+    printed = runs[0].split("MInt's admin then runs: mint-bridge ", 1)[1].split()
+    assert printed == [
+        "setup", "add-site", "rme-u-tokyo", "--ssh", f"HOST:{port}", "--fingerprint", served,
+    ]  # fmt: skip
+    # The printed command, with the host filled in, works first time on a new bridge node.
+    bridge = tmp_path / "bridge"
+    bridge.mkdir()
+    assert cli(bridge, "setup", "bridge-node").returncode == 0
+    argv = [a.replace("HOST", "127.0.0.1") for a in printed]
+    added = cli(bridge, *argv)
+    assert added.returncode == 0, added.stderr
+    known = (bridge / ".config/mint-bridge/known_hosts").read_text().split()
+    host_pub = deployment.sshd.host_key.with_suffix(".pub").read_text().split()
+    assert known == [f"[127.0.0.1]:{port}", host_pub[0], host_pub[1]]
+
+
 def test_host_key_pin_refuses_a_wrong_fingerprint(deployment: Deployment, tmp_path: Path) -> None:
     other = tmp_path / "other_host_key"
     keygen(other, "impostor")
