@@ -261,8 +261,8 @@ def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
     return BrokerSite(
         name=name,
         url=url,
-        token_file=sec.path_value("token_file", ""),
-        ca_bundle=os.path.expanduser(ca_bundle) if ca_bundle is not None else None,
+        token_file=sec.file_value("token_file", ""),
+        ca_bundle=sec.file_value("ca_bundle", "") if ca_bundle is not None else None,
         allow_http=allow_http,
         poll_wait=poll_wait,
         broker_site=_optional_str(sec, "broker_site") or name,
