@@ -104,6 +104,8 @@ class Deployment:
             str(self.work_base),
             "--authorized-keys",
             str(self.sshd.authorized_keys),
+            "--unit-dir",
+            str(self.site_home / "units"),
             "--yes",
             *extra,
         ]
@@ -279,6 +281,8 @@ def test_site_setup_keeps_an_edited_config_and_refuses_the_admins_key_line(
         str(deployment.key) + ".pub",
         "--work-base",
         str(tmp_path / "w"),
+        "--unit-dir",
+        str(home / "units"),
         "--yes",
     ]
     assert cli(home, *args).returncode == 0

@@ -15,12 +15,13 @@ from node_setup.site_layout import SiteOptions
 from node_setup.site_setup import setup_site
 from tests.integration.slurm_fixtures import SlurmCluster, slurm  # noqa: F401  (the fixture)
 from tests.unit.node_setup.test_authorized_keys import PUB
+from tests.unit.node_setup.test_site_setup import MINT_BRIDGE
 
 
 def options(home: Path, key: Path) -> SiteOptions:
     return SiteOptions(
         site_id="cluster-site", mint_ip="192.0.2.10", mint_key=str(key),
-        work_base=str(home / "work"), mint_bridge="/opt/mint-bridge/bin/mint-bridge",
+        work_base=str(home / "work"), mint_bridge=MINT_BRIDGE, unit_dir=str(home / "units"),
     )  # fmt: skip
 
 

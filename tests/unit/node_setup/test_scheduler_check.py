@@ -12,6 +12,8 @@ from node_setup import scheduler_check
 from node_setup.prompt import Unattended
 from node_setup.site_layout import SiteOptions
 from node_setup.site_setup import setup_site
+from tests.unit.node_setup.test_authorized_keys import PUB
+from tests.unit.node_setup.test_site_setup import MINT_BRIDGE
 
 SINFO_DOWN = (
     "#!/bin/sh\n"
@@ -75,12 +77,10 @@ def test_setup_site_falls_back_to_local_and_says_why(
     monkeypatch.setenv("PATH", fake + os.pathsep + "/usr/bin:/bin")
     monkeypatch.delenv("SLURM_CONF", raising=False)
     key = tmp_path / "mint.pub"
-    from tests.unit.node_setup.test_authorized_keys import PUB
-
     key.write_text(PUB)
     options = SiteOptions(
         site_id="s1", mint_ip="192.0.2.10", mint_key=str(key), work_base=str(home / "work"),
-        mint_bridge="/opt/mint-bridge/bin/mint-bridge",
+        mint_bridge=MINT_BRIDGE, unit_dir=str(home / "units"),
     )  # fmt: skip
     prompter = Unattended(echo=False)
     result = setup_site(options, prompter)

@@ -22,7 +22,8 @@ from node_setup.site_layout import SiteOptions
 from node_setup.site_setup import setup_site
 from tests.unit.node_setup.test_authorized_keys import ED, PUB
 
-MINT_BRIDGE = "/opt/mint-bridge/bin/mint-bridge"
+# A real command: systemd-analyze checks that the units' ExecStart is executable.
+MINT_BRIDGE = str(Path(sys.executable).parent / "mint-bridge")
 TOKEN = "mbt_0123456789ab_Zm9yIHRlc3RzIG9ubHk"
 
 
@@ -49,6 +50,7 @@ def ssh_options(home: Path, key: Path, **extra: object) -> SiteOptions:
         "mint_key": str(key),
         "work_base": str(home / "work"),
         "mint_bridge": MINT_BRIDGE,
+        "unit_dir": str(home / "units"),  # never the machine's /etc/systemd/system
     }
     values.update(extra)
     return SiteOptions(**values)  # type: ignore[arg-type]
@@ -333,7 +335,10 @@ def test_broker_site_stores_the_token_privately_and_writes_the_unit(home: Path) 
         assert expected in lines, expected
     assert TOKEN not in unit
     if shutil.which("systemd-analyze"):
-        assert "systemd-analyze verify: mint-bridge-agent.service is valid" in proc.stdout
+        assert (
+            "systemd-analyze verify: mint-bridge-agent.service, mint-bridge-cleanup.service, "
+            "mint-bridge-cleanup.timer valid"
+        ) in proc.stdout
         outcome = systemd.verify(str(units / "mint-bridge-agent.service"))
         assert outcome is not None and outcome.ok, outcome
     # Idempotent, token included.
