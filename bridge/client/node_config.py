@@ -11,9 +11,9 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from bridge.client.examples import examples_dir
 from bridge.core import defaults
 from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import ConfigError
@@ -30,7 +30,7 @@ _OPENSSH_ONLY = ("share_connection", "connection_persist", "control_dir")
 # Unix socket paths hold at most 107 bytes on Linux. A control socket is this dir, "/", a
 # 24-character name and, while OpenSSH binds it, a 17-character temporary suffix.
 _MAX_CONTROL_DIR = 64
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_DIR = examples_dir()  # a wheel's package data, else the checkout's examples/
 
 
 @dataclass(frozen=True)
