@@ -44,6 +44,7 @@ from bridge.core.protocol import PROTOCOL_VERSION
 from node_setup.health.ping import Hello, HelloFailed, hello
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline
+from node_setup.host_keys import FINGERPRINT
 
 RTT_WARN_MS = 1000.0  # slower than this, log streaming and small transfers feel sluggish
 LATER = ("ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt")
@@ -236,8 +237,10 @@ def _connect(
 
 
 def _offered_fingerprint(exc: HostKeyRejected) -> str | None:
-    words = str(exc).replace("(", " ").replace(")", " ").split()
-    return next((w for w in words if w.startswith("SHA256:")), None)
+    """The server's fingerprint in the message, if it names one: a real one only, never the
+    ``SHA256:...`` placeholder of the fix (which once showed as "SHA256:...`")."""
+    found = FINGERPRINT.search(str(exc))
+    return found.group(0) if found else None
 
 
 # --- the forced command and the round trip -----------------------------------------------------
