@@ -47,7 +47,7 @@ from node_setup.health.runner import Deadline
 from node_setup.host_keys import FINGERPRINT
 
 RTT_WARN_MS = 1000.0  # slower than this, log streaming and small transfers feel sluggish
-LATER = ("ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt")
+LATER = ("ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt", "ssh.job_cost")
 
 
 def check_ssh_site(site: SshSite, probe: Probe, timeout: float) -> str:
@@ -61,15 +61,31 @@ def check_ssh_site(site: SshSite, probe: Probe, timeout: float) -> str:
         return "the SSH config is invalid"
     if not _reachable(site, endpoint, probe, deadline):
         return _skip(probe, LATER, "the site is not reachable")
+    started = time.monotonic()
     connection = _connect(site, endpoint, probe, deadline)
     if isinstance(connection, str):
         return connection
     try:
         _hello(site, connection, probe, deadline)
+        cost = (time.monotonic() - started) * 1000
         _rtt(connection, probe)
     finally:
         connection.close()
+    _job_cost(probe, cost)
     return ""
+
+
+def _job_cost(probe: Probe, cost_ms: float) -> None:
+    """What every job pays before its first byte, measured once: a new connection (TCP, key
+    exchange, authentication), then the forced command through the login shell up to the
+    site entry's hello. A round trip inside an open channel (``ssh.rtt``) hides all that."""
+    probe.start("ssh.job_cost")
+    probe.ok(
+        "ssh.job_cost",
+        round(cost_ms, 1),
+        "ms",
+        "per job: connect, authenticate, start the site entry and get its hello",
+    )
 
 
 def _skip(probe: Probe, names: tuple[str, ...], why: str) -> str:

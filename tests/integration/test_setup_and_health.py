@@ -434,7 +434,7 @@ def test_health_of_a_good_site(deployment: Deployment) -> None:
     # add-site chose the OpenSSH client (ssh is on PATH), so its own checks follow.
     assert list(found) == [
         "ssh.dns", "ssh.tcp", "ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt",
-        "ssh.openssh.binary", "ssh.openssh.control_dir", "ssh.openssh.hello",
+        "ssh.job_cost", "ssh.openssh.binary", "ssh.openssh.control_dir", "ssh.openssh.hello",
     ]  # fmt: skip
     assert all(c["status"] == "ok" for c in found.values()), found
     assert found["ssh.host_key"]["value"] == fingerprint_of(
@@ -442,6 +442,9 @@ def test_health_of_a_good_site(deployment: Deployment) -> None:
     )
     assert found["ssh.hello"]["value"] == "mint-bridge 0.1.0, commands (1): example"
     assert found["ssh.tcp"]["unit"] == found["ssh.rtt"]["unit"] == "ms"
+    # A whole connection up to the hello costs more than one round trip inside it.
+    assert found["ssh.job_cost"]["unit"] == "ms"
+    assert found["ssh.job_cost"]["value"] > found["ssh.rtt"]["value"]
     assert checks_of(doc, "bridge")["bridge.config"]["status"] == "ok"
 
 
