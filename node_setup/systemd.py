@@ -67,6 +67,8 @@ StartLimitBurst=5
 Type=simple
 User={self.user}
 ExecStart={exec_start}
+# Re-reads the site config; running jobs go on with the config they started with.
+ExecReload=/bin/kill -HUP $MAINPID
 # Transient failures (broker down, network cut) are retried by the agent itself; a crash
 # restarts it, and a broken config does not spin (StartLimit* in [Unit]).
 Restart=on-failure
