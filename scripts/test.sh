@@ -16,6 +16,10 @@ command -v munged >/dev/null 2>&1 || need_pkgs+=(munge)
 [ -x /usr/bin/qsub ] || need_pkgs+=(slurm-wlm-torque)
 # A real PostgreSQL server for the broker's PostgreSQL store (started by the tests themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
+# The wheel test: an ordinary account builds the wheel and installs it into a venv of the
+# system Python; the unit files setup writes are checked with systemd-analyze.
+/usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"
