@@ -94,6 +94,26 @@ def main() -> None:
     """Run MInt workflow steps on external computers, over SSH or through a broker."""
 
 
+@main.group()
+def examples() -> None:
+    """The example configs, sample site and module that ship with mint-bridge."""
+
+
+@examples.command("copy")
+@click.argument("directory", metavar="DIR")
+def examples_copy(directory: str) -> None:
+    """Copy the examples into DIR (new or empty), to edit and run from there."""
+    from bridge.client.examples import copy_examples
+
+    try:
+        target = copy_examples(directory)
+    except BridgeError as exc:
+        _fail(exc)
+    click.echo(f"copied the examples to {target}")
+    click.echo(f"reference configs: {target}/site.toml, {target}/bridge.toml, {target}/broker.toml")
+    click.echo(f"the sample site: {target}/kousoku/site.toml (its programs are next to it)")
+
+
 @main.command()
 @click.option("--site", "site_name", required=True, help="Site name from the bridge config.")
 @click.option("--command", "command", required=True, help="Command name the site defines.")

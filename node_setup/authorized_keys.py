@@ -8,8 +8,10 @@ node::
 OpenSSH hands the ``command=`` text to the account's shell, so paths are quoted for a POSIX
 shell (``shlex``) and then for the option's own syntax, where only ``\\"`` is an escape. A
 file given as MInt's key must hold exactly one public key (never a private key, never a line
-with options of its own). Merging is idempotent: the file gets exactly one line for the key,
-and an existing line for the same key with other options is only replaced with ``--force``.
+with options of its own). Merging is idempotent: the file gets exactly one line for the key;
+setup's own earlier line (same forced command) is updated in place (a new ``from=``), while a
+line of the admin's for the same key (another command, or several) is only replaced with
+``--force``.
 """
 
 from __future__ import annotations
@@ -121,7 +123,10 @@ def key_line(key: PublicKey, command: str, mint_ip: str) -> str:
 
 def merge(existing: str, line: str, key: PublicKey) -> tuple[str, bool]:
     """The file's new content with exactly one ``line`` for ``key``, and whether an existing
-    line of the admin's (the same key with other options, or duplicates) is replaced."""
+    line of the admin's (the same key with another command, or duplicates) is replaced.
+
+    A single earlier line of setup's own (the same forced command, e.g. with another
+    ``from=``) is setup's to update: replacing it is not the admin's line being replaced."""
     lines = existing.splitlines()
     positions = [i for i, current in enumerate(lines) if key_blob(current) == key.blob]
     if [lines[i] for i in positions] == [line]:
@@ -132,7 +137,36 @@ def merge(existing: str, line: str, key: PublicKey) -> tuple[str, bool]:
     # In place of the first occurrence, so the file keeps its order; duplicates go.
     others = [current for i, current in enumerate(lines) if i not in positions]
     first = positions[0]
-    return "\n".join([*others[:first], line, *others[first:]]) + "\n", True
+    admins = len(positions) > 1 or _command_of(lines[first]) != _command_of(line)
+    return "\n".join([*others[:first], line, *others[first:]]) + "\n", admins
+
+
+def _command_of(line: str) -> str | None:
+    """The ``command="..."`` option of a line, as written (None without one)."""
+    for word in _split_outside_quotes(line.strip())[:1]:
+        for option in _split_options(word):
+            if option.startswith("command="):
+                return option
+    return None
+
+
+def _split_options(text: str) -> list[str]:
+    """Options are comma-separated; a comma inside quotes belongs to its option."""
+    options: list[str] = []
+    current: list[str] = []
+    quoted = False
+    previous = ""
+    for char in text:
+        if char == '"' and previous != "\\":
+            quoted = not quoted
+        if char == "," and not quoted:
+            options.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        previous = char
+    options.append("".join(current))
+    return options
 
 
 def key_blob(line: str) -> str | None:

@@ -46,6 +46,13 @@ def setup() -> None:
 )
 @click.option("--mint-ip", default=None, help="IP (or CIDR) of MInt's bridge node (SSH).")
 @click.option("--mint-key", default=None, help="MInt's public key file, *.pub (SSH).")
+@click.option(
+    "--ssh-port",
+    type=click.IntRange(1, 65535),
+    default=22,
+    show_default=True,
+    help="Port of this host's sshd that MInt reaches; its host keys are the ones printed (SSH).",
+)
 @click.option("--broker-url", default=None, help="The broker's https:// URL (broker).")
 @click.option("--token-stdin", is_flag=True, help="Read the agent token from stdin (broker).")
 @click.option("--token-file", default=None, help="Read the agent token from this file (broker).")
@@ -85,6 +92,55 @@ def setup_site_command(**kw: Any) -> None:
     options = SiteOptions(token=token, **kw)
     try:
         site_setup.setup_site(options, prompter_for(yes))
+    except BridgeError as exc:
+        fail(exc)
+
+
+@setup.command("broker-unit")
+@click.option("--config", "config_path", required=True, help="The broker's broker.toml.")
+@click.option("--user", default=None, help="Account the broker runs as (default: you).")
+@click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
+@click.option("--mint-bridge", "mint_bridge", default=None,
+              help="Absolute path of mint-bridge (default: this installation's).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Show the unit; change nothing.")
+def setup_broker_unit_command(
+    config_path: str, user: str | None, unit_dir: str, mint_bridge: str | None, dry_run: bool
+) -> None:
+    """Write the broker's systemd unit (KillMode=control-group), checked with systemd."""
+    import pwd
+
+    from node_setup import broker_unit, changes, systemd
+    from node_setup.detect import find_mint_bridge
+    from node_setup.errors import SetupError
+
+    try:
+        program = mint_bridge or find_mint_bridge()
+        if not program:
+            raise SetupError("mint-bridge is not found; pass --mint-bridge /path/to/mint-bridge")
+        plan, path = broker_unit.plan_broker_unit(
+            config_path, user or pwd.getpwuid(os.getuid()).pw_name, unit_dir, program
+        )
+        steps = plan.review(force=False)
+        for line in changes.describe(steps, dry_run):
+            click.echo(line)
+        unit = next(c for c in plan.changes if isinstance(c, changes.WriteFile))
+        outcome = systemd.verify_texts({broker_unit.UNIT_NAME: unit.content})
+        if outcome is not None and not outcome.ok:
+            raise SetupError(
+                "systemd-analyze verify rejects the unit: " + "; ".join(outcome.problems)
+            )
+        if dry_run:
+            click.echo("dry run: nothing was changed")
+            return
+        changes.apply(steps)
+        click.echo(
+            f"next: systemctl daemon-reload && systemctl enable --now {broker_unit.UNIT_NAME}"
+            + (
+                ""
+                if unit_dir == "/etc/systemd/system"
+                else f" (after copying {path} to /etc/systemd/system/)"
+            )
+        )
     except BridgeError as exc:
         fail(exc)
 

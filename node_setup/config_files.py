@@ -30,7 +30,8 @@ class Place(Protocol):
 
 CONFIG_HEADER = """\
 # mint-bridge bridge-node config, written by `mint-bridge setup bridge-node`.
-# Every key is described in examples/bridge.toml of mint-bridge's sources.
+# Every key is described in the reference bridge.toml: `mint-bridge examples copy DIR` puts
+# it in DIR.
 #
 # Add a site reached over SSH (its host key is pinned only when it matches the fingerprint
 # the site admin gave you by another channel):

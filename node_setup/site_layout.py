@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from bridge.core import defaults
-from node_setup import systemd
+from node_setup import cleanup_timer, systemd
 
 
 @dataclass
@@ -21,6 +21,7 @@ class SiteOptions:
     scheduler: str | None = None
     mint_ip: str | None = None
     mint_key: str | None = None  # path of MInt's .pub file
+    ssh_port: int = 22  # the port MInt's bridge reaches this host's sshd on
     broker_url: str | None = None
     allow_http: bool = False
     ca_bundle: str | None = None
@@ -53,6 +54,8 @@ class SitePaths:
     token_file: str
     unit_dir: str
     unit_file: str
+    cleanup_service: str
+    cleanup_timer: str
 
 
 def site_paths(options: SiteOptions) -> SitePaths:
@@ -84,4 +87,6 @@ def site_paths(options: SiteOptions) -> SitePaths:
         token_file=os.path.join(config_dir, "agent.token"),
         unit_dir=unit_dir,
         unit_file=os.path.join(unit_dir, systemd.UNIT_NAME),
+        cleanup_service=os.path.join(unit_dir, cleanup_timer.SERVICE_NAME),
+        cleanup_timer=os.path.join(unit_dir, cleanup_timer.TIMER_NAME),
     )

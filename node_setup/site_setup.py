@@ -22,10 +22,12 @@ The token is never taken from the command line, never printed, and never shown i
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import pwd
 import re
 import stat
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
@@ -33,19 +35,29 @@ from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import BridgeError
 from bridge.site.config import load_site_config
 from node_setup import authorized_keys as ak
-from node_setup import changes, systemd
+from node_setup import changes, cleanup_timer, host_keys, scheduler_check, systemd
 from node_setup.config_files import read_text
 from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
 from node_setup.health.login_shell import startup_advice
 from node_setup.prompt import Prompter, need
+from node_setup.site_config_edit import update_site_config
 from node_setup.site_layout import SiteOptions, SitePaths, site_paths
-from node_setup.site_templates import EXAMPLE_PROGRAM, render_agent_table, render_site_config
+from node_setup.site_templates import (
+    EXAMPLE_PROGRAM,
+    render_agent_table,
+    render_site_config,
+    toml_str,
+)
 from schedulers import NAMES as SCHEDULERS
 
 SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as site names in the bridge config
 TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # becomes an HTTP header value: no spaces
+SYSTEM_UNIT_DIR = "/etc/systemd/system"
+SSHD_TIMEOUT = 5.0  # seconds for this host's own sshd to answer a key exchange
 LOW_DISK = 5 << 30  # below 5 GiB free in the work base, setup warns (solvers write a lot)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +73,10 @@ def setup_site(options: SiteOptions, prompter: Prompter) -> SiteSetupResult:
     paths = site_paths(options)
     found = detect(paths.work_base)
     _report_detected(found, paths, prompter)
-    scheduler = choose_scheduler(options.scheduler, found.schedulers, prompter)
+    scheduler = choose_scheduler(
+        options.scheduler, working_schedulers(options.scheduler, found.schedulers, prompter),
+        prompter,
+    )
     mint_bridge = options.mint_bridge or found.mint_bridge
     mint_bridge = need(prompter, mint_bridge, "--mint-bridge", "Path of the mint-bridge command")
     if not os.path.isabs(mint_bridge):
@@ -74,6 +89,7 @@ def setup_site(options: SiteOptions, prompter: Prompter) -> SiteSetupResult:
         _plan_ssh(plan, options, paths, mint_bridge, prompter)
     else:
         _plan_agent(plan, options, paths, mint_bridge, broker, prompter)
+    _plan_cleanup(plan, options, paths, mint_bridge)
     _plan_notes(plan, options, paths, mint_bridge)
     return _review_and_apply(plan, options, paths, prompter)
 
@@ -104,6 +120,26 @@ def _report_detected(found: Detected, paths: SitePaths, prompter: Prompter) -> N
             )
     if not found.python_ok:
         prompter.echo("warning: mint-bridge needs Python 3.11 or newer")
+
+
+def working_schedulers(
+    given: str | None, found: tuple[str, ...], prompter: Prompter
+) -> tuple[str, ...]:
+    """The schedulers found on PATH whose server answers; each one passed over is named."""
+    if given or not found:
+        return found  # the admin's --scheduler is taken as given (the cluster may come later)
+    working: list[str] = []
+    for result in scheduler_check.check_all(found):
+        if result.answers:
+            working.append(result.name)
+        else:
+            prompter.echo(f"scheduler {result.name} not chosen: {result.reason}")
+    if not working:
+        prompter.echo(
+            "scheduler: local (no scheduler found on PATH answers); pass --scheduler to choose "
+            "one anyway"
+        )
+    return tuple(working)
 
 
 def choose_scheduler(given: str | None, found: tuple[str, ...], prompter: Prompter) -> str:
@@ -152,12 +188,37 @@ def _plan_site_config(
     scheduler: str,
     broker: BrokerInputs | None,
 ) -> None:
+    old = read_text(paths.site_config)
+    if old and not options.force:
+        _plan_site_update(plan, options, paths, old, scheduler, broker)
+        return
     text = render_site_config(options.site_id, paths, scheduler)
     if broker is not None:
         text += render_agent_table(paths, broker.url, broker.ca_bundle, broker.allow_http)
     _validate_site_config(text)
     plan.write(paths.site_config, text, 0o600)
     plan.write(paths.example_program, EXAMPLE_PROGRAM, 0o700)
+
+
+def _plan_site_update(
+    plan: changes.Plan,
+    options: SiteOptions,
+    paths: SitePaths,
+    old: str,
+    scheduler: str,
+    broker: BrokerInputs | None,
+) -> None:
+    """An existing config is the admin's: only the keys setup owns change (diff shown)."""
+    agent = None if broker is None else (broker.url, broker.ca_bundle, broker.allow_http)
+    text = update_site_config(paths.site_config, old, options.site_id, agent, paths)
+    _validate_site_config(text)
+    plan.write(paths.site_config, text, 0o600, edit=True)
+    if options.scheduler and f"scheduler = {toml_str(scheduler)}" not in text:
+        plan.note(
+            f"the commands in {paths.site_config} were left as they are: set scheduler = "
+            f"{toml_str(scheduler)} in those that should use {scheduler} (or rerun with --force "
+            "to write a new config, dropping your commands)"
+        )
 
 
 def _validate_site_config(text: str) -> None:
@@ -230,6 +291,48 @@ def _broker_inputs(options: SiteOptions, prompter: Prompter) -> BrokerInputs:
     return BrokerInputs(url, token, ca_bundle, options.allow_http)
 
 
+def _plan_units_dir(plan: changes.Plan, paths: SitePaths) -> None:
+    system_dir = paths.unit_dir == SYSTEM_UNIT_DIR
+    plan.mkdir(paths.unit_dir, 0o755 if system_dir else 0o700, tighten=not system_dir)
+
+
+def _plan_cleanup(
+    plan: changes.Plan, options: SiteOptions, paths: SitePaths, mint_bridge: str
+) -> None:
+    if options.method != "broker":
+        _plan_units_dir(plan, paths)  # the agent's plan made it already
+    units = cleanup_timer.CleanupUnits(
+        site_id=options.site_id,
+        exec_argv=[mint_bridge, "site", "cleanup", "--config", paths.site_config],
+        user=options.agent_user or pwd.getpwuid(os.getuid()).pw_name,
+        writable=[paths.work_base, paths.state_dir],
+    )
+    plan.write(paths.cleanup_service, units.service(), 0o644)
+    plan.write(paths.cleanup_timer, units.timer(), 0o644)
+
+
+def systemd_runs() -> bool:
+    """systemd is PID 1 here (sd_booted's test); in a container it often is not."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def _start_units(options: SiteOptions, paths: SitePaths, prompter: Prompter) -> None:
+    """As root with systemd running, enable what was just written; else the notes say how."""
+    if paths.unit_dir != SYSTEM_UNIT_DIR or os.geteuid() != 0 or not systemd_runs():
+        return
+    names = [cleanup_timer.TIMER_NAME]
+    if options.method == "broker":
+        names.insert(0, systemd.UNIT_NAME)
+    for argv in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *names]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise SetupError(
+                f"`{' '.join(argv)}` failed ({done.returncode}): {done.stderr.strip()[:300]}; "
+                "the unit files are written: fix the cause and run it again"
+            )
+    prompter.echo(f"enabled and started: {', '.join(names)}")
+
+
 def _plan_agent(
     plan: changes.Plan,
     options: SiteOptions,
@@ -246,8 +349,7 @@ def _plan_agent(
         user=user,
         writable=[paths.work_base, paths.state_dir],
     )
-    system_dir = paths.unit_dir == "/etc/systemd/system"
-    plan.mkdir(paths.unit_dir, 0o755 if system_dir else 0o700, tighten=not system_dir)
+    _plan_units_dir(plan, paths)
     plan.write(paths.unit_file, unit.render(), 0o644)
     if user == "root":
         prompter.echo(
@@ -259,37 +361,68 @@ def _plan_notes(
     plan: changes.Plan, options: SiteOptions, paths: SitePaths, mint_bridge: str
 ) -> None:
     cleanup = f"{mint_bridge} site cleanup --config {paths.site_config}"
-    plan.note(f"remove expired work dirs hourly, e.g. in crontab: 17 * * * * {cleanup}")
+    plan.note(
+        f"{cleanup_timer.TIMER_NAME} removes expired work dirs hourly (without systemd, "
+        f"in crontab: 17 * * * * {cleanup}); `userdel` leaves the work dirs in "
+        f"{paths.work_base} behind: run the cleanup (or remove them) before deleting the account"
+    )
     plan.note(f"check this site: {mint_bridge} health --site-side --config {paths.site_config}")
     if options.method == "ssh":
-        prints = host_key_fingerprints()
+        prints, source = served_host_keys(options.ssh_port)
         given = f"--fingerprint {prints[0][1]}" if prints else "--fingerprint SHA256:..."
         shown = ", ".join(f"{kind} {fp}" for kind, fp in prints) or (
             "see: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
         )
         plan.note(
             "give MInt's admin, by a channel other than this connection: the site id "
-            f"{options.site_id}, this host's address and SSH port, and the host key "
-            f"fingerprint ({shown})"
+            f"{options.site_id}, this host's address and SSH port {options.ssh_port}, and the "
+            f"host key fingerprint ({shown}; {source})"
         )
+        where = "HOST" if options.ssh_port == 22 else f"HOST:{options.ssh_port}"
         plan.note(
             f"MInt's admin then runs: mint-bridge setup add-site {options.site_id} "
-            f"--ssh HOST[:PORT] {given}"
+            f"--ssh {where} {given}"
         )
         shell = startup_advice()  # sshd runs each job through the login shell
         if shell:
             plan.note(shell)
-    elif paths.unit_dir == "/etc/systemd/system":
+    units = [paths.cleanup_service, paths.cleanup_timer]
+    names = [cleanup_timer.TIMER_NAME]
+    if options.method == "broker":
+        units.insert(0, paths.unit_file)
+        names.insert(0, systemd.UNIT_NAME)
+    enable = f"systemctl daemon-reload && systemctl enable --now {' '.join(names)}"
+    if paths.unit_dir != SYSTEM_UNIT_DIR:
         plan.note(
-            f"start the agent: systemctl daemon-reload && systemctl enable --now "
-            f"{systemd.UNIT_NAME}"
+            f"as root, install and start the units: install -m 0644 {' '.join(units)} "
+            f"{SYSTEM_UNIT_DIR}/ && {enable}"
         )
-    else:
-        plan.note(
-            f"as root, install and start the agent: install -m 0644 {paths.unit_file} "
-            f"/etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now "
-            f"{systemd.UNIT_NAME}"
+    elif not systemd_runs():
+        plan.note(f"systemd is not running here; once it is, run: {enable}")
+
+
+def served_host_keys(port: int) -> tuple[list[tuple[str, str]], str]:
+    """(type, fingerprint) of the host keys of the sshd on ``port`` here, and where from.
+
+    MInt reaches whichever sshd serves that port, which need not use ``/etc/ssh``'s keys (a
+    second sshd, a container, another ``HostKey``): so the server itself is asked, with a
+    bare key exchange per key type, as ``add-site`` will do. The files are the fallback
+    when nothing answers on the port, and the note says so.
+    """
+    connect = host_keys.tcp_socket("127.0.0.1", port, SSHD_TIMEOUT)
+    found: dict[str, str] = {}
+    try:
+        for key_type in host_keys.KEY_TYPES:
+            key = host_keys.fetch_key(connect, key_type, SSHD_TIMEOUT)
+            if key is not None:
+                found.setdefault(key.fingerprint, key.type)
+    except BridgeError as exc:
+        log.info("no sshd answers on port %d (%s); reading /etc/ssh instead", port, exc)
+        return host_key_fingerprints(), (
+            f"read from /etc/ssh: no sshd answered on port {port} here; check it is the one "
+            "MInt reaches"
         )
+    return [(kind, fp) for fp, kind in found.items()], f"as the sshd on port {port} offers them"
 
 
 def host_key_fingerprints(
@@ -316,8 +449,7 @@ def _review_and_apply(
     steps = plan.review(options.force)
     for line in changes.describe(steps, options.dry_run):
         prompter.echo(line)
-    if options.method == "broker":
-        _verify_unit(plan, paths, prompter)
+    _verify_units(plan, prompter)
     result = SiteSetupResult(paths, steps, applied=False, notes=list(plan.notes))
     if options.dry_run:
         prompter.echo("dry run: nothing was changed")
@@ -327,26 +459,24 @@ def _review_and_apply(
         raise SetupError("cancelled; nothing was changed")
     changes.apply(steps)
     result.applied = True
+    _start_units(options, paths, prompter)
     for note in plan.notes:
         prompter.echo(f"next: {note}")
     return result
 
 
-def _verify_unit(plan: changes.Plan, paths: SitePaths, prompter: Prompter) -> None:
-    """Check the unit before it is written: a copy in a temporary dir goes to systemd."""
-    unit = next(
-        c for c in plan.changes if isinstance(c, changes.WriteFile) and c.path == paths.unit_file
-    )
-    with tempfile.TemporaryDirectory(prefix="mint-bridge-unit-") as tmp:
-        copy = os.path.join(tmp, systemd.UNIT_NAME)
-        with open(copy, "w", encoding="utf-8") as handle:
-            handle.write(unit.content)
-        outcome = systemd.verify(copy)
+def _verify_units(plan: changes.Plan, prompter: Prompter) -> None:
+    """Check every unit before it is written (systemd-analyze on copies)."""
+    units = {
+        os.path.basename(c.path): c.content
+        for c in plan.changes
+        if isinstance(c, changes.WriteFile) and c.path.endswith((".service", ".timer"))
+    }
+    outcome = systemd.verify_texts(units)
+    names = ", ".join(sorted(units))
     if outcome is None:
-        prompter.echo("systemd-analyze is not installed; the unit was not verified")
+        prompter.echo(f"systemd-analyze is not installed; {names} not verified")
     elif not outcome.ok:
-        raise SetupError(
-            "systemd-analyze verify rejects the agent unit: " + "; ".join(outcome.problems)
-        )
+        raise SetupError("systemd-analyze verify rejects the units: " + "; ".join(outcome.problems))
     else:
-        prompter.echo(f"systemd-analyze verify: {systemd.UNIT_NAME} is valid")
+        prompter.echo(f"systemd-analyze verify: {names} valid")

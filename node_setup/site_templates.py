@@ -33,7 +33,8 @@ def toml_str(value: str) -> str:
 def render_site_config(site_id: str, paths: Layout, scheduler: str) -> str:
     return f"""\
 # mint-bridge site config of {site_id}, written by `mint-bridge setup site`.
-# Every key is described in examples/site.toml of mint-bridge's sources.
+# Every key is described in the reference site.toml: `mint-bridge examples copy DIR` puts it
+# (with the sample site) in DIR.
 #
 # The site decides everything here. MInt can only name a command below, give values for the
 # parameters it declares and send input files; it never sends shell text or program paths.

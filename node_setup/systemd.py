@@ -13,9 +13,11 @@ appears in the unit: the agent reads it from its 0600 file.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 from node_setup.errors import SetupError
@@ -65,6 +67,8 @@ StartLimitBurst=5
 Type=simple
 User={self.user}
 ExecStart={exec_start}
+# Re-reads the site config; running jobs go on with the config they started with.
+ExecReload=/bin/kill -HUP $MAINPID
 # Transient failures (broker down, network cut) are retried by the agent itself; a crash
 # restarts it, and a broken config does not spin (StartLimit* in [Unit]).
 Restart=on-failure
@@ -100,7 +104,19 @@ class Verification:
     problems: list[str]
 
 
-def verify(unit_path: str, timeout: float = 30.0) -> Verification | None:
+def verify_texts(units: dict[str, str], timeout: float = 30.0) -> Verification | None:
+    """Verify units before they are written: copies (name -> content) in one temporary dir,
+    so a timer is checked together with the service it starts."""
+    with tempfile.TemporaryDirectory(prefix="mint-bridge-unit-") as tmp:
+        paths = []
+        for name, text in units.items():
+            paths.append(os.path.join(tmp, name))
+            with open(paths[-1], "w", encoding="utf-8") as handle:
+                handle.write(text)
+        return verify(*paths, timeout=timeout)
+
+
+def verify(*unit_paths: str, timeout: float = 30.0) -> Verification | None:
     """``systemd-analyze verify`` on the unit; None where the tool is not installed.
 
     The tool exits 0 even for unknown keys and bad values (it only warns), so any message it
@@ -111,7 +127,7 @@ def verify(unit_path: str, timeout: float = 30.0) -> Verification | None:
         return None
     try:
         proc = subprocess.run(
-            [tool, "verify", unit_path],
+            [tool, "verify", *unit_paths],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -23,6 +23,10 @@ command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 # promtool checks the example alert rules and scrape config (examples/monitoring).
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# The wheel test: an ordinary account builds the wheel and installs it into a venv of the
+# system Python; the unit files setup writes are checked with systemd-analyze.
+/usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

@@ -11,9 +11,9 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from bridge.client.examples import examples_dir
 from bridge.core import defaults
 from bridge.core.broker_endpoint import check_broker_url
 from bridge.core.errors import ConfigError
@@ -30,7 +30,7 @@ _OPENSSH_ONLY = ("share_connection", "connection_persist", "control_dir")
 # Unix socket paths hold at most 107 bytes on Linux. A control socket is this dir, "/", a
 # 24-character name and, while OpenSSH binds it, a 17-character temporary suffix.
 _MAX_CONTROL_DIR = 64
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_DIR = examples_dir()  # a wheel's package data, else the checkout's examples/
 
 
 @dataclass(frozen=True)
@@ -277,8 +277,8 @@ def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
     return BrokerSite(
         name=name,
         url=url,
-        token_file=sec.path_value("token_file", ""),
-        ca_bundle=os.path.expanduser(ca_bundle) if ca_bundle is not None else None,
+        token_file=sec.file_value("token_file", ""),
+        ca_bundle=sec.file_value("ca_bundle", "") if ca_bundle is not None else None,
         allow_http=allow_http,
         poll_wait=poll_wait,
         broker_site=_optional_str(sec, "broker_site") or name,

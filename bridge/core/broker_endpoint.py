@@ -133,8 +133,9 @@ def read_token(path: str, where: str = "broker") -> str:
             token = handle.read(4096).strip()
     except FileNotFoundError as exc:
         raise ConfigError(
-            f"{key}: token file {path} does not exist; ask the broker admin for a token and "
-            "save it there with mode 600",
+            f"{key}: token file {path} does not exist (a relative token_file is taken from "
+            "its config file's directory); ask the broker admin for a token and save it there "
+            "with mode 600",
             field="token_file",
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:

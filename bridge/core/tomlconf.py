@@ -93,6 +93,14 @@ class Section:
         """A filesystem path, with ``~`` expanded."""
         return os.path.expanduser(self.get(name, str, default))
 
+    def file_value(self, name: str, default: str) -> str:
+        """A file named in the config: ``~`` expanded, and a relative path taken from the
+        config file's directory (the one rule of every config), never the current one."""
+        value = self.path_value(name, default)
+        if not value or os.path.isabs(value):
+            return value
+        return os.path.join(os.path.dirname(os.path.abspath(self.source)), value)
+
     def string_list(self, name: str, default: list[str]) -> list[str]:
         value = self.data.get(name, default)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

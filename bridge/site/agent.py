@@ -60,9 +60,11 @@ class _Interrupted(Exception):
 
 
 class Agent:
-    def __init__(self, site: SiteConfig, agent: AgentConfig) -> None:
+    def __init__(self, site: SiteConfig, agent: AgentConfig, config_path: str = "") -> None:
         self.site = site
         self.agent = agent
+        self.config_path = config_path  # re-read on SIGHUP
+        self.reload = threading.Event()
         self.stopping = threading.Event()
         self.changed = threading.Event()  # a job thread ended: a slot may be free
         self.active: dict[str, PulledJob] = {}
@@ -104,6 +106,8 @@ class Agent:
             backoff = defaults.HTTP_INITIAL_WAIT
             while not self.stopping.is_set():
                 self._reap()
+                if self.reload.is_set():
+                    api = self._reload(api)
                 if len(self.active) >= self.agent.max_jobs:
                     self.changed.wait(1.0)  # set when a job thread ends
                     self.changed.clear()
@@ -111,6 +115,8 @@ class Agent:
                 try:
                     claimed = self._claim(api)
                 except _Interrupted:
+                    if self.reload.is_set() and not self.stopping.is_set():
+                        continue  # SIGHUP ended the poll: re-read, then poll again
                     break
                 except AuthenticationFailed as exc:
                     self.metrics.broker_error(exc)
@@ -156,6 +162,33 @@ class Agent:
             # End the long poll now: its connection closes, so the broker gives the next job
             # to another agent instead of to this one (and it would hold the exit up too).
             raise _Interrupted
+
+    def on_reload(self, signum: int, frame: FrameType | None) -> None:
+        log.info("agent: SIGHUP received; re-reading %s", self.config_path)
+        self.reload.set()
+        if self._in_claim:
+            raise _Interrupted  # the new config applies from the next poll on
+
+    def _reload(self, api: AgentApi) -> AgentApi:
+        """The config read again. Running jobs keep the config they started with (each
+        PulledJob holds its own), so none is dropped; a broken file keeps the old one."""
+        self.reload.clear()
+        try:
+            site = load_site_config(self.config_path)
+            if site.agent is None:
+                raise ConfigError(f"{self.config_path}: the [agent] table is gone", field="agent")
+            new_api = AgentApi(site.agent)  # reads the token file: a bad one keeps the old
+        except BridgeError as exc:
+            log.error("agent: SIGHUP: %s; still running with the previous config", exc)
+            return api
+        api.close()
+        self.site, self.agent = site, site.agent
+        log.info(
+            "agent: SIGHUP: config re-read: %d commands, up to %d jobs, broker %s; %d running "
+            "jobs go on", len(site.commands), site.agent.max_jobs, site.agent.url,
+            len(self.active),
+        )  # fmt: skip
+        return new_api
 
     def hand_back(self, api: AgentApi, claimed: Claimed) -> None:
         """A job claimed while stopping goes back to the broker at once, not at lease end."""
@@ -277,11 +310,16 @@ def run_agent(config_path: str, *, configure_logging: bool = True, log_format: s
             _setup_logging(site, log_format)
         # Before any thread exists: local jobs are then forked, not started as new interpreters.
         start_fork_server()
+<<<<<<< HEAD
         agent = Agent(site, site.agent)
         agent.start_metrics()
+=======
+        agent = Agent(site, site.agent, config_path)
+>>>>>>> setup
         previous = {
             sig: signal.signal(sig, agent.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, agent.on_reload)
         try:
             return agent.serve()
         finally:

@@ -4,6 +4,8 @@
     site.program.<cmd>   each command's program exists, is a file, is executable (and so is
                          its ``#!`` interpreter)
     site.scheduler.<s>   each scheduler the commands use answers (``sinfo``, ``qstat -B``)
+    site.path_shim       the python3 a program starts through PATH (#!/usr/bin/env) is no
+                         pyenv/conda shim (value: what the shim adds to each job, measured)
     site.work_base       the work base exists and this account can create job dirs in it
     site.disk_free       free space where work dirs go (psutil), against thresholds
     site.inodes          free inodes there (a full inode table fails jobs like a full disk)
@@ -35,6 +37,7 @@ from bridge.site.programs import program_problem
 from node_setup.health.broker import check_broker
 from node_setup.health.broker_access import BrokerTarget
 from node_setup.health.login_shell import check_login_shell
+from node_setup.health.path_shims import check_programs_path
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline, Job
 
@@ -122,6 +125,7 @@ def check_site_side(
         return
     probe.ok("site.config", config_path, "", f"site {site.name}, commands: {len(site.commands)}")
     check_programs(site, probe)
+    check_programs_path(probe, [c.program for c in site.commands.values()])
     check_schedulers(site, probe, deadline)
     if check_work_base(site, probe):
         check_disk(site.work_base, probe, thresholds)

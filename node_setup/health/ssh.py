@@ -44,9 +44,10 @@ from bridge.core.protocol import PROTOCOL_VERSION
 from node_setup.health.ping import Hello, HelloFailed, hello
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline
+from node_setup.host_keys import FINGERPRINT
 
 RTT_WARN_MS = 1000.0  # slower than this, log streaming and small transfers feel sluggish
-LATER = ("ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt")
+LATER = ("ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt", "ssh.job_cost")
 
 
 def check_ssh_site(site: SshSite, probe: Probe, timeout: float) -> str:
@@ -60,15 +61,31 @@ def check_ssh_site(site: SshSite, probe: Probe, timeout: float) -> str:
         return "the SSH config is invalid"
     if not _reachable(site, endpoint, probe, deadline):
         return _skip(probe, LATER, "the site is not reachable")
+    started = time.monotonic()
     connection = _connect(site, endpoint, probe, deadline)
     if isinstance(connection, str):
         return connection
     try:
         _hello(site, connection, probe, deadline)
+        cost = (time.monotonic() - started) * 1000
         _rtt(connection, probe)
     finally:
         connection.close()
+    _job_cost(probe, cost)
     return ""
+
+
+def _job_cost(probe: Probe, cost_ms: float) -> None:
+    """What every job pays before its first byte, measured once: a new connection (TCP, key
+    exchange, authentication), then the forced command through the login shell up to the
+    site entry's hello. A round trip inside an open channel (``ssh.rtt``) hides all that."""
+    probe.start("ssh.job_cost")
+    probe.ok(
+        "ssh.job_cost",
+        round(cost_ms, 1),
+        "ms",
+        "per job: connect, authenticate, start the site entry and get its hello",
+    )
 
 
 def _skip(probe: Probe, names: tuple[str, ...], why: str) -> str:
@@ -236,8 +253,10 @@ def _connect(
 
 
 def _offered_fingerprint(exc: HostKeyRejected) -> str | None:
-    words = str(exc).replace("(", " ").replace(")", " ").split()
-    return next((w for w in words if w.startswith("SHA256:")), None)
+    """The server's fingerprint in the message, if it names one: a real one only, never the
+    ``SHA256:...`` placeholder of the fix (which once showed as "SHA256:...`")."""
+    found = FINGERPRINT.search(str(exc))
+    return found.group(0) if found else None
 
 
 # --- the forced command and the round trip -----------------------------------------------------

@@ -104,6 +104,8 @@ class Deployment:
             str(self.work_base),
             "--authorized-keys",
             str(self.sshd.authorized_keys),
+            "--unit-dir",
+            str(self.site_home / "units"),
             "--yes",
             *extra,
         ]
@@ -261,7 +263,7 @@ def test_dry_run_with_other_values_touches_nothing(deployment: Deployment) -> No
     assert {p: p.read_bytes() for p in deployment.site_home.rglob("*") if p.is_file()} == before
 
 
-def test_site_setup_refuses_to_overwrite_without_force(
+def test_site_setup_keeps_an_edited_config_and_refuses_the_admins_key_line(
     tmp_path: Path, deployment: Deployment
 ) -> None:
     home = tmp_path / "home"
@@ -279,6 +281,8 @@ def test_site_setup_refuses_to_overwrite_without_force(
         str(deployment.key) + ".pub",
         "--work-base",
         str(tmp_path / "w"),
+        "--unit-dir",
+        str(home / "units"),
         "--yes",
     ]
     assert cli(home, *args).returncode == 0
@@ -286,13 +290,49 @@ def test_site_setup_refuses_to_overwrite_without_force(
     config.write_text(config.read_text().replace('retention = "7d"', 'retention = "30d"'))
     edited = config.read_bytes()
     done = cli(home, *args)
-    assert done.returncode == 73
+    assert done.returncode == 0, done.stderr  # the admin's edit is theirs: kept
     assert config.read_bytes() == edited
-    assert '    -retention = "30d"' in done.stdout.splitlines()
-    assert '    +retention = "7d"' in done.stdout.splitlines()
+    assert f"unchanged: file {config} (0600)" in done.stdout.splitlines()
+    # A line of the admin's for MInt's key (another command) is only replaced with --force.
+    authorized = home / ".ssh/authorized_keys"
+    pub = str(deployment.key) + ".pub"
+    admins = f'command="/usr/bin/true",restrict {Path(pub).read_text().strip()}\n'
+    authorized.write_text(admins)
+    done = cli(home, *args)
+    assert done.returncode == 73
+    assert authorized.read_text() == admins
+    assert any(line.startswith('    -command="/usr/bin/true"') for line in done.stdout.splitlines())
     assert "rerun with --force" in done.stderr
     assert cli(home, *args, "--force").returncode == 0
-    assert 'retention = "7d"' in config.read_text()
+    assert 'retention = "7d"' in config.read_text()  # --force writes a new config
+
+
+def test_setup_prints_the_host_key_of_the_sshd_on_its_port_and_add_site_takes_it(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    port = deployment.sshd.port
+    done = cli(deployment.site_home, *deployment.site_setup_args("--ssh-port", str(port)))
+    assert done.returncode == 0, done.stderr
+    served = fingerprint_of(deployment.sshd.host_key.with_suffix(".pub"))
+    system = [fingerprint_of(p) for p in Path("/etc/ssh").glob("ssh_host_*_key.pub")]
+    assert served not in system  # the fixture's own key: /etc/ssh would print another
+    assert f"ssh-ed25519 {served}; as the sshd on port {port} offers them" in done.stdout
+    runs = [ln for ln in done.stdout.splitlines() if "MInt's admin then runs:" in ln]
+    assert len(runs) == 1
+    printed = runs[0].split("MInt's admin then runs: mint-bridge ", 1)[1].split()
+    assert printed == [
+        "setup", "add-site", "rme-u-tokyo", "--ssh", f"HOST:{port}", "--fingerprint", served,
+    ]  # fmt: skip
+    # The printed command, with the host filled in, works first time on a new bridge node.
+    bridge = tmp_path / "bridge"
+    bridge.mkdir()
+    assert cli(bridge, "setup", "bridge-node").returncode == 0
+    argv = [a.replace("HOST", "127.0.0.1") for a in printed]
+    added = cli(bridge, *argv)
+    assert added.returncode == 0, added.stderr
+    known = (bridge / ".config/mint-bridge/known_hosts").read_text().split()
+    host_pub = deployment.sshd.host_key.with_suffix(".pub").read_text().split()
+    assert known == [f"[127.0.0.1]:{port}", host_pub[0], host_pub[1]]
 
 
 def test_host_key_pin_refuses_a_wrong_fingerprint(deployment: Deployment, tmp_path: Path) -> None:
@@ -394,7 +434,7 @@ def test_health_of_a_good_site(deployment: Deployment) -> None:
     # add-site chose the OpenSSH client (ssh is on PATH), so its own checks follow.
     assert list(found) == [
         "ssh.dns", "ssh.tcp", "ssh.host_key", "ssh.auth", "ssh.hello", "ssh.rtt",
-        "ssh.openssh.binary", "ssh.openssh.control_dir", "ssh.openssh.hello",
+        "ssh.job_cost", "ssh.openssh.binary", "ssh.openssh.control_dir", "ssh.openssh.hello",
     ]  # fmt: skip
     assert all(c["status"] == "ok" for c in found.values()), found
     assert found["ssh.host_key"]["value"] == fingerprint_of(
@@ -402,6 +442,9 @@ def test_health_of_a_good_site(deployment: Deployment) -> None:
     )
     assert found["ssh.hello"]["value"] == "mint-bridge 0.1.0, commands (1): example"
     assert found["ssh.tcp"]["unit"] == found["ssh.rtt"]["unit"] == "ms"
+    # A whole connection up to the hello costs more than one round trip inside it.
+    assert found["ssh.job_cost"]["unit"] == "ms"
+    assert found["ssh.job_cost"]["value"] > found["ssh.rtt"]["value"]
     assert checks_of(doc, "bridge")["bridge.config"]["status"] == "ok"
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bridge.client.node_config import BrokerSite, load_bridge_config
 from bridge.core import defaults
+from bridge.core.broker_endpoint import read_token
 from bridge.core.errors import ConfigError
 from bridge.site.config import load_site_config
 
@@ -175,3 +176,29 @@ def test_agent_table_errors_name_the_key(tmp_path: Path, extra: str, key: str) -
     with pytest.raises(ConfigError) as caught:
         load_site_config(path)
     assert key in caught.value.message
+
+
+def test_bridge_config_relative_token_file_is_next_to_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    path = write(
+        conf_dir,
+        "bridge.toml",
+        '[sites.rme]\nmethod = "broker"\nurl = "https://broker.example.org"\n'
+        'token_file = "tokens/client.token"\nca_bundle = "ca.pem"\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the current directory must not matter
+    site = load_bridge_config(path).sites["rme"]
+    assert isinstance(site, BrokerSite)
+    assert site.token_file == str(conf_dir / "tokens/client.token")
+    assert site.ca_bundle == str(conf_dir / "ca.pem")
+    with pytest.raises(ConfigError) as caught:
+        read_token(site.token_file, "sites.rme")
+    assert str(caught.value).startswith(
+        f"sites.rme.token_file: token file {conf_dir / 'tokens/client.token'} does not exist "
+        "(a relative token_file is taken from its config file's directory)"
+    )

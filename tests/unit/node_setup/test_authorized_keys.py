@@ -141,3 +141,21 @@ def test_key_blob_reads_options_with_quoted_spaces() -> None:
     assert ak.key_blob(line) == ED
     assert ak.key_blob("# ssh-ed25519 " + ED) is None
     assert ak.key_blob("") is None
+
+
+def test_merge_updates_setups_own_line_without_force() -> None:
+    key = ak.parse_public_key(PUB, "mint.pub")
+    other = f"ssh-ed25519 {blob('ssh-ed25519', b'1' * 32)} admin@laptop"
+    merged, replaced = ak.merge(f"{_line('192.0.2.10')}\n{other}\n", _line("192.0.2.99"), key)
+    assert not replaced  # the old line was setup's own (same forced command)
+    assert merged == f"{_line('192.0.2.99')}\n{other}\n"
+
+
+def test_merge_of_the_admins_line_for_the_key_needs_force() -> None:
+    key = ak.parse_public_key(PUB, "mint.pub")
+    admins = f'command="/usr/local/bin/other",restrict ssh-ed25519 {ED} mine'
+    merged, replaced = ak.merge(admins + "\n", _line("192.0.2.99"), key)
+    assert replaced
+    assert merged == _line("192.0.2.99") + "\n"
+    bare, replaced = ak.merge(f"ssh-ed25519 {ED} bare\n", _line("192.0.2.99"), key)
+    assert replaced and bare == _line("192.0.2.99") + "\n"

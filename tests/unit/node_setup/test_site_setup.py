@@ -15,14 +15,15 @@ from bridge.site.config import load_site_config
 from node_setup import site_setup, systemd
 from node_setup.changes import Action
 from node_setup.detect import detect_schedulers
-from node_setup.errors import InvalidKey, MissingValue, OverwriteRefused
+from node_setup.errors import InvalidKey, MissingValue, OverwriteRefused, SetupError
 from node_setup.health import login_shell
 from node_setup.prompt import Unattended
 from node_setup.site_layout import SiteOptions
 from node_setup.site_setup import setup_site
 from tests.unit.node_setup.test_authorized_keys import ED, PUB
 
-MINT_BRIDGE = "/opt/mint-bridge/bin/mint-bridge"
+# A real command: systemd-analyze checks that the units' ExecStart is executable.
+MINT_BRIDGE = str(Path(sys.executable).parent / "mint-bridge")
 TOKEN = "mbt_0123456789ab_Zm9yIHRlc3RzIG9ubHk"
 
 
@@ -49,6 +50,7 @@ def ssh_options(home: Path, key: Path, **extra: object) -> SiteOptions:
         "mint_key": str(key),
         "work_base": str(home / "work"),
         "mint_bridge": MINT_BRIDGE,
+        "unit_dir": str(home / "units"),  # never the machine's /etc/systemd/system
     }
     values.update(extra)
     return SiteOptions(**values)  # type: ignore[arg-type]
@@ -160,36 +162,99 @@ def test_dry_run_touches_nothing(home: Path, mint_key: Path) -> None:
     assert any(line.strip().startswith("+command=") and "192.0.2.77" in line for line in out.lines)
 
 
-def test_refuses_to_overwrite_a_changed_config(home: Path, mint_key: Path) -> None:
+def agent_flags(home: Path) -> dict[str, object]:
+    """An agent unit must name a real mint-bridge (systemd-analyze checks it): this one."""
+    return {"mint_bridge": str(Path(sys.executable).parent / "mint-bridge"),
+            "unit_dir": str(home / "units")}  # fmt: skip
+
+
+def test_an_existing_config_is_updated_keeping_the_admins_commands(
+    home: Path, mint_key: Path
+) -> None:
     setup_site(ssh_options(home, mint_key), Unattended(echo=False))
     config = home / ".config/mint-bridge/site.toml"
-    edited = config.read_text() + "# the admin's own line\n"
+    admins = (
+        "\n# the admin's own command\n[commands.abaqus]\nprogram = \"/opt/abaqus/run\"  # v2024\n"
+    )
+    edited = config.read_text() + admins
     config.write_text(edited)
-    authorized = (home / ".ssh/authorized_keys").read_text()
+    program = home / "mint-site/programs/example.sh"
+    program.write_text("#!/bin/sh\necho the admin's own example\n")
     out = Unattended(echo=False)
-    with pytest.raises(OverwriteRefused, match="--force"):
-        setup_site(ssh_options(home, mint_key, scheduler="slurm"), out)
-    assert config.read_text() == edited
-    assert (home / ".ssh/authorized_keys").read_text() == authorized
-    assert "    -# the admin's own line" in out.lines  # the diff is shown instead
-    assert any(line.startswith(f"NOT replace {config}") for line in out.lines)
+    result = setup_site(
+        ssh_options(home, mint_key, method="broker", broker_url="https://broker.example.org",
+                    token=TOKEN, **agent_flags(home)),
+        out,
+    )  # fmt: skip
+    assert result.applied
+    text = config.read_text()
+    assert text.startswith(edited)  # every byte of the admin's file is kept, in order
+    added = text[len(edited) :]
+    assert "[agent]" in added and 'url = "https://broker.example.org"' in added
+    assert program.read_text() == "#!/bin/sh\necho the admin's own example\n"
+    assert f"change {config} (0600)" in out.lines
+    assert '    +url = "https://broker.example.org"' in out.lines  # the diff is shown
+    loaded = load_site_config(str(config))
+    assert set(loaded.commands) == {"example", "abaqus"}
+    assert loaded.agent is not None and loaded.agent.url == "https://broker.example.org"
+    # A new URL changes just that key, in place; comments stay.
+    setup_site(
+        ssh_options(home, mint_key, method="broker", broker_url="https://b2.example.org",
+                    token=TOKEN, **agent_flags(home)),
+        Unattended(echo=False),
+    )  # fmt: skip
+    assert config.read_text() == text.replace(
+        'url = "https://broker.example.org"', 'url = "https://b2.example.org"'
+    )
+
+
+def test_an_explicit_scheduler_leaves_existing_commands_and_says_so(
+    home: Path, mint_key: Path
+) -> None:
+    setup_site(ssh_options(home, mint_key), Unattended(echo=False))
+    config = home / ".config/mint-bridge/site.toml"
+    before = config.read_text()
+    result = setup_site(ssh_options(home, mint_key, scheduler="slurm"), Unattended(echo=False))
+    assert config.read_text() == before
+    assert any('set scheduler = "slurm"' in note for note in result.notes)
     setup_site(ssh_options(home, mint_key, scheduler="slurm", force=True), Unattended(echo=False))
     assert load_site_config(str(config)).commands["example"].scheduler == "slurm"
 
 
-def test_a_different_line_for_the_same_key_needs_force(home: Path, mint_key: Path) -> None:
+def test_a_config_of_another_site_or_broken_toml_is_refused(home: Path, mint_key: Path) -> None:
+    setup_site(ssh_options(home, mint_key), Unattended(echo=False))
+    config = home / ".config/mint-bridge/site.toml"
+    with pytest.raises(SetupError, match="not 'other-site': pass --site-id rme-u-tokyo"):
+        setup_site(ssh_options(home, mint_key, site_id="other-site"), Unattended(echo=False))
+    config.write_text("[site\n")
+    with pytest.raises(SetupError, match="is not valid TOML"):
+        setup_site(ssh_options(home, mint_key), Unattended(echo=False))
+    assert config.read_text() == "[site\n"
+
+
+def test_a_new_mint_ip_updates_setups_own_line(home: Path, mint_key: Path) -> None:
     setup_site(ssh_options(home, mint_key), Unattended(echo=False))
     authorized = home / ".ssh/authorized_keys"
     with open(authorized, "a") as handle:
         handle.write("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL9admin admin@laptop\n")
-    with pytest.raises(OverwriteRefused):
-        setup_site(ssh_options(home, mint_key, mint_ip="192.0.2.11"), Unattended(echo=False))
-    setup_site(
-        ssh_options(home, mint_key, mint_ip="192.0.2.11", force=True), Unattended(echo=False)
-    )
+    out = Unattended(echo=False)
+    setup_site(ssh_options(home, mint_key, mint_ip="192.0.2.11"), out)
     lines = authorized.read_text().splitlines()
     assert len(lines) == 2
     assert 'from="192.0.2.11"' in lines[0] and lines[1].endswith("admin@laptop")
+    assert any(line.startswith("    +command=") and "192.0.2.11" in line for line in out.lines)
+
+
+def test_the_admins_own_line_for_the_key_needs_force(home: Path, mint_key: Path) -> None:
+    authorized = home / ".ssh/authorized_keys"
+    authorized.parent.mkdir(mode=0o700)
+    admins = f'command="/usr/local/bin/other",restrict {PUB.strip()}\n'
+    authorized.write_text(admins)
+    with pytest.raises(OverwriteRefused):
+        setup_site(ssh_options(home, mint_key), Unattended(echo=False))
+    assert authorized.read_text() == admins
+    setup_site(ssh_options(home, mint_key, force=True), Unattended(echo=False))
+    assert "site serve-ssh" in authorized.read_text()
 
 
 def test_refuses_a_private_key_and_changes_nothing(home: Path, tmp_path: Path) -> None:
@@ -270,7 +335,10 @@ def test_broker_site_stores_the_token_privately_and_writes_the_unit(home: Path) 
         assert expected in lines, expected
     assert TOKEN not in unit
     if shutil.which("systemd-analyze"):
-        assert "systemd-analyze verify: mint-bridge-agent.service is valid" in proc.stdout
+        assert (
+            "systemd-analyze verify: mint-bridge-agent.service, mint-bridge-cleanup.service, "
+            "mint-bridge-cleanup.timer valid"
+        ) in proc.stdout
         outcome = systemd.verify(str(units / "mint-bridge-agent.service"))
         assert outcome is not None and outcome.ok, outcome
     # Idempotent, token included.

@@ -399,6 +399,7 @@ def test_cli_exit_code_and_json_for_the_site_side(tmp_path: Path) -> None:
     assert [c["check"] for c in doc["checks"]] == [
         "site.config",
         "site.program.x",
+        "site.path_shim",
         "site.work_base",
         "site.disk_free",
         "site.inodes",
