@@ -310,12 +310,8 @@ def run_agent(config_path: str, *, configure_logging: bool = True, log_format: s
             _setup_logging(site, log_format)
         # Before any thread exists: local jobs are then forked, not started as new interpreters.
         start_fork_server()
-<<<<<<< HEAD
-        agent = Agent(site, site.agent)
-        agent.start_metrics()
-=======
         agent = Agent(site, site.agent, config_path)
->>>>>>> setup
+        agent.start_metrics()
         previous = {
             sig: signal.signal(sig, agent.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
