@@ -114,7 +114,7 @@ CLIENT_PATHS: dict[str, Any] = {
                  "responses": {"200": _OFFSET_HELD, **_errors(404)}},
         "patch": {"summary": "Append input bytes at Upload-Offset (resumable)",
                   "parameters": [JOB_ID, INPUT_NAME, OFFSET], "requestBody": _UPLOAD_BODY,
-                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503)}},
+                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503, 507)}},
     },
     "/api/v1/jobs/{job_id}/submit": {"post": _job_op("Queue the job (inputs complete)", 409)},
     "/api/v1/jobs/{job_id}/logs/{stream}": {"get": {
@@ -182,7 +182,7 @@ AGENT_PATHS: dict[str, Any] = {
                                  _param("Upload-SHA256", "header", {"type": "string"},
                                         "SHA-256 of the whole file", True)],
                   "requestBody": _UPLOAD_BODY,
-                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503)}},
+                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503, 507)}},
     },
     "/api/v1/agent/jobs/{job_id}/complete": {"post": _job_op(
         "Report the outcome and the uploaded results; idempotent for the same epoch", 409,
