@@ -27,6 +27,7 @@ error handler; this module never lets a traceback, a token or a request header r
         │   ├── InputsIncomplete  409         inputs_incomplete
         │   └── InvalidState      409         invalid_state
         ├── TooLarge              413         too_large
+        ├── StorageFull           507         storage_full (the broker's disk; not retried)
         ├── RateLimited           429         rate_limited (+ Retry-After)
         └── Unavailable           503         unavailable (+ Retry-After)
             └── StoreError        503         the database is busy or failed (transient)
@@ -162,6 +163,13 @@ class InvalidState(StateConflict):
 
 class TooLarge(BrokerError):
     status, code = 413, "too_large"
+
+
+class StorageFull(BrokerError):
+    """The broker's disk (``[storage] data_dir``) has no room for an upload: retrying cannot
+    help until its operator frees space, so clients are told at once."""
+
+    status, code = 507, "storage_full"
 
 
 class RateLimited(BrokerError):

@@ -151,7 +151,7 @@ CLIENT_PATHS: dict[str, Any] = {
                      **_errors(404)}},
         "patch": {"summary": "Append input bytes at Upload-Offset (resumable)",
                   "parameters": [JOB_ID, INPUT_NAME, OFFSET], "requestBody": _UPLOAD_BODY,
-                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413)}},
+                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503, 507)}},
     },
     "/api/v1/jobs/{job_id}/submit": {"post": _job_op("Queue the job (inputs complete)", 409,
                                                      requestBody=_NO_FIELDS)},
@@ -231,7 +231,7 @@ AGENT_PATHS: dict[str, Any] = {
                                         "SHA-256 of the whole file (with Upload-Length 0: "
                                         f"{EMPTY_SHA256})", True)],
                   "requestBody": _UPLOAD_BODY,
-                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413)}},
+                  "responses": {"204": _UPLOADED, **_errors(404, 409, 413, 503, 507)}},
     },
     "/api/v1/agent/jobs/{job_id}/complete": {"post": _job_op(
         "Report the outcome and the uploaded results; idempotent for the same epoch", 409, 413,

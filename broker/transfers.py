@@ -13,6 +13,7 @@ This module never decides who may upload (the API does) and never trusts a body'
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -27,7 +28,14 @@ from werkzeug.wsgi import FileWrapper
 
 from bridge.core import defaults as bridge_defaults
 from broker import defaults, ranges
-from broker.errors import BodyCut, ChecksumMismatch, RangeNotSatisfiable, TooLarge, Unavailable
+from broker.errors import (
+    BodyCut,
+    ChecksumMismatch,
+    RangeNotSatisfiable,
+    StorageFull,
+    TooLarge,
+    Unavailable,
+)
 from broker.files import JobFiles
 
 OCTETS = "application/octet-stream"
@@ -195,6 +203,29 @@ def receive_upload(
     if offset == target.size:
         return offset  # already complete (a retry whose answer was lost)
     digest = hashlib.sha256() if offset == 0 else None
+    try:
+        received = _append(files, target, offset, digest, record, timeout)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        # Give back what this body took, so the database (on the same disk) can still commit.
+        files.open_for_write(target.job_id, target.area, target.name, offset).close()
+        raise StorageFull(
+            f"the broker's disk is full: {target.label} could not be stored; ask the broker's "
+            "operator to free space in [storage] data_dir, then run the job again"
+        ) from exc
+    new_offset = offset + received
+    if new_offset == target.size:
+        _verify(files, target, digest, record)
+    record(new_offset)
+    return new_offset
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _append(files: JobFiles, target: UploadTarget, offset: int, digest: Any,
+            record: Callable[[int], None], timeout: float) -> int:  # fmt: skip
     with files.open_for_write(target.job_id, target.area, target.name, offset) as sink:
         try:
             received = copy_body(
@@ -209,11 +240,7 @@ def receive_upload(
             sink.truncate(offset)  # nothing of an oversized body counts
             raise
         sync(sink)
-    new_offset = offset + received
-    if new_offset == target.size:
-        _verify(files, target, digest, record)
-    record(new_offset)
-    return new_offset
+    return received
 
 
 def _check_length(target: UploadTarget, offset: int) -> None:

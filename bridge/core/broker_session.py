@@ -45,6 +45,7 @@ from bridge.core.errors import (
     LeaseLost,
     ProtocolError,
     SiteUnreachable,
+    StagingError,
     TransferCorrupted,
 )
 from bridge.core.streams import FileSlice
@@ -264,6 +265,8 @@ def error_for(response: requests.Response, endpoint: BrokerEndpoint) -> BridgeEr
     status = response.status_code
     code, message, field = _error_fields(response)
     said = f"broker: {message}" if message else f"broker answered HTTP {status}"
+    if status == 507:  # the broker's disk is full: no retry can help until it is freed
+        return StagingError(said)
     if status == 429 or status >= 500:
         return BrokerUnavailable(said, retry_after=_retry_after(response))
     if status == 401:

@@ -271,10 +271,21 @@ _WIRE_KINDS: dict[str, type[BridgeError]] = {
 }
 
 
+# The site closes a session whose bridge went silent before the job started (``PeerIdle``, a
+# TransportError in bridge.core.protocol). The bridge hears that only when its own bytes were
+# lost on the way (a black-holed link), so for it the error is the link's: retried, not fatal.
+# Only this kind: a site cannot make other errors transient, and the retries stay bounded by
+# ``reconnect_attempts`` whatever a site says.
+_WIRE_TRANSIENT = {"PeerIdle"}
+
+
 def from_wire(wire: Any) -> BridgeError:
     """Rebuild an error the site sent; unknown kinds become ``SiteError`` (never trust the peer)."""
     if not isinstance(wire, dict):
         return ProtocolError(f"site sent a malformed error: {wire!r:.200}")
+    if str(wire.get("kind")) in _WIRE_TRANSIENT:
+        said = str(wire.get("message", "no message"))[:2000]
+        return TransportError(f"the site closed the session: {said}")
     cls = _WIRE_KINDS.get(str(wire.get("kind")), SiteError)
     message = str(wire.get("message", "site reported an error without a message"))[:2000]
     field = wire.get("field")

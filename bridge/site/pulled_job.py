@@ -24,6 +24,7 @@ once the broker says another lease holds it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -57,6 +58,8 @@ from bridge.site.pulled_results import rejection_outcome, upload_results
 from bridge.site.status_cache import SharedStatus
 from bridge.site.workdir import WorkDir
 from schedulers import JobHandle
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no room for the work dir: retrying cannot help
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,11 @@ class PulledJob:
                 "%s: %s; the job is handed back and re-attached when the broker returns it",
                 self.job_id, exc,
             )  # fmt: skip
+        except OSError as exc:
+            if api is None or exc.errno not in DISK_FULL:
+                log.exception("%s: unexpected error; the job is handed back", self.job_id)
+            else:
+                self._disk_full(api, exc)
         except Exception:
             log.exception("%s: unexpected error; the job is handed back", self.job_id)
         finally:
@@ -397,6 +405,26 @@ class PulledJob:
             self.job_id, len(results), len(skipped),
         )  # fmt: skip
 
+    def _disk_full(self, api: AgentApi, exc: OSError) -> None:
+        """No room in the work dirs: handing the job back would only fail again at every lease,
+        so it ends now, failed, with that reason (paths stay at the site, in its log)."""
+        log.error("%s: the site's disk is full (%s); the job ends as failed", self.job_id, exc)
+        native_id = self.wd.native_id() if self.wd.exists() else None
+        if native_id is not None:
+            with contextlib.suppress(BridgeError, OSError):  # best effort: leave nothing running
+                job = accepted_job.load_accepted(self.site, self.wd)
+                self.site.scheduler(job.command).cancel(JobHandle(self.job_id, native_id,
+                                                                  self.wd.control))  # fmt: skip
+        outcome = {
+            "state": JobState.FAILED.value, "exit_code": None, "signal": None,
+            "reason": "the site's disk is full (no space left for the job's work dir); the "
+                      "site admin must free space under [site] work_base",
+        }  # fmt: skip
+        try:
+            self._complete(api, outcome, [], [])
+        except BridgeError as failed:
+            log.error("%s: could not report the full disk to the broker: %s", self.job_id, failed)
+
     def _reject(self, api: AgentApi, exc: BridgeError) -> None:
         outcome = rejection_outcome(exc)
         log.warning("%s: rejected (%s): %s", self.job_id, outcome["error_kind"], exc.message)
@@ -416,7 +444,10 @@ class PulledJob:
             sent = sum(r.get("size", 0) for r in results if isinstance(r.get("size"), int))
             self.metrics.staged.labels("out").inc(sent)
         if self.wd.exists():
-            with open(self.wd.control_file(BROKER_COMPLETED_FILE), "w", encoding="utf-8") as marker:
+            with (
+                contextlib.suppress(OSError),  # a full disk: the broker has the outcome already
+                open(self.wd.control_file(BROKER_COMPLETED_FILE), "w", encoding="utf-8") as marker,
+            ):
                 marker.write(f"{outcome.get('state')}\n")
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_pull_path import bridge_config, make_site, run_job, start_agent
 from tests.support.broker import BrokerUnavailable, start_broker
 from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.pull import bridge_config, make_site, run_job, start_agent
 
 __all__ = ["postgres_server"]  # a fixture used here by name
 

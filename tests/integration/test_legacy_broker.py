@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from bridge.client.node_config import EXAMPLES_DIR
-from tests.integration.test_pull_path import PROGRAMS, Site, make_site, start_agent
 from tests.integration.test_sample_workflow import expected_amplitude, mint_module_dir
 from tests.support.broker import BrokerProcess
+from tests.support.pull import PROGRAMS, Site, make_site, start_agent
 from tests.support.site_toml import write_site_toml
 
 DROP_IN = EXAMPLES_DIR / "compat" / "mi-system-wf.py"

@@ -17,14 +17,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerFactory, BrokerProcess, start_broker
+from tests.support.pull import (
     Agent,
     bridge_config,
     make_site,
     run_job,
     wait_until,
 )
-from tests.support.broker import BrokerFactory, BrokerProcess, start_broker
 
 SITE = "ops-site"
 

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerProcess
+from tests.support.pull import (
     ClientApi,
     Site,
     bridge_config,
     make_site,
     start_agent,
 )
-from tests.support.broker import BrokerProcess
 
 STEPS = ("probe.connect", "probe.stage_in", "probe.run", "probe.stage_out", "probe.verify")
 

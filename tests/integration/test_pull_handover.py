@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerFactory, BrokerProcess
+from tests.support.pull import (
     ClientApi,
     bridge_config,
     make_site,
@@ -36,7 +37,6 @@ from tests.integration.test_pull_path import (
     start_agent,
     wait_until,
 )
-from tests.support.broker import BrokerFactory, BrokerProcess
 
 
 @pytest.fixture(scope="module")

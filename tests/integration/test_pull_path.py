@@ -7,19 +7,13 @@ agent uses its own site name at the broker, so no other agent can take its jobs.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,122 +21,22 @@ import pytest
 import requests
 
 from tests.support.broker import BrokerProcess
-from tests.support.site_toml import write_site_toml
-
-PROGRAMS = Path(__file__).parent / "programs"
-FINAL = ("finished", "cancelled", "expired")
-MiB = 1 << 20
-
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.pull import (
+    Agent,
+    ClientApi,
+    MiB,
+    Site,
+    bridge_config,
+    make_site,
+    mint_bridge,
+    run_job,
+    sha256,
+    start_agent,
+    wait_until,
+)
 
 # --- services ------------------------------------------------------------------------------
-
-
-@dataclass
-class Site:
-    """One site name at the broker, with its private dir (work dirs, counter) and token."""
-
-    name: str
-    root: Path
-    work_base: Path
-    counter: Path
-    token_file: Path
-    broker: BrokerProcess
-
-    def config(self, agent_id: str, max_jobs: int = 4, url: str | None = None) -> Path:
-        prog = PROGRAMS / "testprog.py"
-        return write_site_toml(
-            self.root / f"{agent_id}.toml",
-            site={
-                "name": self.name,
-                "work_base": self.work_base,
-                "log_file": self.root / "site.log",
-            },
-            agent={
-                "url": url or self.broker.url,
-                "ca_bundle": self.broker.ca_bundle,
-                "token_file": self.token_file,
-                "agent_id": agent_id,
-                "max_jobs": max_jobs,
-                "lease_renew": "3s",
-            },
-            commands={
-                "checksum": {"program": prog, "args": ["checksum"]},
-                "fail": {
-                    "program": prog,
-                    "args": ["exit", "{code}"],
-                    "params": {"code": {"type": "int", "default": 3}},
-                },
-                "ticks": {
-                    "program": prog,
-                    "args": ["ticks", "{count}", "{delay}"],
-                    "params": {
-                        "count": {"type": "int", "default": 3},
-                        "delay": {"type": "float", "default": 0.3},
-                    },
-                },
-                "big": {
-                    "program": prog,
-                    "args": ["big", "{size}"],
-                    "params": {"size": {"type": "int", "default": 1048576}},
-                },
-                "count": {
-                    "program": PROGRAMS / "count_job.py",
-                    "args": [self.counter, "{seconds}"],
-                    "params": {"seconds": {"type": "float", "default": 0}},
-                },
-            },
-        )
-
-    def counted(self) -> list[tuple[str, int]]:
-        """(job id, solver pid) for every run the solver recorded."""
-        if not self.counter.exists():
-            return []
-        lines = self.counter.read_text().splitlines()
-        return [(job, int(pid)) for job, pid in (line.split() for line in lines)]
-
-
-def make_site(broker: BrokerProcess, root: Path, name: str) -> Site:
-    root.mkdir(parents=True)
-    (root / "work").mkdir()
-    token_file = root / "agent.token"
-    token_file.write_text(broker.token("site", name) + "\n")
-    token_file.chmod(0o600)
-    return Site(name, root, root / "work", root / "counter.txt", token_file, broker)
-
-
-@dataclass
-class Agent:
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(timeout=10)
-
-    def kill9(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def start_agent(config: Path) -> Agent:
-    log = config.with_suffix(f".{time.monotonic_ns()}.log")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.site.agent", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return Agent(proc, log)
 
 
 @pytest.fixture(scope="module")
@@ -162,22 +56,6 @@ def client_token(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory
     return path
 
 
-def bridge_config(path: Path, url: str, ca: Path, token: Path, sites: list[str]) -> Path:
-    text = "".join(
-        f"""
-[sites.{name}]
-method = "broker"
-url = "{url}"
-ca_bundle = "{ca}"
-token_file = "{token}"
-poll_wait = 20
-"""
-        for name in sites
-    )
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="module")
 def bridge_toml(
     broker: BrokerProcess, client_token: Path, tmp_path_factory: pytest.TempPathFactory
@@ -186,60 +64,6 @@ def bridge_toml(
     return bridge_config(
         path, broker.url, broker.ca_bundle, client_token, ["pull-main", "pull-kill", "pull-stop"]
     )
-
-
-def mint_bridge(config: Path, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "bridge.cli", "run", "--config", str(config),
-         *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def run_job(config: Path, *args: str, cwd: Path, timeout: float = 120) -> tuple[int, str, str]:
-    proc = mint_bridge(config, *args, cwd=cwd)
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def wait_until(condition: Callable[[], object], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class ClientApi:
-    """The client API with requests, for what a test checks at the broker directly."""
-
-    def __init__(self, broker: BrokerProcess, token_file: Path) -> None:
-        self.base = f"{broker.url}/api/v1/jobs"
-        self.http = requests.Session()
-        self.http.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace the test CA
-        self.http.verify = str(broker.ca_bundle)
-        self.http.headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
-
-    def job(self, job_id: str, wait: float = 0, version: int = 0) -> dict[str, object]:
-        params = {"wait": wait, "version": version} if wait else {}
-        answer = self.http.get(f"{self.base}/{job_id}", params=params, timeout=wait + 30)
-        answer.raise_for_status()
-        doc: dict[str, object] = answer.json()
-        return doc
-
-    def final(self, job_id: str, limit: float = 120) -> dict[str, object]:
-        deadline = time.monotonic() + limit
-        doc = self.job(job_id)
-        while doc["state"] not in FINAL:
-            assert time.monotonic() < deadline, f"job {job_id} still {doc['state']}"
-            doc = self.job(job_id, wait=20, version=int(str(doc["version"])))
-        return doc
 
 
 # --- one agent: bytes, log, exit codes, refusals, cancel ----------------------------------
@@ -412,71 +236,17 @@ def test_agent_restart_reattaches_and_runs_the_job_once(
 # --- transfers resume after a cut ---------------------------------------------------------------
 
 
-class CuttingProxy:
-    """A TCP relay to the broker that cuts each connection once it has carried ``limit``
-    bytes in the direction given, a set number of times (TLS passes through unchanged)."""
-
-    def __init__(self, port: int, upstream_cuts: int, downstream_cuts: int, limit: int) -> None:
-        self.target = ("127.0.0.1", port)
-        self.cuts = {"up": upstream_cuts, "down": downstream_cuts}
-        self.limit = limit
-        self.carried = {"up": 0, "down": 0}
-        self.lock = threading.Lock()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            pair = (client, server)
-            threading.Thread(
-                target=self._pump, args=(client, server, "up", pair), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pump, args=(server, client, "down", pair), daemon=True
-            ).start()
-
-    def _pump(
-        self, src: socket.socket, dst: socket.socket, way: str, pair: tuple[socket.socket, ...]
-    ) -> None:
-        moved = 0
-        try:
-            while data := src.recv(65536):
-                moved += len(data)
-                with self.lock:
-                    self.carried[way] += len(data)
-                    cut = moved > self.limit and self.cuts[way] > 0
-                    if cut:
-                        self.cuts[way] -= 1
-                if cut:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in pair:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.mark.parametrize("side", ["client", "agent"])
 def test_transfers_resume_after_a_cut(
     broker: BrokerProcess, client_token: Path, tmp_path: Path, side: str
 ) -> None:
     """The client's input upload and result download, or the agent's input download and result
-    upload, each cut once halfway (through a relay that drops the TCP connection)."""
+    upload, each cut once halfway (through the fault proxy, which resets the TCP connection)."""
     size = 8 * MiB
     site = make_site(broker, tmp_path / "site", f"pull-cut-{side}")
-    proxy = CuttingProxy(broker.port, upstream_cuts=1, downstream_cuts=1, limit=size // 2)
-    relayed = f"https://127.0.0.1:{proxy.port}"
+    proxy = FaultProxy(broker.port)
+    proxy.arm(Fault("cut", "up", size // 2), Fault("cut", "down", size // 2))
+    relayed = proxy.url
     agent = start_agent(site.config("cut-agent", url=relayed if side == "agent" else None))
     try:
         config = bridge_config(
@@ -497,7 +267,7 @@ def test_transfers_resume_after_a_cut(
         stopped = agent.stop()
     assert code == 0, err
     assert stopped == 0
-    assert proxy.cuts == {"up": 0, "down": 0}  # both directions were cut once
+    assert sorted(way for _, way, _ in proxy.fired) == ["down", "up"]  # each cut once
     assert sha256(site.work_base / job_id / "in.bin") == hashlib.sha256(blob).hexdigest()
     assert sha256(module / "big.out") == sha256(site.work_base / job_id / "big.out")
     # Resumed, not restarted: a restart would have sent (or fetched) the first half again,

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerFactory, BrokerProcess
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.pull import (
     Agent,
     ClientApi,
     bridge_config,
@@ -27,8 +29,6 @@ from tests.integration.test_pull_path import (
     start_agent,
     wait_until,
 )
-from tests.support.broker import BrokerFactory, BrokerProcess
-from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.site_toml import write_site_toml
 
 SOLVER = Path(__file__).parent / "programs" / "solver.py"

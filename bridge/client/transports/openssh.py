@@ -287,6 +287,13 @@ def _ssh_failure(site: SshSite, where: str, text: str) -> BridgeError:
     ):
         return ConfigError(f"ssh cannot use its configuration for site {site.name}{said}",
                            field="ssh_config")  # fmt: skip
+    if not text:
+        # ssh says why whenever it cannot connect or loses the link; a silent 255 is the remote
+        # end going away (the site entry killed, sshd's session ended), not an unreachable host.
+        return SiteUnreachable(
+            f"the connection to {where} ended with no message from ssh (the site entry stopped "
+            "or the link dropped); if it repeats, look in the site log for this job"
+        )
     return SiteUnreachable(f"cannot reach {where}{said}; check the host, the port and the network")
 
 

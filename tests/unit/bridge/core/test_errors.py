@@ -76,6 +76,14 @@ def test_unknown_or_unsendable_kinds_become_site_errors(kind: object) -> None:
     assert got.transient is False
 
 
+def test_an_idle_close_by_the_site_is_retried() -> None:
+    """The site closed a session whose upload never arrived (a black-holed link): the bridge,
+    which did send, retries the submit instead of failing the job with exit 70."""
+    got = from_wire({"kind": "PeerIdle", "message": "the peer sent nothing for 5 s"})
+    assert got.transient is True
+    assert "the site closed the session: the peer sent nothing for 5 s" in got.message
+
+
 @pytest.mark.parametrize("wire", [None, "error", ["SiteError", "x"], 3])
 def test_malformed_wire_errors_are_protocol_errors(wire: object) -> None:
     got = from_wire(wire)

@@ -140,7 +140,7 @@ DROPPED = ["Connection to 127.0.0.1 closed by remote host."]
         (255, DNS, SiteUnreachable, "Could not resolve hostname"),
         (255, BAD_OPTION, ConfigError, "Bad configuration option: frobnicate"),
         (255, DROPPED, SiteUnreachable, "closed by remote host"),
-        (255, [], SiteUnreachable, "cannot reach rme-u-tokyo:2222"),
+        (255, [], SiteUnreachable, "connection to rme-u-tokyo:2222 ended with no message"),
         (77, ["mint-bridge: this key only runs mint-bridge jobs"], SiteError, "exit 77"),
     ],
 )
@@ -157,6 +157,8 @@ def test_transient_only_when_the_network_is_to_blame() -> None:
     assert classify_failure(SITE, 255, REFUSED).transient  # type: ignore[union-attr]
     assert not classify_failure(SITE, 255, UNKNOWN).transient  # type: ignore[union-attr]
     assert not classify_failure(SITE, 255, DENIED).transient  # type: ignore[union-attr]
+    # The site entry killed mid-job: ssh exits 255 and says nothing; the job is re-attached.
+    assert classify_failure(SITE, 255, []).transient  # type: ignore[union-attr]
 
 
 def test_a_plain_end_of_stream_is_left_to_the_protocol() -> None:
