@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_pull_path import ClientApi, make_site, start_agent, wait_until
 from tests.support.broker import BrokerFactory, BrokerProcess
+from tests.support.pull import ClientApi, make_site, start_agent, wait_until
 
 
 @pytest.fixture(scope="module")

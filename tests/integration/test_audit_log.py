@@ -25,15 +25,15 @@ from bridge.core.defaults import PROTOCOL_REQUEST
 from bridge.core.errors import ExitCode
 from bridge.site.audit_chain import log_files
 from tests.integration.conftest import SiteEnv, run_bridge
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerProcess
+from tests.support.pull import (
     bridge_config as pull_bridge_config,
 )
-from tests.integration.test_pull_path import (
+from tests.support.pull import (
     make_site,
     run_job,
     start_agent,
 )
-from tests.support.broker import BrokerProcess
 from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
 from tests.support.sites import TESTPROG

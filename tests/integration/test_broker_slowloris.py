@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerFactory, BrokerProcess
+from tests.support.hostile import KINDS, HostileCrowd, raise_open_files
+from tests.support.pull import (
     Agent,
     Site,
     bridge_config,
@@ -25,8 +27,6 @@ from tests.integration.test_pull_path import (
     run_job,
     start_agent,
 )
-from tests.support.broker import BrokerFactory, BrokerProcess
-from tests.support.hostile import KINDS, HostileCrowd, raise_open_files
 
 DEADLINE = 3.0  # handshake_timeout and header_timeout, seconds
 BODY_DEADLINE = 3.0

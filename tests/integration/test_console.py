@@ -32,7 +32,9 @@ from broker.config import load_config
 from broker.store import Store
 from broker.store.locations import open_store
 from tests.integration.test_broker_api import Api, sha, upload
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerFactory, BrokerProcess
+from tests.support.browser import screenshot, start_chromium
+from tests.support.pull import (
     FINAL,
     PROGRAMS,
     Agent,
@@ -40,8 +42,6 @@ from tests.integration.test_pull_path import (
     start_agent,
     wait_until,
 )
-from tests.support.broker import BrokerFactory, BrokerProcess
-from tests.support.browser import screenshot, start_chromium
 from tests.support.site_toml import write_site_toml
 
 SITE = "console-site"  # has a real agent

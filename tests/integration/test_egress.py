@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from bridge.client.node_config import EXAMPLES_DIR
-from tests.integration.test_pull_path import Agent, ClientApi, bridge_config
 from tests.support.broker import BrokerProcess
+from tests.support.pull import Agent, ClientApi, bridge_config
 from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
 from tests.support.sshd import Sshd, SshdUnavailable, start_sshd

@@ -25,7 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import __version__
 from tests.integration.conftest import SiteEnv
-from tests.integration.test_pull_path import (
+from tests.support.broker import BrokerProcess
+from tests.support.net import free_port
+from tests.support.pull import (
     PROGRAMS,
     Agent,
     Site,
@@ -35,8 +37,6 @@ from tests.integration.test_pull_path import (
     start_agent,
     wait_until,
 )
-from tests.support.broker import BrokerProcess
-from tests.support.net import free_port
 from tests.support.site_toml import write_site_toml
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
