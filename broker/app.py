@@ -1,8 +1,9 @@
 """``create_app(config)``: the broker's Flask app, one blueprint per API area.
 
 Areas: client (``/api/v1/jobs``), agent (``/api/v1/agent``), admin (``/api/v1/admin``), meta
-(OpenAPI document, health), metrics (``/metrics``, ``broker.metrics``) and the original API
-(``/mi-distcomp-api``, ``broker.legacy``). The app answers every error as the contract's JSON
+(OpenAPI document, health), ``/healthz`` (load balancers' checks, ``broker.healthz``), metrics
+(``/metrics``, ``broker.metrics``) and the original API (``/mi-distcomp-api``,
+``broker.legacy``). The app answers every error as the contract's JSON
 and never echoes a request header. It must run in ONE process (see ``broker.notify``): long
 polls are woken in-process.
 """
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from flask import Flask
 from werkzeug.routing import PathConverter
 
-from broker import api_admin, api_agent, api_client, errors, legacy, metrics, openapi
+from broker import api_admin, api_agent, api_client, errors, healthz, legacy, metrics, openapi
 from broker.config import BrokerConfig
 from broker.housekeeping import Housekeeper
 from broker.runtime import EXTENSION, Broker
@@ -45,7 +46,7 @@ def create_app(
     broker = Broker.open(config, clock)
     app.extensions[EXTENSION] = broker
     errors.init_app(app)
-    for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp):
+    for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp, healthz.bp):
         app.register_blueprint(area)
     metrics.init_app(app)  # GET /metrics, and the counters every request adds to
     legacy.init_app(app, config)  # the original API; answers 404 unless [legacy] enables it

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from broker.byte_store import ByteStore
 from broker.config import BrokerConfig
 from broker.files import JobFiles
 from broker.notify import Notifier
@@ -30,7 +31,7 @@ POSTGRES_POOL_SIZE = 16
 class Broker:
     config: BrokerConfig
     store: Store
-    files: JobFiles
+    files: ByteStore
     notifier: Notifier
     uploads: KeyedLocks = field(default_factory=KeyedLocks)
     clock: Callable[[], float] = time.time

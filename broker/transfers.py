@@ -26,8 +26,8 @@ from werkzeug.wsgi import FileWrapper
 
 from bridge.core import defaults as bridge_defaults
 from broker import defaults
+from broker.byte_store import ByteStore
 from broker.errors import BodyCut, ChecksumMismatch, TooLarge, Unavailable
-from broker.files import JobFiles
 
 
 class KeyedLocks:
@@ -177,7 +177,7 @@ class UploadTarget:
 
 
 def receive_upload(
-    files: JobFiles,
+    files: ByteStore,
     target: UploadTarget,
     offset: int,
     record: Callable[[int], None],
@@ -226,7 +226,7 @@ def _too_large(target: UploadTarget, offset: int) -> str:
     )
 
 
-def _verify(files: JobFiles, target: UploadTarget, digest: Any, record: Callable[[int], None]
+def _verify(files: ByteStore, target: UploadTarget, digest: Any, record: Callable[[int], None]
             ) -> None:  # fmt: skip
     # A resumed upload hashed only its last part here: hash the whole file from disk instead.
     actual = digest.hexdigest() if digest is not None else files.sha256(

@@ -21,6 +21,8 @@ from broker.store.postgres_db import Database
 from broker.store.sql_store import SQLStore
 
 MIGRATE_HINT = "`mint-bridge broker migrate --config broker.toml`"
+# /healthz waits this long for a pooled connection: below a load balancer's check timeout.
+PING_TIMEOUT_SECONDS = 2.0
 
 
 def _database(location: StoreLocation, pool_size: int) -> Database:
@@ -38,6 +40,7 @@ class PostgresStore(SQLStore):
     ) -> None:
         self.location = location
         database = _database(location, pool_size)
+        self._database = database
         super().__init__(database, listener)
         try:
             with database.snapshot() as tx:
@@ -45,6 +48,9 @@ class PostgresStore(SQLStore):
         except BaseException:
             database.close()
             raise
+
+    def ping(self) -> None:
+        self._database.ping(PING_TIMEOUT_SECONDS)
 
     @staticmethod
     def _where(location: StoreLocation) -> str:

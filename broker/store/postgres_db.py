@@ -119,6 +119,14 @@ class Database:
     def close(self) -> None:
         self._pool.close()
 
+    def ping(self, timeout: float) -> None:
+        """One query on a pooled connection, waiting at most ``timeout`` s for one."""
+        try:
+            with self._pool.connection(timeout=timeout) as conn:
+                conn.execute("SELECT 1").fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"broker database unreachable: {exc}") from exc
+
     def transaction(self) -> contextlib.AbstractContextManager[Tx]:
         return self._session(writing=True)
 

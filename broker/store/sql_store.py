@@ -58,6 +58,10 @@ class SQLStore(Store):
     def close(self) -> None:
         self._db.close()
 
+    def ping(self) -> None:
+        with self._snapshot() as tx:
+            tx.execute("SELECT 1").fetchall()
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Tx]:
         with self._db.transaction() as tx:
