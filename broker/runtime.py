@@ -42,7 +42,7 @@ class Broker:
     def open(cls, config: BrokerConfig, clock: Callable[[], float] = time.time) -> Broker:
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         notifier = Notifier(config.max_long_polls, config.long_polls_per_token)
-        store = open_store(config.store, notifier.changed,
+        store = open_store(config.store, notifier.changed, resync=notifier.wake_all,
                            pool_size=min(POSTGRES_POOL_SIZE, config.threads))  # fmt: skip
         return cls(config, store, JobFiles(config.data_dir), notifier, clock=clock,
                    started_at=clock())  # fmt: skip
