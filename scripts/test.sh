@@ -16,6 +16,8 @@ command -v munged >/dev/null 2>&1 || need_pkgs+=(munge)
 [ -x /usr/bin/qsub ] || need_pkgs+=(slurm-wlm-torque)
 # A real PostgreSQL server for the broker's PostgreSQL store (started by the tests themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
+# HAProxy in front of two broker instances for the multi-instance tests (started by the tests).
+[ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

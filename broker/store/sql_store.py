@@ -58,6 +58,11 @@ class SQLStore(Store):
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def database(self) -> Database:
+        """The backend's connections, for whole-store tools (``broker.store.copy``)."""
+        return self._db
+
     def ping(self) -> None:
         with self._snapshot() as tx:
             tx.execute("SELECT 1").fetchall()
