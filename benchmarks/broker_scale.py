@@ -576,6 +576,7 @@ def start_instances(root: Path, store: str, instances: int, threads: int
     """``instances`` brokers on one store and one data dir; (brokers, store URL, PostgreSQL)."""
     postgres: PostgresServer | None = None
     shared = root / "data"
+    shared.mkdir(mode=0o700)
     if store == "postgresql":
         postgres = start_postgres()
         url = postgres.new_database("bench")
