@@ -4,8 +4,9 @@ Areas: client (``/api/v1/jobs``), agent (``/api/v1/agent``), admin (``/api/v1/ad
 (OpenAPI document, health), ``/healthz`` (load balancers' checks, ``broker.healthz``), metrics
 (``/metrics``, ``broker.metrics``) and the original API (``/mi-distcomp-api``,
 ``broker.legacy``). The app answers every error as the contract's JSON
-and never echoes a request header. It must run in ONE process (see ``broker.notify``): long
-polls are woken in-process.
+and never echoes a request header. It must run in ONE process per instance (see
+``broker.notify``): long polls are woken in-process, and other instances' changes arrive
+through the store.
 """
 
 from __future__ import annotations

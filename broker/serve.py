@@ -4,8 +4,9 @@ Why one worker: long polls are woken in-process (``broker.notify``) and uploads 
 are serialised by in-process locks, so every request must reach the same process. Why many
 threads: each long poll (claim, status, logs, lease) holds a thread while it waits, so the
 thread count bounds how many agents and clients can wait at once (``server.threads``, default
-256; the notifier keeps some threads free of waiters). Scaling beyond one process would need a
-shared store and wakeups across processes (PostgreSQL with LISTEN/NOTIFY), not more workers.
+256; the notifier keeps some threads free of waiters). To scale beyond one process, run more
+instances (each one worker) on one PostgreSQL store and one shared data dir: they wake each
+other through LISTEN/NOTIFY (``broker.store.postgres_notify``); never more workers.
 
 SIGHUP (``systemctl reload``): gunicorn's reload, with broker.toml read again first, so the new
 worker it starts runs with the new file (the original API's whitelist included; certificates
