@@ -1,7 +1,17 @@
 """One broker process under many waiting agents and a stream of tiny jobs.
 
 Run: ``.venv/bin/python benchmarks/broker_scale.py [--agents 1000] [--jobs 10000] [--sites 20]
-[--clients 4] [--paced-jobs 2000]``.
+[--clients 4] [--paced-jobs 2000] [--store sqlite|postgresql] [--instances N]``.
+
+``--store postgresql --instances 2`` runs two broker instances on one PostgreSQL database (a
+real server in a temporary directory, ``tests.support.postgres``) sharing one ``data_dir``,
+and, in the same run and before it, one SQLite instance with the same load as the baseline
+(``--no-baseline`` skips it). Agents and clients are spread over the instances round robin,
+each connecting to its instance directly (as with ``urls = [...]``; a load balancer would
+only add its own CPU on this 2-core machine). Reported per run: jobs/s, claim p50/p99
+(saturated and paced), each broker worker's RSS, and the CPU seconds of every process (each
+broker worker, PostgreSQL's processes, the load generator), so scaling on more cores can be
+projected.
 
 A real broker (gunicorn gthread, one worker, TLS from a throwaway CA, started with
 ``tests.support.broker.start_broker``) with ``threads`` = agents + 100, so every agent's claim
@@ -73,8 +83,9 @@ from broker_bench import (
 
 from broker.auth import new_token
 from broker.store import Scope
-from broker.store.sqlite import SQLiteStore
+from broker.store.locations import migrate, open_store, parse_store_url
 from tests.support.broker import BrokerProcess, start_broker
+from tests.support.postgres import PostgresServer, start_postgres
 
 CLAIM_WAIT = 50  # what a real agent asks for (the contract's ceiling)
 CONNECT_AT_ONCE = 50  # TLS handshakes in flight while the agents connect
@@ -183,10 +194,10 @@ class Connection:
         return b"".join(parts)
 
 
-def make_tokens(broker: BrokerProcess, scope: Scope, subjects: list[str]) -> dict[str, str]:
+def make_tokens(store_url: str, scope: Scope, subjects: list[str]) -> dict[str, str]:
     """Tokens made the way ``broker token create`` makes them (its store, its hash), but in
     this process: a CLI process per token would take minutes for hundreds of sites."""
-    store = SQLiteStore(str(broker.data_dir / "broker.sqlite3"))
+    store = open_store(parse_store_url(store_url), pool_size=1)
     try:
         tokens = {}
         for subject in subjects:
@@ -220,16 +231,18 @@ class Tally:
 
 class Simulation:
     def __init__(
-        self, broker: BrokerProcess, worker: int, sites: list[str], agents: int, clients: int
-    ) -> None:
-        self.broker = broker
-        self.worker = psutil.Process(worker)
+        self, brokers: list[BrokerProcess], workers: list[int], sites: list[str], agents: int,
+        clients: int, store_url: str, postgres: PostgresServer | None,
+    ) -> None:  # fmt: skip
+        self.brokers = brokers
+        self.workers = [psutil.Process(w) for w in workers]
+        self.postgres = postgres
         self.sites = sites
         self.agent_count = agents
         self.client_count = clients
-        self.context = ssl.create_default_context(cafile=str(broker.ca_bundle))
-        self.site_tokens = make_tokens(broker, Scope.SITE, sites)
-        self.client_token = make_tokens(broker, Scope.CLIENT, ["bench-scale"])["bench-scale"]
+        self.contexts = [ssl.create_default_context(cafile=str(b.ca_bundle)) for b in brokers]
+        self.site_tokens = make_tokens(store_url, Scope.SITE, sites)
+        self.client_token = make_tokens(store_url, Scope.CLIENT, ["bench-scale"])["bench-scale"]
         self.tally = Tally()
         self.stopping = asyncio.Event()
         self.all_done = asyncio.Event()
@@ -237,8 +250,18 @@ class Simulation:
         self.agent_tasks: list[asyncio.Task[None]] = []
         self.connected = 0
 
-    def connection(self, token: str) -> Connection:
-        return Connection(self.broker.port, self.context, token)
+    def connection(self, token: str, index: int) -> Connection:
+        """A connection to instance ``index`` modulo the instances (round robin)."""
+        k = index % len(self.brokers)
+        return Connection(self.brokers[k].port, self.contexts[k], token)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of each process this run measures."""
+        seen = {f"broker-{k}": _cpu(w) for k, w in enumerate(self.workers)}
+        if self.postgres is not None:
+            seen["postgresql"] = postgres_cpu(self.postgres)
+        seen["load_generator"] = _cpu(psutil.Process())
+        return seen
 
     # --- agents --------------------------------------------------------------------------
 
@@ -247,14 +270,15 @@ class Simulation:
         ready = [asyncio.Event() for _ in range(self.agent_count)]
         for index in range(self.agent_count):
             site = self.sites[index % len(self.sites)]
-            coro = self.agent(f"sim-{index:05d}", site, gate, ready[index])
+            coro = self.agent(f"sim-{index:05d}", site, gate, ready[index], index)
             self.agent_tasks.append(asyncio.create_task(coro))
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 300)
 
     async def agent(
-        self, agent_id: str, site: str, gate: asyncio.Semaphore, ready: asyncio.Event
-    ) -> None:
-        conn = self.connection(self.site_tokens[site])
+        self, agent_id: str, site: str, gate: asyncio.Semaphore, ready: asyncio.Event,
+        index: int,
+    ) -> None:  # fmt: skip
+        conn = self.connection(self.site_tokens[site], index)
         async with gate:
             await conn.connect()
         self.connected += 1
@@ -320,10 +344,12 @@ class Simulation:
 
     # --- clients -------------------------------------------------------------------------
 
-    async def client(self, jobs: list[tuple[str, str]], pace: float, start: float) -> None:
+    async def client(
+        self, jobs: list[tuple[str, str]], pace: float, start: float, index: int
+    ) -> None:
         """Create and submit ``jobs`` (id, site); with ``pace`` > 0, job k of this client is
         submitted no earlier than ``start + k * pace``."""
-        conn = self.connection(self.client_token)
+        conn = self.connection(self.client_token, index)
         tally = self.tally
         try:
             for index, (job_id, site) in enumerate(jobs):
@@ -356,12 +382,12 @@ class Simulation:
         self.all_done.clear()
         pace = self.client_count / rate if rate > 0 else 0.0
         start = time.monotonic()
-        cpu_before = sum(psutil.Process().cpu_times()[:2])
-        broker_before = sum(self.worker.cpu_times()[:2])
+        cpu_before = self.cpu_seconds()
         clients = [
-            asyncio.create_task(self.client(share, pace, start + k * pace / self.client_count))
+            asyncio.create_task(
+                self.client(share, pace, start + k * pace / self.client_count, k))
             for k, share in enumerate(shares)
-        ]
+        ]  # fmt: skip
         # Bounded: clients still submitting at the limit stop there; what they submitted is
         # then given a minute more to finish (anything unfinished after that counts as lost).
         _, late = await asyncio.wait(clients, timeout=limit)
@@ -377,8 +403,10 @@ class Simulation:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.all_done.wait(), max(60.0, limit - (submitted_by - start)))
         ended = time.monotonic()
-        own_cpu = sum(psutil.Process().cpu_times()[:2]) - cpu_before
-        broker_cpu = sum(self.worker.cpu_times()[:2]) - broker_before
+        cpu_after = self.cpu_seconds()
+        cpu = {name: round(cpu_after[name] - cpu_before[name], 2) for name in cpu_after}
+        own_cpu = cpu["load_generator"]
+        broker_cpu = sum(v for name, v in cpu.items() if name.startswith("broker-"))
         tally = self.tally
         done = [job for job, _ in ids if job in tally.finished]
         last = max((tally.finished[j] for j in done), default=ended)
@@ -401,6 +429,7 @@ class Simulation:
             "broker_cpu_share": round(broker_cpu / max(ended - start, 1e-9), 2),
             "broker_cpu_ms_per_job": round(broker_cpu * 1000 / max(1, len(done)), 2),
             "load_generator_cpu_share": round(own_cpu / max(ended - start, 1e-9), 2),
+            "cpu_seconds": cpu,
             "_ids": [job for job, _ in ids if job in tally.submitted],
         }
 
@@ -414,14 +443,20 @@ class Simulation:
 # --- checks in the broker's database --------------------------------------------------------------
 
 
-def database_check(broker: BrokerProcess, ids: list[str]) -> dict[str, Any]:
-    """Read after the broker stopped: states of our jobs, and claims per job (lease epoch)."""
-    path = broker.data_dir / "broker.sqlite3"
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT job_id, state, lease_epoch, outcome FROM jobs").fetchall()
-    finally:
-        conn.close()
+def database_check(store_url: str, ids: list[str]) -> dict[str, Any]:
+    """Read after the brokers stopped: states of our jobs, and claims per job (lease epoch)."""
+    query = "SELECT job_id, state, lease_epoch, outcome FROM jobs"
+    if store_url.startswith("sqlite://"):
+        conn = sqlite3.connect(f"file:{store_url.removeprefix('sqlite://')}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(query).fetchall()
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(store_url) as pg:
+            rows = [tuple(r) for r in pg.execute(query).fetchall()]
     by_id = {row[0]: row for row in rows}
     wanted = set(ids)
     states = Counter(by_id[j][1] for j in wanted if j in by_id)
@@ -463,13 +498,34 @@ def threads_of(pid: int) -> int:
     return 0
 
 
-async def simulate(args: argparse.Namespace, broker: BrokerProcess, worker: int) -> dict[str, Any]:
+def _cpu(process: psutil.Process) -> float:
+    with contextlib.suppress(psutil.Error):
+        times = process.cpu_times()
+        return float(times.user + times.system)
+    return 0.0
+
+
+def postgres_cpu(server: PostgresServer) -> float:
+    """The postmaster and its live children (backends, writers): their CPU seconds so far."""
+    with contextlib.suppress(psutil.Error):
+        main = psutil.Process(server.pid)
+        return _cpu(main) + sum(_cpu(child) for child in main.children(recursive=True))
+    return 0.0
+
+
+async def simulate(args: argparse.Namespace, brokers: list[BrokerProcess], workers: list[int],
+                   store_url: str, postgres: PostgresServer | None) -> dict[str, Any]:  # fmt: skip
     sites = [f"scale-{k:03d}" for k in range(args.sites)]
-    sim = Simulation(broker, worker, sites, args.agents, args.clients)
-    watch = RssWatch({"broker": worker})
+    sim = Simulation(brokers, workers, sites, args.agents, args.clients, store_url, postgres)
+    roles = {f"broker-{k}": w for k, w in enumerate(workers)}
+    watch = RssWatch(roles)
     watch.sample()
-    idle = watch.last["broker"]
-    idle_threads = threads_of(worker)
+    idle = sum(watch.last[r] for r in roles)
+
+    def threads() -> int:
+        return sum(threads_of(w) for w in workers)
+
+    idle_threads = threads()
     watch.start()
     started = time.monotonic()
     try:
@@ -477,10 +533,11 @@ async def simulate(args: argparse.Namespace, broker: BrokerProcess, worker: int)
         # Every agent sends its first claim right after connecting; give them all time to
         # reach their wait (a claim that finds nothing registers and blocks in a thread).
         deadline = time.monotonic() + 60
-        while threads_of(worker) < idle_threads + args.agents and time.monotonic() < deadline:
+        while threads() < idle_threads + args.agents and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         await asyncio.sleep(2)
-        waiting_rss, waiting_threads = watch.last["broker"], threads_of(worker)
+        waiting_rss, waiting_threads = sum(watch.last[r] for r in roles), threads()
+        waiting_each = {r: round(watch.last[r] / MIB, 1) for r in roles}
         progress(f"{sim.connected} agents connected and waiting; broker threads {waiting_threads}")
         saturated = await sim.phase(args.jobs, 0, args.time_limit)
         progress(f"saturated: {saturated['jobs_per_second']} jobs/s")
@@ -503,7 +560,9 @@ async def simulate(args: argparse.Namespace, broker: BrokerProcess, worker: int)
         "broker_rss_mib": {
             "idle": round(idle / MIB, 1),
             "all_agents_waiting": round(waiting_rss / MIB, 1),
-            "peak": peaks["broker"],
+            "all_agents_waiting_each": waiting_each,
+            "peak": round(sum(peaks.values()), 1),
+            "peak_each": peaks,
             "per_waiting_agent_kib": round(per_agent / 1024, 1),
         },
         "broker_threads": {"idle": idle_threads, "all_agents_waiting": waiting_threads},
@@ -512,38 +571,61 @@ async def simulate(args: argparse.Namespace, broker: BrokerProcess, worker: int)
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    threads = args.threads or args.agents + 100
-    raise_file_limit(args.agents + args.clients + 1000)  # our sockets, and the broker's
-    root = Path(tempfile.mkdtemp(prefix="mb-bench-scale-"))
-    broker: BrokerProcess | None = None
-    try:
-        broker = start_broker(root / "broker", threads=threads)
-        # start_broker's housekeeping every 0.2 s suits tests; the broker's default is 5 s, and
-        # each pass is a write transaction that scans the jobs table: restart with the default.
-        broker.stop()
+def start_instances(root: Path, store: str, instances: int, threads: int
+                    ) -> tuple[list[BrokerProcess], str, PostgresServer | None]:  # fmt: skip
+    """``instances`` brokers on one store and one data dir; (brokers, store URL, PostgreSQL)."""
+    postgres: PostgresServer | None = None
+    shared = root / "data"
+    shared.mkdir(mode=0o700)
+    if store == "postgresql":
+        postgres = start_postgres()
+        url = postgres.new_database("bench")
+        migrate(parse_store_url(url))
+    else:
+        url = f"sqlite://{shared / 'broker.sqlite3'}"
+    brokers = []
+    for k in range(instances):
+        broker = start_broker(root / f"broker-{k}", threads=threads, data_dir=shared,
+                              storage=f'store = "{url}"', start=False)  # fmt: skip
+        # start_broker's housekeeping every 0.2 s suits tests; the broker's default is 5 s,
+        # and each pass is a write transaction that scans the jobs table.
         config = broker.config_path.read_text()
         broker.config_path.write_text(config.replace('"0.2s"', '"5s"'))
         broker.start()
+        brokers.append(broker)
+    return brokers, url, postgres
+
+
+def run(args: argparse.Namespace, store: str, instances: int) -> dict[str, Any]:
+    threads = args.threads or args.agents // instances + 100
+    raise_file_limit(args.agents + args.clients + 1000)  # our sockets, and the broker's
+    root = Path(tempfile.mkdtemp(prefix="mb-bench-scale-"))
+    brokers: list[BrokerProcess] = []
+    postgres: PostgresServer | None = None
+    try:
+        brokers, url, postgres = start_instances(root, store, instances, threads)
         machine = machine_info()
         machine["busy_other_processes_at_start"] = other_load()
-        worker = broker_worker(broker)
-        result = asyncio.run(simulate(args, broker, worker))
-        broker.stop()
+        workers = [broker_worker(b) for b in brokers]
+        result = asyncio.run(simulate(args, brokers, workers, url, postgres))
+        for broker in brokers:
+            broker.stop()
         ids = result.pop("_ids")
-        result["database"] = database_check(broker, ids)
+        result["database"] = database_check(url, ids)
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         integ, db = result["integrity"], result["database"]
         return {
             "benchmark": "broker_scale",
+            "store": store,
+            "instances": instances,
             "agents": args.agents,
             "sites": args.sites,
             "agents_per_site": round(args.agents / args.sites, 1),
             "clients": args.clients,
             "limits": {
-                "threads": threads,
-                "long_polls_in_all": threads - 16,  # the broker keeps 16 threads free of them
-                "long_polls_per_token": 64,
+                "threads_per_instance": threads,
+                "long_polls_in_all": (threads - 16) * instances,  # 16 threads kept free each
+                "long_polls_per_token_per_instance": 64,
                 "long_polls_per_token_used": -(-args.agents // args.sites),
                 "woken_claims_per_submit": round(args.agents / args.sites, 1),
             },
@@ -557,8 +639,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": machine,
         }
     finally:
-        if broker is not None:
+        for broker in brokers:
             broker.stop()
+        if postgres is not None:
+            postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -571,7 +655,8 @@ def summary_line(result: dict[str, Any]) -> str:
         else ""
     )
     return (
-        f"broker_scale: {result['agents']} agents / {result['sites']} sites, {sat['jobs']} jobs: "
+        f"broker_scale {result['store']} x{result['instances']}: {result['agents']} agents / "
+        f"{result['sites']} sites, {sat['jobs']} jobs: "
         f"{sat['jobs_per_second']} jobs/s, claim p99 {sat['claim_latency_seconds'].get('p99')} s"
         f"{paced_text}; lost {integ['lost']}, duplicated {integ['duplicated_claims']}; broker RSS "
         f"idle {rss['idle']} / waiting {rss['all_agents_waiting']} / peak {rss['peak']} MiB"
@@ -587,12 +672,27 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="client tasks (4)")
     parser.add_argument("--threads", type=int, default=0, help="broker threads (agents + 100)")
     parser.add_argument("--time-limit", type=float, default=1800, help="seconds per phase (1800)")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the store of the instances (sqlite)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="broker instances on that store (1; SQLite: 1 only)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the one-instance SQLite run done first for comparison")
     args = parser.parse_args()
     if args.agents / args.sites > 64 - 2:
         parser.error("more than 62 agents per site would hit the per-token long-poll limit")
-    result = run(args)
-    print(json.dumps(result, indent=2))
-    print(summary_line(result), file=sys.stderr)
+    if args.instances < 1 or (args.store == "sqlite" and args.instances != 1):
+        parser.error("--instances: SQLite serves one instance; more need --store postgresql")
+    plan = [(args.store, args.instances)]
+    if (args.store, args.instances) != ("sqlite", 1) and not args.no_baseline:
+        plan.insert(0, ("sqlite", 1))
+    results = [run(args, store, instances) for store, instances in plan]
+    if len(results) == 1:
+        print(json.dumps(results[0], indent=2))
+    else:
+        print(json.dumps({"benchmark": "broker_scale", "runs": results}, indent=2))
+    for result in results:
+        print(summary_line(result), file=sys.stderr)
     return 0
 
 

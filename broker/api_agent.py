@@ -185,7 +185,7 @@ def download_input(job_id: str, name: str) -> BaseResponse:
         raise NotFound(f"job {job_id} has no complete input {name!r}")
     if record.size == 0:
         return empty_file_response(record.sha256)
-    handle = current().files.open_for_read(job_id, "inputs", name)
+    handle = current().files.open_for_read(job_id, "inputs", name, record.size)
     return file_response(handle, record.size, record.sha256)
 
 

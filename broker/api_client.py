@@ -196,7 +196,7 @@ def download_result(job_id: str, name: str) -> BaseResponse:
         raise NotFound(f"job {job_id} has no result {name!r}")
     if record.size == 0:
         return empty_file_response(record.sha256)
-    handle = current().files.open_for_read(job_id, "results", name)
+    handle = current().files.open_for_read(job_id, "results", name, record.size)
     return file_response(handle, record.size, record.sha256)
 
 

@@ -1,11 +1,12 @@
 """``create_app(config)``: the broker's Flask app, one blueprint per API area.
 
 Areas: client (``/api/v1/jobs``), agent (``/api/v1/agent``), admin (``/api/v1/admin``), meta
-(OpenAPI document, health), metrics (``/metrics``, ``broker.metrics``), the web console
-(``/console/``, ``broker.console``, HTML pages) and the original API
-(``/mi-distcomp-api``, ``broker.legacy``). The app answers every error as the contract's JSON
-and never echoes a request header. It must run in ONE process (see ``broker.notify``): long
-polls are woken in-process.
+(OpenAPI document, health), ``/healthz`` (load balancers' checks, ``broker.healthz``), metrics
+(``/metrics``, ``broker.metrics``), the web console (``/console/``, ``broker.console``, HTML
+pages) and the original API (``/mi-distcomp-api``, ``broker.legacy``). The app answers every
+error as the contract's JSON and never echoes a request header. It must run in ONE process per
+instance (see ``broker.notify``): long polls are woken in-process, and other instances'
+changes arrive through the store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from collections.abc import Callable
 from flask import Flask
 from werkzeug.routing import PathConverter
 
-from broker import api_admin, api_agent, api_client, console, errors, legacy, metrics, openapi
+from broker import (
+    api_admin,
+    api_agent,
+    api_client,
+    console,
+    errors,
+    healthz,
+    legacy,
+    metrics,
+    openapi,
+)
 from broker.config import BrokerConfig
 from broker.housekeeping import Housekeeper
 from broker.runtime import EXTENSION, Broker
@@ -46,7 +57,7 @@ def create_app(
     broker = Broker.open(config, clock)
     app.extensions[EXTENSION] = broker
     errors.init_app(app)
-    for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp):
+    for area in (api_client.bp, api_agent.bp, api_admin.bp, openapi.bp, healthz.bp):
         app.register_blueprint(area)
     counters = metrics.init_app(app)  # GET /metrics, and the counters every request adds to
     console.init_app(app)  # the web console, /console/

@@ -1,5 +1,5 @@
-"""The ``broker`` command group: ``serve``, ``migrate``, ``token create|list|revoke``,
-``import-ini``, and ``jobs`` and ``sites`` (``broker.operator_cli``).
+"""The ``broker`` command group: ``serve``, ``migrate``, ``copy-store``,
+``token create|list|revoke``, ``import-ini``, and ``jobs`` and ``sites`` (``broker.operator_cli``).
 
 Attached to ``mint-bridge`` as ``mint-bridge broker ...``; also runs as ``python -m
 broker.cli``. A new token is printed once on stdout and only its SHA-256 is stored; this
@@ -82,6 +82,47 @@ def migrate(config_path: str) -> None:
             click.echo(f"{shown}: schema version {after}, nothing to migrate", err=True)
         else:
             click.echo(f"{shown}: schema version {before} -> {after}", err=True)
+
+    _run(run)
+
+
+@cli.command("copy-store")
+@click.option("--from", "source_url", required=True, metavar="URL",
+              help="The store to copy: sqlite:///PATH or postgresql://USER@HOST:PORT/DB.")
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="The store to fill: empty, and migrated (PostgreSQL) to this broker's schema.")
+@click.option("--replace", is_flag=True,
+              help="Delete every row the target holds first (else a non-empty target is "
+              "refused).")  # fmt: skip
+def copy_store_command(source_url: str, target_url: str, replace: bool) -> None:
+    """Copy every job, token, legacy job and timeline from one store to another.
+
+    Stop the brokers of both stores first. The jobs' bytes stay in [storage] data_dir: point
+    the new broker.toml's store at the target and keep its data_dir.
+    """
+    from broker.store.copy import copy_store
+    from broker.store.locations import open_store, parse_store_url
+
+    def run() -> None:
+        locations = []
+        for option, url in (("--from", source_url), ("--to", target_url)):
+            try:
+                locations.append(parse_store_url(url))
+            except ValueError as exc:
+                raise InvalidField(f"{option}: {exc}", field=option) from exc
+        if locations[0].shown == locations[1].shown:
+            raise InvalidField("--from and --to name the same store", field="--to")
+        source = open_store(locations[0], pool_size=1)
+        try:
+            target = open_store(locations[1], pool_size=1)
+            try:
+                report = copy_store(source, target, replace=replace)
+            finally:
+                target.close()
+        finally:
+            source.close()
+        click.echo(f"{locations[0].shown} -> {locations[1].shown}: copied {report.line()}",
+                   err=True)  # fmt: skip
 
     _run(run)
 

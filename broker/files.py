@@ -8,6 +8,11 @@ Every file is opened relative to a directory file descriptor with ``O_NOFOLLOW``
 included (``bridge.core.paths.open_dir_nofollow``), so a symlink planted in the data dir never
 leads a read or a write elsewhere. Names are checked by the API before they get here and again
 here; this module never opens a path that is absolute, has ``..`` or leaves the job directory.
+
+``JobFiles`` is the directory implementation of ``broker.byte_store.ByteStore``: several broker
+instances share one ``data_dir`` on a shared filesystem. Bytes the database counts but this
+directory lacks (an instance started with another ``data_dir``) raise ``BytesNotShared``
+naming the setting; they are never served as empty or padded with zeros.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import stat
+import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -25,7 +32,10 @@ from bridge.core import defaults
 from bridge.core.errors import BridgeError, StagingError
 from bridge.core.job import check_job_id
 from bridge.core.paths import check_name, check_relative_path, open_dir_nofollow
+from broker.byte_store import DATA_DIR_KEY, BytesNotShared
 from broker.errors import NotFound, StateConflict, StoreError, UnsafeName
+
+log = logging.getLogger(__name__)
 
 AREAS = ("inputs", "results", "logs")
 
@@ -37,6 +47,44 @@ class JobFiles:
         self.root = os.path.join(data_dir, "jobs")
         os.makedirs(self.root, mode=0o700, exist_ok=True)
 
+    def check(self) -> None:
+        probe = f".healthz-{uuid.uuid4().hex}"
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                             dir_fd=root_fd)  # fmt: skip
+                try:
+                    os.write(fd, b"ok")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.unlink(probe, dir_fd=root_fd)
+            finally:
+                os.close(root_fd)
+        except OSError as exc:
+            log.warning("byte store %s: %s", self.root, exc)
+            raise StoreError(f"the byte store cannot be written: {exc.strerror}") from exc
+
+    def _not_shared(self, job_id: str, area: str, name: str, counted: int, here: int) -> None:
+        log.error(
+            "%s: the database counts %d bytes of %s %r but %s holds %d: every broker instance "
+            "must use the same %s (a shared filesystem); check %s in this instance's broker.toml",
+            job_id, counted, area[:-1], name, self.root, here, DATA_DIR_KEY, DATA_DIR_KEY,
+        )  # fmt: skip
+        raise BytesNotShared(
+            f"job {job_id}: {counted} bytes of {area[:-1]} {name!r} are counted but this broker "
+            f"instance holds {here}: its {DATA_DIR_KEY} is not the directory the other "
+            f"instances share; set the same {DATA_DIR_KEY} on every instance"
+        )
+
+    def _size_here(self, job_id: str, area: str, name: str) -> int:
+        try:
+            with self.open_for_read(job_id, area, name) as handle:
+                return os.fstat(handle.fileno()).st_size
+        except NotFound:
+            return 0
+
     def create_job_dir(self, job_id: str) -> None:
         with self._dir(job_id, ("logs",), create=True):
             pass
@@ -44,6 +92,10 @@ class JobFiles:
     def open_for_write(self, job_id: str, area: str, name: str, offset: int) -> BinaryIO:
         """The file positioned at ``offset``, cut there (bytes past it never counted)."""
         parts = _parts(area, name)
+        if offset > 0:
+            here = self._size_here(job_id, area, name)
+            if here < offset:  # never pad counted bytes with zeros
+                self._not_shared(job_id, area, name, offset, here)
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             with self._dir(job_id, (area, *parts[:-1]), create=True) as dir_fd:
@@ -59,7 +111,13 @@ class JobFiles:
             raise
         return os.fdopen(fd, "wb")
 
-    def open_for_read(self, job_id: str, area: str, name: str) -> BinaryIO:
+    def open_for_read(self, job_id: str, area: str, name: str, size: int | None = None
+                      ) -> BinaryIO:  # fmt: skip
+        """The file; with ``size`` (what the database counts), BytesNotShared if it is short."""
+        if size is not None:
+            here = self._size_here(job_id, area, name)
+            if here < size:
+                self._not_shared(job_id, area, name, size, here)
         parts = _parts(area, name)
         try:
             with self._dir(job_id, (area, *parts[:-1]), create=False) as dir_fd:
@@ -77,9 +135,13 @@ class JobFiles:
         try:
             handle = self.open_for_read(job_id, area, name)
         except NotFound:
-            return b""
-        with handle:
-            return os.pread(handle.fileno(), count, offset)
+            data = b""
+        else:
+            with handle:
+                data = os.pread(handle.fileno(), count, offset)
+        if len(data) < count:  # bytes are on disk before the database counts them
+            self._not_shared(job_id, area, name, offset + count, offset + len(data))
+        return data
 
     def sha256(self, job_id: str, area: str, name: str) -> str:
         """Digest of the file, read in chunks (constant memory for any size)."""

@@ -5,9 +5,15 @@ database, and clears its event before every check; the store reports each commit
 here. So a change that lands between a check and the wait still wakes the waiter: no wakeup is
 ever lost, and nobody polls the database on a timer.
 
-This works because the broker runs as one process (one gunicorn worker, many threads). Several
-processes would each see only their own writes; that needs a shared channel instead, such as
-PostgreSQL's LISTEN/NOTIFY.
+Within one process (one gunicorn worker, many threads) the store's own commits are enough.
+Several instances on one PostgreSQL database hear each other's commits through LISTEN/NOTIFY
+(``broker.store.postgres_notify``), which calls ``changed`` here as well, and ``wake_all``
+after a gap in which some may have been missed.
+
+The per-token limit is counted in each instance: behind a load balancer that spreads one
+token's polls over N instances, the token may hold up to N times the limit in all. Counting in
+the database instead would cost a write at the start and end of every long poll, and an
+instance killed with ``kill -9`` would leave its counts behind.
 
 Long polls hold a server thread each, so the number of waiters is bounded: per token
 (``RateLimited``, 429) and in all (``Unavailable``, 503), always leaving threads for ordinary
@@ -75,6 +81,13 @@ class Notifier:
             waiters = [w for group in self._waiters.values() for w in group]
         for waiter in waiters:
             waiter.deadline = 0.0
+            waiter.event.set()
+
+    def wake_all(self) -> None:
+        """Wake every long poll to look at the store once more (changes may have been missed)."""
+        with self._lock:
+            waiters = [w for group in self._waiters.values() for w in group]
+        for waiter in waiters:
             waiter.event.set()
 
     def changed(self, job_ids: Iterable[str], sites: Iterable[str]) -> None:

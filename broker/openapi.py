@@ -280,6 +280,12 @@ META_PATHS: dict[str, Any] = {
                                    "type": "object", "required": ["status", "tokens"],
                                    "properties": {"status": {"const": "ok"},
                                                   "tokens": {"type": "object"}}})}}},
+    "/healthz": {"get": {
+        "summary": "Whether this instance can serve: store and byte store reachable (no token)",
+        "security": [],
+        "responses": {"200": _json({"type": "object"}),
+                      "503": _json({"type": "object"}, "the store or byte store is unreachable")},
+    }},
     "/metrics": {"get": {
         "summary": "Prometheus metrics (text format 0.0.4); admin or operator tokens",
         "responses": {"200": {"description": "the exposition", "content": {

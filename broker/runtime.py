@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from broker.byte_store import ByteStore
 from broker.config import BrokerConfig
 from broker.files import JobFiles
 from broker.notify import Notifier
@@ -30,7 +31,7 @@ POSTGRES_POOL_SIZE = 16
 class Broker:
     config: BrokerConfig
     store: Store
-    files: JobFiles
+    files: ByteStore
     notifier: Notifier
     uploads: KeyedLocks = field(default_factory=KeyedLocks)
     clock: Callable[[], float] = time.time
@@ -41,7 +42,7 @@ class Broker:
     def open(cls, config: BrokerConfig, clock: Callable[[], float] = time.time) -> Broker:
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         notifier = Notifier(config.max_long_polls, config.long_polls_per_token)
-        store = open_store(config.store, notifier.changed,
+        store = open_store(config.store, notifier.changed, resync=notifier.wake_all,
                            pool_size=min(POSTGRES_POOL_SIZE, config.threads))  # fmt: skip
         return cls(config, store, JobFiles(config.data_dir), notifier, clock=clock,
                    started_at=clock())  # fmt: skip

@@ -7,8 +7,9 @@ long-poll pool's size bounds how many agents and clients can wait at once (``ser
 default 256); ordinary requests have a pool of their own (``server.request_threads``). The
 worker is gthread with a non-blocking front (``broker.edge_worker``): TLS handshakes and
 request headers are read in its event loop with deadlines, so clients that send nothing hold
-no thread. Scaling beyond one process would need a shared store and wakeups across processes
-(PostgreSQL with LISTEN/NOTIFY), not more workers.
+no thread. To scale beyond one process, run more instances (each one worker) on one
+PostgreSQL store and one shared data dir: they wake each other through LISTEN/NOTIFY
+(``broker.store.postgres_notify``); never more workers.
 
 SIGHUP (``systemctl reload``): gunicorn's reload, with broker.toml read again first, so the new
 worker it starts runs with the new file (the original API's whitelist included; certificates

@@ -28,6 +28,7 @@ from werkzeug.wsgi import FileWrapper
 
 from bridge.core import defaults as bridge_defaults
 from broker import defaults, ranges
+from broker.byte_store import ByteStore
 from broker.errors import (
     BodyCut,
     ChecksumMismatch,
@@ -36,7 +37,6 @@ from broker.errors import (
     TooLarge,
     Unavailable,
 )
-from broker.files import JobFiles
 
 OCTETS = "application/octet-stream"
 
@@ -188,7 +188,7 @@ class UploadTarget:
 
 
 def receive_upload(
-    files: JobFiles,
+    files: ByteStore,
     target: UploadTarget,
     offset: int,
     record: Callable[[int], None],
@@ -224,7 +224,7 @@ def receive_upload(
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _append(files: JobFiles, target: UploadTarget, offset: int, digest: Any,
+def _append(files: ByteStore, target: UploadTarget, offset: int, digest: Any,
             record: Callable[[int], None], timeout: float) -> int:  # fmt: skip
     with files.open_for_write(target.job_id, target.area, target.name, offset) as sink:
         try:
@@ -256,7 +256,7 @@ def _too_large(target: UploadTarget, offset: int) -> str:
     )
 
 
-def _verify(files: JobFiles, target: UploadTarget, digest: Any, record: Callable[[int], None]
+def _verify(files: ByteStore, target: UploadTarget, digest: Any, record: Callable[[int], None]
             ) -> None:  # fmt: skip
     # A resumed upload hashed only its last part here: hash the whole file from disk instead.
     actual = digest.hexdigest() if digest is not None else files.sha256(

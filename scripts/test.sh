@@ -27,6 +27,8 @@ command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 # system Python; the unit files setup writes are checked with systemd-analyze.
 /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# HAProxy in front of two broker instances for the multi-instance tests (started by the tests).
+[ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.client.examples import examples_dir
 from bridge.core import defaults
-from bridge.core.broker_endpoint import check_broker_url
+from bridge.core.broker_endpoint import check_broker_urls
 from bridge.core.errors import ConfigError
 from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration
@@ -75,10 +75,11 @@ class BrokerSite:
     """A pull site: jobs go through the broker at ``url``; the site's agent fetches them."""
 
     name: str
-    url: str
+    url: str  # the first instance
     token_file: str
     ca_bundle: str | None = None
     allow_http: bool = False
+    urls: tuple[str, ...] = ()  # every instance, ``url`` first; calls fail over between them
     poll_wait: float = defaults.BROKER_POLL_WAIT
     broker_site: str = ""  # the site's name at the broker; empty: the same as ``name``
     reconnect_attempts: int = defaults.HTTP_ATTEMPTS
@@ -261,13 +262,13 @@ def default_control_dir() -> str:
 def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
     sec.check_keys(
         {
-            "method", "url", "token_file", "ca_bundle", "allow_http", "poll_wait",
+            "method", "url", "urls", "token_file", "ca_bundle", "allow_http", "poll_wait",
             "broker_site", "reconnect_attempts",
         }
     )  # fmt: skip
     where = f"{sec.source}: {sec.path}"
     allow_http = sec.get("allow_http", bool, False)
-    url = check_broker_url(sec.require("url", str), allow_http, where)
+    urls = check_broker_urls(sec.data.get("url"), sec.data.get("urls"), allow_http, where)
     poll_wait = sec.get("poll_wait", float, defaults.BROKER_POLL_WAIT)
     if not 0 < poll_wait <= defaults.BROKER_POLL_WAIT:
         raise sec.error(f"must be between 0 and {defaults.BROKER_POLL_WAIT:g} seconds", "poll_wait")
@@ -276,7 +277,8 @@ def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
         raise sec.error("is required: the file holding this bridge's broker token", "token_file")
     return BrokerSite(
         name=name,
-        url=url,
+        url=urls[0],
+        urls=urls,
         token_file=sec.file_value("token_file", ""),
         ca_bundle=sec.file_value("ca_bundle", "") if ca_bundle is not None else None,
         allow_http=allow_http,

@@ -33,9 +33,14 @@ class BrokerEndpoint:
     ca_bundle: str | None = None
     allow_http: bool = False
     where: str = "broker"
+    # Every instance of the broker, ``url`` first; empty means ``url`` alone.
+    urls: tuple[str, ...] = ()
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}"
+
+    def all_urls(self) -> tuple[str, ...]:
+        return self.urls or (self.url,)
 
 
 class BrokerSettings(Protocol):
@@ -51,6 +56,8 @@ class BrokerSettings(Protocol):
     def allow_http(self) -> bool: ...
     @property
     def where(self) -> str: ...
+    @property
+    def urls(self) -> tuple[str, ...]: ...
 
 
 def endpoint_of(settings: BrokerSettings, where: str | None = None) -> BrokerEndpoint:
@@ -61,7 +68,47 @@ def endpoint_of(settings: BrokerSettings, where: str | None = None) -> BrokerEnd
         settings.ca_bundle,
         settings.allow_http,
         where or settings.where or "broker",
+        settings.urls,
     )
+
+
+def check_broker_urls(url: object, urls: object, allow_http: bool, where: str) -> tuple[str, ...]:
+    """The broker's instances from a config table's ``url`` or ``urls`` (exactly one of them).
+
+    ``urls = [...]`` lists several instances of one broker (all on one database); clients and
+    agents fail over between them. Each is checked like ``url``, and a repeat is refused (it
+    would only make a failover try the same instance twice).
+    """
+    if url is not None and urls is not None:
+        raise ConfigError(
+            f"{where}: set either url or urls, not both; put every instance in urls = [...]",
+            field="urls",
+        )
+    if urls is None:
+        if url is None:
+            raise ConfigError(
+                f"{where}.url: is required: the broker's address, https://HOST[:PORT] (or "
+                "urls = [...] for several instances)",
+                field="url",
+            )
+        if not isinstance(url, str):
+            raise ConfigError(f"{where}.url: must be a str, not {type(url).__name__}", field="url")
+        return (check_broker_url(url, allow_http, where),)
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(
+            f'{where}.urls: must be a non-empty list of strings, e.g. urls = ["https://a:50443", '
+            '"https://b:50443"]',
+            field="urls",
+        )
+    checked = tuple(check_broker_url(u, allow_http, where, f"urls[{i}]")
+                    for i, u in enumerate(urls))  # fmt: skip
+    for i, candidate in enumerate(checked):
+        if candidate in checked[:i]:
+            raise ConfigError(
+                f"{where}.urls[{i}]: {candidate} is listed twice; name each instance once",
+                field="urls",
+            )
+    return checked
 
 
 def is_loopback(host: str) -> bool:
@@ -85,33 +132,33 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-def check_broker_url(url: str, allow_http: bool, where: str) -> str:
+def check_broker_url(url: str, allow_http: bool, where: str, key: str = "url") -> str:
     """The broker's base URL without a trailing slash; ConfigError naming the key and the fix."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(
-            f"{where}.url: {url!r:.120} is not a broker address; write https://HOST[:PORT]",
-            field="url",
+            f"{where}.{key}: {url!r:.120} is not a broker address; write https://HOST[:PORT]",
+            field=key,
         )
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
-            f"{where}.url: must not contain a user name or password; put the token in the "
+            f"{where}.{key}: must not contain a user name or password; put the token in the "
             "file named by token_file",
-            field="url",
+            field=key,
         )
     if parts.query or parts.fragment:
-        raise ConfigError(f"{where}.url: must not have a query or fragment", field="url")
+        raise ConfigError(f"{where}.{key}: must not have a query or fragment", field=key)
     if parts.scheme == "http":
         if not is_loopback(parts.hostname):
             raise ConfigError(
-                f"{where}.url: plain http:// would send the token unencrypted to "
+                f"{where}.{key}: plain http:// would send the token unencrypted to "
                 f"{parts.hostname}; use https:// (http is only possible for a broker on this "
                 "machine: 127.0.0.1, ::1 or localhost, with allow_http = true)",
-                field="url",
+                field=key,
             )
         if not allow_http:
             raise ConfigError(
-                f"{where}.url: plain http:// is refused; use https://, or, for a broker on "
+                f"{where}.{key}: plain http:// is refused; use https://, or, for a broker on "
                 f"this machine only, set {where}.allow_http = true",
                 field="allow_http",
             )
@@ -156,6 +203,7 @@ __all__ = [
     "BrokerEndpoint",
     "BrokerSettings",
     "check_broker_url",
+    "check_broker_urls",
     "endpoint_of",
     "is_loopback",
     "read_token",

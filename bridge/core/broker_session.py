@@ -7,7 +7,11 @@
   broker: never in a URL, never logged, and redirects are not followed (they could carry it
   elsewhere).
 - Transient failures (connection errors, timeouts, 5xx, 429) are retried, bounded, with
-  exponential backoff and full jitter, honouring ``Retry-After``. Other 4xx answers fail at once
+  exponential backoff and full jitter, honouring ``Retry-After``.
+- A broker may run as several instances on one database (``urls = [...]``): a connection
+  error, a timeout, a 502 or a 503 moves the session to the next instance at once, and it
+  stays there while that one answers. Nothing else fails over: a 4xx is the caller's mistake
+  on every instance alike, and a 429 is this token's limit. Other 4xx answers fail at once
   with the broker's own message. ``requests`` exceptions and HTTP statuses are converted to our
   errors here; above this module nothing sees a ``requests`` type, and no value the broker sent
   is used before the ``answer_*`` helpers have checked it.
@@ -88,7 +92,11 @@ class BrokerSession:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint = endpoint
-        self.base = check_broker_url(endpoint.url, endpoint.allow_http, endpoint.where)
+        urls = endpoint.all_urls()
+        keys = ["url"] if len(urls) == 1 else [f"urls[{i}]" for i in range(len(urls))]
+        self.bases = [check_broker_url(u, endpoint.allow_http, endpoint.where, k)
+                      for u, k in zip(urls, keys, strict=True)]  # fmt: skip
+        self._current = 0  # the instance that answered last: sticky until it fails
         if endpoint.ca_bundle is not None and not os.path.isfile(endpoint.ca_bundle):
             raise ConfigError(
                 f"{endpoint.key('ca_bundle')}: {endpoint.ca_bundle} is not a file; name the "
@@ -105,10 +113,15 @@ class BrokerSession:
         # session-level setting, and the site's own CA must win.
         self._verify: str | bool = endpoint.ca_bundle or True
         self._http.headers["User-Agent"] = f"mint-bridge/{__version__}"
-        if is_loopback(urlsplit(self.base).hostname or ""):
+        if any(is_loopback(urlsplit(base).hostname or "") for base in self.bases):
             # A broker on this machine is reached directly, never through $HTTP_PROXY: over
             # plain http the proxy would see the token.
             self._http.trust_env = False
+
+    @property
+    def base(self) -> str:
+        """The instance this session talks to now."""
+        return self.bases[self._current]
 
     def close(self) -> None:
         self._http.close()
@@ -131,13 +144,39 @@ class BrokerSession:
     ) -> requests.Response:
         """One API call; retried while the failure is transient. Raises our errors only."""
 
-        def attempt() -> requests.Response:
+        def attempt(base: str) -> requests.Response:
             data = body() if callable(body) else body
-            return self._once(method, path, params, json, data, headers, ok, stream, timeout)
+            return self._once(base, method, path, params, json, data, headers, ok, stream,
+                              timeout)  # fmt: skip
+
+        # A stream already (partly) sent cannot go again: the caller resumes from the offset.
+        replayable = not isinstance(body, FileSlice)
+
+        def across() -> requests.Response:
+            return self._each_instance(attempt, about(path, f"{method} {path}"), replayable)
 
         if not retry:
-            return attempt()
-        return self.retrying(about(path, f"{method} {path}"))(attempt)
+            return across()
+        return self.retrying(about(path, f"{method} {path}"))(across)
+
+    def _each_instance(
+        self, call: Callable[[str], requests.Response], what: str, replayable: bool
+    ) -> requests.Response:
+        """``call`` on the current instance, then on each other one while instances are down."""
+        tries = len(self.bases) if replayable else 1
+        for n in range(tries):
+            base = self.base
+            try:
+                return call(base)
+            except BridgeError as exc:
+                if len(self.bases) == 1 or not _instance_down(exc):
+                    raise
+                self._current = (self._current + 1) % len(self.bases)
+                log.warning("%s: %s; failing over to %s", what, exc, self.base)
+                if n == tries - 1:
+                    raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
 
     def retrying(self, what: str) -> tenacity.Retrying:
         """This session's retry policy, for a step of several calls (e.g. a resumed download)."""
@@ -156,6 +195,7 @@ class BrokerSession:
 
     def _once(
         self,
+        base: str,
         method: str,
         path: str,
         params: Mapping[str, str | int | float] | None,
@@ -166,7 +206,7 @@ class BrokerSession:
         stream: bool,
         timeout: float,
     ) -> requests.Response:
-        url = self.base + path
+        url = base + path
         try:
             response = self._http.request(
                 method,
@@ -182,11 +222,11 @@ class BrokerSession:
             )
         except requests.exceptions.SSLError as exc:
             if not _certificate_refused(exc):  # e.g. the connection was cut mid-handshake
-                raise SiteUnreachable(f"broker {self.base} unreachable: {_short(exc)}") from exc
-            raise HostKeyRejected(_certificate_problem(self.base, exc, self.endpoint)) from exc
+                raise SiteUnreachable(f"broker {base} unreachable: {_short(exc)}") from exc
+            raise HostKeyRejected(_certificate_problem(base, exc, self.endpoint)) from exc
         except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
             # ChunkedEncodingError is also what a body cut short by a dropped connection gives
-            raise SiteUnreachable(f"broker {self.base} unreachable: {_short(exc)}") from exc
+            raise SiteUnreachable(f"broker {base} unreachable: {_short(exc)}") from exc
         except requests.RequestException as exc:
             raise ProtocolError(f"request to the broker failed: {_short(exc)}") from exc
         log.debug("%s %s -> %d", method, path, response.status_code)  # never headers
@@ -268,7 +308,8 @@ def error_for(response: requests.Response, endpoint: BrokerEndpoint) -> BridgeEr
     if status == 507:  # the broker's disk is full: no retry can help until it is freed
         return StagingError(said)
     if status == 429 or status >= 500:
-        return BrokerUnavailable(said, retry_after=_retry_after(response))
+        return BrokerUnavailable(said, retry_after=_retry_after(response),
+                                 instance_down=status in (502, 503))  # fmt: skip
     if status == 401:
         return AuthenticationFailed(
             f"{said} (the token in {endpoint.token_file} was refused; ask the broker admin "
@@ -347,6 +388,13 @@ def _certificate_problem(base: str, exc: BaseException, endpoint: BrokerEndpoint
         "PEM file (requests does not read the system's CA store: it uses certifi's bundle "
         "unless told otherwise)"
     )
+
+
+def _instance_down(exc: BridgeError) -> bool:
+    """Whether another instance of the broker may succeed where this one failed."""
+    if isinstance(exc, SiteUnreachable):
+        return True
+    return isinstance(exc, BrokerUnavailable) and exc.instance_down
 
 
 def _certificate_refused(exc: BaseException) -> bool:

@@ -161,9 +161,13 @@ class AccountUnusable(AuthenticationFailed):
 class BrokerUnavailable(TransportError):
     """The broker is overloaded or down for a moment (5xx, 429); it may say when to retry."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, instance_down: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # 502/503: this instance (or the proxy's way to it) cannot serve; another may.
+        self.instance_down = instance_down
 
 
 class ProtocolError(BridgeError):

@@ -269,6 +269,10 @@ class Store(abc.ABC):
     def token_used(self, token_id: str, now: float) -> None:
         """Record that a request presented the token at ``now`` (``TokenRecord.last_used``)."""
 
+    def ping(self) -> None:  # not abstract: a store in memory is always reachable
+        """Reach the database now (``/healthz``); StoreError if it cannot be reached."""
+        return
+
     @abc.abstractmethod
     def close(self) -> None: ...
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.errors import StoreError
@@ -93,16 +94,24 @@ def read_password(location: StoreLocation) -> str | None:
 
 
 def open_store(
-    location: StoreLocation, listener: ChangeListener | None = None, *, pool_size: int = 10
+    location: StoreLocation,
+    listener: ChangeListener | None = None,
+    *,
+    pool_size: int = 10,
+    resync: Callable[[], None] | None = None,
 ) -> Store:
-    """The store at ``location``, ready to serve (PostgreSQL: migrated, else refused)."""
+    """The store at ``location``, ready to serve (PostgreSQL: migrated, else refused).
+
+    On PostgreSQL ``listener`` also hears other instances' changes; ``resync`` is called when
+    some may have been missed (the database restarted), to wake every long poll.
+    """
     if location.kind == SQLITE:
         from broker.store.sqlite import SQLiteStore
 
         return SQLiteStore(location.path, listener=listener)
     from broker.store.postgres import PostgresStore
 
-    return PostgresStore(location, listener, pool_size=pool_size)
+    return PostgresStore(location, listener, pool_size=pool_size, resync=resync)
 
 
 def migrate(location: StoreLocation) -> tuple[int, int]:

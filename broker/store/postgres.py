@@ -12,15 +12,22 @@ password (the database is named by ``StoreLocation.shown``).
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
+from collections.abc import Callable, Iterator
 
 from broker.store import postgres_schema
 from broker.store.interface import ChangeListener
 from broker.store.locations import StoreLocation, read_password
 from broker.store.postgres_db import Database
+from broker.store.postgres_notify import ChangeFeed, publish
 from broker.store.sql_store import SQLStore
+from broker.store.sql_tx import Tx
 
 MIGRATE_HINT = "`mint-bridge broker migrate --config broker.toml`"
+# /healthz waits this long for a pooled connection: below a load balancer's check timeout.
+PING_TIMEOUT_SECONDS = 2.0
 
 
 def _database(location: StoreLocation, pool_size: int) -> Database:
@@ -35,9 +42,13 @@ class PostgresStore(SQLStore):
         listener: ChangeListener | None = None,
         *,
         pool_size: int = 10,
+        resync: Callable[[], None] | None = None,
     ) -> None:
         self.location = location
         database = _database(location, pool_size)
+        self._database = database
+        # Marks this instance's notifications, so its feed drops them (told locally already).
+        self._origin = uuid.uuid4().hex
         super().__init__(database, listener)
         try:
             with database.snapshot() as tx:
@@ -45,6 +56,31 @@ class PostgresStore(SQLStore):
         except BaseException:
             database.close()
             raise
+        self._feed: ChangeFeed | None = None
+        if listener is not None:
+            self._feed = ChangeFeed(database.connect, self._origin, listener, resync,
+                                    location.shown)  # fmt: skip
+            self._feed.start()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Tx]:
+        with self._db.transaction() as tx:
+            yield tx
+            if tx.jobs or tx.sites:  # delivered by PostgreSQL only if the commit succeeds
+                publish(tx, self._origin, tx.jobs, tx.sites)
+        self._changed(tx)
+
+    def close(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
+        super().close()
+
+    @property
+    def feed(self) -> ChangeFeed | None:
+        return self._feed
+
+    def ping(self) -> None:
+        self._database.ping(PING_TIMEOUT_SECONDS)
 
     @staticmethod
     def _where(location: StoreLocation) -> str:

@@ -86,10 +86,12 @@ class Database:
         self, conninfo: str, shown: str, *, password: str | None = None, pool_size: int = 10
     ) -> None:
         self.shown = shown
+        self._conninfo = conninfo
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                   "connect_timeout": CONNECT_TIMEOUT_SECONDS}  # fmt: skip
         if password is not None:
             kwargs["password"] = password
+        self._kwargs = kwargs
         # One connection first, outside the pool: its error says why (refused, no such
         # database, authentication), where the pool would only time out.
         try:
@@ -118,6 +120,18 @@ class Database:
 
     def close(self) -> None:
         self._pool.close()
+
+    def connect(self) -> Connection:
+        """A connection outside the pool (the change feed's LISTEN holds one for good)."""
+        return psycopg.connect(self._conninfo, **self._kwargs)
+
+    def ping(self, timeout: float) -> None:
+        """One query on a pooled connection, waiting at most ``timeout`` s for one."""
+        try:
+            with self._pool.connection(timeout=timeout) as conn:
+                conn.execute("SELECT 1").fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"broker database unreachable: {exc}") from exc
 
     def transaction(self) -> contextlib.AbstractContextManager[Tx]:
         return self._session(writing=True)

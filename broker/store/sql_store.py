@@ -4,8 +4,8 @@ Each method is one transaction or read snapshot of the backend's ``Database`` (S
 ``sqlite_db``, PostgreSQL's ``postgres_db``: they convert the driver's errors to
 ``StoreError``), asks ``broker.store.rules`` whether a change is allowed, and leaves the SQL to
 ``sql_jobs``, ``sql_tokens`` and ``sql_legacy``. The change listener is told here, in
-``_changed``, and only after a commit: the one place a notification to other processes would
-be added.
+``_changed``, and only after a commit; PostgreSQL also publishes the changes to other
+instances inside the transaction (``postgres_notify``).
 
 A backend subclass only opens its database and checks its schema. This module never builds SQL
 from data (only ``?`` parameters) and never stores a token.
@@ -57,6 +57,15 @@ class SQLStore(Store):
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def database(self) -> Database:
+        """The backend's connections, for whole-store tools (``broker.store.copy``)."""
+        return self._db
+
+    def ping(self) -> None:
+        with self._snapshot() as tx:
+            tx.execute("SELECT 1").fetchall()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Tx]:

@@ -151,9 +151,10 @@ class BrokerFactory(Protocol):
 
 def start_broker(root: Path, *, jobs: str = "", limits: str = "", threads: int = 64,
                  extra: str = "", storage: str = "", server: str = "",
-                 start: bool = True) -> BrokerProcess:  # fmt: skip
+                 data_dir: Path | None = None, start: bool = True) -> BrokerProcess:  # fmt: skip
     """``extra`` is appended to broker.toml as it is (e.g. a ``[legacy]`` section), ``storage``
     to its ``[storage]`` section (e.g. a ``store`` URL), ``server`` to ``[server]``;
+    ``data_dir`` may be one that several brokers share (default: ``data`` in ``root``);
     ``start=False`` only writes it all."""
     root.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(root, not_before_days=-1 / 24, not_after_days=1)
@@ -170,7 +171,7 @@ access_log = "access.log"
 {server}
 
 [storage]
-data_dir = "data"
+data_dir = "{data_dir or 'data'}"
 {storage}
 
 [jobs]
@@ -183,7 +184,7 @@ housekeeping_interval = "0.2s"
 {extra}
 """)
     process = BrokerProcess(
-        root=root, port=port, config_path=config, data_dir=root / "data", ca_bundle=ca,
+        root=root, port=port, config_path=config, data_dir=data_dir or root / "data", ca_bundle=ca,
         log_path=root / "broker.log", access_log=root / "access.log",
     )  # fmt: skip
     if start:

@@ -56,6 +56,7 @@ class PostgresServer:
     port: int
     bin_dir: Path
     pid: int = 0
+    options: str = ""  # the server options it was started with (a restart keeps them)
     _names: Iterator[int] = field(default_factory=itertools.count)
 
     def url(self, database: str) -> str:
@@ -74,9 +75,18 @@ class PostgresServer:
         self.admin(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def restart(self) -> None:
+        """Stop the server (fast: its sessions end) and start it again on the same data."""
+        self._end()
+        self.pid = _pg_start(self)
+
     def stop(self) -> None:
         if not self.pid:
             return
+        self._end()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _end(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGINT)  # fast shutdown: ends sessions, no waiting
         deadline = time.monotonic() + 30
@@ -90,7 +100,6 @@ class PostgresServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         self.pid = 0
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _as_owner(argv: list[str]) -> list[str]:
@@ -118,20 +127,31 @@ def start_postgres() -> PostgresServer:
     )  # fmt: skip
     if init.returncode != 0:
         raise PostgresUnavailable(f"initdb failed: {init.stderr.strip()[-2000:]}")
-    options = (f"-c listen_addresses=127.0.0.1 -p {server.port} -k {root} -c fsync=off"
-               " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    server.options = (f"-c listen_addresses=127.0.0.1 -p {server.port} -k {root} -c fsync=off"
+                      " -c synchronous_commit=off -c full_page_writes=off"
+                      " -c max_connections=200")  # fmt: skip
+    try:
+        server.pid = _pg_start(server)
+    except PostgresUnavailable:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return server
+
+
+def _pg_start(server: PostgresServer) -> int:
+    """Start the server in ``server.root``; its postmaster's PID."""
+    data, root = server.root / "data", server.root
     started = subprocess.run(
-        _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                   str(root / "server.log"), "-w", "-t", "60", "start"]), **run,  # type: ignore[call-overload]
+        _as_owner([str(server.bin_dir / "pg_ctl"), "-D", str(data), "-o", server.options, "-l",
+                   str(root / "server.log"), "-w", "-t", "60", "start"]),
+        capture_output=True, text=True, timeout=120, cwd=str(root),
     )  # fmt: skip
     pid_file = data / "postmaster.pid"
     if started.returncode != 0 or not pid_file.exists():
         log = (root / "server.log").read_text(errors="replace")[-2000:] if (
             root / "server.log").exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
         raise PostgresUnavailable(f"pg_ctl start failed: {started.stderr.strip()} {log}")
-    server.pid = int(pid_file.read_text().splitlines()[0])
-    return server
+    return int(pid_file.read_text().splitlines()[0])
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The ``[agent]`` table of a pull site's config: how its agent reaches the broker.
 
     [agent]
-    url = "https://broker.example.org"
+    url = "https://broker.example.org"   # or urls = ["https://a...", "https://b..."]
     token_file = "agent.token"   # relative to the config file
     max_jobs = 4
     metrics_listen = "127.0.0.1:9464"   # optional: Prometheus text at /metrics
@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass, field
 
 from bridge.core import defaults
-from bridge.core.broker_endpoint import check_broker_url
+from bridge.core.broker_endpoint import check_broker_urls
 from bridge.core.tomlconf import Section
 from bridge.core.units import parse_duration
 
@@ -29,10 +29,11 @@ from bridge.core.units import parse_duration
 class AgentConfig:
     """The ``[agent]`` table: how this site's agent reaches the broker (the pull path)."""
 
-    url: str
+    url: str  # the first instance: the broker a work dir's record names
     token_file: str
     ca_bundle: str | None = None
     allow_http: bool = False
+    urls: tuple[str, ...] = ()  # every instance, ``url`` first; the agent fails over between
     agent_id: str = field(default_factory=socket.gethostname)
     max_jobs: int = defaults.AGENT_MAX_JOBS
     lease_renew: float = defaults.LEASE_WAIT  # seconds between lease renewals (long-poll wait)
@@ -51,13 +52,13 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
     sec = root.section("agent")
     sec.check_keys(
         {
-            "url", "token_file", "ca_bundle", "allow_http", "agent_id", "max_jobs",
+            "url", "urls", "token_file", "ca_bundle", "allow_http", "agent_id", "max_jobs",
             "lease_renew", "poll_wait", "metrics_listen", "metrics_textfile",
         }
     )  # fmt: skip
     where = f"{sec.source}: {sec.path}"
     allow_http = sec.get("allow_http", bool, False)
-    url = check_broker_url(sec.require("url", str), allow_http, where)
+    urls = check_broker_urls(sec.data.get("url"), sec.data.get("urls"), allow_http, where)
     agent_id = sec.get("agent_id", str, socket.gethostname())
     if not _AGENT_ID.fullmatch(agent_id):
         raise sec.error("use letters, digits, '_', '.', '@', '-' (at most 128)", "agent_id")
@@ -74,7 +75,8 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
         raise sec.error("is required: the file holding this site's broker token", "token_file")
     ca_bundle = sec.get("ca_bundle", str, "") or None
     return AgentConfig(
-        url=url,
+        url=urls[0],
+        urls=urls,
         token_file=os.path.join(config_dir, sec.path_value("token_file", "")),
         ca_bundle=os.path.join(config_dir, os.path.expanduser(ca_bundle)) if ca_bundle else None,
         allow_http=allow_http,

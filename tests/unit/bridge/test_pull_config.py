@@ -202,3 +202,35 @@ def test_bridge_config_relative_token_file_is_next_to_the_config(
         f"sites.rme.token_file: token file {conf_dir / 'tokens/client.token'} does not exist "
         "(a relative token_file is taken from its config file's directory)"
     )
+
+
+# --- several instances: urls = [...] --------------------------------------------------------
+
+
+def test_broker_site_and_agent_take_several_urls(tmp_path: Path) -> None:
+    urls = '["https://b1.example.org:50443/", "https://b2.example.org:50443"]'
+    bridge = write(tmp_path, "bridge.toml",
+                   f'[sites.b]\nmethod = "broker"\ntoken_file = "/t"\nurls = {urls}\n')  # fmt: skip
+    site = load_bridge_config(bridge).sites["b"]
+    assert isinstance(site, BrokerSite)
+    assert site.urls == ("https://b1.example.org:50443", "https://b2.example.org:50443")
+    assert site.url == "https://b1.example.org:50443"  # the first: what work dirs record
+    agent = load_site_config(write(
+        tmp_path, "site.toml", SITE + f'[agent]\ntoken_file = "t"\nurls = {urls}\n')).agent
+    assert agent is not None and agent.urls == site.urls and agent.url == site.url
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ('url = "https://a"\nurls = ["https://b"]', "agent: set either url or urls"),
+        ('urls = ["https://a", "http://b.example.org"]', "agent.urls[1]: plain http://"),
+        ("urls = []", "agent.urls: must be a non-empty list"),
+        ('urls = "https://a"', "agent.urls: must be a non-empty list"),
+    ],
+)
+def test_agent_urls_errors_name_the_key(tmp_path: Path, extra: str, words: str) -> None:
+    path = write(tmp_path, "site.toml", SITE + f'[agent]\ntoken_file = "t"\n{extra}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_site_config(path)
+    assert words in caught.value.message and path in caught.value.message

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.byte_store import BytesNotShared
 from broker.errors import NotFound, StateConflict, UnsafeName
 from broker.files import JobFiles
 
@@ -78,3 +79,34 @@ def test_removing_a_job_never_follows_links_out(files: JobFiles, tmp_path: Path)
 def test_job_ids_must_be_uuids(files: JobFiles) -> None:
     with pytest.raises(Exception, match="UUID4"):
         files.open_for_write("../../etc", "inputs", "a", 0)
+
+
+# --- bytes the database counts but this instance cannot see (another data_dir) -------------
+
+
+def test_resuming_a_write_this_instance_never_saw_is_refused_naming_the_setting(
+    files: JobFiles,
+) -> None:
+    job = str(uuid.uuid4())
+    with pytest.raises(BytesNotShared, match=r"storage\.data_dir") as caught:
+        files.open_for_write(job, "inputs", "a.bin", 4096)
+    assert caught.value.status == 503  # a client with several URLs tries another instance
+    # Nothing was padded with zeros in its place.
+    with pytest.raises(NotFound):
+        files.open_for_read(job, "inputs", "a.bin")
+
+
+def test_reading_counted_bytes_that_are_not_here_is_refused(files: JobFiles) -> None:
+    job = str(uuid.uuid4())
+    with files.open_for_write(job, "results", "r.csv", 0) as sink:
+        sink.write(b"12345")
+    with files.open_for_read(job, "results", "r.csv", 5) as source:
+        assert source.read() == b"12345"
+    with pytest.raises(BytesNotShared, match=r"10 bytes of result 'r\.csv' are counted but "
+                       r"this broker instance holds 5"):  # fmt: skip
+        files.open_for_read(job, "results", "r.csv", 10)
+    with pytest.raises(BytesNotShared, match="holds 0"):
+        files.open_for_read(job, "inputs", "never.bin", 3)
+    with pytest.raises(BytesNotShared):
+        files.read_range(job, "logs", "stdout", 0, 7)
+    assert files.read_range(job, "logs", "stdout", 0, 0) == b""

@@ -155,6 +155,7 @@ class Section:
     ca_bundle: str | None = "/ca.pem"
     allow_http: bool = False
     where: str = "site.toml: agent"
+    urls: tuple[str, ...] = ()
 
 
 def test_endpoint_of_a_config_section() -> None:

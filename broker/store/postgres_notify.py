@@ -1,0 +1,116 @@
+"""Changes committed by other broker instances, through PostgreSQL's LISTEN/NOTIFY.
+
+Each instance's long polls wait on its own in-process notifier (``broker.notify``). A write
+on instance A tells A's notifier after its commit (``SQLStore._changed``) and, inside the same
+transaction, publishes the changed jobs and sites on ``CHANNEL`` with ``pg_notify``: PostgreSQL
+delivers a notification only if and when the transaction commits, so a rolled-back write wakes
+nobody anywhere. ``ChangeFeed`` is one thread per instance with its own connection that
+LISTENs and hands other instances' changes to the local notifier (its own come back too and
+are dropped by their origin).
+
+A notification sent while the feed is disconnected (the database restarted) is lost, so on
+every reconnect the feed wakes every local long poll (``resync``): each looks at the database
+once more and waits again. Nothing here polls the database on a timer, and a payload carries
+job ids and site names only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+
+from broker.store.interface import ChangeListener
+from broker.store.sql_tx import Tx
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "mint_broker_changes"
+# pg_notify takes at most 8000 bytes: 100 job ids (36 characters each) stay well below.
+IDS_PER_NOTICE = 100
+# How long the feed blocks for a notification before it checks whether it should stop.
+STOP_CHECK_SECONDS = 1.0
+# Between reconnect attempts while the database is down.
+RECONNECT_SECONDS = 1.0
+
+
+def publish(tx: Tx, origin: str, jobs: Iterable[str], sites: Iterable[str]) -> None:
+    """Queue the changes for delivery when ``tx`` commits (PostgreSQL drops them otherwise)."""
+    job_list, site_list = sorted(jobs), sorted(sites)
+    for start in range(0, max(1, len(job_list)), IDS_PER_NOTICE):
+        payload = {"o": origin, "j": job_list[start:start + IDS_PER_NOTICE],
+                   "s": site_list if start == 0 else []}  # fmt: skip
+        tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, json.dumps(payload)))
+
+
+def parse(payload: str, origin: str) -> tuple[list[str], list[str]] | None:
+    """Another instance's (jobs, sites); None for our own or for anything malformed."""
+    try:
+        notice: Any = json.loads(payload)
+        jobs, sites = notice["j"], notice["s"]
+        if notice["o"] == origin:
+            return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(v, str) for v in [*jobs, *sites]):
+        return None
+    return list(jobs), list(sites)
+
+
+class ChangeFeed:
+    """The thread that LISTENs on ``CHANNEL`` for one store; reconnects until stopped."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        origin: str,
+        listener: ChangeListener,
+        resync: Callable[[], None] | None,
+        shown: str,
+    ) -> None:
+        self._connect = connect
+        self._origin = origin
+        self._listener = listener
+        self._resync = resync
+        self._shown = shown
+        self._stop = threading.Event()
+        self.listening = threading.Event()  # set while LISTEN is in force (tests wait on it)
+        self._thread = threading.Thread(target=self._run, name="broker-change-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=STOP_CHECK_SECONDS * 3)
+
+    def _run(self) -> None:
+        connected_before = False
+        while not self._stop.is_set():
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    if connected_before and self._resync is not None:
+                        log.info("change feed of %s: listening again; waking every long poll "
+                                 "to look once more", self._shown)  # fmt: skip
+                        self._resync()
+                    connected_before = True
+                    self._deliver(conn)
+            except psycopg.Error as exc:
+                self.listening.clear()
+                log.warning("change feed of %s: %s; reconnecting in %.0f s", self._shown,
+                            str(exc).strip()[:300], RECONNECT_SECONDS)  # fmt: skip
+                self._stop.wait(RECONNECT_SECONDS)
+        self.listening.clear()
+
+    def _deliver(self, conn: psycopg.Connection[Any]) -> None:
+        while not self._stop.is_set():
+            for note in conn.notifies(timeout=STOP_CHECK_SECONDS):
+                change = parse(note.payload, self._origin)
+                if change is not None:
+                    self._listener(*change)
