@@ -10,6 +10,10 @@ inside the claim's transaction (a revoke during the wait gets 401), the connecti
 right before it (``broker.delivery``), and an answer whose write fails hands the job back at
 once. A claim that takes nothing after its wakeup passes the wakeup on to the next waiting
 claim of the site. An agent hands back a job it will not run with ``release``.
+
+A claim may list the commands its agent runs (``commands``); it then takes, and is woken for,
+jobs of those commands only, and leaves the others queued for an original poller or another
+agent of the site. A claim without the list takes any job (agents before the list).
 Never reads a file body into memory.
 """
 
@@ -83,17 +87,21 @@ def lease_epoch() -> int:
 @bp.post("/claim")
 def claim() -> Response:
     broker = current()
-    agent_id = parse_claim(json_body())
+    agent_id, commands = parse_claim(json_body())
     principal = auth.current()
     site = principal.subject
     wait = query_wait(request.args, defaults.MAX_WAIT)
     try:
-        got = wait_for([site_key(site)], wait,
-                       lambda: _try_claim(broker, site, agent_id, principal.token_id))  # fmt: skip
+        got = wait_for(
+            [site_key(site)], wait,
+            lambda: _try_claim(broker, site, agent_id, principal.token_id, commands),
+            commands,
+        )  # fmt: skip
     except (ClientGone, Unauthorized) as exc:
-        # The notifier woke this poll alone for the site's new job; it takes nothing, so the
-        # next waiting claim must look instead, or the job would wait for the next change.
-        broker.notifier.changed((), [site])
+        # The notifier woke this poll alone for the site's new job (one of its commands); it
+        # takes nothing, so the next waiting claim for that work must look instead, or the job
+        # would wait for the next change.
+        broker.notifier.changed((), {site: commands})
         if isinstance(exc, Unauthorized):
             log.info("claim of agent %s of site %s refused: %s", agent_id, site, exc)
             raise
@@ -117,12 +125,15 @@ def claim() -> Response:
     return on_undelivered(response, lambda: _hand_back(broker, got, "its answer was not sent"))
 
 
-def _try_claim(broker: Broker, site: str, agent_id: str, token_id: str) -> Claim | None:
-    """A claim for a client that is still connected, by a token still valid as it commits."""
+def _try_claim(
+    broker: Broker, site: str, agent_id: str, token_id: str, commands: frozenset[str] | None
+) -> Claim | None:
+    """A claim for a client that is still connected, by a token still valid as it commits,
+    of a job whose command the agent runs (``commands``; None: an agent without the list)."""
     if not client_connected():
         raise ClientGone
     return broker.store.claim(site, agent_id, broker.config.lease_ttl, broker.clock(),
-                              token_id=token_id)  # fmt: skip
+                              token_id=token_id, commands=commands)  # fmt: skip
 
 
 def _hand_back(broker: Broker, got: Claim, why: str) -> None:

@@ -135,8 +135,15 @@ COMPLETION = _obj({
         {"name": _text(4096), "reason": {"type": "string"}}, ("name",))},
 }, ("outcome",))  # fmt: skip
 
-CLAIM_REQUEST = _obj({"agent_id": _text(128, "^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")},
-                     ("agent_id",))  # fmt: skip
+CLAIM_REQUEST = _obj({
+    "agent_id": _text(128, "^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"),
+    "commands": {
+        "type": "array", "minItems": 1, "maxItems": v.MAX_CLAIM_COMMANDS, "uniqueItems": True,
+        "items": _text(v.MAX_CLAIM_COMMAND_LENGTH, f"^[^{_CONTROL_CLASS}]*$"),
+        "description": "the commands this agent runs (exact job commands); the claim takes "
+                       "and waits for jobs of these only. Left out: jobs of any command.",
+    },
+}, ("agent_id",))  # fmt: skip
 LEASE_REQUEST = _obj({
     "state": nullable({"type": "string", "enum": [State.RUNNING.value]}),
     "native_id": nullable(_text(256)),
