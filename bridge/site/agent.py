@@ -3,6 +3,8 @@
 The agent long-polls ``POST /api/v1/agent/claim`` while it has a free slot (``max_jobs`` in
 the ``[agent]`` table) and runs each claimed job in its own thread (``PulledJob``), exactly the
 way ``site serve-ssh`` would: same validation, work dir, scheduler adapters and result rules.
+Each claim lists the commands the site runs (``SiteConfig.offered_commands``), so the broker
+hands it no job it would reject: an original poller of the site can take those meanwhile.
 
 Re-attach after a restart: every job's work dir records the broker job, the lease epoch and the
 claimed document (``broker.json``). At start-up the agent renews each unfinished job's lease
@@ -66,6 +68,9 @@ class Agent:
         self.changed = threading.Event()  # a job thread ended: a slot may be free
         self.active: dict[str, PulledJob] = {}
         self._in_claim = False
+        # Sent with every claim: the broker hands this agent only jobs it can run, and leaves
+        # the others of the site queued for an original poller (or another agent).
+        self.commands = site.offered_commands()
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -114,7 +119,7 @@ class Agent:
         try:
             if self.stopping.is_set():
                 raise _Interrupted
-            return api.claim(self.agent.poll_wait)
+            return api.claim(self.agent.poll_wait, self.commands)
         finally:
             self._in_claim = False
 
@@ -238,6 +243,12 @@ def run_agent(config_path: str, *, configure_logging: bool = True, log_format: s
                 f"{config_path}: has no [agent] table; add one with the broker's url and "
                 "token_file to run an agent for this site",
                 field="agent",
+            )
+        if not site.offered_commands():
+            raise ConfigError(
+                f"{config_path}: this site offers no command, so its agent could take no job; "
+                "define a [commands.NAME] table or set [site] allow_probe = true",
+                field="commands",
             )
         if configure_logging:
             _setup_logging(site, log_format)

@@ -44,6 +44,15 @@ class SiteConfig:
         """The command a job names, with an original API's command string mapped."""
         return self.legacy_commands.get(requested, requested)
 
+    def offered_commands(self) -> list[str]:
+        """Every job command this site runs, as a pull agent lists them in its claims: its
+        commands' names, the original API's command strings it maps, and the probe while
+        allowed. Names only: what a command runs never leaves the site."""
+        names = set(self.commands) | set(self.legacy_commands)
+        if self.allow_probe:
+            names.add(PROBE_COMMAND)
+        return sorted(names)
+
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
         return get_scheduler(command.scheduler, self.scheduler_options)
