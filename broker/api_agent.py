@@ -11,9 +11,10 @@ right before it (``broker.delivery``), and an answer whose write fails hands the
 once. A claim that takes nothing after its wakeup passes the wakeup on to the next waiting
 claim of the site. An agent hands back a job it will not run with ``release``.
 
-A claim may list the commands its agent runs (``commands``); it then takes, and is woken for,
-jobs of those commands only, and leaves the others queued for an original poller or another
-agent of the site. A claim without the list takes any job (agents before the list).
+A claim may list the commands its agent runs (``commands``); it then leaves the jobs that the
+site's original pollers may run ([legacy.sites]) and it does not queued for them, and is not
+woken for them. A job nobody else runs is still taken, so its site rejects it at once with its
+reason. A claim without the list takes any job (agents before the list).
 Never reads a file body into memory.
 """
 
@@ -29,6 +30,7 @@ from broker import auth, defaults, metrics
 from broker.api_base import answer, document, empty, json_body, load_job, wait_for
 from broker.delivery import ClientGone, client_connected, on_undelivered
 from broker.errors import BodyCut, BrokerError, Forbidden, NotFound, TooLarge, Unauthorized
+from broker.legacy.api_base import poller_commands
 from broker.notify import job_key, site_key
 from broker.runtime import Broker, current
 from broker.store import (
@@ -91,17 +93,19 @@ def claim() -> Response:
     principal = auth.current()
     site = principal.subject
     wait = query_wait(request.args, defaults.MAX_WAIT)
+    # A job of a command in neither list has nobody else to run it: the agent takes it, and
+    # its site rejects it at once with its reason, instead of the job waiting out its TTL.
+    others = None if commands is None else frozenset(poller_commands(site))
     try:
         got = wait_for(
             [site_key(site)], wait,
-            lambda: _try_claim(broker, site, agent_id, principal.token_id, commands),
-            commands,
+            lambda: _try_claim(broker, site, agent_id, principal.token_id, commands, others),
+            commands, others,
         )  # fmt: skip
     except (ClientGone, Unauthorized) as exc:
-        # The notifier woke this poll alone for the site's new job (one of its commands); it
-        # takes nothing, so the next waiting claim for that work must look instead, or the job
-        # would wait for the next change.
-        broker.notifier.changed((), {site: commands})
+        # The notifier woke this poll alone for the site's new job; it takes nothing, so the
+        # next waiting claim must look instead, or the job would wait for the next change.
+        broker.notifier.changed((), [site])
         if isinstance(exc, Unauthorized):
             log.info("claim of agent %s of site %s refused: %s", agent_id, site, exc)
             raise
@@ -126,14 +130,20 @@ def claim() -> Response:
 
 
 def _try_claim(
-    broker: Broker, site: str, agent_id: str, token_id: str, commands: frozenset[str] | None
+    broker: Broker,
+    site: str,
+    agent_id: str,
+    token_id: str,
+    commands: frozenset[str] | None,
+    others: frozenset[str] | None,
 ) -> Claim | None:
     """A claim for a client that is still connected, by a token still valid as it commits,
-    of a job whose command the agent runs (``commands``; None: an agent without the list)."""
+    of a job whose command the agent runs (``commands``; None: an agent without the list) or
+    that nobody else runs (not in ``others``, the original pollers' whitelist)."""
     if not client_connected():
         raise ClientGone
     return broker.store.claim(site, agent_id, broker.config.lease_ttl, broker.clock(),
-                              token_id=token_id, commands=commands)  # fmt: skip
+                              token_id=token_id, commands=commands, others=others)  # fmt: skip
 
 
 def _hand_back(broker: Broker, got: Claim, why: str) -> None:

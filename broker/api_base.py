@@ -57,15 +57,17 @@ def wait_for(
     seconds: float,
     check: Callable[[], T | None],
     commands: Collection[str] | None = None,
+    others: Collection[str] | None = None,
 ) -> T | None:
     """``check()`` as soon as it returns something, else None after ``seconds`` or once the
-    client has closed its connection; ``commands``: woken for site work of these only."""
+    client has closed its connection; ``commands``, ``others``: the site work that wakes it
+    (``broker.notify.Waiter.takes``)."""
     found = check()
     if found is not None or seconds <= 0:
         return found
     broker = current()
     owner = auth.current().token_id
-    with broker.notifier.listen(keys, owner, seconds, commands) as waiter:
+    with broker.notifier.listen(keys, owner, seconds, commands, others) as waiter:
         while True:
             waiter.rearm()
             found = check()

@@ -36,16 +36,27 @@ class Waiter:
     """One long poll's event; ``wait`` returns True when something it listens to changed.
 
     ``commands``: a claim that takes only jobs of these commands is woken only for them (None:
-    for any job of its site)."""
+    for any job of its site); with ``others``, also for a command in neither list (one that
+    nobody else at the site runs: the claim takes it, and its site rejects it)."""
 
-    def __init__(self, deadline: float, commands: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        deadline: float,
+        commands: frozenset[str] | None = None,
+        others: frozenset[str] | None = None,
+    ) -> None:
         self.event = threading.Event()
         self.deadline = deadline
         self.commands = commands
+        self.others = others
 
     def takes(self, commands: Collection[str] | None) -> bool:
         """Whether work of ``commands`` (None: of any command) may be for this waiter."""
-        return self.commands is None or commands is None or not self.commands.isdisjoint(commands)
+        if self.commands is None or commands is None:
+            return True
+        if self.others is not None and not self.others.issuperset(commands):
+            return True  # a command in neither list is taken too (see the store's claim)
+        return not self.commands.isdisjoint(commands)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -129,12 +140,14 @@ class Notifier:
         owner: str,
         seconds: float,
         commands: Collection[str] | None = None,
+        others: Collection[str] | None = None,
     ) -> Iterator[Waiter]:
         """Register a waiter for up to ``seconds`` under ``keys``, counted against ``owner``;
-        ``commands``: the waiter wants site work of these commands only (``Waiter.takes``)."""
+        ``commands`` and ``others``: the site work it wants (``Waiter.takes``)."""
         key_list = list(keys)
         wanted = None if commands is None else frozenset(commands)
-        waiter = Waiter(0.0 if self._closing else time.monotonic() + seconds, wanted)
+        elsewhere = None if others is None else frozenset(others)
+        waiter = Waiter(0.0 if self._closing else time.monotonic() + seconds, wanted, elsewhere)
         self._register(waiter, key_list, owner)
         try:
             yield waiter

@@ -96,10 +96,16 @@ class Tx:
                                            self.tables.order[j.job_id]))  # fmt: skip
 
     def next_claimable(
-        self, site: str, agent_id: str, now: float, commands: frozenset[str] | None
+        self,
+        site: str,
+        agent_id: str,
+        now: float,
+        commands: frozenset[str] | None,
+        others: frozenset[str] | None,
     ) -> tuple[str | None, bool]:
         """(job id, reattach): a running job this agent lost comes back before new work (of
-        any command: the agent took it once); new work only of ``commands`` (None: any)."""
+        any command: the agent took it once); new work only of ``commands`` (None: any), or
+        of a command nobody runs (in neither list) once ``others`` is given."""
         lost = self.queue_order(self.select(
             lambda j: j.spec.site == site and j.state is State.RUNNING
             and j.agent_id == agent_id and (j.agent_lost or lapsed(j, now))
@@ -108,7 +114,7 @@ class Tx:
             return lost[0].job_id, True
         queued = self.queue_order(
             self.select(lambda j: j.spec.site == site and j.state is State.QUEUED
-                        and (commands is None or j.spec.command in commands))
+                        and takes(j.spec.command, commands, others))
         )
         return (queued[0].job_id, False) if queued else (None, False)
 
@@ -228,6 +234,13 @@ class Tx:
         if job.agent_lost:
             return self.bump(job.job_id, now)  # the agent is back: visible in the document
         return renewed
+
+
+def takes(command: str, commands: frozenset[str] | None, others: frozenset[str] | None) -> bool:
+    """As ``sql_jobs.next_claimable``'s filter: the agent's own, or a command nobody runs."""
+    if commands is None or command in commands:
+        return True
+    return others is not None and command not in others
 
 
 def lapsed(job: JobRecord, now: float) -> bool:

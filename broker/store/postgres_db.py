@@ -47,7 +47,9 @@ DIALECT = Dialect(
     # Another instance's claim holding the oldest job makes this one take the next.
     next_queued="SELECT job_id FROM jobs WHERE site = ? AND state = ?"
     " AND (CAST(? AS TEXT) IS NULL"
-    " OR command IN (SELECT jsonb_array_elements_text(CAST(? AS JSONB))))"
+    " OR command IN (SELECT jsonb_array_elements_text(CAST(? AS JSONB)))"
+    " OR (CAST(? AS TEXT) IS NOT NULL"
+    " AND command NOT IN (SELECT jsonb_array_elements_text(CAST(? AS JSONB)))))"
     " ORDER BY queued_at, rowid LIMIT 1 FOR UPDATE SKIP LOCKED",
     # In rowid order, so that two transactions locking several rows never wait on each other
     # in a circle.

@@ -255,10 +255,16 @@ def expire_waiting(tx: Tx, now: float, queue_ttl: float) -> list[str]:
 
 
 def next_claimable(
-    tx: Tx, site: str, agent_id: str, now: float, commands: Collection[str] | None
+    tx: Tx,
+    site: str,
+    agent_id: str,
+    now: float,
+    commands: Collection[str] | None,
+    others: Collection[str] | None = None,
 ) -> tuple[str | None, bool]:
     """(job id, reattach): a running job this agent lost comes back before new work (of any
-    command: the agent took it once); new work only of ``commands`` (None: any)."""
+    command: the agent took it once); new work only of ``commands`` (None: any), or of a
+    command nobody runs (in neither list) once ``others`` is given."""
     lost = tx.execute(
         tx.dialect.next_lost, (site, State.RUNNING.value, agent_id, now)
     ).fetchone()
@@ -266,9 +272,9 @@ def next_claimable(
         return str(lost["job_id"]), True
     # One parameter whatever the number of commands (a JSON array): the SQL text stays fixed.
     wanted = None if commands is None else json.dumps(sorted(commands))
-    queued = tx.execute(
-        tx.dialect.next_queued, (site, State.QUEUED.value, wanted, wanted)
-    ).fetchone()
+    elsewhere = None if others is None else json.dumps(sorted(others))
+    params = (site, State.QUEUED.value, wanted, wanted, elsewhere, elsewhere)
+    queued = tx.execute(tx.dialect.next_queued, params).fetchone()
     return (str(queued["job_id"]), False) if queued is not None else (None, False)
 
 

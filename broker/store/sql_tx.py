@@ -44,8 +44,9 @@ class Dialect:
     lock_job: str
     # (site, state running, agent_id, now): the oldest running job this agent lost.
     next_lost: str
-    # (site, state queued, commands, commands): the oldest queued job nobody else is taking
-    # right now whose command is in ``commands`` (a JSON array; NULL: any command).
+    # (site, state queued, commands, commands, others, others): the oldest queued job nobody
+    # else is taking right now whose command is in ``commands`` (a JSON array; NULL: any
+    # command) or, with ``others`` (a JSON array or NULL), not in ``others`` either.
     next_queued: str
     # (state claimed, now, site, site): claimed jobs whose lease lapsed, with their command.
     expired_claims: str

@@ -128,3 +128,13 @@ def test_work_for_any_claim_wakes_the_longest_waiting() -> None:
         assert first.event.is_set() and not second.event.is_set()
         notifier.changed([], ["a"])  # a plain list of sites means the same
         assert second.event.is_set()
+
+
+def test_a_claim_that_takes_jobs_nobody_else_runs_is_woken_for_them() -> None:
+    notifier = Notifier(10, 10)
+    with notifier.listen([site_key("a")], "t1", 30, commands={"solve"},
+                         others={"/opt/x/run.sh"}) as agent:  # fmt: skip
+        notifier.changed([], {"a": {"/opt/x/run.sh"}})  # the original poller's: not ours
+        assert not agent.event.is_set()
+        notifier.changed([], {"a": {"rm"}})  # nobody runs it: the site rejects it
+        assert agent.event.is_set()

@@ -106,3 +106,21 @@ def test_concurrent_claims_each_take_only_their_commands(store: Store) -> None:
     for thread in threads:
         thread.join()
     assert sorted(taken) == sorted(jobs.items())  # each job once, by an agent that runs it
+
+
+def test_a_job_nobody_else_runs_is_taken_so_the_site_can_reject_it(store: Store) -> None:
+    whitelisted = queued_with(store, "/opt/x/run.sh", T0)  # an original poller's command
+    unknown = queued_with(store, "rm", T0 + 1)  # nobody runs it
+    mine = queued_with(store, "fatigue", T0 + 2)
+    others = {"/opt/x/run.sh"}
+    got = store.claim("site-a", "agent-1", TTL, T0 + 3, commands={"fatigue"}, others=others)
+    assert got is not None and got.job.job_id == unknown  # the oldest the agent may take
+    got = store.claim("site-a", "agent-1", TTL, T0 + 3, commands={"fatigue"}, others=others)
+    assert got is not None and got.job.job_id == mine
+    assert store.claim("site-a", "agent-1", TTL, T0 + 3, commands={"fatigue"},
+                       others=others) is None  # fmt: skip
+    left = store.get_job(whitelisted)
+    assert left is not None and left.state is State.QUEUED
+    # An empty list of others: every job is the agent's to run or to reject.
+    got = store.claim("site-a", "agent-2", TTL, T0 + 4, commands={"fatigue"}, others=())
+    assert got is not None and got.job.job_id == whitelisted
