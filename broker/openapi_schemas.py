@@ -140,8 +140,9 @@ CLAIM_REQUEST = _obj({
     "commands": {
         "type": "array", "minItems": 1, "maxItems": v.MAX_CLAIM_COMMANDS, "uniqueItems": True,
         "items": _text(v.MAX_CLAIM_COMMAND_LENGTH, f"^[^{_CONTROL_CLASS}]*$"),
-        "description": "the commands this agent runs (exact job commands); the claim takes "
-                       "and waits for jobs of these only. Left out: jobs of any command.",
+        "description": "the commands this agent runs (exact job commands); a job of another "
+                       "command that the site's original pollers may run is left to them. "
+                       "Left out: jobs of any command.",
     },
 }, ("agent_id",))  # fmt: skip
 LEASE_REQUEST = _obj({

@@ -4,7 +4,7 @@ The agent long-polls ``POST /api/v1/agent/claim`` while it has a free slot (``ma
 the ``[agent]`` table) and runs each claimed job in its own thread (``PulledJob``), exactly the
 way ``site serve-ssh`` would: same validation, work dir, scheduler adapters and result rules.
 Each claim lists the commands the site runs (``SiteConfig.offered_commands``), so the broker
-hands it no job it would reject: an original poller of the site can take those meanwhile.
+leaves the jobs an original poller of the site runs, and this agent does not, to that poller.
 
 Re-attach after a restart: every job's work dir records the broker job, the lease epoch and the
 claimed document (``broker.json``). At start-up the agent renews each unfinished job's lease
@@ -68,8 +68,8 @@ class Agent:
         self.changed = threading.Event()  # a job thread ended: a slot may be free
         self.active: dict[str, PulledJob] = {}
         self._in_claim = False
-        # Sent with every claim: the broker hands this agent only jobs it can run, and leaves
-        # the others of the site queued for an original poller (or another agent).
+        # Sent with every claim: the broker then leaves the site's jobs that an original poller
+        # runs and this agent does not queued for that poller.
         self.commands = site.offered_commands()
 
     # --- main loop ---------------------------------------------------------------------------
