@@ -10,6 +10,11 @@ inside the claim's transaction (a revoke during the wait gets 401), the connecti
 right before it (``broker.delivery``), and an answer whose write fails hands the job back at
 once. A claim that takes nothing after its wakeup passes the wakeup on to the next waiting
 claim of the site. An agent hands back a job it will not run with ``release``.
+
+A claim may list the commands its agent runs (``commands``); it then leaves the jobs that the
+site's original pollers may run ([legacy.sites]) and it does not queued for them, and is not
+woken for them. A job nobody else runs is still taken, so its site rejects it at once with its
+reason. A claim without the list takes any job (agents before the list).
 Never reads a file body into memory.
 """
 
@@ -25,6 +30,7 @@ from broker import auth, defaults, metrics
 from broker.api_base import answer, document, empty, json_body, load_job, wait_for
 from broker.delivery import ClientGone, client_connected, on_undelivered
 from broker.errors import BodyCut, BrokerError, Forbidden, NotFound, TooLarge, Unauthorized
+from broker.legacy.api_base import poller_commands
 from broker.notify import job_key, site_key
 from broker.runtime import Broker, current
 from broker.store import (
@@ -83,13 +89,19 @@ def lease_epoch() -> int:
 @bp.post("/claim")
 def claim() -> Response:
     broker = current()
-    agent_id = parse_claim(json_body())
+    agent_id, commands = parse_claim(json_body())
     principal = auth.current()
     site = principal.subject
     wait = query_wait(request.args, defaults.MAX_WAIT)
+    # A job of a command in neither list has nobody else to run it: the agent takes it, and
+    # its site rejects it at once with its reason, instead of the job waiting out its TTL.
+    others = None if commands is None else frozenset(poller_commands(site))
     try:
-        got = wait_for([site_key(site)], wait,
-                       lambda: _try_claim(broker, site, agent_id, principal.token_id))  # fmt: skip
+        got = wait_for(
+            [site_key(site)], wait,
+            lambda: _try_claim(broker, site, agent_id, principal.token_id, commands, others),
+            commands, others,
+        )  # fmt: skip
     except (ClientGone, Unauthorized) as exc:
         # The notifier woke this poll alone for the site's new job; it takes nothing, so the
         # next waiting claim must look instead, or the job would wait for the next change.
@@ -117,12 +129,21 @@ def claim() -> Response:
     return on_undelivered(response, lambda: _hand_back(broker, got, "its answer was not sent"))
 
 
-def _try_claim(broker: Broker, site: str, agent_id: str, token_id: str) -> Claim | None:
-    """A claim for a client that is still connected, by a token still valid as it commits."""
+def _try_claim(
+    broker: Broker,
+    site: str,
+    agent_id: str,
+    token_id: str,
+    commands: frozenset[str] | None,
+    others: frozenset[str] | None,
+) -> Claim | None:
+    """A claim for a client that is still connected, by a token still valid as it commits,
+    of a job whose command the agent runs (``commands``; None: an agent without the list) or
+    that nobody else runs (not in ``others``, the original pollers' whitelist)."""
     if not client_connected():
         raise ClientGone
     return broker.store.claim(site, agent_id, broker.config.lease_ttl, broker.clock(),
-                              token_id=token_id)  # fmt: skip
+                              token_id=token_id, commands=commands, others=others)  # fmt: skip
 
 
 def _hand_back(broker: Broker, got: Claim, why: str) -> None:

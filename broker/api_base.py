@@ -10,7 +10,7 @@ that with the loaded job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar
 
 from flask import Response, jsonify, request
@@ -52,15 +52,22 @@ def load_job(job_id: str) -> JobRecord:
     return job
 
 
-def wait_for(keys: Iterable[str], seconds: float, check: Callable[[], T | None]) -> T | None:
+def wait_for(
+    keys: Iterable[str],
+    seconds: float,
+    check: Callable[[], T | None],
+    commands: Collection[str] | None = None,
+    others: Collection[str] | None = None,
+) -> T | None:
     """``check()`` as soon as it returns something, else None after ``seconds`` or once the
-    client has closed its connection."""
+    client has closed its connection; ``commands``, ``others``: the site work that wakes it
+    (``broker.notify.Waiter.takes``)."""
     found = check()
     if found is not None or seconds <= 0:
         return found
     broker = current()
     owner = auth.current().token_id
-    with broker.notifier.listen(keys, owner, seconds) as waiter:
+    with broker.notifier.listen(keys, owner, seconds, commands, others) as waiter:
         while True:
             waiter.rearm()
             found = check()

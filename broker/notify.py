@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 from broker.errors import RateLimited, Unavailable
 
@@ -39,11 +39,30 @@ def site_key(site: str) -> str:
 
 
 class Waiter:
-    """One long poll's event; ``wait`` returns True when something it listens to changed."""
+    """One long poll's event; ``wait`` returns True when something it listens to changed.
 
-    def __init__(self, deadline: float) -> None:
+    ``commands``: a claim that takes only jobs of these commands is woken only for them (None:
+    for any job of its site); with ``others``, also for a command in neither list (one that
+    nobody else at the site runs: the claim takes it, and its site rejects it)."""
+
+    def __init__(
+        self,
+        deadline: float,
+        commands: frozenset[str] | None = None,
+        others: frozenset[str] | None = None,
+    ) -> None:
         self.event = threading.Event()
         self.deadline = deadline
+        self.commands = commands
+        self.others = others
+
+    def takes(self, commands: Collection[str] | None) -> bool:
+        """Whether work of ``commands`` (None: of any command) may be for this waiter."""
+        if self.commands is None or commands is None:
+            return True
+        if self.others is not None and not self.others.issuperset(commands):
+            return True  # a command in neither list is taken too (see the store's claim)
+        return not self.commands.isdisjoint(commands)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -90,30 +109,58 @@ class Notifier:
         for waiter in waiters:
             waiter.event.set()
 
-    def changed(self, job_ids: Iterable[str], sites: Iterable[str]) -> None:
+    def changed(
+        self,
+        job_ids: Iterable[str],
+        sites: Iterable[str] | Mapping[str, Collection[str] | None],
+    ) -> None:
         """The store's change listener: wake everyone waiting on these jobs, and for each site
-        one claim that is not awake yet.
+        (and each command of its new work, when ``sites`` maps a site to them) one claim that
+        is not awake yet and takes that work.
 
         A new job can go to one agent only: waking every agent of the site would have each of
         them open a write transaction for nothing (a thundering herd). A claim that wakes and
         finds no job simply waits again; one whose wait ends before it looks has already
-        returned, and the agent's next claim finds the job at once.
+        returned, and the agent's next claim finds the job at once. A claim that does not take
+        a job's command is never woken for it: a job only an original poller runs would
+        otherwise wake an agent's claim in vain, and leave the agent that runs the next job
+        asleep.
         """
+        claimable = sites if isinstance(sites, Mapping) else dict.fromkeys(sites)
         with self._lock:
             waiters = [w for j in job_ids for w in self._waiters.get(job_key(j), ())]
-            for site in sites:
-                asleep = (w for w in self._waiters.get(site_key(site), ()) if not w.event.is_set())
-                first = next(asleep, None)
-                if first is not None:
-                    waiters.append(first)
+            for site, commands in claimable.items():
+                for wanted in [None] if commands is None else [[c] for c in sorted(commands)]:
+                    first = self._first_asleep(site_key(site), wanted, waiters)
+                    if first is not None:
+                        waiters.append(first)
         for waiter in waiters:
             waiter.event.set()
 
+    def _first_asleep(
+        self, key: str, commands: Collection[str] | None, chosen: list[Waiter]
+    ) -> Waiter | None:
+        """The longest waiting of ``key``'s waiters that is not awake and takes ``commands``."""
+        for waiter in self._waiters.get(key, ()):
+            if not waiter.event.is_set() and waiter not in chosen and waiter.takes(commands):
+                return waiter
+        return None
+
     @contextlib.contextmanager
-    def listen(self, keys: Iterable[str], owner: str, seconds: float) -> Iterator[Waiter]:
-        """Register a waiter for up to ``seconds`` under ``keys``, counted against ``owner``."""
+    def listen(
+        self,
+        keys: Iterable[str],
+        owner: str,
+        seconds: float,
+        commands: Collection[str] | None = None,
+        others: Collection[str] | None = None,
+    ) -> Iterator[Waiter]:
+        """Register a waiter for up to ``seconds`` under ``keys``, counted against ``owner``;
+        ``commands`` and ``others``: the site work it wants (``Waiter.takes``)."""
         key_list = list(keys)
-        waiter = Waiter(0.0 if self._closing else time.monotonic() + seconds)
+        wanted = None if commands is None else frozenset(commands)
+        elsewhere = None if others is None else frozenset(others)
+        waiter = Waiter(0.0 if self._closing else time.monotonic() + seconds, wanted, elsewhere)
         self._register(waiter, key_list, owner)
         try:
             yield waiter

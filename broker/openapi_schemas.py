@@ -140,8 +140,16 @@ COMPLETION = _obj({
         ("name",))},
 }, ("outcome",))  # fmt: skip
 
-CLAIM_REQUEST = _obj({"agent_id": _text(128, "^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")},
-                     ("agent_id",))  # fmt: skip
+CLAIM_REQUEST = _obj({
+    "agent_id": _text(128, "^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"),
+    "commands": {
+        "type": "array", "minItems": 1, "maxItems": v.MAX_CLAIM_COMMANDS, "uniqueItems": True,
+        "items": _text(v.MAX_CLAIM_COMMAND_LENGTH, f"^[^{_CONTROL_CLASS}]*$"),
+        "description": "the commands this agent runs (exact job commands); a job of another "
+                       "command that the site's original pollers may run is left to them. "
+                       "Left out: jobs of any command.",
+    },
+}, ("agent_id",))  # fmt: skip
 LEASE_REQUEST = _obj({
     "state": nullable({"type": "string", "enum": [State.RUNNING.value]}),
     "native_id": nullable(_text(256)),

@@ -32,6 +32,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # Bounds that keep one job's description small; none limits what a site may compute.
 MAX_COMMAND_LENGTH = 128
+# A claim's list of the commands its agent runs: its site's commands and the original API's
+# command strings it maps (whitelisted paths, up to broker.legacy.config.MAX_COMMAND long).
+MAX_CLAIM_COMMANDS = 512
+MAX_CLAIM_COMMAND_LENGTH = 1024
 MAX_PARAMS = 256
 MAX_PARAM_NAME = 128
 MAX_PARAM_STRING = 64 * 1024
@@ -249,9 +253,32 @@ def parse_no_fields(body: Mapping[str, Any]) -> None:
     check_keys(body, set())
 
 
-def parse_claim(body: Mapping[str, Any]) -> str:
-    check_keys(body, {"agent_id"})
-    return text(require(body, "agent_id"), "agent_id", 128, pattern=_AGENT_ID)
+def parse_claim(body: Mapping[str, Any]) -> tuple[str, frozenset[str] | None]:
+    """(agent id, the commands it takes; None: any, as agents before the list did)."""
+    check_keys(body, {"agent_id", "commands"})
+    agent_id = text(require(body, "agent_id"), "agent_id", 128, pattern=_AGENT_ID)
+    # Present means a list: a null would silently take every job, so it is refused.
+    return agent_id, _claim_commands(body["commands"]) if "commands" in body else None
+
+
+def _claim_commands(value: object) -> frozenset[str]:
+    """The command names an agent runs: those of its site config, the original API's command
+    strings it maps, the probe. Each is matched exactly against a job's ``command``."""
+    if not isinstance(value, list):
+        raise _invalid("commands", f"must be an array of command names, not {_kind(value)}")
+    if not 1 <= len(value) <= MAX_CLAIM_COMMANDS:
+        raise _invalid("commands", f"must list 1-{MAX_CLAIM_COMMANDS} command names (leave it "
+                       "out to take jobs of every command)")  # fmt: skip
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        field = f"commands[{index}]"
+        name = text(item, field, MAX_CLAIM_COMMAND_LENGTH)
+        if _CONTROL.search(name):
+            raise _invalid(field, "must not contain control characters")
+        if name in seen:
+            raise _invalid(field, f"{name!r:.80} is listed twice")
+        seen.add(name)
+    return frozenset(seen)
 
 
 def parse_lease(body: Mapping[str, Any]) -> tuple[bool, str | None]:

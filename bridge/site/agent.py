@@ -3,6 +3,8 @@
 The agent long-polls ``POST /api/v1/agent/claim`` while it has a free slot (``max_jobs`` in
 the ``[agent]`` table) and runs each claimed job in its own thread (``PulledJob``), exactly the
 way ``site serve-ssh`` would: same validation, work dir, scheduler adapters and result rules.
+Each claim lists the commands the site runs (``SiteConfig.offered_commands``), so the broker
+leaves the jobs an original poller of the site runs, and this agent does not, to that poller.
 
 Re-attach after a restart: every job's work dir records the broker job, the lease epoch and the
 claimed document (``broker.json``). At start-up the agent renews each unfinished job's lease
@@ -69,6 +71,9 @@ class Agent:
         self.changed = threading.Event()  # a job thread ended: a slot may be free
         self.active: dict[str, PulledJob] = {}
         self._in_claim = False
+        # Sent with every claim: the broker then leaves the site's jobs that an original poller
+        # runs and this agent does not queued for that poller.
+        self.commands = site.offered_commands()
         self.metrics = AgentMetrics(site.name, agent.agent_id, site.commands)
         self.metrics.track_running(self._running)
         self.textfile: TextfileWriter | None = None
@@ -147,7 +152,7 @@ class Agent:
             if self.stopping.is_set():
                 raise _Interrupted
             began = time.monotonic()
-            claimed = api.claim(self.agent.poll_wait)
+            claimed = api.claim(self.agent.poll_wait, self.commands)
             self.metrics.last_poll.set_to_current_time()
             if claimed is not None:
                 self.metrics.claim_wait.observe(time.monotonic() - began)
@@ -183,6 +188,7 @@ class Agent:
             return api
         api.close()
         self.site, self.agent = site, site.agent
+        self.commands = site.offered_commands()
         log.info(
             "agent: SIGHUP: config re-read: %d commands, up to %d jobs, broker %s; %d running "
             "jobs go on", len(site.commands), site.agent.max_jobs, site.agent.url,
@@ -305,6 +311,12 @@ def run_agent(config_path: str, *, configure_logging: bool = True, log_format: s
                 f"{config_path}: has no [agent] table; add one with the broker's url and "
                 "token_file to run an agent for this site",
                 field="agent",
+            )
+        if not site.offered_commands():
+            raise ConfigError(
+                f"{config_path}: this site offers no command, so its agent could take no job; "
+                "define a [commands.NAME] table or set [site] allow_probe = true",
+                field="commands",
             )
         if configure_logging:
             _setup_logging(site, log_format)

@@ -52,12 +52,17 @@ class AgentApi:
     def close(self) -> None:
         self.session.close()
 
-    def claim(self, wait: float) -> Claimed | None:
+    def claim(self, wait: float, commands: list[str] | None = None) -> Claimed | None:
+        """The next job of the site, waiting up to ``wait`` seconds; with ``commands``, only a
+        job of one of these (the broker leaves the others to whoever runs them)."""
+        body: dict[str, Any] = {"agent_id": self.agent.agent_id}
+        if commands is not None:
+            body["commands"] = commands
         response = self.session.request(
             "POST",
             "/api/v1/agent/claim",
             params={"wait": f"{wait:g}"},
-            json={"agent_id": self.agent.agent_id},
+            json=body,
             ok=(200, 204),
             timeout=wait + defaults.LONG_POLL_MARGIN,
         )

@@ -104,6 +104,13 @@ def settings() -> LegacyConfig:
     return runtime().config
 
 
+def poller_commands(site: str) -> tuple[str, ...]:
+    """The commands an original poller of ``site`` may be handed (the whitelist in force);
+    none while the original API is off."""
+    config = settings()
+    return config.sites.get(site, ()) if config.enabled else ()
+
+
 def reload_from_file() -> dict[str, object]:
     """Read broker.toml again and put its ``[legacy]`` section in force (whitelist, switch,
     limits) without a restart; a broken file changes nothing."""

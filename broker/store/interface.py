@@ -37,8 +37,9 @@ from broker.store.records import (
     TokenRecord,
 )
 
-# Called after a commit with the job ids that changed and the sites that got claimable work.
-ChangeListener = Callable[[Iterable[str], Iterable[str]], None]
+# Called after a commit with the job ids that changed and the sites that got claimable work,
+# each with the commands of that work (None: any claim of the site; ``records.Claimable``).
+ChangeListener = Callable[[Iterable[str], Mapping[str, Collection[str] | None]], None]
 
 
 class Store(abc.ABC):
@@ -116,9 +117,16 @@ class Store(abc.ABC):
         now: float,
         *,
         token_id: str | None = None,
+        commands: Collection[str] | None = None,
+        others: Collection[str] | None = None,
     ) -> Claim | None:
         """Atomically take the next job of ``site``: first a running job this ``agent_id``
-        lost (reattach), else the oldest queued one. Each claim bumps the job's epoch.
+        lost (reattach, whatever its command), else the oldest queued one whose command is in
+        ``commands`` (None: of any command); the others stay queued for whoever runs them.
+        With ``others`` (the commands someone else at the site runs: an original poller's
+        whitelist), a job of a command in neither list is taken too: nobody else would run it,
+        and the agent's site rejects it at once with its reason. Each claim bumps the job's
+        epoch.
 
         With ``token_id``, the token is looked up in the same transaction: a token revoked
         (or deleted) by then takes nothing and gets Unauthorized, however long ago its

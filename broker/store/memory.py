@@ -138,7 +138,7 @@ class MemoryStore(Store):
                 return job
             rules.check_inputs_complete(job)
             tx.update(job_id, state=State.QUEUED, queued_at=now)
-            tx.touch(job_id, site=job.spec.site)
+            tx.touch(job_id, site=job.spec.site, command=job.spec.command)
             return tx.bump(job_id, now)
 
     def cancel(self, job_id: str, now: float) -> JobRecord:
@@ -173,13 +173,17 @@ class MemoryStore(Store):
         now: float,
         *,
         token_id: str | None = None,
+        commands: Collection[str] | None = None,
+        others: Collection[str] | None = None,
     ) -> Claim | None:
+        wanted = None if commands is None else frozenset(commands)
+        taken_elsewhere = None if others is None else frozenset(others)
         with self._transaction() as tx:
             if token_id is not None:
                 rules.check_claiming_token(tx.tables.tokens.get(token_id), token_id)
             tx.seen_agent(site, agent_id, now)
             tx.requeue_expired_claims(now, site=site)
-            job_id, reattach = tx.next_claimable(site, agent_id, now)
+            job_id, reattach = tx.next_claimable(site, agent_id, now, wanted, taken_elsewhere)
             if job_id is None:
                 return None
             job = tx.take_lease(job_id, agent_id, lease_ttl, now, reattach=reattach)

@@ -15,6 +15,7 @@ from typing import Any
 
 from broker.store import rules
 from broker.store.records import (
+    Claimable,
     InputRecord,
     InputSpec,
     JobEvent,
@@ -24,6 +25,7 @@ from broker.store.records import (
     ResultRecord,
     State,
     TokenRecord,
+    note_claimable,
 )
 
 
@@ -61,12 +63,13 @@ class Tx:
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
         self.jobs: set[str] = set()
-        self.sites: set[str] = set()
+        self.sites: Claimable = {}
 
-    def touch(self, job_id: str, site: str | None = None) -> None:
+    def touch(self, job_id: str, site: str | None = None, command: str | None = None) -> None:
+        """As ``sql_tx.Tx.touch``: with ``site``, the job became claimable for ``command``."""
         self.jobs.add(job_id)
         if site is not None:
-            self.sites.add(site)
+            note_claimable(self.sites, site, command)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -92,8 +95,17 @@ class Tx:
         return sorted(jobs, key=lambda j: (j.queued_at is not None, j.queued_at or 0.0,
                                            self.tables.order[j.job_id]))  # fmt: skip
 
-    def next_claimable(self, site: str, agent_id: str, now: float) -> tuple[str | None, bool]:
-        """(job id, reattach): a running job this agent lost comes back before new work."""
+    def next_claimable(
+        self,
+        site: str,
+        agent_id: str,
+        now: float,
+        commands: frozenset[str] | None,
+        others: frozenset[str] | None,
+    ) -> tuple[str | None, bool]:
+        """(job id, reattach): a running job this agent lost comes back before new work (of
+        any command: the agent took it once); new work only of ``commands`` (None: any), or
+        of a command nobody runs (in neither list) once ``others`` is given."""
         lost = self.queue_order(self.select(
             lambda j: j.spec.site == site and j.state is State.RUNNING
             and j.agent_id == agent_id and (j.agent_lost or lapsed(j, now))
@@ -101,7 +113,8 @@ class Tx:
         if lost:
             return lost[0].job_id, True
         queued = self.queue_order(
-            self.select(lambda j: j.spec.site == site and j.state is State.QUEUED)
+            self.select(lambda j: j.spec.site == site and j.state is State.QUEUED
+                        and takes(j.spec.command, commands, others))
         )
         return (queued[0].job_id, False) if queued else (None, False)
 
@@ -180,7 +193,7 @@ class Tx:
         kept = job.queued_at if queued_at is None else queued_at
         self.update(job.job_id, state=State.QUEUED, queued_at=kept, agent_id=None,
                     native_id=None, lease_expires=None)  # fmt: skip
-        self.touch(job.job_id, site=job.spec.site)
+        self.touch(job.job_id, site=job.spec.site, command=job.spec.command)
 
     def release(self, job: JobRecord, now: float) -> JobRecord:
         """What ``Store.release_claim`` writes for a job its holder hands back."""
@@ -221,6 +234,13 @@ class Tx:
         if job.agent_lost:
             return self.bump(job.job_id, now)  # the agent is back: visible in the document
         return renewed
+
+
+def takes(command: str, commands: frozenset[str] | None, others: frozenset[str] | None) -> bool:
+    """As ``sql_jobs.next_claimable``'s filter: the agent's own, or a command nobody runs."""
+    if commands is None or command in commands:
+        return True
+    return others is not None and command not in others
 
 
 def lapsed(job: JobRecord, now: float) -> bool:

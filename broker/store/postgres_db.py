@@ -46,10 +46,14 @@ DIALECT = Dialect(
     " FOR UPDATE SKIP LOCKED",
     # Another instance's claim holding the oldest job makes this one take the next.
     next_queued="SELECT job_id FROM jobs WHERE site = ? AND state = ?"
+    " AND (CAST(? AS TEXT) IS NULL"
+    " OR command IN (SELECT jsonb_array_elements_text(CAST(? AS JSONB)))"
+    " OR (CAST(? AS TEXT) IS NOT NULL"
+    " AND command NOT IN (SELECT jsonb_array_elements_text(CAST(? AS JSONB)))))"
     " ORDER BY queued_at, rowid LIMIT 1 FOR UPDATE SKIP LOCKED",
     # In rowid order, so that two transactions locking several rows never wait on each other
     # in a circle.
-    expired_claims="SELECT job_id, site, cancel_requested FROM jobs WHERE state = ?"
+    expired_claims="SELECT job_id, site, command, cancel_requested FROM jobs WHERE state = ?"
     " AND lease_expires < ? AND (CAST(? AS TEXT) IS NULL OR site = ?) ORDER BY rowid"
     " FOR UPDATE",
     lapsed_running="SELECT job_id, site FROM jobs WHERE state = ? AND agent_lost = 0"

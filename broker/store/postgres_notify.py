@@ -113,4 +113,7 @@ class ChangeFeed:
             for note in conn.notifies(timeout=STOP_CHECK_SECONDS):
                 change = parse(note.payload, self._origin)
                 if change is not None:
-                    self._listener(*change)
+                    job_ids, sites = change
+                    # Another instance's note names sites, not the commands of their new
+                    # work: wake one claim per site as for work of any command.
+                    self._listener(job_ids, dict.fromkeys(sites))

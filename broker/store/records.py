@@ -210,6 +210,22 @@ class LegacyRecord:
     result_types: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
+# Per site that got claimable work in one write: the commands of those jobs, or None when any
+# claim of the site may be concerned (a running job whose agent must re-attach). It tells the
+# notifier which waiting claim to wake: one that takes those commands.
+Claimable = dict[str, set[str] | None]
+
+
+def note_claimable(sites: Claimable, site: str, command: str | None) -> None:
+    """Record that ``site`` has claimable work of ``command`` (None: of any claim)."""
+    if command is None:
+        sites[site] = None
+        return
+    known = sites.setdefault(site, set())
+    if known is not None:
+        known.add(command)
+
+
 @dataclass(frozen=True)
 class Claim:
     job: JobRecord

@@ -12,7 +12,7 @@ one itself, and none builds SQL text from data. Whether a change is allowed is a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from broker.errors import NotFound
@@ -194,20 +194,20 @@ def requeue_expired_claims(tx: Tx, now: float, *, site: str | None) -> tuple[lis
             finish(tx, job_id, State.CANCELLED, rules.abandoned_claim_outcome(), now)
             cancelled.append(job_id)
         else:
-            requeue(tx, job_id, row["site"], queued_at=now)
+            requeue(tx, job_id, row["site"], row["command"], queued_at=now)
             requeued.append(job_id)
         bump(tx, job_id, now)
     return requeued, cancelled
 
 
-def requeue(tx: Tx, job_id: str, site: str, *, queued_at: float | None) -> None:
+def requeue(tx: Tx, job_id: str, site: str, command: str, *, queued_at: float | None) -> None:
     """A claimed job back in its site's queue, at ``queued_at`` (None: its old place)."""
     tx.execute(
         "UPDATE jobs SET state = ?, queued_at = COALESCE(?, queued_at), agent_id = NULL,"
         " native_id = NULL, lease_expires = NULL WHERE job_id = ?",
         (State.QUEUED.value, queued_at, job_id),
     )
-    tx.touch(job_id, site=site)
+    tx.touch(job_id, site=site, command=command)
 
 
 def release(tx: Tx, job: JobRecord, now: float) -> JobRecord:
@@ -217,7 +217,7 @@ def release(tx: Tx, job: JobRecord, now: float) -> JobRecord:
         finish(tx, job.job_id, State.CANCELLED, outcome, now)
     elif job.state is State.CLAIMED:
         # Its old place: the job waited that long already and nobody started it.
-        requeue(tx, job.job_id, job.spec.site, queued_at=None)
+        requeue(tx, job.job_id, job.spec.site, job.spec.command, queued_at=None)
     else:
         # Running in its scheduler: only its agent can follow it; that agent's next claim
         # re-attaches (see next_claimable), as after a lapsed lease, but at once.
@@ -254,14 +254,27 @@ def expire_waiting(tx: Tx, now: float, queue_ttl: float) -> list[str]:
     return [str(row["job_id"]) for row in rows]
 
 
-def next_claimable(tx: Tx, site: str, agent_id: str, now: float) -> tuple[str | None, bool]:
-    """(job id, reattach): a running job this agent lost comes back before new work."""
+def next_claimable(
+    tx: Tx,
+    site: str,
+    agent_id: str,
+    now: float,
+    commands: Collection[str] | None,
+    others: Collection[str] | None = None,
+) -> tuple[str | None, bool]:
+    """(job id, reattach): a running job this agent lost comes back before new work (of any
+    command: the agent took it once); new work only of ``commands`` (None: any), or of a
+    command nobody runs (in neither list) once ``others`` is given."""
     lost = tx.execute(
         tx.dialect.next_lost, (site, State.RUNNING.value, agent_id, now)
     ).fetchone()
     if lost is not None:
         return str(lost["job_id"]), True
-    queued = tx.execute(tx.dialect.next_queued, (site, State.QUEUED.value)).fetchone()
+    # One parameter whatever the number of commands (a JSON array): the SQL text stays fixed.
+    wanted = None if commands is None else json.dumps(sorted(commands))
+    elsewhere = None if others is None else json.dumps(sorted(others))
+    params = (site, State.QUEUED.value, wanted, wanted, elsewhere, elsewhere)
+    queued = tx.execute(tx.dialect.next_queued, params).fetchone()
     return (str(queued["job_id"]), False) if queued is not None else (None, False)
 
 

@@ -138,7 +138,7 @@ class SQLStore(Store):
                 return job
             rules.check_inputs_complete(job)
             q.set_state(tx, job_id, State.QUEUED, queued_at=now)
-            tx.touch(job_id, site=job.spec.site)
+            tx.touch(job_id, site=job.spec.site, command=job.spec.command)
             return q.bump(tx, job_id, now)
 
     def cancel(self, job_id: str, now: float) -> JobRecord:
@@ -175,6 +175,8 @@ class SQLStore(Store):
         now: float,
         *,
         token_id: str | None = None,
+        commands: Collection[str] | None = None,
+        others: Collection[str] | None = None,
     ) -> Claim | None:
         with self._transaction() as tx:
             if token_id is not None:
@@ -182,7 +184,7 @@ class SQLStore(Store):
                 # committed before, and is seen here, or waits until this claim committed.
                 rules.check_claiming_token(sql_tokens.load_for_claim(tx, token_id), token_id)
             q.requeue_expired_claims(tx, now, site=site)
-            job_id, reattach = q.next_claimable(tx, site, agent_id, now)
+            job_id, reattach = q.next_claimable(tx, site, agent_id, now, commands, others)
             # After the jobs, as every other write orders its locks (job, then agent): two
             # transactions never wait on each other's rows in a circle.
             q.seen_agent(tx, site, agent_id, now)

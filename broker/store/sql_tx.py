@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from broker.store.records import Claimable, note_claimable
+
 
 class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
@@ -42,9 +44,11 @@ class Dialect:
     lock_job: str
     # (site, state running, agent_id, now): the oldest running job this agent lost.
     next_lost: str
-    # (site, state queued): the oldest queued job nobody else is taking right now.
+    # (site, state queued, commands, commands, others, others): the oldest queued job nobody
+    # else is taking right now whose command is in ``commands`` (a JSON array; NULL: any
+    # command) or, with ``others`` (a JSON array or NULL), not in ``others`` either.
     next_queued: str
-    # (state claimed, now, site, site): claimed jobs whose lease lapsed.
+    # (state claimed, now, site, site): claimed jobs whose lease lapsed, with their command.
     expired_claims: str
     # (state running, now): running jobs whose lease lapsed and whose agent is not yet lost.
     lapsed_running: str
@@ -61,13 +65,15 @@ class Tx(abc.ABC):
         self.dialect = dialect
         self.writing = writing
         self.jobs: set[str] = set()
-        self.sites: set[str] = set()
+        self.sites: Claimable = {}
 
     @abc.abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """Run one statement with ``?`` parameters."""
 
-    def touch(self, job_id: str, site: str | None = None) -> None:
+    def touch(self, job_id: str, site: str | None = None, command: str | None = None) -> None:
+        """The job changed; with ``site``, it became claimable there (for ``command``'s
+        claims, or for any claim of the site when ``command`` is None)."""
         self.jobs.add(job_id)
         if site is not None:
-            self.sites.add(site)
+            note_claimable(self.sites, site, command)

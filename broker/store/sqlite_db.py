@@ -32,8 +32,10 @@ DIALECT = Dialect(
     next_lost="SELECT job_id FROM jobs WHERE site = ? AND state = ? AND agent_id = ?"
     " AND (agent_lost = 1 OR lease_expires < ?) ORDER BY queued_at, rowid LIMIT 1",
     next_queued="SELECT job_id FROM jobs WHERE site = ? AND state = ?"
+    " AND (? IS NULL OR command IN (SELECT value FROM json_each(?))"
+    " OR (? IS NOT NULL AND command NOT IN (SELECT value FROM json_each(?))))"
     " ORDER BY queued_at, rowid LIMIT 1",
-    expired_claims="SELECT job_id, site, cancel_requested FROM jobs WHERE state = ?"
+    expired_claims="SELECT job_id, site, command, cancel_requested FROM jobs WHERE state = ?"
     " AND lease_expires < ? AND (? IS NULL OR site = ?)",
     lapsed_running="SELECT job_id, site FROM jobs WHERE state = ? AND agent_lost = 0"
     " AND lease_expires < ?",

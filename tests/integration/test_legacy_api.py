@@ -8,6 +8,7 @@ Each scenario uses its own site name, so no other poller or agent can take its j
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import signal
@@ -50,6 +51,7 @@ max_body = "1MiB"
 "legacy-kill" = ["{CALC}"]
 "legacy-agent" = ["checksum", "fail", "not-at-the-site", "/opt/app/bin/checksum"]
 "legacy-new" = ["{CALC}", "checksum"]
+"legacy-shared" = ["{CALC}", "checksum"]
 """
 
 
@@ -387,21 +389,30 @@ def agent_config(broker: BrokerProcess, root: Path, site: str) -> Path:
     )
 
 
-@pytest.fixture
-def agent(broker: BrokerProcess, tmp_path: Path) -> Iterator[Path]:
-    config = agent_config(broker, tmp_path / "site", "legacy-agent")
-    log = tmp_path / "agent.log"
+@contextlib.contextmanager
+def agent_process(broker: BrokerProcess, root: Path, site: str) -> Iterator[Path]:
+    """A real agent of ``site`` (its commands: ``agent_config``); yields its work dir."""
+    config = agent_config(broker, root / "site", site)
+    log = root / "agent.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "bridge.site.agent", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # fmt: skip
-    yield tmp_path / "site" / "work"
-    proc.send_signal(signal.SIGTERM)
     try:
-        assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+        yield root / "site" / "work"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+@pytest.fixture
+def agent(broker: BrokerProcess, tmp_path: Path) -> Iterator[Path]:
+    with agent_process(broker, tmp_path, "legacy-agent") as work:
+        yield work
 
 
 def waiting() -> Iterator[None]:
@@ -426,23 +437,61 @@ def test_a_new_agent_runs_jobs_of_the_original_workflow_client(
     assert sums == (agent / job_id / "sums.txt").read_bytes()  # what the site computed
     assert (wf.cwd / STDOUT_NAME).read_bytes() == b"checked 1 files\n\n\n"
     assert (wf.cwd / STDERR_NAME).read_bytes() == b"a line on stderr\n\n\n"
-    # A failing command and one the site does not have: abnormal, with the reason.
-    failing = started(legacy.workflow("legacy-agent", {"in.dat": data}, ["out.dat"],
-                                      command="fail"))  # fmt: skip
+    # A failing command: abnormal, with the reason. One the site does not have is not taken
+    # at all: it stays queued for an original poller of the site (none runs here).
     unknown = started(legacy.workflow("legacy-agent", {"in.dat": data}, ["out.dat"],
                                       command="not-at-the-site"))  # fmt: skip
+    failing = started(legacy.workflow("legacy-agent", {"in.dat": data}, ["out.dat"],
+                                      command="fail"))  # fmt: skip
     assert failing.finish(waiting()) == 1
     assert (failing.cwd / STDOUT_NAME).read_bytes() == b"about to fail\n\n\n"
     assert (failing.cwd / STDERR_NAME).read_bytes().startswith(b"failure detail\n\n\nmint-bridge: ")
     assert MISSING.format("out.dat") in failing.printed
-    assert unknown.finish(waiting()) == 1
-    reason = (unknown.cwd / STDERR_NAME).read_bytes().decode()
-    assert reason.startswith("\n\nmint-bridge: job rejected: ") and "not-at-the-site" in reason
+    assert unknown.poll() == ("none", "not start")
+    assert not (agent / str(unknown.accept_id)).exists()
+    unknown.cancel()
     # An original whitelist's path, mapped by the site to one of its commands.
     mapped = started(legacy.workflow("legacy-agent", {"in.dat": data}, ["sums.txt"],
                                      command="/opt/app/bin/checksum"))  # fmt: skip
     assert mapped.finish(waiting()) == 0
     assert (mapped.cwd / "sums.txt").read_bytes() == sums
+
+
+def test_an_agent_and_an_original_poller_share_a_site(
+    legacy: Legacy, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """During a migration: the agent runs the commands its site config defines, the original
+    poller the whitelisted command the agent does not, and neither job is rejected."""
+    admin = http(broker, broker.token("admin"))
+    data = b"one site, two kinds of runner\n"
+    with agent_process(broker, tmp_path, "legacy-shared") as work:
+        for _ in waiting():  # its first claim is in: it waits in its long poll now
+            agents = admin.get(f"{broker.url}/api/v1/admin/agents").json()["agents"]
+            if any(a["site"] == "legacy-shared" for a in agents):
+                break
+        # The oldest queued job is one only the poller runs: the agent must leave it.
+        for_poller = started(legacy.workflow("legacy-shared", {"in.dat": data}, ["out.dat"]))
+        for_agent = started(legacy.workflow("legacy-shared", {"in.dat": data}, ["sums.txt"],
+                                            command="checksum"))  # fmt: skip
+        poller_job, agent_job = str(for_poller.accept_id), str(for_agent.accept_id)
+        assert for_agent.finish(waiting()) == 0
+        sums = f"{hashlib.sha256(data).hexdigest()}  in.dat\n".encode()
+        assert (for_agent.cwd / "sums.txt").read_bytes() == sums
+        assert (work / agent_job / "sums.txt").read_bytes() == sums
+        assert not (work / poller_job).exists()  # never claimed by the agent
+        steps = list(take(legacy.poller("legacy-shared")))
+        assert steps[0] == "calc-request" and steps[-1] == "end-send", steps
+        docs = {j["job_id"]: j for j in admin.get(f"{broker.url}/api/v1/admin/jobs",
+                                                  params={"site": "legacy-shared"}).json()["jobs"]}
+        assert docs[agent_job]["agent_id"] == "agent-1"
+        assert docs[poller_job]["agent_id"].startswith("legacy:")
+        assert docs[poller_job]["command"] == CALC
+        assert {d["outcome"]["state"] for d in docs.values()} == {"completed"}
+    assert for_poller.finish() == 0
+    assert (for_poller.cwd / "out.dat").read_bytes() == (
+        hashlib.sha256(data).hexdigest().encode() + b"\n"
+    )
+    assert "rejected" not in (tmp_path / "agent.log").read_text(errors="replace")
 
 
 def test_an_original_poller_runs_a_job_of_the_new_api(

@@ -51,6 +51,15 @@ class SiteConfig:
         """The policy ``command``'s results leave under: the site's, with its overrides."""
         return self.egress.with_overrides(command.egress)
 
+    def offered_commands(self) -> list[str]:
+        """Every job command this site runs, as a pull agent lists them in its claims: its
+        commands' names, the original API's command strings it maps, and the probe while
+        allowed. Names only: what a command runs never leaves the site."""
+        names = set(self.commands) | set(self.legacy_commands)
+        if self.allow_probe:
+            names.add(PROBE_COMMAND)
+        return sorted(names)
+
     def scheduler(self, command: CommandSpec) -> Scheduler:
         """The adapter that runs ``command``, with this site's scheduler settings."""
         return get_scheduler(command.scheduler, self.scheduler_options)

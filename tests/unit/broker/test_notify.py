@@ -99,3 +99,42 @@ def test_a_new_job_wakes_one_waiting_claim_of_its_site_not_all() -> None:
         assert second.event.is_set()
         notifier.changed(["j"], [])  # a change of a job wakes everyone watching it
         assert status_1.event.is_set() and status_2.event.is_set()
+
+
+def test_a_claim_is_woken_only_for_work_of_its_commands() -> None:
+    notifier = Notifier(10, 10)
+    with notifier.listen([site_key("a")], "t1", 30, commands={"solve"}) as agent, \
+            notifier.listen([site_key("a")], "t2", 30, commands={"probe", "mesh"}) as other, \
+            notifier.listen([site_key("a")], "t3", 30) as older_agent:  # fmt: skip
+        # A job only an original poller runs wakes no claim that lists its commands.
+        notifier.changed([], {"a": {"/opt/x/run.sh"}})
+        assert not agent.event.is_set() and not other.event.is_set()
+        assert older_agent.event.is_set()  # a claim without the list takes any job
+        older_agent.rearm()
+        notifier.changed([], {"a": {"mesh"}})
+        assert other.event.is_set() and not agent.event.is_set()
+        assert not older_agent.event.is_set()  # one waiter per new job
+        other.rearm()
+        # Two commands in one commit: one claim for each, never the same twice.
+        notifier.changed([], {"a": {"solve", "mesh"}})
+        assert agent.event.is_set() and other.event.is_set() and not older_agent.event.is_set()
+
+
+def test_work_for_any_claim_wakes_the_longest_waiting() -> None:
+    notifier = Notifier(10, 10)
+    with notifier.listen([site_key("a")], "t1", 30, commands={"solve"}) as first, \
+            notifier.listen([site_key("a")], "t2", 30, commands={"mesh"}) as second:
+        notifier.changed([], {"a": None})  # a lost running job: its agent must look
+        assert first.event.is_set() and not second.event.is_set()
+        notifier.changed([], ["a"])  # a plain list of sites means the same
+        assert second.event.is_set()
+
+
+def test_a_claim_that_takes_jobs_nobody_else_runs_is_woken_for_them() -> None:
+    notifier = Notifier(10, 10)
+    with notifier.listen([site_key("a")], "t1", 30, commands={"solve"},
+                         others={"/opt/x/run.sh"}) as agent:  # fmt: skip
+        notifier.changed([], {"a": {"/opt/x/run.sh"}})  # the original poller's: not ours
+        assert not agent.event.is_set()
+        notifier.changed([], {"a": {"rm"}})  # nobody runs it: the site rejects it
+        assert agent.event.is_set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -64,10 +64,16 @@ class Changes:
     def __init__(self) -> None:
         self.jobs: list[str] = []
         self.sites: list[str] = []
+        # Per commit, each site's commands of new claimable work (None: any claim's).
+        self.claimable: list[dict[str, frozenset[str] | None]] = []
 
-    def __call__(self, jobs: Iterable[str], sites: Iterable[str]) -> None:
+    def __call__(self, jobs: Iterable[str], sites: Mapping[str, Collection[str] | None]) -> None:
         self.jobs.extend(jobs)
         self.sites.extend(sites)
+        if sites:
+            self.claimable.append(
+                {s: None if c is None else frozenset(c) for s, c in sites.items()}
+            )
 
 
 @pytest.fixture

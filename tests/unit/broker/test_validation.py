@@ -11,6 +11,8 @@ from werkzeug.datastructures import Headers
 from broker.errors import BrokerError, InvalidField, InvalidJson, MissingField, UnsafeName
 from broker.validation import (
     EMPTY_SHA256,
+    MAX_CLAIM_COMMAND_LENGTH,
+    MAX_CLAIM_COMMANDS,
     header_int,
     header_sha256,
     parse_claim,
@@ -100,7 +102,7 @@ def test_an_empty_body_is_an_empty_object_only_where_nothing_is_required() -> No
 
 
 def test_agent_bodies() -> None:
-    assert parse_claim({"agent_id": "host1.site:42"}) == "host1.site:42"
+    assert parse_claim({"agent_id": "host1.site:42"}) == ("host1.site:42", None)
     with pytest.raises(InvalidField):
         parse_claim({"agent_id": "a b"})
     assert parse_lease({}) == (False, None)
@@ -129,6 +131,36 @@ def test_invalid_completions_name_the_field(raw: dict[str, Any], field: str) -> 
     with pytest.raises(BrokerError) as raised:
         parse_complete(raw)
     assert raised.value.field == field
+
+
+def test_a_claim_lists_the_commands_its_agent_runs() -> None:
+    path = "/opt/Abaqus/Commands/abaqus job=x"  # an original whitelist's command string
+    got = parse_claim({"agent_id": "a1", "commands": ["fatigue", path, "mint-bridge-probe"]})
+    assert got == ("a1", frozenset({"fatigue", path, "mint-bridge-probe"}))
+    long = "x" * MAX_CLAIM_COMMAND_LENGTH
+    assert parse_claim({"agent_id": "a1", "commands": [long]}) == ("a1", frozenset({long}))
+
+
+@pytest.mark.parametrize(
+    ("commands", "field", "words"),
+    [
+        (None, "commands", "not null"),
+        ("fatigue", "commands", "not a string"),
+        ({"fatigue": 1}, "commands", "not an object"),
+        ([], "commands", "leave it out"),
+        (["c"] * 2, "commands[1]", "listed twice"),
+        ([f"c{i}" for i in range(MAX_CLAIM_COMMANDS + 1)], "commands", f"1-{MAX_CLAIM_COMMANDS}"),
+        (["ok", 7], "commands[1]", "must be a string, not a number"),
+        (["ok", ""], "commands[1]", "1-1024 characters"),
+        (["x" * (MAX_CLAIM_COMMAND_LENGTH + 1)], "commands[0]", "1-1024 characters"),
+        (["run\nrm -rf /"], "commands[0]", "control characters"),
+    ],
+)
+def test_invalid_claim_commands_name_the_field(commands: object, field: str, words: str
+                                               ) -> None:  # fmt: skip
+    with pytest.raises(InvalidField) as refused:
+        parse_claim({"agent_id": "a1", "commands": commands})
+    assert refused.value.field == field and words in refused.value.message
 
 
 def test_headers_and_query_values() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.errors import BrokerUnavailable
+from bridge.core.errors import BrokerUnavailable, ConfigError
 from bridge.site import agent as agent_module
 from bridge.site.agent import Agent
 from bridge.site.agent_api import Claimed, Lease
@@ -30,11 +30,13 @@ class FakeApi:
         self.on_claim = on_claim
         self.release_error = release_error
         self.claims = 0
+        self.commands: list[list[str] | None] = []
         self.released: list[Lease] = []
         self.closed = False
 
-    def claim(self, wait: float) -> Claimed | None:
+    def claim(self, wait: float, commands: list[str] | None = None) -> Claimed | None:
         self.claims += 1
+        self.commands.append(commands)
         return self.on_claim()
 
     def release(self, lease: Lease) -> None:
@@ -88,6 +90,8 @@ def test_a_claim_that_answered_as_the_stop_began_is_handed_back(
     api = FakeApi(answer_then_stop)
     assert serve_with(agent, api, monkeypatch) == []
     assert api.released == [job.lease] and api.claims == 1 and api.closed
+    # The claim named what this site runs, so the broker handed it a job of its own.
+    assert api.commands == [["mint-bridge-probe", "x"]]
 
 
 def test_a_signal_during_the_long_poll_ends_it_and_claims_no_more(
@@ -115,3 +119,20 @@ def test_a_hand_back_the_broker_refuses_is_left_to_the_lease(
     assert serve_with(agent, api, monkeypatch) == []
     assert api.released == [job.lease]
     assert "could not hand it back" in caplog.text
+
+
+def test_an_agent_whose_site_offers_no_command_stops_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_site_toml(
+        tmp_path / "site.toml",
+        site={"name": "s", "work_base": tmp_path, "allow_probe": False},
+        agent={"url": "https://broker.example.org", "token_file": tmp_path / "token",
+               "agent_id": "a1"},
+        commands={},
+    )  # fmt: skip
+    assert agent_module.run_agent(str(config), configure_logging=False) == ConfigError.exit_code
+    assert capsys.readouterr().err == (
+        f"mint-bridge agent: error: {config}: this site offers no command, so its agent could "
+        "take no job; define a [commands.NAME] table or set [site] allow_probe = true\n"
+    )

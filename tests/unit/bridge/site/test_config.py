@@ -846,6 +846,19 @@ program = "/bin/true"
     assert site.command_for("/opt/Abaqus/Commands/abaqus") == "abaqus"
     assert site.command_for("abaqus") == "abaqus"
     assert site.command_for("/opt/other") == "/opt/other"  # refused later, by its name
+    # What its agent claims: the names and original command strings, never a program path.
+    assert site.offered_commands() == ["/opt/Abaqus/Commands/abaqus", "abaqus",
+                                       "mint-bridge-probe"]  # fmt: skip
+
+
+def test_a_site_without_the_probe_offers_only_its_commands(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[site]
+allow_probe = false
+[commands.solve]
+program = "/bin/true"
+""")
+    assert load_site_config(path).offered_commands() == ["solve"]
 
 
 def test_a_mapping_to_a_command_the_site_lacks_names_the_fix(tmp_path: Path) -> None:
