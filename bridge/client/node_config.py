@@ -134,21 +134,10 @@ def load_bridge_config(path: str) -> BridgeConfig:
             raise sites_sec.error("site names use letters, digits, '_', '.', '-'", name)
         sites[name] = _load_site(sites_sec.section(name), name, path)
     return BridgeConfig(
-        path, sites, _optional_duration(bridge, "timeout"), _metrics_textfile(bridge, path)
-    )
-
-
-def _metrics_textfile(sec: Section, config_path: str) -> str | None:
-    path = sec.path_value("metrics_textfile", "")
-    if not path:
-        return None
-    if not path.endswith(".prom"):
-        raise sec.error(
-            f"{path!r:.100} must end in '.prom' (node-exporter reads only those files), e.g. "
-            '"/var/lib/node_exporter/textfile/mint-bridge.prom"',
-            "metrics_textfile",
+        path, sites, _optional_duration(bridge, "timeout"), bridge.prom_file_value(
+            "metrics_textfile", "/var/lib/node_exporter/textfile/mint-bridge.prom"
         )
-    return os.path.join(os.path.dirname(os.path.abspath(config_path)), path)
+    )
 
 
 def _load_site(sec: Section, name: str, config_path: str) -> Site:

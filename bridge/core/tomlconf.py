@@ -93,6 +93,20 @@ class Section:
         """A filesystem path, with ``~`` expanded."""
         return os.path.expanduser(self.get(name, str, default))
 
+    def prom_file_value(self, name: str, example: str) -> str | None:
+        """A node-exporter textfile (``.prom``) named in the config, as ``file_value``; None
+        when the key is absent or empty."""
+        path = self.file_value(name, "")
+        if not path:
+            return None
+        if not path.endswith(".prom"):
+            raise self.error(
+                f"{self.data.get(name)!r:.100} must end in '.prom' (node-exporter reads only "
+                f'those files), e.g. "{example}"',
+                name,
+            )
+        return path
+
     def file_value(self, name: str, default: str) -> str:
         """A file named in the config: ``~`` expanded, and a relative path taken from the
         config file's directory (the one rule of every config), never the current one."""

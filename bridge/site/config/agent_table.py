@@ -85,7 +85,9 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
         lease_renew=lease_renew,
         poll_wait=poll_wait,
         metrics_listen=_metrics_listen(sec),
-        metrics_textfile=_metrics_textfile(sec, config_dir),
+        metrics_textfile=sec.prom_file_value(
+            "metrics_textfile", "/var/lib/node_exporter/textfile/mint-bridge-agent.prom"
+        ),
         where=where,
     )
 
@@ -109,14 +111,3 @@ def _metrics_listen(sec: Section) -> tuple[str, int] | None:
     return host, port
 
 
-def _metrics_textfile(sec: Section, config_dir: str) -> str | None:
-    path = sec.path_value("metrics_textfile", "")
-    if not path:
-        return None
-    if not path.endswith(".prom"):
-        raise sec.error(
-            f"{path!r:.100} must end in '.prom' (node-exporter reads only those files), e.g. "
-            "\"/var/lib/node_exporter/textfile/mint-bridge-agent.prom\"",
-            "metrics_textfile",
-        )
-    return os.path.join(config_dir, path)
