@@ -6,14 +6,15 @@ or ``reached(offset)`` for the transfer in progress. Nobody watches unless an en
 so with ``watching(watcher)`` (``mint-bridge run`` does), so the site entry and the agent, which
 share these loops, pay one global read per chunk.
 
-A process moves one file at a time, so one active transfer at a time is all there is; the
-state is module-global rather than a context variable because the loops may run in a thread
-the entry point did not start.
+The watcher is one per process (the entry point's); the transfer in progress is one per
+thread, since the loops run in the thread that opened it, and another thread of the same
+process (an agent's jobs, a test's) must neither count into it nor see it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,7 +50,13 @@ class Watcher(Protocol):
 
 
 _watcher: Watcher | None = None
-_active: Transfer | None = None
+
+
+class _Active(threading.local):
+    transfer: Transfer | None = None
+
+
+_active = _Active()
 
 
 @contextlib.contextmanager
@@ -66,9 +73,8 @@ def watching(watcher: Watcher) -> Iterator[Watcher]:
 @contextlib.contextmanager
 def transfer(direction: Direction, name: str, size: int) -> Iterator[Transfer]:
     """One file's transfer; it counts as done (``ok``) when the block ends without error."""
-    global _active
     current = Transfer(direction, name, size)
-    outer, _active = _active, current
+    outer, _active.transfer = _active.transfer, current
     if _watcher is not None:
         _watcher.started(current)
     try:
@@ -76,14 +82,14 @@ def transfer(direction: Direction, name: str, size: int) -> Iterator[Transfer]:
         current.ok = True
     finally:
         current.ended = time.monotonic()
-        _active = outer
+        _active.transfer = outer
         if _watcher is not None:
             _watcher.ended(current)
 
 
 def moved(count: int) -> None:
     """``count`` more bytes of the active transfer went through."""
-    current = _active
+    current = _active.transfer
     if current is not None:
         current.done += count
         if _watcher is not None:
@@ -93,7 +99,7 @@ def moved(count: int) -> None:
 def reached(offset: int) -> None:
     """The active transfer now stands at ``offset`` (a resumed upload may start further on, or
     again at 0)."""
-    current = _active
+    current = _active.transfer
     if current is not None:
         current.done = offset
         if _watcher is not None:

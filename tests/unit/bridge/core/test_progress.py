@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from bridge.core import progress
@@ -53,3 +55,22 @@ def test_without_a_watcher_or_a_transfer_counting_does_nothing() -> None:
     with progress.watching(recorder):
         progress.moved(1)
     assert recorder.events == []
+
+
+def test_a_transfer_of_another_thread_is_not_counted_into() -> None:
+    recorder = Recorder()
+    opened, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with progress.transfer("out", "theirs", 10):
+            opened.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=other)
+    with progress.watching(recorder):
+        thread.start()
+        opened.wait(5)
+        progress.moved(4)  # this thread opened nothing: nothing is counted
+        release.set()
+        thread.join()
+    assert [event for event in recorder.events if event[0] == "advanced"] == []
