@@ -270,10 +270,11 @@ def test_transfers_resume_after_a_cut(
     assert sorted(way for _, way, _ in proxy.fired) == ["down", "up"]  # each cut once
     assert sha256(site.work_base / job_id / "in.bin") == hashlib.sha256(blob).hexdigest()
     assert sha256(module / "big.out") == sha256(site.work_base / job_id / "big.out")
-    # Resumed, not restarted: a restart would have sent (or fetched) the first half again,
-    # 1.5 times the size in all; a resume repeats at most what was in flight at the cut.
-    assert proxy.carried["up"] < size * 1.4
-    assert proxy.carried["down"] < size * 1.4
+    # Resumed, not restarted: a restart sends (or fetches) the whole first half again, at
+    # least 1.5 times the size in all; a resume repeats only what was in flight at the cut
+    # (socket buffers between the proxy and the broker: a few MB on a loaded machine).
+    assert proxy.carried["up"] < size * 1.5
+    assert proxy.carried["down"] < size * 1.5
 
 
 # --- four agents race for fifty jobs --------------------------------------------------------------
