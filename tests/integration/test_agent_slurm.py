@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from schedulers.slurm_output import LIVE_STATES
 from tests.support.broker import BrokerProcess
 from tests.support.site_toml import toml_string, write_site_toml
 from tests.support.slurm import SlurmCluster
+from tests.support.waiting import native_id, wait_until
 
 # The session-wide `slurm` fixture (a real cluster), shared with the other Slurm test modules.
 pytest_plugins = ["tests.integration.slurm_fixtures"]
@@ -168,20 +168,6 @@ def start_agent(site: SlurmPullSite) -> Agent:
     return Agent(proc, output)
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def native_id(site: SlurmPullSite, job_id: str) -> str:
-    path = site.work_base / job_id / ".mint-bridge" / "native_id"
-    return path.read_text().strip() if path.exists() else ""
-
-
 def live_state(cluster: SlurmCluster, slurm_id: str) -> str:
     out = cluster.run(
         "squeue", "-h", f"--jobs={slurm_id}", f"--states={','.join(LIVE_STATES)}", "--format=%T"
@@ -218,11 +204,11 @@ def test_killed_agent_follows_the_same_slurm_job_after_restart(
     )  # fmt: skip
     try:
         stdout_log = site.work_base / job_id / ".mint-bridge" / "stdout"
-        wait_for(
+        wait_until(
             lambda: stdout_log.exists() and b"tick 2\n" in stdout_log.read_bytes(),
             "the Slurm job to run",
         )
-        slurm_id = native_id(site, job_id)
+        slurm_id = native_id(site.work_base, job_id)
         assert slurm_id.isdigit(), slurm_id
         assert live_state(slurm, slurm_id) == "RUNNING"
 
@@ -248,7 +234,7 @@ def test_killed_agent_follows_the_same_slurm_job_after_restart(
 
     # The restarted agent followed the recorded Slurm job: it asked Slurm about that id, and
     # neither it nor anyone else submitted a second job for this work dir.
-    assert native_id(site, job_id) == slurm_id
+    assert native_id(site.work_base, job_id) == slurm_id
     after = calls_since(site, offset)
     asked = [c for c in after if c.startswith(("squeue", "sacct")) and asks_about(c, slurm_id)]
     assert asked, f"the restarted agent never asked Slurm about job {slurm_id}: {after}"
@@ -263,7 +249,7 @@ def test_killed_agent_follows_the_same_slurm_job_after_restart(
         done = slurm.run("sacct", "-c", "-n", "-P", "--format=JobID,JobName,State")
         return [line for line in done.stdout.splitlines() if f"|{name}|" in line]
 
-    wait_for(lambda: bool(recorded()), "the job in Slurm's completion log", timeout=20)
+    wait_until(lambda: bool(recorded()), "the job in Slurm's completion log", limit=20)
     assert [line.split("|")[0] for line in recorded()] == [slurm_id]
     assert recorded()[0].split("|")[2] == "FAILED"  # exit code 7: Slurm calls that FAILED
 

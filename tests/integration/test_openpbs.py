@@ -17,9 +17,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from bridge.core.errors import ExitCode
 from tests.support.openpbs import OpenPbs, OpenPbsUnavailable, start_openpbs, user_dir
 from tests.support.services import unavailable
 from tests.support.site_toml import site_toml, toml_string
+from tests.support.waiting import native_id, wait_until
 
 TESTPROG = Path(__file__).parent / "programs" / "testprog.py"
 
@@ -143,20 +143,6 @@ def run_bridge(
     return proc.returncode, out, err
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def native_id(site: PbsSite, job_id: str) -> str:
-    path = site.work_base / job_id / ".mint-bridge" / "native_id"
-    return path.read_text().strip() if path.exists() else ""
-
-
 # --- pbspro: the everyday cases -----------------------------------------------------------
 
 
@@ -177,7 +163,7 @@ def test_a_job_runs_and_returns_its_results(
     digest = hashlib.sha256(data).hexdigest()
     assert (cwd / "sums.txt").read_text() == f"{digest}  input.bin\n"
     assert (cwd / "sub" / "dir" / "nested.txt").read_text() == "nested result\n"
-    assert native_id(pbs_site, job_id).endswith(".pbstest")
+    assert native_id(pbs_site.work_base, job_id).endswith(".pbstest")
 
 
 def test_the_solvers_exit_code_comes_back_while_pbs_keeps_the_job_or_not(
@@ -220,10 +206,12 @@ def test_sigterm_cancels_the_job_and_its_outcome_is_kept(
         openpbs, pbs_site, cwd, "--command", "ticks-pbspro", "-p", "count=1000",
         "--job-id", job_id,
     )  # fmt: skip
-    wait_for(lambda: (cwd / "ticks.txt").exists() or bool(native_id(pbs_site, job_id)), "an id")
-    native = native_id(pbs_site, job_id)
+    wait_until(
+        lambda: (cwd / "ticks.txt").exists() or bool(native_id(pbs_site.work_base, job_id)), "an id"
+    )
+    native = native_id(pbs_site.work_base, job_id)
     control = pbs_site.work_base / job_id / ".mint-bridge"
-    wait_for(lambda: (control / "scheduler_job_id").exists(), "the job to start")
+    wait_until(lambda: (control / "scheduler_job_id").exists(), "the job to start")
     bridge = next(
         p for p in psutil.Process(proc.pid).children(recursive=True) if "bridge.cli" in p.cmdline()
     )
@@ -242,7 +230,7 @@ def test_sigterm_cancels_the_job_and_its_outcome_is_kept(
         return (control / "outcome.json").exists()
 
     try:
-        wait_for(settled, "a status pass to settle the job")
+        wait_until(settled, "a status pass to settle the job")
     finally:
         shutil.rmtree(other, ignore_errors=True)
     assert native not in openpbs.job_ids()
@@ -366,7 +354,7 @@ def test_twenty_jobs_are_polled_with_one_qstat(
     finally:
         deleted = openpbs.run("qdel", *answer["ids"], user=True)
         # Gone before the next test submits, which would otherwise queue behind them.
-        wait_for(lambda: not set(answer["ids"]) & set(openpbs.job_ids()), "the jobs to go")
+        wait_until(lambda: not set(answer["ids"]) & set(openpbs.job_ids()), "the jobs to go")
     assert deleted.returncode == 0, deleted.stderr
 
 
@@ -377,8 +365,8 @@ def test_a_killed_bridge_reattaches_to_the_same_pbs_job(
     args = ["--command", "ticks-pbspro", "-p", "count=16", "-p", "delay=0.5", "--job-id", job_id]
     first = start_bridge(openpbs, pbs_site, cwd, *args)
     control = pbs_site.work_base / job_id / ".mint-bridge"
-    wait_for(lambda: (control / "scheduler_job_id").exists(), "the job to start")
-    native = native_id(pbs_site, job_id)
+    wait_until(lambda: (control / "scheduler_job_id").exists(), "the job to start")
+    native = native_id(pbs_site.work_base, job_id)
     for proc in psutil.Process(first.pid).children(recursive=True):
         proc.kill()  # the bridge and the site entry it started: gone without a word
     first.kill()
@@ -387,7 +375,7 @@ def test_a_killed_bridge_reattaches_to_the_same_pbs_job(
     assert code == 0, err.decode()
     assert out.endswith(b"tick 15\n")
     assert (cwd / "ticks.txt").read_text() == "16\n"
-    assert native_id(pbs_site, job_id) == native
+    assert native_id(pbs_site.work_base, job_id) == native
     name = f"job name = mb{job_id.replace('-', '')[:13]},"
     assert openpbs.log("server").count(name) == 1  # one qsub in all
 
@@ -401,8 +389,8 @@ def test_a_qdel_at_the_site_reaches_the_bridge(
         "--job-id", job_id,
     )  # fmt: skip
     control = pbs_site.work_base / job_id / ".mint-bridge"
-    wait_for(lambda: (control / "scheduler_job_id").exists(), "the job to start")
-    assert openpbs.run("qdel", native_id(pbs_site, job_id), user=True).returncode == 0
+    wait_until(lambda: (control / "scheduler_job_id").exists(), "the job to start")
+    assert openpbs.run("qdel", native_id(pbs_site.work_base, job_id), user=True).returncode == 0
     _, err = proc.communicate(timeout=60)
     if history:  # Exit_status 271, substate 91: deleted while running
         assert proc.returncode == ExitCode.CANCELLED_AT_SITE, err.decode()

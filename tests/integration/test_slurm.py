@@ -16,9 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from bridge.core.errors import ExitCode
 from schedulers.batch_script import job_name
 from schedulers.slurm_output import LIVE_STATES, parse_scontrol
 from tests.support.slurm import SlurmCluster
+from tests.support.waiting import native_id, wait_until
 
 # The session-wide `slurm` fixture (a real cluster), shared with other Slurm-backed test modules.
 pytest_plugins = ["tests.integration.slurm_fixtures"]
@@ -167,20 +167,6 @@ def run_bridge(
     return proc.returncode, out, err
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def native_id(work_base: Path, job_id: str) -> str:
-    path = work_base / job_id / ".mint-bridge" / "native_id"
-    return path.read_text().strip() if path.exists() else ""
-
-
 def live_state(cluster: SlurmCluster, job: str) -> str:
     """The job's state if squeue lists it as not ended, else ''."""
     # squeue fails with "Invalid job id specified" for a single id it no longer knows.
@@ -293,13 +279,13 @@ def test_sigterm_cancels_the_slurm_job(
         slurm_site, tmp_path, "--site", "slurm", "--command", "ticks", "-p", "count=1000",
         "--job-id", job_id,
     )  # fmt: skip
-    wait_for(lambda: bool(native_id(slurm_site.work_base, job_id)), "the Slurm job id")
+    wait_until(lambda: bool(native_id(slurm_site.work_base, job_id)), "the Slurm job id")
     slurm_id = native_id(slurm_site.work_base, job_id)
-    wait_for(lambda: live_state(slurm, slurm_id) == "RUNNING", "the Slurm job to run")
+    wait_until(lambda: live_state(slurm, slurm_id) == "RUNNING", "the Slurm job to run")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.CANCELLED, err.decode()
-    wait_for(lambda: not live_state(slurm, slurm_id), "the Slurm job to end", timeout=10)
+    wait_until(lambda: not live_state(slurm, slurm_id), "the Slurm job to end", limit=10)
     show = parse_scontrol(slurm.run("scontrol", "show", "job", "-o", slurm_id).stdout)
     assert show[slurm_id].state.value == "cancelled"
     assert slurm_jobs_named(slurm, job_id) == [slurm_id]
@@ -315,9 +301,9 @@ def test_a_cancel_at_the_site_reaches_the_bridge_as_cancelled(
         slurm_site, tmp_path, "--site", "slurm", "--command", "ticks", "-p", "count=1000",
         "--job-id", job_id,
     )  # fmt: skip
-    wait_for(lambda: bool(native_id(slurm_site.work_base, job_id)), "the Slurm job id")
+    wait_until(lambda: bool(native_id(slurm_site.work_base, job_id)), "the Slurm job id")
     slurm_id = native_id(slurm_site.work_base, job_id)
-    wait_for(lambda: live_state(slurm, slurm_id) == "RUNNING", "the Slurm job to run")
+    wait_until(lambda: live_state(slurm, slurm_id) == "RUNNING", "the Slurm job to run")
     assert slurm.run("scancel", slurm_id).returncode == 0  # the site's admin, not the bridge
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.CANCELLED_AT_SITE, err.decode()
@@ -335,7 +321,7 @@ def test_a_restarted_site_entry_reattaches_to_the_same_slurm_job(
         "-p", "delay=0.2", "--job-id", job_id, "-v",
     )  # fmt: skip
     stdout_log = slurm_site.work_base / job_id / ".mint-bridge" / "stdout"
-    wait_for(
+    wait_until(
         lambda: stdout_log.exists() and b"tick 2\n" in stdout_log.read_bytes(), "the job to run"
     )
     slurm_id = native_id(slurm_site.work_base, job_id)
@@ -464,7 +450,7 @@ def test_a_site_killed_between_submit_and_record_runs_the_job_once(
         [sys.executable, "-c", CUT_OFF_SUBMITTER, site_toml, job_id], env=env
     )
     try:
-        wait_for(lambda: bool(slurm_jobs_named(slurm, job_id)), "the job to reach Slurm")
+        wait_until(lambda: bool(slurm_jobs_named(slurm, job_id)), "the job to reach Slurm")
     finally:
         submitter.kill()  # SIGKILL: nothing of the site process runs after this
         submitter.wait()

@@ -20,15 +20,7 @@ from bridge.site.workdir import WorkDir
 from schedulers.local import ENDED_RUNNER_ID
 from tests.integration.conftest import SiteEnv
 from tests.support.sshd import Sshd
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.waiting import wait_until
 
 
 def start_bridge(bridge_config: Path, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -50,7 +42,7 @@ def test_dropped_connection_reattaches_and_job_runs_once(
         bridge_config, tmp_path, "--site", "site", "--command", "once", "-p", "seconds=3",
         "--job-id", job_id, "-v",
     )  # fmt: skip
-    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+    wait_until(lambda: len(counter_lines(site_env)) > before, what="the job to start")
     victims = sshd.connection_processes()
     assert victims, "the bridge's connection must be visible as an sshd child"
     for child in victims:
@@ -73,7 +65,7 @@ def test_sigterm_cancels_the_job_at_the_site(
         bridge_config, tmp_path, "--site", "site", "--command", "once", "-p", "seconds=60",
         "--job-id", job_id,
     )  # fmt: skip
-    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+    wait_until(lambda: len(counter_lines(site_env)) > before, what="the job to start")
     solver_pid = int(counter_lines(site_env)[-1])
     assert psutil.pid_exists(solver_pid)
     sent = time.monotonic()
@@ -81,7 +73,7 @@ def test_sigterm_cancels_the_job_at_the_site(
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == ExitCode.CANCELLED, err.decode()
     assert b"cancelled at the site" in err
-    wait_for(lambda: not _alive(solver_pid), timeout=10, what="the solver to be gone")
+    wait_until(lambda: not _alive(solver_pid), limit=10, what="the solver to be gone")
     record = json.loads((site_env.work_base / job_id / ".mint-bridge" / "exit.json").read_text())
     assert record["state"] == "cancelled"
     assert time.monotonic() - sent < 30
@@ -94,12 +86,12 @@ def test_sigterm_during_local_site_job_cancels_too(
     proc = start_bridge(
         bridge_config, tmp_path, "--site", "local", "--command", "once", "-p", "seconds=60"
     )
-    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+    wait_until(lambda: len(counter_lines(site_env)) > before, what="the job to start")
     solver_pid = int(counter_lines(site_env)[-1])
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == ExitCode.CANCELLED
-    wait_for(lambda: not _alive(solver_pid), timeout=10, what="the solver to be gone")
+    wait_until(lambda: not _alive(solver_pid), limit=10, what="the solver to be gone")
 
 
 def test_a_start_cut_off_before_its_id_was_recorded_runs_once_over_ssh(
@@ -122,7 +114,7 @@ def test_a_start_cut_off_before_its_id_was_recorded_runs_once_over_ssh(
         wd.write_json("inputs.json", {})
         first = job_start.start(job, site.scheduler(command))
     os.unlink(wd.control_file("native_id"))
-    wait_for(lambda: len(counter_lines(site_env)) > before, what="the job to start")
+    wait_until(lambda: len(counter_lines(site_env)) > before, what="the job to start")
 
     proc = start_bridge(
         bridge_config, tmp_path, "--site", "site", "--command", "once", "-p", "seconds=2",

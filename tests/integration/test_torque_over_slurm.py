@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from schedulers.torque import TorqueScheduler, parse_qstat_full
 from tests.support.services import unavailable
 from tests.support.site_toml import site_toml, toml_string
 from tests.support.slurm import SlurmCluster
+from tests.support.waiting import native_id, wait_until
 
 pytest_plugins = ["tests.integration.slurm_fixtures"]
 
@@ -181,20 +182,6 @@ def run_bridge(site: TorqueSite, cwd: Path, *args: str) -> tuple[int, bytes, byt
     return proc.returncode, out, err
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def native_id(work_base: Path, job_id: str) -> str:
-    path = work_base / job_id / ".mint-bridge" / "native_id"
-    return path.read_text().strip() if path.exists() else ""
-
-
 def qstat(cluster: SlurmCluster, *ids: str) -> dict[str, dict[str, str]]:
     return parse_qstat_full(cluster.run("qstat", "-f", "-1", *ids).stdout)
 
@@ -291,7 +278,9 @@ def test_one_pass_for_known_and_unknown_ids(adapter: TorqueScheduler, tmp_path: 
     unknown_dir.mkdir(parents=True)
     unknown = JobHandle(str(uuid.uuid4()), "999999", str(unknown_dir))
     try:
-        wait_for(lambda: adapter.status([live])[native].state is JobState.RUNNING, "the job to run")
+        wait_until(
+            lambda: adapter.status([live])[native].state is JobState.RUNNING, "the job to run"
+        )
         result = adapter.status([live, unknown])  # qstat -f -1 <live> 999999: one call
         assert result[native].state is JobState.RUNNING
         assert result["999999"].state is JobState.LOST
@@ -305,7 +294,7 @@ def test_cancel_and_cancel_again(
     spec = spec_for(tmp_path, ["/bin/sleep", "300"])
     native = adapter.submit(spec)
     handle = JobHandle(spec.job_id, native, spec.control_dir)
-    wait_for(lambda: adapter.status([handle])[native].state is JobState.RUNNING, "the job to run")
+    wait_until(lambda: adapter.status([handle])[native].state is JobState.RUNNING, "the job to run")
     adapter.cancel(handle)
     result = follow(adapter, handle)
     assert result.state is JobState.CANCELLED, result
@@ -367,9 +356,9 @@ def test_a_qdel_at_the_site_reaches_the_bridge_as_cancelled(
         torque_site, tmp_path, "--site", "torque", "--command", "ticks", "-p", "count=1000",
         "--job-id", job_id,
     )  # fmt: skip
-    wait_for(lambda: bool(native_id(torque_site.work_base, job_id)), "the job id")
+    wait_until(lambda: bool(native_id(torque_site.work_base, job_id)), "the job id")
     native = native_id(torque_site.work_base, job_id)
-    wait_for(lambda: qstat(slurm, native).get(native, {}).get("job_state") == "R", "R")
+    wait_until(lambda: qstat(slurm, native).get(native, {}).get("job_state") == "R", "R")
     assert slurm.run("qdel", native).returncode == 0  # the site's admin, not the bridge
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.CANCELLED_AT_SITE, err.decode()
@@ -383,13 +372,13 @@ def test_sigterm_cancels_the_job(
         torque_site, tmp_path, "--site", "torque", "--command", "ticks", "-p", "count=1000",
         "--job-id", job_id,
     )  # fmt: skip
-    wait_for(lambda: bool(native_id(torque_site.work_base, job_id)), "the job id")
+    wait_until(lambda: bool(native_id(torque_site.work_base, job_id)), "the job id")
     native = native_id(torque_site.work_base, job_id)
-    wait_for(lambda: qstat(slurm, native).get(native, {}).get("job_state") == "R", "R")
+    wait_until(lambda: qstat(slurm, native).get(native, {}).get("job_state") == "R", "R")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.CANCELLED, err.decode()
-    wait_for(lambda: qstat(slurm, native)[native]["job_state"] == "C", "the job to end")
+    wait_until(lambda: qstat(slurm, native)[native]["job_state"] == "C", "the job to end")
 
 
 # --- last: collect the walltime job started with the module ----------------------------------

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,9 @@ import requests
 
 from tests.support.broker import BrokerProcess
 from tests.support.site_toml import write_site_toml
+
+# Re-exported: the pull tests take their helpers from this module.
+from tests.support.waiting import wait_until as wait_until
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "integration" / "programs"
 FINAL = ("finished", "cancelled", "expired")
@@ -165,14 +167,6 @@ def run_job(config: Path, *args: str, cwd: Path, timeout: float = 120) -> tuple[
     proc = mint_bridge(config, *args, cwd=cwd)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def wait_until(condition: Callable[[], object], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def sha256(path: Path) -> str:

@@ -24,6 +24,7 @@ from broker.config import BrokerConfig, load_config
 from broker.runtime import EXTENSION, Broker
 from broker.sites import elapsed
 from broker.store import Scope
+from tests.support.waiting import wait_until
 
 T0 = 1_000_000.0
 
@@ -202,10 +203,10 @@ def test_a_revoked_tokens_waiting_claim_gets_401_and_the_next_claim_takes_the_jo
 
     threads = [threading.Thread(target=poll, args=("revoked", revoked))]
     threads[0].start()
-    _wait_for(lambda: broker.notifier.waiting() == 1)
+    wait_until(lambda: broker.notifier.waiting() == 1, "one long poll to wait")
     threads.append(threading.Thread(target=poll, args=("valid", valid)))
     threads[1].start()
-    _wait_for(lambda: broker.notifier.waiting() == 2)
+    wait_until(lambda: broker.notifier.waiting() == 2, "two long polls to wait")
     assert broker.store.revoke_token(revoked_id, clock.now)
     started = time.monotonic()
     job_id = queued(app, client, "s")  # wakes the longest waiting claim: the revoked one
@@ -230,13 +231,6 @@ def test_an_agent_hands_a_job_back_with_its_epoch(app: Flask) -> None:
     back = app.test_client().post(url, json={}, headers={**agent, "Lease-Epoch": epoch})
     assert back.status_code == 200 and back.get_json()["state"] == "queued"
     assert job_doc(app, client, job_id)["agent_id"] is None
-
-
-def _wait_for(condition: Any, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.01)
 
 
 def test_a_long_poll_of_a_queued_job_answers_when_its_site_turns_absent(

@@ -24,6 +24,7 @@ from bridge.site.session import Session
 from bridge.site.workdir import WorkDir
 from schedulers.base import JobHandle, JobSpec, Scheduler
 from tests.support.frames import LoopbackChannel
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -85,14 +86,6 @@ def runs(counter: Path) -> list[str]:
     return counter.read_text().splitlines() if counter.exists() else []
 
 
-def wait_for(predicate: object, what: str, timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def wait_final(site: SiteConfig, job: accepted_job.AcceptedJob, native_id: str) -> JobOutcome:
     scheduler = site.scheduler(job.command)
     handle = JobHandle(job.request.job_id, native_id, job.workdir.control)
@@ -102,7 +95,7 @@ def wait_final(site: SiteConfig, job: accepted_job.AcceptedJob, native_id: str) 
         result[:] = [scheduler.status([handle])[native_id]]
         return result[0].state.is_final
 
-    wait_for(ended, "the job to end")
+    wait_until(ended, "the job to end")
     return result[0]
 
 
@@ -142,7 +135,7 @@ def test_a_start_cut_off_before_its_id_was_recorded_is_recovered_not_repeated(
     site, counter = write_site(tmp_path)
     job = accept(site)
     native_id = start_cut_off(site, job)
-    wait_for(lambda: len(runs(counter)) == 1, "the job to start")
+    wait_until(lambda: len(runs(counter)) == 1, "the job to start")
 
     assert job_start.recover(job, site.scheduler(job.command)) == native_id
     assert job.workdir.native_id() == native_id
@@ -257,7 +250,7 @@ def test_a_cancel_reaches_a_job_whose_start_was_cut_off(tmp_path: Path) -> None:
     site, counter = write_site(tmp_path)
     job = accept(site, seconds=60)
     native_id = start_cut_off(site, job)
-    wait_for(lambda: len(runs(counter)) == 1, "the job to start")
+    wait_until(lambda: len(runs(counter)) == 1, "the job to start")
     channel = Duplex(request_message(job, "cancel"))
     assert Session(site, channel).serve() == 0
     (reply,) = channel.replies()
@@ -275,7 +268,7 @@ def test_cleanup_keeps_a_cut_off_start_that_is_running(tmp_path: Path) -> None:
     site, counter = write_site(tmp_path)
     job = accept(site, seconds=3.0)
     native_id = start_cut_off(site, job)
-    wait_for(lambda: len(runs(counter)) == 1, "the solver to start")
+    wait_until(lambda: len(runs(counter)) == 1, "the solver to start")
     # Long after the retention time: only the recovery tells cleanup the job is running.
     assert remove_expired(site, now=time.time() + 10 * site.retention) == []
     assert job.workdir.native_id() == native_id
