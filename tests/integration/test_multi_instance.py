@@ -50,6 +50,7 @@ from tests.support.postgres import PostgresServer, PostgresUnavailable, start_po
 from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
 from tests.support.tls import make_ca
+from tests.support.waiting import wait_until
 
 __all__ = ["haproxy_binary"]  # a fixture used here by name
 
@@ -222,13 +223,6 @@ def run_many(cluster: Cluster, count: int, during: Callable[[Callable[[], int]],
     assert [job for job, n in runs.items() if n != 1] == [], "a job ran more than once"
 
 
-def wait_for(finished: Callable[[], int], count: int) -> None:
-    deadline = time.monotonic() + 300
-    while finished() < count:
-        assert time.monotonic() < deadline, f"stuck at {finished()} of {count} jobs"
-        time.sleep(0.05)
-
-
 # --- tests ---------------------------------------------------------------------------------
 
 
@@ -239,7 +233,7 @@ def test_two_hundred_jobs_exactly_once_while_instances_are_killed(cluster: Clust
 
     def chaos(finished: Callable[[], int]) -> None:
         for at, name in ((30, "a"), (90, "b"), (150, "a")):
-            wait_for(finished, at)
+            wait_until(lambda at=at: finished() >= at, f"{at} finished jobs", limit=300)
             cluster.brokers[name].kill9()
             killed.append(name)
             time.sleep(1.0)  # requests in flight on it fail; HAProxy takes it out
@@ -253,7 +247,7 @@ def test_two_hundred_jobs_exactly_once_while_instances_are_killed(cluster: Clust
 
 def test_postgresql_restarted_mid_run_loses_nothing(cluster: Cluster) -> None:
     def restart_database(finished: Callable[[], int]) -> None:
-        wait_for(finished, 10)
+        wait_until(lambda: finished() >= 10, "10 finished jobs", limit=300)
         cluster.pg.restart()
 
     run_many(cluster, 40, restart_database)
