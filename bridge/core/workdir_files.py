@@ -27,6 +27,7 @@ STDERR_FILE = "stderr"
 OUTCOME_FILE = "outcome.json"  # the final outcome as the site saw it from the scheduler
 CANCEL_REQUESTED_FILE = "cancel_requested"  # the bridge cancelled: a job not started never is
 DELIVERED_FILE = "delivered"  # the bridge confirmed it received the results
+AUDITED_FILE = "audited"  # keys of the once-only audit events already recorded
 
 # --- the agent's (``bridge.site.pulled_job``) ----------------------------------------------
 BROKER_FILE = "broker.json"  # broker URL, agent id, lease epoch, the claimed document

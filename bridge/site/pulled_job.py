@@ -114,7 +114,9 @@ class PulledJob:
         self.log_sizes: dict[str, int] = {
             k: v for k, v in (logs or {}).items() if isinstance(v, int) and v >= 0
         }
-        self.audit = audit.JobAudit(AuditWriter(site.audit_dir), self.job_id, _broker_peer(agent))
+        self.audit = audit.JobAudit(
+            AuditWriter(site.audit_dir), self.job_id, _broker_peer(agent), self.wd.control
+        )
         self.thread = threading.Thread(target=self.run, name=f"job-{self.job_id[:8]}", daemon=True)
 
     # --- thread body -----------------------------------------------------------------------
@@ -389,7 +391,7 @@ class PulledJob:
             out = outgoing.select_results(self.site, job)
             skipped = out.skipped
             try:
-                audit.record_withheld(self.audit, skipped)
+                audit.record_withheld(self.audit, out.withheld)
                 results = upload_results(
                     api, self.lease, self.wd.path, out, self._checkpoint,
                     before_send=self.audit.result_sent,

@@ -143,7 +143,8 @@ class Session:
             return 2
 
     def job_audit(self, job_id: str) -> audit.JobAudit:
-        return audit.JobAudit(self.audit_writer, job_id, self.who)
+        control = WorkDir(self.site.work_base, job_id).control
+        return audit.JobAudit(self.audit_writer, job_id, self.who, control)
 
     def _try_send_error(self, exc: BridgeError) -> None:
         # If the bridge went away it will re-attach or resubmit; nothing more to do here.
@@ -269,7 +270,7 @@ class Session:
         wd = job.workdir
         out = outgoing.select_results(self.site, job)
         job_audit = self.job_audit(wd.job_id)
-        audit.record_withheld(job_audit, out.skipped)
+        audit.record_withheld(job_audit, out.withheld)
         self.writer.write_json(
             {
                 "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in out.files],
