@@ -387,6 +387,14 @@ class PulledJob:
         results: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
+        if outcome.state != JobState.CANCELLED and job.command.release == "manual":
+            # Held results stay at the site: the agent does not offer the hold yet.
+            self._reject(api, SiteError(
+                f"command {job.command.name} holds its results for manual release, which "
+                "only the SSH path offers so far; none left the site (run it over SSH)"
+            ))  # fmt: skip
+            self.wd.mark_delivered()
+            return
         if outcome.state != JobState.CANCELLED:
             out = outgoing.select_results(self.site, job)
             skipped = out.skipped
