@@ -110,6 +110,10 @@ def test_release_after_the_site_entry_restarts_over_ssh(
                                  "rule": "deny"}]  # fmt: skip
     time.sleep(1.0)
     assert proc.poll() is None and not received(tmp_path / "out")  # nothing left yet
+    shown = subprocess.run([sys.executable, "-m", "bridge.cli", "jobs", "show", job_id],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (f"exit      awaiting release: a site operator must run `mint-bridge site release "
+            f"{job_id}` at site ssh") in shown.stdout, shown.stdout + shown.stderr  # fmt: skip
     for child in release_sshd.connection_processes():  # the site entry dies while held
         child.kill()
     listed = site_cli(site_root, "held")
