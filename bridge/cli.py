@@ -246,6 +246,16 @@ def site() -> None:
     """Commands that run at a site."""
 
 
+def _release_commands() -> None:
+    from bridge.site.release_cli import held_command, reject_command, release_command
+
+    for command in (release_command, reject_command, held_command):
+        site.add_command(command)
+
+
+_release_commands()
+
+
 @site.command("serve-ssh")
 @click.option("--config", "config_path", required=True, help="Site config (TOML).")
 def serve_ssh(config_path: str) -> None:

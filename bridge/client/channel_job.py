@@ -28,6 +28,7 @@ from bridge.core.errors import (
     JobUnknown,
     ProtocolError,
     ResultNotSent,
+    TimedOut,
     TransportError,
     from_wire,
 )
@@ -88,12 +89,23 @@ class JobRun:
         self.progress = _Progress()
         self.connection: Connection | None = None
         self.job_id = request.job_id
+        self.held = False  # the site said the results await a site operator's release
+        self.held_told = False  # ... on this connection (told once per connection)
 
     # --- public --------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         try:
             return self._with_reconnects(self._attempt)
+        except TimedOut as exc:
+            self.cancel()
+            if self.held:
+                raise TimedOut(
+                    f"not released within the overall timeout: the job ended, but no site "
+                    f"operator ran `mint-bridge site release {self.job_id}` in time; its "
+                    "results stay at the site (ask the site operator, or raise --timeout)"
+                ) from exc
+            raise
         except Cancelled:
             self.cancel()
             raise
@@ -179,6 +191,7 @@ class JobRun:
 
     def _attempt(self) -> RunResult:
         channel = self._channel(timeout=self.heartbeat_timeout)
+        self.held_told = False
         try:
             reader, writer = site_reader(channel), FrameWriter(channel)
             if self.progress.started or self.progress.outcome is not None:
@@ -249,8 +262,24 @@ class JobRun:
             message = _check_error(decode_json(payload))
             if "exit" in message:
                 self.progress.outcome = JobOutcome.from_message(message["exit"])
+            elif "held" in message:
+                self._held(message["held"])
             elif "manifest" in message:
                 return self._receive_results(reader, writer, message)
+
+    def _held(self, notice: object) -> None:
+        """The site holds the results for a site operator: say so once per connection."""
+        if self.held_told:
+            return
+        self.held_told = self.held = True
+        command = notice.get("release") if isinstance(notice, dict) else None
+        if not isinstance(command, str) or not command.startswith("mint-bridge site release "):
+            command = f"mint-bridge site release {self.job_id}"
+        log.warning(
+            "%s: awaiting release: the job ended and its results wait at the site for a site "
+            "operator to run `%s` (or `mint-bridge site reject %s --reason ...`); the wait "
+            "counts against the timeout", self.job_id, command[:120], self.job_id,
+        )  # fmt: skip
 
     def _log(self, sink: BinaryIO, stream: str, data: bytes) -> None:
         sink.write(data)

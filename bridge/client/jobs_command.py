@@ -27,6 +27,10 @@ _JSON = click.option("--json", "as_json", is_flag=True,
                      help="One JSON document instead of a table.")  # fmt: skip
 
 
+# What ``mint-bridge run`` logs while the site holds the job's results for release.
+_AWAITING = ": awaiting release: "
+
+
 @click.group()
 def jobs() -> None:
     """The jobs this bridge node ran (from the per-job logs of mint-bridge run)."""
@@ -85,6 +89,11 @@ def jobs_show(job: str, log_dir_path: str | None, as_json: bool) -> None:
         click.echo(f"mint-bridge: error: no log of job {job_id} in {directory}", err=True)
         sys.exit(1)
     text = read_log(entry)
+    exit_text = f"{_exit_text(entry)}  {entry.reason or ''}".rstrip()
+    if entry.exit_code is None and entry.ended_at is None and _AWAITING in text:
+        # The run is waiting for the site's manual release (its log says so, and what to run).
+        exit_text = (f"awaiting release: a site operator must run `mint-bridge site release "
+                     f"{job_id}` at site {entry.site or '-'}")  # fmt: skip
     if as_json:
         click.echo(json.dumps({**entry.document(), "log_text": text}, indent=2))
         return
@@ -94,7 +103,7 @@ def jobs_show(job: str, log_dir_path: str | None, as_json: bool) -> None:
         f"command   {entry.command or '-'}",
         f"started   {local_time(entry.started_at)}",
         f"ended     {local_time(entry.ended_at)}",
-        f"exit      {_exit_text(entry)}  {entry.reason or ''}".rstrip(),
+        f"exit      {exit_text}",
         f"results   {entry.output_dir or '-'}",
         f"log       {entry.log or '-'}",
         "",

@@ -32,6 +32,7 @@ our code with ``raise ... from exc``; above that line nothing catches library-sp
     ├── SiteError                   the site entry point failed internally
     │   ├── SiteConfigInvalid       the site's own config does not load (its admin fixes it)
     │   ├── AuditFailed             the site's audit log cannot be written: the job stops
+    │   └── ResultsRejected         a site operator rejected a held job's results: none leave
     │   └── SchedulerError          a scheduler command failed (``transient`` says if retried)
     └── Cancelled                   the bridge was told to stop (SIGTERM/SIGINT)
         └── TimedOut                the overall timeout of ``mint-bridge run`` passed
@@ -74,6 +75,7 @@ class ExitCode(enum.IntEnum):
     TIMED_OUT = 88
     RESULT_WITHHELD = 89
     AUDIT_FAILED = 90
+    RESULTS_REJECTED = 91
     CANCELLED = 143  # 128 + SIGTERM: what a shell reports for a job stopped by qdel
 
 
@@ -252,6 +254,13 @@ class Cancelled(BridgeError):
     exit_code = ExitCode.CANCELLED
 
 
+class ResultsRejected(SiteError):
+    """A site operator rejected the results of a job held for manual release: none left the
+    site. The message carries the operator's reason."""
+
+    exit_code = ExitCode.RESULTS_REJECTED
+
+
 class TimedOut(Cancelled):
     exit_code = ExitCode.TIMED_OUT
 
@@ -271,6 +280,7 @@ _WIRE_KINDS: dict[str, type[BridgeError]] = {
         SiteError,
         SiteConfigInvalid,
         AuditFailed,
+        ResultsRejected,
     )
 }
 

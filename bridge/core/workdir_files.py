@@ -27,6 +27,9 @@ STDERR_FILE = "stderr"
 OUTCOME_FILE = "outcome.json"  # the final outcome as the site saw it from the scheduler
 CANCEL_REQUESTED_FILE = "cancel_requested"  # the bridge cancelled: a job not started never is
 DELIVERED_FILE = "delivered"  # the bridge confirmed it received the results
+AUDITED_FILE = "audited"  # keys of the once-only audit events already recorded
+HELD_FILE = "held.json"  # a manual-release job's results wait for a site operator's decision
+RELEASE_FILE = "release.json"  # the operator's decision on a held job: released or rejected
 
 # --- the agent's (``bridge.site.pulled_job``) ----------------------------------------------
 BROKER_FILE = "broker.json"  # broker URL, agent id, lease epoch, the claimed document

@@ -43,6 +43,8 @@ from typing import Any
 from bridge.core.errors import AuditFailed, BridgeError
 from bridge.core.job import JobOutcome, JobRequest, ParamValue
 from bridge.site.audit_chain import AuditWriter
+from bridge.site.audit_once import RecordedEvents
+from bridge.site.egress import Withheld
 from schedulers import JobHandle, Scheduler
 
 log = logging.getLogger(__name__)
@@ -80,13 +82,29 @@ def token_id(token: str) -> str | None:
 class JobAudit:
     """The audit lines of one job, as its steps happen."""
 
-    def __init__(self, writer: AuditWriter, job_id: str, peer: Peer) -> None:
+    def __init__(
+        self, writer: AuditWriter, job_id: str, peer: Peer, control_dir: str | None = None
+    ) -> None:
         self.writer = writer
         self.job_id = job_id
         self.peer = peer
+        # The job's control dir: its end and results are recorded once, however often a
+        # re-attached job reaches them again.
+        self.recorded = RecordedEvents(control_dir) if control_dir else None
 
     def _record(self, event: str, **fields: Any) -> None:
         record(self.writer, event, self.job_id, fields)
+
+    def _record_once(self, key_parts: tuple[object, ...], event: str, **fields: Any) -> None:
+        if self.recorded is None:
+            self._record(event, **fields)
+            return
+        key = RecordedEvents.key(event, key_parts)
+        if self.recorded.has(key):
+            log.info("%s: %s %s already in the audit log", self.job_id, event, key_parts[0])
+            return
+        self._record(event, **fields)
+        self.recorded.add(key)
 
     def received(self, request: JobRequest, values: dict[str, ParamValue]) -> None:
         self._record(
@@ -103,21 +121,24 @@ class JobAudit:
 
     def program_ended(self, outcome: JobOutcome) -> None:
         # The site's own record: the reason unscrubbed (it never leaves the site).
-        self._record(
+        self._record_once(
+            (outcome.state.value, outcome.exit_code, outcome.signal),
             "program_ended", state=outcome.state.value, exit_code=outcome.exit_code,
             signal=outcome.signal, reason=outcome.reason,
         )  # fmt: skip
 
     def result_sent(self, name: str, size: int, sha256: str) -> None:
         """Call before the file's bytes go: when this returns, the line is on disk."""
-        self._record(
-            "result_sent", name=name, size=size, sha256=sha256, via=self.peer.via,
-            to=self.peer.address, **self.peer.identity(),
+        self._record_once(
+            (name, size, sha256), "result_sent", name=name, size=size, sha256=sha256,
+            via=self.peer.via, to=self.peer.address, **self.peer.identity(),
         )  # fmt: skip
 
     def result_withheld(self, name: str, size: int | None, sha256: str | None, rule: str) -> None:
         """A result the site's egress policy kept back, and the rule that did."""
-        self._record("result_withheld", name=name, size=size, sha256=sha256, rule=rule)
+        self._record_once(
+            (name, size, rule), "result_withheld", name=name, size=size, sha256=sha256, rule=rule
+        )
 
     def released(self, by: str) -> None:
         """A held job's results were released by site operator ``by``."""
@@ -167,13 +188,9 @@ def refused(writer: AuditWriter, peer: Peer, attempted: str, reason: str,
         record(writer, "refused", job, fields)
 
 
-def record_withheld(job_audit: JobAudit, skipped: list[dict[str, Any]]) -> None:
-    """One ``result_withheld`` line per result the egress policy kept back (the entries of
-    the manifest's ``skipped`` that name a rule), before the manifest goes."""
-    for entry in skipped:
-        rule = entry.get("rule")
-        if isinstance(rule, str):
-            size = entry.get("size")
-            job_audit.result_withheld(
-                str(entry.get("name")), size if isinstance(size, int) else None, None, rule
-            )
+def record_withheld(job_audit: JobAudit, withheld: list[Withheld]) -> None:
+    """One ``result_withheld`` line per result the egress policy kept back, with its size
+    from ``lstat`` (and its SHA-256 when a content pass read it whole), before the manifest
+    goes."""
+    for item in withheld:
+        job_audit.result_withheld(item.name, item.size, item.sha256, item.rule)

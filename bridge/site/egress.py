@@ -59,6 +59,10 @@ class Withheld:
     rule: str
     reason: str
     required: bool = False
+    # For the site's audit line only, never on the wire: the size ``lstat`` gave, and the
+    # SHA-256 when a content pass read the file to its end.
+    size: int | None = None
+    sha256: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -100,12 +104,17 @@ def check_metadata(policy: EgressPolicy, files: list[ResultFile]) -> Selection:
             selection.passed.append(result)
             total += result.size
         else:
-            selection.withheld.append(withhold(policy, result.name, *broken))
+            selection.withheld.append(withhold(policy, result, *broken))
     return selection
 
 
-def withhold(policy: EgressPolicy, name: str, rule: str, reason: str) -> Withheld:
-    return Withheld(name, rule, reason, required=name in policy.required)
+def withhold(
+    policy: EgressPolicy, result: ResultFile, rule: str, reason: str, sha256: str | None = None
+) -> Withheld:
+    return Withheld(
+        result.name, rule, reason, required=result.name in policy.required, size=result.size,
+        sha256=sha256,
+    )  # fmt: skip
 
 
 def _name_or_size_rule(policy: EgressPolicy, result: ResultFile) -> tuple[str, str] | None:

@@ -46,6 +46,7 @@ class Outgoing:
     sha256: dict[str, str] = field(default_factory=dict)
     signatures: dict[str, Signature] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)  # as the manifest lists them
+    withheld: list[Withheld] = field(default_factory=list)  # the policy's, for the audit log
 
     @property
     def required_withheld(self) -> list[str]:
@@ -110,12 +111,13 @@ def _inspect_one(
         found = inspect(source, result.size, policy.deny_markers, result.name)
     if found.marker is not None:
         index = policy.deny_markers.index(found.marker)
-        return withhold(policy, result.name, RULE_MARKER, f"it contains deny_markers[{index}]")
+        return withhold(policy, result, RULE_MARKER, f"it contains deny_markers[{index}]")
     assert found.sha256 is not None  # read to its end: no marker stopped it
     if found.sha256 in private:
         return withhold(
-            policy, result.name, RULE_PRIVATE, "it is byte-identical to a private file of the site"
-        )
+            policy, result, RULE_PRIVATE, "it is byte-identical to a private file of the site",
+            sha256=found.sha256,
+        )  # fmt: skip
     out.sha256[result.name] = found.sha256
     out.signatures[result.name] = seen
     return None
@@ -139,3 +141,4 @@ def _withhold(job_id: str, out: Outgoing, withheld: list[Withheld]) -> None:
     for item in withheld:
         log.warning("%s: result %s withheld (%s): %s", job_id, item.name, item.rule, item.reason)
         out.skipped.append(item.to_wire())
+        out.withheld.append(item)

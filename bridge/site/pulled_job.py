@@ -114,7 +114,9 @@ class PulledJob:
         self.log_sizes: dict[str, int] = {
             k: v for k, v in (logs or {}).items() if isinstance(v, int) and v >= 0
         }
-        self.audit = audit.JobAudit(AuditWriter(site.audit_dir), self.job_id, _broker_peer(agent))
+        self.audit = audit.JobAudit(
+            AuditWriter(site.audit_dir), self.job_id, _broker_peer(agent), self.wd.control
+        )
         self.thread = threading.Thread(target=self.run, name=f"job-{self.job_id[:8]}", daemon=True)
 
     # --- thread body -----------------------------------------------------------------------
@@ -385,11 +387,19 @@ class PulledJob:
         results: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         # A cancelled job's bridge has gone away: confirm the cancel at once, send nothing.
+        if outcome.state != JobState.CANCELLED and job.command.release == "manual":
+            # Held results stay at the site: the agent does not offer the hold yet.
+            self._reject(api, SiteError(
+                f"command {job.command.name} holds its results for manual release, which "
+                "only the SSH path offers so far; none left the site (run it over SSH)"
+            ))  # fmt: skip
+            self.wd.mark_delivered()
+            return
         if outcome.state != JobState.CANCELLED:
             out = outgoing.select_results(self.site, job)
             skipped = out.skipped
             try:
-                audit.record_withheld(self.audit, skipped)
+                audit.record_withheld(self.audit, out.withheld)
                 results = upload_results(
                     api, self.lease, self.wd.path, out, self._checkpoint,
                     before_send=self.audit.result_sent,

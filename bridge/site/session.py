@@ -33,6 +33,7 @@ from bridge.core.errors import (
     JobUnknown,
     ProtocolError,
     ResultNotSent,
+    ResultsRejected,
     SiteError,
     StagingError,
 )
@@ -50,7 +51,7 @@ from bridge.core.protocol import (
 from bridge.core.results import ResultFile, open_result_for_reading
 from bridge.core.staging import FileHeader, receive_file, send_file, withdraw_file
 from bridge.core.streams import sha256_stream
-from bridge.site import accepted_job, audit, job_start, outgoing, probe
+from bridge.site import accepted_job, audit, job_start, outgoing, probe, release
 from bridge.site.audit_chain import AuditWriter
 from bridge.site.config import SiteConfig
 from bridge.site.status_cache import SharedStatus
@@ -59,6 +60,9 @@ from schedulers import JobHandle, Scheduler
 
 log = logging.getLogger(__name__)
 
+
+# How often a held job's site entry looks for the operator's decision.
+_RELEASE_POLL_SECONDS = 0.25
 
 #: The site entry's exit code when the bridge sent nothing within ``[site] idle_timeout``.
 EXIT_IDLE = 75
@@ -143,7 +147,8 @@ class Session:
             return 2
 
     def job_audit(self, job_id: str) -> audit.JobAudit:
-        return audit.JobAudit(self.audit_writer, job_id, self.who)
+        control = WorkDir(self.site.work_base, job_id).control
+        return audit.JobAudit(self.audit_writer, job_id, self.who, control)
 
     def _try_send_error(self, exc: BridgeError) -> None:
         # If the bridge went away it will re-attach or resubmit; nothing more to do here.
@@ -263,13 +268,38 @@ class Session:
             stream, data = event
             self.writer.write_frame(kinds[stream], data)
             last_sent = time.monotonic()
+        if job.command.release == "manual":
+            self._await_release(job)
         self._send_results(job)
+
+    def _await_release(self, job: accepted_job.AcceptedJob) -> None:
+        """Hold the results until a site operator decides; the hold is a file, so a restarted
+        site entry (a re-attaching bridge) waits on, or goes on with the decision made."""
+        wd = job.workdir
+        found = release.decision(wd)
+        if found is None:
+            held = release.hold(wd, job.command.name, outgoing.select_results(self.site, job))
+            notice = {"held": {"since": held["since"], "release": release.release_command(
+                wd.job_id), "files": len(held["files"])}}  # fmt: skip
+            log.info("%s: awaiting release by a site operator", wd.job_id)
+            while (found := release.decision(wd)) is None:
+                self.writer.write_json(notice)  # also the bridge's heartbeat meanwhile
+                deadline = time.monotonic() + defaults.HEARTBEAT_SECONDS
+                while release.decision(wd) is None and time.monotonic() < deadline:
+                    time.sleep(_RELEASE_POLL_SECONDS)
+        if found["verdict"] != release.RELEASED:
+            reason = outbound.scrub(str(found.get("reason") or "no reason given"))
+            raise ResultsRejected(
+                f"a site operator rejected the results of job {wd.job_id}: {reason}; none of "
+                "them left the site"
+            )
+        log.info("%s: released by %s", wd.job_id, found.get("by"))
 
     def _send_results(self, job: accepted_job.AcceptedJob) -> None:
         wd = job.workdir
         out = outgoing.select_results(self.site, job)
         job_audit = self.job_audit(wd.job_id)
-        audit.record_withheld(job_audit, out.skipped)
+        audit.record_withheld(job_audit, out.withheld)
         self.writer.write_json(
             {
                 "manifest": [{"name": f.name, "size": f.size, "mode": f.mode} for f in out.files],

@@ -23,9 +23,11 @@ from typing import Any
 
 from bridge.core.defaults import PROTOCOL_REQUEST
 from bridge.core.errors import ExitCode
+from bridge.core.protocol import KIND_JSON, PROTOCOL_VERSION, FrameReader, FrameWriter
 from bridge.site.audit_chain import log_files
 from tests.integration.conftest import SiteEnv, run_bridge
 from tests.support.broker import BrokerProcess
+from tests.support.frames import LoopbackChannel
 from tests.support.pull import (
     bridge_config as pull_bridge_config,
 )
@@ -133,6 +135,39 @@ def test_site_entry_over_pipes_records_the_same_lines(
     lines = entries(site_env.root / "audit", job_id)
     check_job_lines(lines, payloads, tmp_path / "out")
     assert (lines[0]["via"], lines[0]["peer"], lines[0]["key"]) == ("local", "stdin", None)
+
+
+def attach_frames(job_id: str) -> bytes:
+    """What a re-attaching bridge sends: the attach request, then its ack of the results."""
+    channel = LoopbackChannel()
+    writer = FrameWriter(channel)
+    writer.write_json({"op": "attach", "protocol": PROTOCOL_VERSION, "job_id": job_id,
+                       "offsets": {}})  # fmt: skip
+    writer.write_json({"op": "ack"})
+    return bytes(channel.buffer)
+
+
+def test_a_reattached_job_does_not_record_its_end_and_results_twice(
+    bridge_config: Path, site_env: SiteEnv, sshd: Sshd, tmp_path: Path
+) -> None:
+    job_id, payloads = run_checksum_job(bridge_config, "site", tmp_path)
+    before = entries(site_env.root / "audit", job_id)
+    # The bridge comes back for the ended job (as after a dropped connection) and gets its
+    # results again, over the real sshd.
+    again = subprocess.run(sshd.ssh_argv(f"{PROTOCOL_REQUEST} 1"), input=attach_frames(job_id),
+                           capture_output=True, timeout=60)  # fmt: skip
+    assert again.returncode == 0, again.stderr.decode()
+    reader = FrameReader(LoopbackChannel(again.stdout))
+    files = []
+    while (kind_payload := reader.read_frame())[0] != KIND_JSON or b'"done"' not in (
+        kind_payload[1]
+    ):
+        if kind_payload[0] == KIND_JSON and b'"file"' in kind_payload[1]:
+            files.append(json.loads(kind_payload[1])["file"])
+    assert sorted(files) == sorted(sent_lines(before))  # the results did go again
+    after = entries(site_env.root / "audit", job_id)
+    assert after == before  # and not one line more: end and results recorded once
+    check_job_lines(after, payloads, tmp_path / "out")
 
 
 def test_forced_command_refusals_are_recorded(sshd: Sshd, site_env: SiteEnv) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from bridge.client.node_config import EXAMPLES_DIR
+from bridge.site.audit_chain import log_files
 from tests.support.broker import BrokerProcess
 from tests.support.pull import Agent, ClientApi, bridge_config
 from tests.support.services import unavailable
@@ -100,7 +101,8 @@ def write_site(root: Path, name: str, agent: dict[str, Any] | None = None) -> Pa
     (root / "work").mkdir()
     return write_site_toml(
         root / "site.toml",
-        site={"name": name, "work_base": root / "work", "log_file": root / "site.log"},
+        site={"name": name, "work_base": root / "work", "log_file": root / "site.log",
+              "audit_dir": root / "audit"},
         agent=agent,
         egress={"private_dirs": [private], "private_index": root / "state" / "index.json"},
         commands=commands(model),
@@ -192,6 +194,17 @@ def assert_private_never_arrived(via: Via, out: Path) -> None:
         assert hashlib.sha256(data).hexdigest() != digest, name
 
 
+def withheld_lines(via: Via) -> dict[str, dict[str, Any]]:
+    """The last job's ``result_withheld`` audit lines at its site, by name."""
+    audit_dir = via.private_model.parent.parent / "audit"
+    job_id = via.last_job
+    text = b"".join(Path(p).read_bytes() for p in log_files(str(audit_dir)))
+    lines = [json.loads(line) for line in text.splitlines()]
+    found = [e for e in lines if e["job"] == job_id and e["event"] == "result_withheld"]
+    assert len({e["name"] for e in found}) == len(found), found  # each one once
+    return {e["name"]: e for e in found}
+
+
 def reasons(via: Via, err: str, names: list[str]) -> dict[str, str]:
     """What the bridge side says about each name not returned: from ``run``'s own lines, and
     on the broker path also from the broker's record (which must say the same)."""
@@ -243,6 +256,11 @@ def test_a_copy_of_the_private_model_is_withheld_by_the_hash_rule(
     if via.api is not None:
         entry = next(s for s in via.skipped() if s["name"] == "model_copy.dat")
         assert entry["rule"] == "deny_private" and entry["required"] is True
+    line = withheld_lines(via)["model_copy.dat"]
+    model = via.private_model.read_bytes()
+    assert (line["rule"], line["size"], line["sha256"]) == (
+        "deny_private", len(model), hashlib.sha256(model).hexdigest(),
+    )  # fmt: skip
 
 
 def test_files_holding_the_marker_are_withheld_by_the_marker_rule(
@@ -273,6 +291,8 @@ def test_a_sparse_1_tib_file_is_withheld_by_the_default_cap_unread(
         "withheld by the site's egress policy (max_file_size): "
         f"{1 << 40} bytes, over the limit of {64 << 30} (not read)"
     )
+    line = withheld_lines(via)["huge.bin"]  # its size from lstat, nothing read
+    assert (line["rule"], line["size"], line["sha256"]) == ("max_file_size", 1 << 40, None)
 
 
 def test_name_rules_and_size_and_count_limits(via: Via, tmp_path: Path) -> None:

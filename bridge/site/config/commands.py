@@ -50,6 +50,8 @@ class CommandSpec:
     resources: ResourceTemplate = field(default_factory=ResourceTemplate)
     # [commands.<name>.egress]: the keys it overrides in the site's [egress] policy.
     egress: dict[str, Any] = field(default_factory=dict)
+    # "manual": results wait at the site for ``site release`` (``bridge.site.release``).
+    release: str = "auto"
 
     def resolve_params(self, given: dict[str, ParamValue]) -> dict[str, ParamValue]:
         """Validated values for every parameter (defaults filled in); rejects unknown names."""
@@ -127,6 +129,7 @@ _COMMAND_KEYS = {
     "env",
     "resources",
     "egress",
+    "release",
 }
 
 
@@ -170,7 +173,15 @@ def load_command(parent: Section, name: str, config_dir: str) -> CommandSpec:
         config_dir=config_dir,
         resources=load_resources(sec.section("resources"), set(params)),
         egress=load_command_egress(sec),
+        release=_load_release(sec),
     )
+
+
+def _load_release(sec: Section) -> str:
+    value = sec.get("release", str, "auto")
+    if value not in ("auto", "manual"):
+        raise sec.error('must be "auto" or "manual" (results wait for site release)', "release")
+    return value
 
 
 def _missing(sec: Section, key: str) -> str:

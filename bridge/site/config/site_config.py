@@ -41,6 +41,8 @@ class SiteConfig:
     audit_dir: str = field(default_factory=lambda: default_audit_dir())  # bridge.site.audit
     # A command string of the original API (a whitelisted path) -> the command that runs it.
     legacy_commands: dict[str, str] = field(default_factory=dict)
+    # Besides the site account, who may release or reject a held job (through sudo -u).
+    release_group: str | None = None
 
     def command_for(self, requested: str) -> str:
         """The command a job names, with an original API's command string mapped."""
@@ -123,7 +125,7 @@ def load_site_config(path: str) -> SiteConfig:
     site.check_keys(
         {
             "name", "work_base", "retention", "log_file", "max_input_files", "max_input_bytes",
-            "allow_probe", "idle_timeout", "legacy_commands", "audit_dir",
+            "allow_probe", "idle_timeout", "legacy_commands", "audit_dir", "release_group",
         }
     )  # fmt: skip
     work_base = site.path_value("work_base", defaults.WORK_BASE)
@@ -155,6 +157,7 @@ def load_site_config(path: str) -> SiteConfig:
         legacy_commands=_legacy_commands(site, commands),
         audit_dir=_audit_dir(site, os.path.dirname(os.path.abspath(path))),
         egress=egress,
+        release_group=site.get("release_group", str, "") or None,
     )
 
 

@@ -95,3 +95,28 @@ def test_the_key_fingerprint_is_the_one_ssh_keygen_prints(tmp_path: Path) -> Non
     assert peer == audit.Peer("ssh", "127.0.0.1:5000", key=listed)
     assert ssh_peer({}) == audit.Peer("local", "stdin")
     assert key_fingerprint(str(tmp_path / "missing")) is None
+
+
+def test_a_reattached_job_records_its_end_and_results_once(tmp_path: Path) -> None:
+    control = tmp_path / "work" / ".mint-bridge"
+    control.mkdir(parents=True)
+    peer = audit.Peer("local", "stdin")
+    ended = JobOutcome(JobState.COMPLETED, exit_code=0, reason="")
+    for _attempt in range(3):  # a fresh JobAudit each time, as a new connection makes one
+        job = audit.JobAudit(AuditWriter(str(tmp_path / "a")), JOB, peer, str(control))
+        job.program_ended(ended)
+        job.result_sent("out.txt", 7, "cd" * 32)
+        job.result_withheld("secret.inp", 9, None, "deny")
+    # The same name with other bytes is a new fact, and recorded.
+    job.result_sent("out.txt", 8, "ce" * 32)
+    got = [(e["event"], e.get("size")) for e in entries(tmp_path / "a")]
+    assert got == [
+        ("program_ended", None), ("result_sent", 7), ("result_withheld", 9), ("result_sent", 8)
+    ]  # fmt: skip
+
+
+def test_without_a_control_dir_every_event_is_recorded(tmp_path: Path) -> None:
+    job = audit.JobAudit(AuditWriter(str(tmp_path / "a")), JOB, audit.Peer("local", "stdin"))
+    job.result_sent("out.txt", 7, "cd" * 32)
+    job.result_sent("out.txt", 7, "cd" * 32)
+    assert [e["event"] for e in entries(tmp_path / "a")] == ["result_sent"] * 2

@@ -528,7 +528,7 @@ def test_unknown_top_level_and_site_keys(tmp_path: Path) -> None:
     assert str(error) == (
         f"{path}: site: unknown key 'work_dir'; allowed keys are allow_probe, audit_dir, "
         "idle_timeout, legacy_commands, log_file, max_input_bytes, max_input_files, name, "
-        "retention, work_base"
+        "release_group, retention, work_base"
     )
 
 
