@@ -201,6 +201,11 @@ def classify(login: LoginHost, code: int, stderr: str, program: str) -> Schedule
             f"login host {login.where} refused the login with {key}{said}; add the public key "
             f"to ~/.ssh/authorized_keys of {login.target} on the login node"
         )
+    if "too long for Unix domain socket" in text:
+        return SchedulerError(
+            f"the control socket path for login host {login.where} is too long{said}; set "
+            "[scheduler] login_control_dir to a shorter private directory"
+        )
     if any(pattern in text for pattern in _CONFIG):
         return SchedulerError(f"ssh cannot use its configuration for login host {login.where}"
                               f"{said}; fix the SSH config it names")  # fmt: skip
