@@ -21,6 +21,7 @@ from bridge.core.job import JobState
 from schedulers.base import JobHandle, JobSpec, SchedulerOptions
 from schedulers.login_host import LoginHost, exit_argv
 from schedulers.slurm import SlurmScheduler
+from tests.support.net import free_port
 from tests.support.services import unavailable
 from tests.support.slurm import SlurmCluster
 from tests.support.sshd import Sshd, SshdUnavailable, keygen, start_sshd
@@ -110,3 +111,16 @@ def test_a_host_key_mismatch_is_named_and_not_retried(login_node: Sshd, tmp_path
         slurm.status([JobHandle("j", "1", str(tmp_path))])
     assert "ssh-keyscan -p" in caught.value.message and not caught.value.transient
     assert login_node.ssh_connections() - before == 1, "not retried"
+
+
+def test_a_login_host_that_is_down_is_retried_then_named(
+    login_node: Sshd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    slurm, host = adapter(login_node, tmp_path)
+    slurm.login = LoginHost(**{**host.__dict__, "port": free_port()})
+    with pytest.raises(SchedulerError) as caught:
+        slurm._call(lambda: slurm.run(["squeue", "-h"], "status"))
+    assert caught.value.transient
+    assert f"cannot reach login host 127.0.0.1 port {slurm.login.port}" in caught.value.message
+    assert "Connection refused" in caught.value.message
+    assert caplog.text.count("retrying") == 2  # three attempts in all
