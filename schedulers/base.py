@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bridge.core.errors import SchedulerError
 from bridge.core.job import JobOutcome
+from schedulers.login_host import LoginHost
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class SchedulerOptions:
     command_timeout: float = 30.0  # a scheduler command running longer is a transient failure
     retries: int = 5  # attempts for a command failing with a transient error
     retry_wait: float = 1.0  # first wait before a retry (then doubling, with jitter)
+    login: LoginHost | None = None  # batch commands run on this login node over SSH
 
 
 @dataclass(frozen=True)

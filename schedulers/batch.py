@@ -44,6 +44,7 @@ from bridge.core.workdir_files import (
     EXIT_CODE_FILE,
     SUBMIT_LOCK_FILE,
 )
+from schedulers import login_host, login_staging
 from schedulers.base import JobHandle, JobSpec, Scheduler, SchedulerOptions
 from schedulers.batch_script import (
     job_name,
@@ -100,12 +101,19 @@ class BatchScheduler(Scheduler):
 
     def __init__(self) -> None:
         self._last_known: dict[str, JobOutcome] = {}
+        self.login: login_host.LoginHost | None = None
 
     def configure(self, options: SchedulerOptions) -> None:
         super().configure(options)
         self.command_timeout = options.command_timeout
         self.retries = options.retries
         self.retry_wait = options.retry_wait
+        self.login = options.login
+
+    @property
+    def staged(self) -> login_host.LoginHost | None:
+        """The login host when jobs run there in a copy of their work dir (no shared one)."""
+        return self.login if self.login is not None and not self.login.shared_workdir else None
 
     # --- what each scheduler module fills in ---------------------------------------------
 
@@ -192,9 +200,13 @@ class BatchScheduler(Scheduler):
         pass_fds: Sequence[int] = (),
     ) -> subprocess.CompletedProcess[str]:
         """``run``, keeping stderr for an adapter that reads notes from it."""
+        command = argv
+        if self.login is not None:  # on the login node: ssh's failures are told apart below
+            login_host.ensure_master(self.login, self.command_timeout)
+            command = login_host.command_argv(self.login, argv)
         try:
             proc = subprocess.run(
-                argv,
+                command,
                 capture_output=True,
                 text=True,
                 timeout=self.command_timeout,
@@ -204,7 +216,11 @@ class BatchScheduler(Scheduler):
         except subprocess.TimeoutExpired as exc:
             raise SchedulerError(f"{what}: {argv[0]} timed out", transient=True) from exc
         except OSError as exc:
-            raise SchedulerError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from exc
+            raise SchedulerError(f"{what}: cannot run {command[0]}: {exc.strerror}") from exc
+        if self.login is not None and proc.returncode != 0:
+            failure = login_host.classify(self.login, proc.returncode, proc.stderr, argv[0])
+            if failure is not None:
+                raise SchedulerError(f"{what}: {failure.message}", transient=failure.transient)
         if proc.returncode != 0 and not (
             accept is not None and accept(proc.returncode, proc.stdout, proc.stderr)
         ):
@@ -228,11 +244,19 @@ class BatchScheduler(Scheduler):
         )
 
     def submit(self, spec: JobSpec) -> str:
+        staged = self.staged
+        # Staged: the script names the paths of the job's copy on the login node.
+        run_spec = login_staging.remote_spec(staged, spec) if staged else spec
         script_path = os.path.join(spec.control_dir, BATCH_SCRIPT_FILE)
-        script = render_script(spec, self.directives(spec), id_variables=self.job_id_variables)
+        script = render_script(
+            run_spec, self.directives(run_spec), id_variables=self.job_id_variables
+        )
         with open(script_path, "w", encoding="utf-8") as handle:
             handle.write(script)
         os.chmod(script_path, 0o700)
+        if staged:
+            self._call(lambda: login_staging.stage_in(staged, spec, self.command_timeout))
+            script_path = os.path.join(run_spec.control_dir, BATCH_SCRIPT_FILE)
         name = job_name(spec.job_id)
         attempted = False
         with _submit_lock(spec.control_dir) as lock_fd:
@@ -246,7 +270,7 @@ class BatchScheduler(Scheduler):
                             )
                             return found
                     attempted = True
-                    argv = self.submit_argv(script_path, spec)
+                    argv = self.submit_argv(script_path, run_spec)
                     return self.parse_submit(self.run(argv, "submit", pass_fds=(lock_fd,)))
         raise AssertionError("unreachable")  # tenacity reraises the last error
 
@@ -254,6 +278,7 @@ class BatchScheduler(Scheduler):
         """Found by the id its script recorded (it ran or runs) or by its name (still queued, or
         ended recently); a scheduler that does not answer raises, as the contract asks."""
         with _submit_lock(spec.control_dir, wait=self.command_timeout, job_id=spec.job_id):
+            self._fetch(spec.job_id, spec.workdir, remove=False)  # the records the job wrote
             recorded = read_self_id(spec.control_dir)
             if recorded is not None:
                 return self.check_native_id(recorded)
@@ -276,6 +301,10 @@ class BatchScheduler(Scheduler):
             missing = [i for i in ids if i not in native]
             if missing:
                 native.update(self._call(lambda: self.finished_status(missing)))
+            for h in handles:  # staged: an ended job's results come back before it is merged
+                found = native.get(h.native_id)
+                if found is None or found.state.is_final:
+                    self._fetch(h.job_id, os.path.dirname(h.control_dir), remove=True)
         except SchedulerError as exc:
             if exc.transient:
                 log.warning("%s unavailable (%s); jobs keep their last known state", self.name, exc)
@@ -284,6 +313,15 @@ class BatchScheduler(Scheduler):
         result = {h.native_id: self._merge(h, native.get(h.native_id)) for h in handles}
         self._last_known.update(result)
         return result
+
+    def _fetch(self, job_id: str, workdir: str, remove: bool) -> None:
+        staged = self.staged
+        if staged is not None:
+            self._call(
+                lambda: login_staging.stage_out(
+                    staged, job_id, workdir, self.command_timeout, remove
+                )
+            )
 
     def _call(self, fn: Callable[[], T]) -> T:
         for attempt in self._retrying():

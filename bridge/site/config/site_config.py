@@ -20,6 +20,8 @@ from bridge.core.units import parse_duration, parse_size
 from bridge.site.config.agent_table import AgentConfig, load_agent
 from bridge.site.config.commands import CommandSpec, load_command
 from bridge.site.config.egress_table import check_private_dirs, load_site_egress
+from bridge.site.config.login_table import KEYS as LOGIN_KEYS
+from bridge.site.config.login_table import load_login_host
 from bridge.site.egress import EgressPolicy
 from schedulers import Scheduler, SchedulerOptions, get_scheduler
 
@@ -219,7 +221,7 @@ def _idle_timeout(site: Section) -> float:
 
 
 def _load_scheduler_options(sec: Section) -> SchedulerOptions:
-    sec.check_keys({"poll_interval", "command_timeout", "retries", "retry_wait"})
+    sec.check_keys({"poll_interval", "command_timeout", "retries", "retry_wait", *LOGIN_KEYS})
     retries = sec.get("retries", int, SchedulerOptions.retries)
     if retries < 1:
         raise sec.error("must be at least 1", "retries")
@@ -228,4 +230,5 @@ def _load_scheduler_options(sec: Section) -> SchedulerOptions:
         command_timeout=sec.convert("command_timeout", parse_duration, 30.0),
         retries=retries,
         retry_wait=sec.convert("retry_wait", parse_duration, SchedulerOptions.retry_wait),
+        login=load_login_host(sec),
     )
