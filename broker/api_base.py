@@ -71,6 +71,7 @@ def wait_for(
         while True:
             waiter.rearm()
             found = check()
+            waiter.looked()
             if found is not None or not _changed(waiter):
                 return found
 
