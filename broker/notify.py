@@ -10,10 +10,10 @@ Several instances on one PostgreSQL database hear each other's commits through L
 (``broker.store.postgres_notify``), which calls ``changed`` here as well, and ``wake_all``
 after a gap in which some may have been missed.
 
-The per-token limit is counted in each instance: behind a load balancer that spreads one
-token's polls over N instances, the token may hold up to N times the limit in all. Counting in
-the database instead would cost a write at the start and end of every long poll, and an
-instance killed with ``kill -9`` would leave its counts behind.
+The per-token limit is counted here for this instance; on a store several instances share
+(PostgreSQL) a poll that waits also holds a slot in the database (``broker.store.
+postgres_slots``, taken by ``api_base.wait_for``), so the limit holds for the token on all
+instances together, and a killed instance's slots lapse by themselves.
 
 Long polls hold a server thread each, so the number of waiters is bounded: per token
 (``RateLimited``, 429) and in all (``Unavailable``, 503), always leaving threads for ordinary
