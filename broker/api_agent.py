@@ -103,9 +103,8 @@ def claim() -> Response:
             commands, others,
         )  # fmt: skip
     except (ClientGone, Unauthorized) as exc:
-        # The notifier woke this poll alone for the site's new job; it takes nothing, so the
-        # next waiting claim must look instead, or the job would wait for the next change.
-        broker.notifier.changed((), [site])
+        # A wakeup for the site's new job that this claim did not use goes on to the next
+        # waiting claim that takes the job (``Notifier.listen`` passes it on).
         if isinstance(exc, Unauthorized):
             log.info("claim of agent %s of site %s refused: %s", agent_id, site, exc)
             raise

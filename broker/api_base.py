@@ -10,7 +10,10 @@ that with the loaded job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
 from flask import Response, jsonify, request
@@ -19,14 +22,16 @@ from bridge.core.errors import BridgeError
 from bridge.core.job import check_job_id
 from broker import auth, defaults
 from broker.delivery import client_connected
-from broker.errors import NotFound, TooLarge
+from broker.errors import NotFound, RateLimited, StoreError, TooLarge
 from broker.notify import Waiter
 from broker.runtime import current
-from broker.store import JobRecord
+from broker.store import JobRecord, postgres_slots
 from broker.transfers import read_small_body
 from broker.validation import parse_json
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def json_body(*, required: bool = True) -> dict[str, Any]:
@@ -67,12 +72,35 @@ def wait_for(
         return found
     broker = current()
     owner = auth.current().token_id
-    with broker.notifier.listen(keys, owner, seconds, commands, others) as waiter:
+    with broker.notifier.listen(keys, owner, seconds, commands, others) as waiter, \
+            _slot_on_every_instance(owner, seconds):
         while True:
             waiter.rearm()
             found = check()
+            waiter.looked()
             if found is not None or not _changed(waiter):
                 return found
+
+
+@contextlib.contextmanager
+def _slot_on_every_instance(owner: str, seconds: float) -> Iterator[None]:
+    """Count the poll against its token's limit on all instances of a shared store (429 once
+    the token holds it anywhere); one instance's own count is ``broker.notify``'s."""
+    broker = current()
+    limit, now, poll_id = broker.config.long_polls_per_token, broker.clock(), uuid.uuid4().hex
+    until = now + seconds + postgres_slots.GRACE_SECONDS
+    if not broker.store.hold_poll(poll_id, owner, limit, until, now):
+        raise RateLimited(f"this token already holds {limit} long polls on the broker's "
+                          "instances together; wait for one to return before starting another",
+                          retry_after=1)  # fmt: skip
+    try:
+        yield
+    finally:
+        try:
+            broker.store.end_poll(poll_id)
+        except StoreError as exc:  # the row lapses by itself at ``until``
+            log.warning("long poll %s of token %s: its slot stays until it lapses: %s",
+                        poll_id, owner, exc)  # fmt: skip
 
 
 def _changed(waiter: Waiter) -> bool:

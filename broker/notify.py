@@ -10,10 +10,10 @@ Several instances on one PostgreSQL database hear each other's commits through L
 (``broker.store.postgres_notify``), which calls ``changed`` here as well, and ``wake_all``
 after a gap in which some may have been missed.
 
-The per-token limit is counted in each instance: behind a load balancer that spreads one
-token's polls over N instances, the token may hold up to N times the limit in all. Counting in
-the database instead would cost a write at the start and end of every long poll, and an
-instance killed with ``kill -9`` would leave its counts behind.
+The per-token limit is counted here for this instance; on a store several instances share
+(PostgreSQL) a poll that waits also holds a slot in the database (``broker.store.
+postgres_slots``, taken by ``api_base.wait_for``), so the limit holds for the token on all
+instances together, and a killed instance's slots lapse by themselves.
 
 Long polls hold a server thread each, so the number of waiters is bounded: per token
 (``RateLimited``, 429) and in all (``Unavailable``, 503), always leaving threads for ordinary
@@ -28,6 +28,9 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 
 from broker.errors import RateLimited, Unavailable
+
+# A wakeup for site work: the site's key and the commands of the work (None: any claim's).
+Wake = tuple[str, Collection[str] | None]
 
 
 def job_key(job_id: str) -> str:
@@ -55,6 +58,11 @@ class Waiter:
         self.deadline = deadline
         self.commands = commands
         self.others = others
+        # The site work this waiter alone was woken for and has not looked at yet
+        # ((key, commands)); ``looking``: what its current check is for. Whatever is left
+        # when it ends is passed on, so a wakeup is never lost with a claim that took nothing.
+        self.woken: list[Wake] = []
+        self.looking: list[Wake] = []
 
     def takes(self, commands: Collection[str] | None) -> bool:
         """Whether work of ``commands`` (None: of any command) may be for this waiter."""
@@ -70,6 +78,15 @@ class Waiter:
     def rearm(self) -> None:
         """Forget earlier wakeups; call before each check of the database."""
         self.event.clear()
+        self.looking, self.woken = self.woken, []
+
+    def looked(self) -> None:
+        """The check after ``rearm`` ran to its end: it took the work it was woken for, or
+        found it taken by another claim. A check that raised keeps its wakeups, to pass on."""
+        self.looking = []
+
+    def unused(self) -> list[Wake]:
+        return [*self.looking, *self.woken]
 
     def wait(self, at_most: float | None = None) -> bool:
         """Block until a change, the deadline or ``at_most`` seconds; True only on a change."""
@@ -127,15 +144,31 @@ class Notifier:
         asleep.
         """
         claimable = sites if isinstance(sites, Mapping) else dict.fromkeys(sites)
+        wakes: list[Wake] = []
+        for site, commands in claimable.items():
+            wanted = [None] if commands is None else [[c] for c in sorted(commands)]
+            wakes.extend((site_key(site), w) for w in wanted)
         with self._lock:
             waiters = [w for j in job_ids for w in self._waiters.get(job_key(j), ())]
-            for site, commands in claimable.items():
-                for wanted in [None] if commands is None else [[c] for c in sorted(commands)]:
-                    first = self._first_asleep(site_key(site), wanted, waiters)
-                    if first is not None:
-                        waiters.append(first)
+            self._choose(wakes, waiters)
         for waiter in waiters:
             waiter.event.set()
+
+    def _choose(self, wakes: list[Wake], waiters: list[Waiter], but: Waiter | None = None) -> None:
+        """Add to ``waiters`` one claim asleep per wake that takes its work (not ``but``)."""
+        for key, commands in wakes:
+            first = self._first_asleep(key, commands, [*waiters, *([but] if but else [])])
+            if first is not None:
+                first.woken.append((key, commands))
+                waiters.append(first)
+
+    def pass_on(self, waiter: Waiter) -> None:
+        """Hand the wakeups ``waiter`` did not use to the next claims that take that work."""
+        with self._lock:
+            chosen: list[Waiter] = []
+            self._choose(waiter.unused(), chosen, but=waiter)
+        for other in chosen:
+            other.event.set()
 
     def _first_asleep(
         self, key: str, commands: Collection[str] | None, chosen: list[Waiter]
@@ -166,6 +199,8 @@ class Notifier:
             yield waiter
         finally:
             self._unregister(waiter, key_list, owner)
+            if waiter.unused():
+                self.pass_on(waiter)
 
     def waiting(self) -> int:
         with self._lock:

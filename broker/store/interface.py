@@ -277,6 +277,20 @@ class Store(abc.ABC):
     def token_used(self, token_id: str, now: float) -> None:
         """Record that a request presented the token at ``now`` (``TokenRecord.last_used``)."""
 
+    # --- long polls counted across instances ----------------------------------------------
+
+    def hold_poll(self, poll_id: str, token_id: str, limit: int, until: float, now: float) -> bool:
+        """Count a long poll of ``token_id`` that waits until ``until`` against ``limit`` on
+        every instance of this store; False when the token holds ``limit`` already.
+
+        Not abstract: a store only one instance serves (SQLite, memory) counts nothing here,
+        the instance's own count (``broker.notify``) is the whole limit."""
+        return True
+
+    def end_poll(self, poll_id: str) -> None:
+        """The poll ``hold_poll`` counted has returned."""
+        return
+
     def ping(self) -> None:  # not abstract: a store in memory is always reachable
         """Reach the database now (``/healthz``); StoreError if it cannot be reached."""
         return

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from broker.store import postgres_schema
+from broker.store import postgres_schema, postgres_slots
 from broker.store.interface import ChangeListener
 from broker.store.locations import StoreLocation, read_password
 from broker.store.postgres_db import Database
@@ -69,6 +69,18 @@ class PostgresStore(SQLStore):
             if tx.jobs or tx.sites:  # delivered by PostgreSQL only if the commit succeeds
                 publish(tx, self._origin, tx.jobs, tx.sites)
         self._changed(tx)
+
+    def hold_poll(self, poll_id: str, token_id: str, limit: int, until: float, now: float) -> bool:
+        with self._db.transaction() as tx:  # no change to tell: nobody waits on a slot
+            return postgres_slots.hold(tx, poll_id, token_id, limit, until, now)
+
+    def end_poll(self, poll_id: str) -> None:
+        with self._db.transaction() as tx:
+            postgres_slots.end(tx, poll_id)
+
+    def polls_held(self, token_id: str, now: float) -> int:
+        with self._db.snapshot() as tx:
+            return postgres_slots.held(tx, token_id, now)
 
     def close(self) -> None:
         if self._feed is not None:

@@ -11,7 +11,9 @@ are dropped by their origin).
 A notification sent while the feed is disconnected (the database restarted) is lost, so on
 every reconnect the feed wakes every local long poll (``resync``): each looks at the database
 once more and waits again. Nothing here polls the database on a timer, and a payload carries
-job ids and site names only.
+job ids, site names and the command names of each site's new work only (never a parameter or
+a program path): another instance wakes only a claim that takes that work
+(``broker.notify.Waiter.takes``), as the instance that committed it does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import psycopg
 
 from broker.store.interface import ChangeListener
+from broker.store.records import Claimable
 from broker.store.sql_tx import Tx
 
 log = logging.getLogger(__name__)
@@ -38,17 +41,25 @@ STOP_CHECK_SECONDS = 1.0
 RECONNECT_SECONDS = 1.0
 
 
-def publish(tx: Tx, origin: str, jobs: Iterable[str], sites: Iterable[str]) -> None:
-    """Queue the changes for delivery when ``tx`` commits (PostgreSQL drops them otherwise)."""
-    job_list, site_list = sorted(jobs), sorted(sites)
+def publish(tx: Tx, origin: str, jobs: Iterable[str], sites: Claimable) -> None:
+    """Queue the changes for delivery when ``tx`` commits (PostgreSQL drops them otherwise).
+
+    ``sites`` maps each site with new claimable work to its commands (None: work for any
+    claim of the site); the payload keeps that map, so the other instances wake the claims
+    that take the work and no other."""
+    job_list = sorted(jobs)
+    site_map = {site: None if commands is None else sorted(commands)
+                for site, commands in sorted(sites.items())}  # fmt: skip
     for start in range(0, max(1, len(job_list)), IDS_PER_NOTICE):
         payload = {"o": origin, "j": job_list[start:start + IDS_PER_NOTICE],
-                   "s": site_list if start == 0 else []}  # fmt: skip
+                   "s": site_map if start == 0 else {}}  # fmt: skip
         tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, json.dumps(payload)))
 
 
-def parse(payload: str, origin: str) -> tuple[list[str], list[str]] | None:
-    """Another instance's (jobs, sites); None for our own or for anything malformed."""
+def parse(payload: str, origin: str) -> tuple[list[str], Claimable] | None:
+    """Another instance's (jobs, sites with the commands of their new work); None for our
+    own or for anything malformed. A list of sites (an instance of an older release) means
+    work for any claim of each."""
     try:
         notice: Any = json.loads(payload)
         jobs, sites = notice["j"], notice["s"]
@@ -56,9 +67,15 @@ def parse(payload: str, origin: str) -> tuple[list[str], list[str]] | None:
             return None
     except (ValueError, KeyError, TypeError):
         return None
-    if not all(isinstance(v, str) for v in [*jobs, *sites]):
+    if isinstance(sites, list):
+        sites = dict.fromkeys(sites)
+    if not isinstance(jobs, list) or not isinstance(sites, dict):
         return None
-    return list(jobs), list(sites)
+    commands = [c for v in sites.values() if v is not None for c in (v if isinstance(v, list)
+                                                                     else [None])]  # fmt: skip
+    if not all(isinstance(v, str) for v in [*jobs, *sites, *commands]):
+        return None
+    return list(jobs), {site: None if v is None else set(v) for site, v in sites.items()}
 
 
 class ChangeFeed:
@@ -114,6 +131,4 @@ class ChangeFeed:
                 change = parse(note.payload, self._origin)
                 if change is not None:
                     job_ids, sites = change
-                    # Another instance's note names sites, not the commands of their new
-                    # work: wake one claim per site as for work of any command.
-                    self._listener(job_ids, dict.fromkeys(sites))
+                    self._listener(job_ids, sites)

@@ -147,6 +147,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX jobs_by_site_created ON jobs (site, created_at, job_id)",
         ),
     ),
+    Migration(
+        4,
+        "poll_slots: per-token long polls counted across instances",
+        (
+            """
+            CREATE TABLE poll_slots (
+                poll_id TEXT PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                until DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX poll_slots_by_token ON poll_slots (token_id, until)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)

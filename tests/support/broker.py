@@ -79,7 +79,9 @@ class BrokerProcess:
                                       timeout=2)  # fmt: skip
                 if answer.status_code == 200:
                     return
-            except requests.RequestException:
+            # A restart right after kill -9 can meet a socket closed mid-handshake: urllib3
+            # lets that ssl.SSLError (an OSError) through unwrapped. Not ready yet; try again.
+            except (requests.RequestException, OSError):
                 pass
             time.sleep(0.1)
         self.stop()

@@ -33,7 +33,7 @@ from tests.support.services import unavailable
 
 SUPERUSER = "postgres"
 # The broker's tables, emptied between tests that share one migrated database.
-TABLES = "job_events, legacy_jobs, inputs, results, agents, tokens, jobs"
+TABLES = "poll_slots, job_events, legacy_jobs, inputs, results, agents, tokens, jobs"
 
 
 class PostgresUnavailable(RuntimeError):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from broker.errors import RateLimited, Unavailable
-from broker.notify import Notifier, job_key, site_key
+from broker.notify import Notifier, Waiter, job_key, site_key
 
 
 def test_a_change_before_the_wait_is_not_lost() -> None:
@@ -138,3 +140,47 @@ def test_a_claim_that_takes_jobs_nobody_else_runs_is_woken_for_them() -> None:
         assert not agent.event.is_set()
         notifier.changed([], {"a": {"rm"}})  # nobody runs it: the site rejects it
         assert agent.event.is_set()
+
+
+def test_a_wakeup_the_woken_claim_does_not_use_goes_to_the_next_claim_that_takes_it() -> None:
+    """The claim woken for a "solve" job ends without taking it (its check raised: its agent
+    went away): the wakeup goes on to the next claim that takes "solve", never to one that
+    does not, and is not lost."""
+    notifier = Notifier(10, 10)
+    with notifier.listen([site_key("a")], "t1", 30, commands={"mesh"}) as mesh, \
+            notifier.listen([site_key("a")], "t2", 30, commands={"solve"}) as other:
+        other.event.set()  # busy looking already: the new job's wakeup goes to the next
+        with notifier.listen([site_key("a")], "t3", 30, commands={"solve"}) as gone:
+            notifier.changed([], {"a": {"solve"}})
+            assert gone.event.is_set() and not mesh.event.is_set()
+            other.rearm()
+            other.looked()  # its look found nothing: it waits again
+            with contextlib.suppress(ConnectionError), gone_check(gone):
+                raise ConnectionError("the agent went away")
+            assert not other.event.is_set()  # still the gone claim's, until it ends
+            with notifier.listen([site_key("a")], "t4", 30, commands={"solve"}):
+                pass  # a claim that ends without ever being woken passes nothing on
+            assert not other.event.is_set()
+        assert other.event.is_set(), "the unused wakeup went on to the other solve claim"
+        assert not mesh.event.is_set()
+
+
+@contextlib.contextmanager
+def gone_check(waiter: Waiter) -> Iterator[None]:
+    """One check of a long poll, as ``api_base.wait_for`` runs it."""
+    waiter.rearm()
+    yield
+    waiter.looked()
+
+
+def test_a_claim_that_looked_passes_nothing_on() -> None:
+    notifier = Notifier(10, 10)
+    with notifier.listen([site_key("a")], "t1", 30, commands={"solve"}) as other:
+        with notifier.listen([site_key("a")], "t2", 30, commands={"solve"}) as first:
+            other.event.set()  # awake already: not chosen
+            notifier.changed([], {"a": {"solve"}})
+            assert first.event.is_set()
+            first.rearm()
+            first.looked()
+            other.rearm()
+        assert not other.event.is_set()

@@ -129,6 +129,39 @@ def test_a_feed_that_lost_its_connection_wakes_every_poll_once_back(
 
 def test_payloads_of_others_only() -> None:
     assert parse('{"o": "me", "j": ["x"], "s": []}', "me") is None
-    assert parse('{"o": "them", "j": ["x"], "s": ["s"]}', "me") == (["x"], ["s"])
+    # An older instance's list of sites: work for any claim of each.
+    assert parse('{"o": "them", "j": ["x"], "s": ["s"]}', "me") == (["x"], {"s": None})
+    assert parse('{"o": "them", "j": [], "s": {"s": ["mesh"], "t": null}}', "me") == (
+        [], {"s": {"mesh"}, "t": None})
+    assert parse('{"o": "them", "j": [], "s": {"s": [3]}}', "me") is None
     assert parse("not json", "me") is None
     assert parse('{"o": "them", "j": [1], "s": []}', "me") is None
+
+
+def test_another_instances_job_wakes_only_a_claim_that_takes_its_command(
+    pair: tuple[Store, Store, Heard, Heard], postgres_url: str
+) -> None:
+    """A job of command "fatigue" submitted on A: on B the claim that waits longest lists only
+    "mesh", so it must stay asleep and take nothing; the one that lists "fatigue" is woken and
+    takes it (the job row names its agent)."""
+    a = pair[0]
+    notifier = Notifier(max_waiters=10, max_waiters_per_owner=10)  # instance B's long polls
+    b = open_store(parse_store_url(postgres_url), notifier.changed, pool_size=2,
+                   resync=notifier.wake_all)  # fmt: skip
+    try:
+        assert isinstance(b, PostgresStore) and b.feed is not None and b.feed.listening.wait(10)
+        with notifier.listen([site_key("site-a")], "t1", 30, commands={"mesh"}) as mesh, \
+                notifier.listen([site_key("site-a")], "t2", 30, commands={"fatigue"}) as fat:
+            for waiter in (mesh, fat):
+                waiter.rearm()
+            job, _ = a.create_job(new_job(), T0)
+            a.submit(job.job_id, T0)
+            assert fat.wait(10), "the claim on B that takes the command was not woken"
+            assert not mesh.event.is_set(), "a claim that does not take the job was woken"
+            assert b.claim("site-a", "mesh-agent", 60.0, T0, commands={"mesh"}) is None
+            claim = b.claim("site-a", "fatigue-agent", 60.0, T0, commands={"fatigue"})
+        assert claim is not None and claim.job.job_id == job.job_id
+        stored = a.get_job(job.job_id)
+        assert stored is not None and stored.agent_id == "fatigue-agent"
+    finally:
+        b.close()

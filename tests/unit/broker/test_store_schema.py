@@ -19,6 +19,9 @@ from broker.store.sqlite_schema import SCHEMA_VERSION
 from tests.support.postgres import PostgresServer
 from tests.unit.broker.test_store import T0, spec
 
+# PostgreSQL has a step SQLite lacks (poll_slots: limits across instances).
+PG_VERSION = postgres_schema.SCHEMA_VERSION
+
 
 def versions(path: Path) -> tuple[list[int], int]:
     with sqlite3.connect(path) as conn:
@@ -80,12 +83,12 @@ def test_postgresql_is_refused_until_migrated_then_migrate_is_idempotent(
     location = parse_store_url(postgres_server.new_database())
     with pytest.raises(SchemaMismatch, match=r"no broker schema yet.*mint-bridge broker migrate"):
         open_store(location)
-    assert migrate(location) == (0, 3)
-    assert migrate(location) == (3, 3)
+    assert migrate(location) == (0, PG_VERSION)
+    assert migrate(location) == (PG_VERSION, PG_VERSION)
     store = open_store(location)
     created = store.create_job(spec(), T0)[0].job_id
     store.close()
-    assert migrate(location) == (3, 3)
+    assert migrate(location) == (PG_VERSION, PG_VERSION)
     store = open_store(location)
     assert store.get_job(created) is not None
     store.close()
@@ -134,7 +137,7 @@ def test_the_migrate_command_on_postgresql(
     refused = CliRunner().invoke(cli, ["token", "list", "--config", config])
     assert refused.exit_code != 0 and "run `mint-bridge broker migrate" in refused.output
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert first.exit_code == 0 and f"{url}: schema version 0 -> 3" in first.output
+    assert first.exit_code == 0 and f"{url}: schema version 0 -> {PG_VERSION}" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert again.exit_code == 0 and "nothing to migrate" in again.output
     listed = CliRunner().invoke(cli, ["token", "list", "--config", config])
@@ -175,9 +178,10 @@ def test_a_version_1_postgresql_database_migrates_to_token_expiry(
         conn.execute("INSERT INTO schema_version VALUES (1, 'v1', 0)")
         conn.execute("INSERT INTO tokens VALUES (%s, %s, %s, %s, %s, NULL)", _V1_TOKEN)
     location = parse_store_url(url)
-    with pytest.raises(SchemaMismatch, match="has schema version 1; this broker needs version 3"):
+    needs = f"has schema version 1; this broker needs version {PG_VERSION}"
+    with pytest.raises(SchemaMismatch, match=needs):
         open_store(location)
-    assert migrate(location) == (1, 3)
+    assert migrate(location) == (1, PG_VERSION)
     store = open_store(location)
     token = store.get_token("t1")
     store.close()
