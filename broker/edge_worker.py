@@ -151,14 +151,17 @@ class EdgeWorker(ThreadWorker):  # type: ignore[misc]
             self.refusals.refused(address)
             _reset(client_sock)
             return
+        try:
+            sock = self._wrap(client_sock)
+        except OSError as exc:
+            # A client gone before we looked at it (reset before the TLS handshake began):
+            # drop that one connection; letting it out of accept() would end the worker.
+            log.debug("connection from %s closed before it was served: %s", address, exc)
+            self.counter.release(address)
+            with contextlib.suppress(OSError):
+                client_sock.close()
+            return
         self.nr_conns += 1
-        client_sock.setblocking(False)
-        sock: socket.socket = client_sock
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(
-                client_sock, server_side=True, do_handshake_on_connect=False,
-                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
-            )  # fmt: skip
         conn = EdgeConn(self.cfg, sock, client_addr, listener.getsockname(), self.counter)
         if self.ssl_context is not None:
             self._wait(conn, Phase.HANDSHAKE, self.edge.handshake_timeout)
@@ -166,6 +169,16 @@ class EdgeWorker(ThreadWorker):  # type: ignore[misc]
         else:
             self._wait(conn, Phase.HEADER, self.edge.header_timeout)
             self._read_header(conn)
+
+    def _wrap(self, client_sock: socket.socket) -> socket.socket:
+        """The accepted socket, non-blocking and (with TLS) wrapped, its handshake not begun."""
+        client_sock.setblocking(False)
+        if self.ssl_context is None:
+            return client_sock
+        return self.ssl_context.wrap_socket(
+            client_sock, server_side=True, do_handshake_on_connect=False,
+            suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+        )  # fmt: skip
 
     def _log_refusal(self, address: str, count: int) -> None:
         log.warning(

@@ -9,11 +9,15 @@ source address can be tested without touching the client's and agent's 127.0.0.1
 from __future__ import annotations
 
 import hashlib
+import signal
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -174,3 +178,26 @@ def test_a_body_sent_too_slowly_is_cut_off(broker: BrokerProcess) -> None:
     assert took >= BODY_DEADLINE - 0.5
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
     assert health(broker)["status"] == "ok"
+
+
+def test_connections_reset_before_they_are_served_leave_the_worker_running(
+    broker: BrokerProcess,
+) -> None:
+    """Clients that connect and reset while the worker is busy (stopped here) are in the
+    accept queue already closed: the worker drops each one and goes on serving."""
+    workers = psutil.Process(broker.pid).children()
+    assert workers, "the broker has no worker"
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock:
+                sock.sendall(b"\x16\x03\x01")  # the start of a TLS record, then a reset
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+    for _ in range(3):
+        assert health(broker)["status"] == "ok"
+    assert [w.pid for w in psutil.Process(broker.pid).children()] == [w.pid for w in workers]
+    assert all(w.is_running() for w in workers)
