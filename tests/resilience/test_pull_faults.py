@@ -85,9 +85,14 @@ def _site_config(rig_root: Path, broker: BrokerProcess, leg: str, url: str,
 
 @pytest.fixture(scope="module")
 def rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    yield from make_rig(broker_factory, tmp_path_factory, "res-broker")
+
+
+def make_rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory,
+             name: str) -> Iterator[Rig]:  # fmt: skip
     """One broker; site ``res-client`` whose agent talks to it directly (the client's leg gets
     the faults), site ``res-agent`` whose agent talks through the agent proxy."""
-    broker = broker_factory("res-broker", jobs=f'lease_ttl = "{LEASE}s"')
+    broker = broker_factory(name, jobs=f'lease_ttl = "{LEASE}s"')
     root = tmp_path_factory.mktemp("resilience")
     client_proxy, agent_proxy = FaultProxy(broker.port), FaultProxy(broker.port)
     token = root / "client.token"
