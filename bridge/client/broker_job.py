@@ -258,7 +258,7 @@ class BrokerJobRun:
                     "wait": f"{wait:g}",
                     "version": answer_count(doc.get("version"), "version"),
                 },
-                timeout=wait + defaults.LONG_POLL_MARGIN,
+                timeout=self.session.long_poll_timeout(wait),
             )
 
     def _fetch_logs(self, doc: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.client.examples import examples_dir
 from bridge.core import defaults
-from bridge.core.broker_endpoint import check_broker_urls
+from bridge.core.broker_endpoint import check_broker_urls, read_timeout_value
 from bridge.core.errors import ConfigError
 from bridge.core.tomlconf import Section, load_toml
 from bridge.core.units import parse_duration
@@ -81,6 +81,7 @@ class BrokerSite:
     allow_http: bool = False
     urls: tuple[str, ...] = ()  # every instance, ``url`` first; calls fail over between them
     poll_wait: float = defaults.BROKER_POLL_WAIT
+    read_timeout: float = defaults.HTTP_READ_TIMEOUT  # seconds of silence before a call is lost
     broker_site: str = ""  # the site's name at the broker; empty: the same as ``name``
     reconnect_attempts: int = defaults.HTTP_ATTEMPTS
     method: str = "broker"
@@ -252,7 +253,7 @@ def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
     sec.check_keys(
         {
             "method", "url", "urls", "token_file", "ca_bundle", "allow_http", "poll_wait",
-            "broker_site", "reconnect_attempts",
+            "broker_site", "reconnect_attempts", "read_timeout",
         }
     )  # fmt: skip
     where = f"{sec.source}: {sec.path}"
@@ -272,6 +273,7 @@ def _load_broker_site(sec: Section, name: str, attempts: int) -> BrokerSite:
         ca_bundle=sec.file_value("ca_bundle", "") if ca_bundle is not None else None,
         allow_http=allow_http,
         poll_wait=poll_wait,
+        read_timeout=read_timeout_value(sec),
         broker_site=_optional_str(sec, "broker_site") or name,
         reconnect_attempts=attempts,
         where=where,

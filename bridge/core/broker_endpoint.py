@@ -15,10 +15,19 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
+from bridge.core import defaults
 from bridge.core.errors import ConfigError
+from bridge.core.units import parse_duration
+
+if TYPE_CHECKING:
+    from bridge.core.tomlconf import Section
+
+# The bounds of ``read_timeout``: a second is the least a TLS answer over a slow link needs;
+# ten minutes is longer than any broker answer takes, so more only hides a dead connection.
+READ_TIMEOUT_RANGE = (1.0, 600.0)
 
 # What a token may contain: it becomes a header value, so no whitespace or control characters.
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
@@ -35,6 +44,9 @@ class BrokerEndpoint:
     where: str = "broker"
     # Every instance of the broker, ``url`` first; empty means ``url`` alone.
     urls: tuple[str, ...] = ()
+    # Seconds a call may go without a byte from the broker before it counts as lost (a
+    # black-holed connection) and is retried; a long poll adds its wait to it.
+    read_timeout: float = defaults.HTTP_READ_TIMEOUT
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}"
@@ -58,6 +70,8 @@ class BrokerSettings(Protocol):
     def where(self) -> str: ...
     @property
     def urls(self) -> tuple[str, ...]: ...
+    @property
+    def read_timeout(self) -> float: ...
 
 
 def endpoint_of(settings: BrokerSettings, where: str | None = None) -> BrokerEndpoint:
@@ -69,7 +83,20 @@ def endpoint_of(settings: BrokerSettings, where: str | None = None) -> BrokerEnd
         settings.allow_http,
         where or settings.where or "broker",
         settings.urls,
+        settings.read_timeout,
     )
+
+
+def read_timeout_value(sec: Section) -> float:
+    """``read_timeout`` of a table that names a broker (seconds, or a duration such as "2m")."""
+    value = sec.convert("read_timeout", parse_duration, defaults.HTTP_READ_TIMEOUT)
+    low, high = READ_TIMEOUT_RANGE
+    if not low <= value <= high:
+        raise sec.error(
+            f"must be between {low:g} and {high:g} seconds (e.g. read_timeout = \"60s\", the "
+            "default)", "read_timeout",
+        )  # fmt: skip
+    return value
 
 
 def check_broker_urls(url: object, urls: object, allow_http: bool, where: str) -> tuple[str, ...]:

@@ -118,6 +118,12 @@ class BrokerSession:
             # plain http the proxy would see the token.
             self._http.trust_env = False
 
+    def long_poll_timeout(self, wait: float) -> float:
+        """The read timeout of a long poll of ``wait`` seconds: the wait plus a margin for the
+        broker's answer, never more than the endpoint's read timeout (a black-holed poll is
+        found that much after its wait ends)."""
+        return wait + min(defaults.LONG_POLL_MARGIN, self.endpoint.read_timeout)
+
     @property
     def base(self) -> str:
         """The instance this session talks to now."""
@@ -139,15 +145,18 @@ class BrokerSession:
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
         stream: bool = False,
-        timeout: float = defaults.HTTP_READ_TIMEOUT,
+        timeout: float | None = None,
         retry: bool = True,
     ) -> requests.Response:
-        """One API call; retried while the failure is transient. Raises our errors only."""
+        """One API call; retried while the failure is transient. Raises our errors only.
+        ``timeout``: seconds without a byte before the call counts as lost (None: the
+        endpoint's ``read_timeout``)."""
+        read_timeout = self.endpoint.read_timeout if timeout is None else timeout
 
         def attempt(base: str) -> requests.Response:
             data = body() if callable(body) else body
             return self._once(base, method, path, params, json, data, headers, ok, stream,
-                              timeout)  # fmt: skip
+                              read_timeout)  # fmt: skip
 
         # A stream already (partly) sent cannot go again: the caller resumes from the offset.
         replayable = not isinstance(body, FileSlice)

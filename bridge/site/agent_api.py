@@ -64,7 +64,7 @@ class AgentApi:
             params={"wait": f"{wait:g}"},
             json=body,
             ok=(200, 204),
-            timeout=wait + defaults.LONG_POLL_MARGIN,
+            timeout=self.session.long_poll_timeout(wait),
         )
         if response.status_code == 204:
             return None
@@ -107,7 +107,7 @@ class AgentApi:
             params={"wait": f"{wait:g}"} if wait else None,
             json=body,
             headers=_epoch(lease),
-            timeout=wait + defaults.LONG_POLL_MARGIN,
+            timeout=self.session.long_poll_timeout(wait),
         )
         return LeaseState(
             answer_seconds(answer.get("ttl"), "ttl"), bool(answer.get("cancel_requested"))

@@ -68,7 +68,6 @@ def test_sigterm_cancels_the_job_at_the_site(
     wait_until(lambda: len(counter_lines(site_env)) > before, what="the job to start")
     solver_pid = int(counter_lines(site_env)[-1])
     assert psutil.pid_exists(solver_pid)
-    sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == ExitCode.CANCELLED, err.decode()
@@ -76,7 +75,6 @@ def test_sigterm_cancels_the_job_at_the_site(
     wait_until(lambda: not _alive(solver_pid), limit=10, what="the solver to be gone")
     record = json.loads((site_env.work_base / job_id / ".mint-bridge" / "exit.json").read_text())
     assert record["state"] == "cancelled"
-    assert time.monotonic() - sent < 30
 
 
 def test_sigterm_during_local_site_job_cancels_too(

@@ -46,6 +46,7 @@ class Rig:
     agent_proxy: FaultProxy
     agents: dict[str, Agent]
     configs: dict[str, Path]
+    client_settings: str = ""  # extra lines for the client's bridge.toml site table
 
     def counter(self, leg: str) -> Path:
         return self.root / leg / "counter.txt"
@@ -62,7 +63,8 @@ class Rig:
         self.agents[leg] = start_agent(self.configs[leg])
 
 
-def _site_config(rig_root: Path, broker: BrokerProcess, leg: str, url: str) -> Path:
+def _site_config(rig_root: Path, broker: BrokerProcess, leg: str, url: str,
+                 **agent: object) -> Path:  # fmt: skip
     root = rig_root / leg
     (root / "work").mkdir(parents=True)
     token = root / "agent.token"
@@ -72,7 +74,7 @@ def _site_config(rig_root: Path, broker: BrokerProcess, leg: str, url: str) -> P
         root / "site.toml",
         site={"name": f"res-{leg}", "work_base": root / "work", "log_file": root / "site.log"},
         agent={"url": url, "ca_bundle": broker.ca_bundle, "token_file": token,
-               "agent_id": f"res-{leg}-agent", "max_jobs": 2, "lease_renew": "2s"},
+               "agent_id": f"res-{leg}-agent", "max_jobs": 2, "lease_renew": "2s", **agent},
         commands={"solve": {
             "program": SOLVER, "args": [root / "counter.txt", "{seconds}", "{size}"],
             "params": {"seconds": {"type": "float", "default": 1.0},
@@ -83,9 +85,14 @@ def _site_config(rig_root: Path, broker: BrokerProcess, leg: str, url: str) -> P
 
 @pytest.fixture(scope="module")
 def rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    yield from make_rig(broker_factory, tmp_path_factory, "res-broker")
+
+
+def make_rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory,
+             name: str) -> Iterator[Rig]:  # fmt: skip
     """One broker; site ``res-client`` whose agent talks to it directly (the client's leg gets
     the faults), site ``res-agent`` whose agent talks through the agent proxy."""
-    broker = broker_factory("res-broker", jobs=f'lease_ttl = "{LEASE}s"')
+    broker = broker_factory(name, jobs=f'lease_ttl = "{LEASE}s"')
     root = tmp_path_factory.mktemp("resilience")
     client_proxy, agent_proxy = FaultProxy(broker.port), FaultProxy(broker.port)
     token = root / "client.token"
@@ -122,7 +129,7 @@ def run_solver(rig: Rig, leg: str, seconds: float = 1.0, during: object = None) 
     blob = random.Random(job_id).randbytes(INPUT)
     (module / "in.bin").write_bytes(blob)
     config = bridge_config(module.parent / f"{job_id}.toml", url, rig.broker.ca_bundle,
-                           rig.client_token, [f"res-{leg}"])  # fmt: skip
+                           rig.client_token, [f"res-{leg}"], rig.client_settings)  # fmt: skip
     proc = mint_bridge(config, "--site", f"res-{leg}", "--command", "solve",
                        "-p", f"seconds={seconds}", "-i", "in.bin", "--job-id", job_id,
                        cwd=module)  # fmt: skip

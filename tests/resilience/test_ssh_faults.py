@@ -178,9 +178,11 @@ def run_solver(rig: SshRig, site: str = "proxied", seconds: float = 1.0,
     return finish(rig, job_id, proc)
 
 
-def assert_proven(rig: SshRig, got: Outcome, acked: bool = True) -> None:
+def assert_proven(rig: SshRig, got: Outcome, acked: bool = True,
+                  end_file: str = "exit.json") -> None:  # fmt: skip
+    """``end_file``: the site's record of the end state (a batch job's is ``outcome.json``)."""
     assert got.code == 0, got.err[-3000:]
-    record = json.loads(rig.control(got.job_id, "exit.json").read_text())
+    record = json.loads(rig.control(got.job_id, end_file).read_text())
     assert record["state"] == "completed" and record["exit_code"] == 0, record
     if acked:  # the site records the ack a moment after the bridge has sent it and exited
         wait_until(rig.control(got.job_id, "delivered").exists, "the site to record the ack", 10)

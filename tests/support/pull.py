@@ -137,7 +137,10 @@ def start_agent(config: Path) -> Agent:
     return Agent(proc, log)
 
 
-def bridge_config(path: Path, url: str, ca: Path, token: Path, sites: list[str]) -> Path:
+def bridge_config(path: Path, url: str, ca: Path, token: Path, sites: list[str],
+                  extra: str = "") -> Path:  # fmt: skip
+    """A bridge.toml with a broker site for each name; ``extra`` lines go into each table
+    (they replace ``poll_wait`` if they set it)."""
     text = "".join(
         f"""
 [sites.{name}]
@@ -145,7 +148,7 @@ method = "broker"
 url = "{url}"
 ca_bundle = "{ca}"
 token_file = "{token}"
-poll_wait = 20
+{extra if "poll_wait" in extra else "poll_wait = 20" + chr(10) + extra}
 """
         for name in sites
     )

@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass, field
 
 from bridge.core import defaults
-from bridge.core.broker_endpoint import check_broker_urls
+from bridge.core.broker_endpoint import check_broker_urls, read_timeout_value
 from bridge.core.tomlconf import Section
 from bridge.core.units import parse_duration
 
@@ -38,6 +38,7 @@ class AgentConfig:
     max_jobs: int = defaults.AGENT_MAX_JOBS
     lease_renew: float = defaults.LEASE_WAIT  # seconds between lease renewals (long-poll wait)
     poll_wait: float = defaults.BROKER_POLL_WAIT  # long-poll wait of a claim
+    read_timeout: float = defaults.HTTP_READ_TIMEOUT  # seconds of silence before a call is lost
     metrics_listen: tuple[str, int] | None = None  # (address, port) of /metrics
     metrics_textfile: str | None = None  # a node-exporter textfile-collector file
     where: str = "agent"  # "<config file>: agent", for error messages about its keys
@@ -53,7 +54,7 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
     sec.check_keys(
         {
             "url", "urls", "token_file", "ca_bundle", "allow_http", "agent_id", "max_jobs",
-            "lease_renew", "poll_wait", "metrics_listen", "metrics_textfile",
+            "lease_renew", "poll_wait", "read_timeout", "metrics_listen", "metrics_textfile",
         }
     )  # fmt: skip
     where = f"{sec.source}: {sec.path}"
@@ -71,6 +72,7 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
     poll_wait = sec.convert("poll_wait", parse_duration, defaults.BROKER_POLL_WAIT)
     if not 0 < poll_wait <= defaults.BROKER_POLL_WAIT:
         raise sec.error(f"must be between 0 and {defaults.BROKER_POLL_WAIT:g} seconds", "poll_wait")
+    read_timeout = read_timeout_value(sec)
     if not sec.data.get("token_file"):
         raise sec.error("is required: the file holding this site's broker token", "token_file")
     ca_bundle = sec.get("ca_bundle", str, "") or None
@@ -84,6 +86,7 @@ def load_agent(root: Section, config_dir: str) -> AgentConfig | None:
         max_jobs=max_jobs,
         lease_renew=lease_renew,
         poll_wait=poll_wait,
+        read_timeout=read_timeout,
         metrics_listen=_metrics_listen(sec),
         metrics_textfile=sec.prom_file_value(
             "metrics_textfile", "/var/lib/node_exporter/textfile/mint-bridge-agent.prom"

@@ -57,6 +57,7 @@ def test_broker_site_all_keys(tmp_path: Path) -> None:
         token_file = "/etc/mint/token"
         ca_bundle = "/etc/mint/ca.pem"
         poll_wait = 10
+        read_timeout = "2m"
         broker_site = "rme-u-tokyo"
         reconnect_attempts = 3
         """,
@@ -64,6 +65,7 @@ def test_broker_site_all_keys(tmp_path: Path) -> None:
     site = load_bridge_config(path).sites["local-broker"]
     assert isinstance(site, BrokerSite)
     assert (site.url, site.allow_http, site.poll_wait) == ("http://127.0.0.1:8080", True, 10.0)
+    assert site.read_timeout == 120.0
     assert (site.ca_bundle, site.broker_site, site.reconnect_attempts) == (
         "/etc/mint/ca.pem",
         "rme-u-tokyo",
@@ -78,6 +80,9 @@ def test_broker_site_all_keys(tmp_path: Path) -> None:
         ('url = "http://127.0.0.1:80"', ["sites.b.allow_http = true"]),
         ('url = "https://b.example.org"\npoll_wait = 51', ["sites.b.poll_wait"]),
         ('url = "https://b.example.org"\ntoken = "x"', ["unknown key 'token'"]),
+        ('url = "https://b.example.org"\nread_timeout = 0.5',
+         ["sites.b.read_timeout", "between 1 and 600 seconds", 'read_timeout = "60s"']),
+        ('url = "https://b.example.org"\nread_timeout = "soon"', ["sites.b.read_timeout"]),
     ],
 )
 def test_broker_site_errors_name_the_key(tmp_path: Path, body: str, words: list[str]) -> None:
@@ -146,6 +151,7 @@ agent_id = "node-1.rme"
 max_jobs = 8
 lease_renew = "10s"
 poll_wait = 30
+read_timeout = 2
 """,
     )
     agent = load_site_config(path).agent
@@ -158,6 +164,7 @@ poll_wait = 30
         10.0,
         30.0,
     )
+    assert agent.read_timeout == 2.0
 
 
 @pytest.mark.parametrize(
@@ -168,6 +175,7 @@ poll_wait = 30
         ('url = "https://b"\nagent_id = "-bad id"', "agent.agent_id"),
         ('url = "https://b"\nmax_jobs = 0', "agent.max_jobs"),
         ('url = "https://b"\nlease_renew = 60', "agent.lease_renew"),
+        ('url = "https://b"\nread_timeout = 601', "agent.read_timeout"),
         ('url = "https://b"\nsecret = "x"', "unknown key 'secret'"),
     ],
 )

@@ -156,6 +156,7 @@ class Section:
     allow_http: bool = False
     where: str = "site.toml: agent"
     urls: tuple[str, ...] = ()
+    read_timeout: float = 60.0
 
 
 def test_endpoint_of_a_config_section() -> None:
@@ -164,6 +165,7 @@ def test_endpoint_of_a_config_section() -> None:
     )
     assert endpoint_of(Section(where=""), "sites.s").where == "sites.s"
     assert endpoint_of(Section(where="")).where == "broker"
+    assert endpoint_of(Section(read_timeout=2.0)).read_timeout == 2.0
 
 
 # --- the token file ------------------------------------------------------------------------

@@ -124,6 +124,25 @@ def test_read_timeout_is_retried(server: tuple[Scripted, str], tmp_path: Path) -
     assert session.json("GET", "/x", timeout=0.2) == {"second": 1}
 
 
+def test_the_endpoints_read_timeout_bounds_every_call(
+    server: tuple[Scripted, str], tmp_path: Path
+) -> None:
+    """A broker that stays silent (a black-holed connection) is given up on after the
+    configured ``read_timeout``, not the 60 s default, and the call is retried."""
+    script, url = server
+    script.replies = [Reply(200, b"{}", delay=2.0), Reply(200, b'{"second": 1}')]
+    token_file = write_token(tmp_path / "token", 0o600)
+    endpoint = BrokerEndpoint(url, str(token_file), allow_http=True, where="t", read_timeout=0.3)
+    sleep = SleepRecorder()
+    session = BrokerSession(endpoint, sleep=sleep)
+    assert session.json("GET", "/x") == {"second": 1}
+    assert len(sleep.delays) == 1  # one retry, after the silent first answer
+    # A long poll waits its wait plus at most the read timeout; the default margin is 30 s.
+    assert session.long_poll_timeout(20) == pytest.approx(20.3)
+    default = BrokerSession(BrokerEndpoint(url, str(token_file), allow_http=True, where="t"))
+    assert default.long_poll_timeout(20) == 50.0
+
+
 ERRORS = [
     (Reply.error(401, "unauthorized", "unknown token"), AuthenticationFailed, "unknown token"),
     (Reply.error(403, "forbidden", "not your job"), AuthenticationFailed, "not your job"),
