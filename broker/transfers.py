@@ -202,7 +202,7 @@ def receive_upload(
     _check_length(target, offset)
     if offset == target.size:
         return offset  # already complete (a retry whose answer was lost)
-    digest = hashlib.sha256() if offset == 0 else None
+    digest = _RUNNING.take(target, offset)
     try:
         received = _append(files, target, offset, digest, record, timeout)
     except OSError as exc:
@@ -217,8 +217,50 @@ def receive_upload(
     new_offset = offset + received
     if new_offset == target.size:
         _verify(files, target, digest, record)
+    elif digest is not None:
+        _RUNNING.keep(target, new_offset, digest)
     record(new_offset)
     return new_offset
+
+
+class RunningDigests:
+    """The SHA-256 of each upload in progress, carried from one PATCH to the next.
+
+    Without it a file sent in several requests is read back from disk to hash it at the end.
+    ``hashlib`` objects cannot be persisted, so this lives in the worker's memory: after a
+    restart, or when another worker took the previous piece, the digest is missing and the
+    final check falls back to hashing the file from disk (as before). Bounded by ``LIMIT``.
+    """
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: dict[tuple[str, ...], tuple[int, Any]] = {}
+
+    @staticmethod
+    def _key(target: UploadTarget) -> tuple[str, ...]:
+        # The declaration is part of the key: a re-declared result never continues an old hash.
+        return (target.job_id, target.area, target.name, str(target.size), target.sha256)
+
+    def take(self, target: UploadTarget, offset: int) -> Any:
+        """The digest of bytes ``[0, offset)``, or None when it is not known here."""
+        with self._guard:
+            held = self._held.pop(self._key(target), None)
+        if offset == 0:
+            return hashlib.sha256()
+        if held is not None and held[0] == offset:
+            return held[1]
+        return None
+
+    def keep(self, target: UploadTarget, offset: int, digest: Any) -> None:
+        with self._guard:
+            if len(self._held) >= self.LIMIT:
+                self._held.pop(next(iter(self._held)))  # the oldest upload loses its hash
+            self._held[self._key(target)] = (offset, digest)
+
+
+_RUNNING = RunningDigests()
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -258,7 +300,7 @@ def _too_large(target: UploadTarget, offset: int) -> str:
 
 def _verify(files: ByteStore, target: UploadTarget, digest: Any, record: Callable[[int], None]
             ) -> None:  # fmt: skip
-    # A resumed upload hashed only its last part here: hash the whole file from disk instead.
+    # Without a running digest (a restart, another worker): hash the whole file from disk.
     actual = digest.hexdigest() if digest is not None else files.sha256(
         target.job_id, target.area, target.name
     )
