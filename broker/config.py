@@ -106,6 +106,9 @@ def _path(section: Section, key: str, base: str, *, required: bool = False) -> s
 
 
 def _store(sec: Section, base: str) -> StoreLocation | None:
+    # Checked here, as every other table is: a typo such as `stroe` would otherwise leave the
+    # broker on SQLite in data_dir without a word.
+    sec.check_keys({"data_dir", "store", "password_file"})
     password_file = _path(sec, "password_file", base)
     location = None
     if "store" in sec.data:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine (run as root), then run it:
 # Debian packages (OpenSSH server and client, Slurm and munge, PostgreSQL, Chromium), a venv with
-# mint-bridge and its test tools, OpenPBS (built from third_party/openpbs when absent), ruff, mypy and pytest.
+# mint-bridge and its test and docs tools, OpenPBS (built from third_party/openpbs when absent),
+# ruff, mypy, the docs site (mkdocs --strict) and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,5 +64,13 @@ echo "== ruff"
 .venv/bin/ruff check bridge schedulers node_setup broker tests benchmarks examples
 echo "== mypy"
 .venv/bin/mypy
+echo "== docs"
+# --strict: a broken link or anchor, or a docs page missing from the nav, fails the run.
+docs_out=$(mktemp -d)
+# (Material prints a notice about its successor on every build otherwise.)
+export NO_MKDOCS_2_WARNING=1
+# Not --quiet: with it, mkdocs 1.6 counts no warnings and --strict passes anything.
+.venv/bin/mkdocs build --strict --site-dir "$docs_out"
+rm -rf "$docs_out"
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

@@ -1,4 +1,5 @@
-"""Every ``mint-bridge`` command the READMEs show exists, with the options it is shown with.
+"""Every ``mint-bridge`` command the READMEs and the docs pages show exists, with the options
+it is shown with.
 
 Commands are taken from fenced code blocks and from inline code that starts with
 ``mint-bridge ``; each is resolved through the real click groups (lazy ones included), and
@@ -19,7 +20,9 @@ import pytest
 from bridge.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ["README.md", "README.ja.md", "docs/migration.md"]
+# The READMEs and every page of the docs site (docs/**/*.md), so a moved section stays checked.
+_PAGES = sorted(str(page.relative_to(ROOT)) for page in (ROOT / "docs").rglob("*.md"))
+DOCS = ["README.md", "README.ja.md", *_PAGES]
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 _INLINE = re.compile(r"`(mint-bridge [^`\n]+)`")
@@ -109,6 +112,10 @@ def test_the_docs_show_commands() -> None:
     words = {shown.words[:2] for shown in shown_commands()}
     assert ("demo",) in {w[:1] for w in words}
     assert ("setup", "site") in words
+    # ... and so are those of the docs pages (the audit commands, the broker's tokens).
+    docs = {shown.words[:3] for shown in shown_commands() if shown.doc.startswith("docs/")}
+    assert ("site", "audit", "verify") in docs
+    assert ("broker", "token", "create") in docs
 
 
 @pytest.mark.parametrize("shown", shown_commands(), ids=str)

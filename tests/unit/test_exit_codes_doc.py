@@ -1,4 +1,4 @@
-"""The README's exit-code table and ``bridge.core.errors.ExitCode`` say the same."""
+"""The exit-code table of docs/exit-codes.md and ``bridge.core.errors.ExitCode`` agree."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from pathlib import Path
 
 from bridge.core.errors import ExitCode
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "exit-codes.md"
 
 
 def documented_codes() -> dict[int, str]:
-    """The rows of the table in the README's "Exit codes" section: code -> meaning."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    """The rows of the exit-code table of the docs' "Exit codes" page: code -> meaning."""
+    section = PAGE.read_text(encoding="utf-8")
     rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, flags=re.MULTILINE)
     codes = [int(code) for code, _ in rows]
     assert len(codes) == len(set(codes)), "a code is documented twice"

@@ -135,3 +135,16 @@ def test_logging_format_is_text_or_json(tmp_path: Path) -> None:
     assert gunicorn_settings(config)["logger_class"].__name__ == "JsonLogger"
     with pytest.raises(ConfigError, match=r"logging\.format: must be one of text, json"):
         load_config(write(tmp_path, base + '[logging]\nformat = "yaml"\n'))
+
+
+def test_an_unknown_storage_key_is_named_not_ignored(tmp_path: Path) -> None:
+    # A misspelt `store` once left the broker on SQLite in data_dir without a word.
+    path = write(
+        tmp_path,
+        '[server]\nhost = "127.0.0.1"\ntls = false\n'
+        '[storage]\ndata_dir = "d"\nstroe = "postgresql://mint@db.example.org/mint"\n',
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    said = str(raised.value)
+    assert said.startswith(f"{path}: storage: unknown key 'stroe'; did you mean 'store'?")

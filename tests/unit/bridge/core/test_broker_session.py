@@ -349,8 +349,9 @@ def test_a_duration_that_is_not_a_finite_non_negative_number_is_refused(value: o
 
 
 def _readme_certificate(directory: Path, dns: str, ip: str) -> tuple[Path, Path]:
-    """Run the README's openssl recipe for a broker certificate, for ``dns`` and ``ip``."""
-    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text(encoding="utf-8")
+    """Run the docs' openssl recipe for a broker certificate, for ``dns`` and ``ip``."""
+    page = Path(__file__).resolve().parents[4] / "docs" / "broker.md"
+    readme = page.read_text(encoding="utf-8")
     recipe = re.search(r"```sh\n\s*(openssl req -x509 .*?)\n\s*```", readme, re.S)
     assert recipe, "the README's certificate recipe"
     command = recipe.group(1).replace("\\\n", " ")
