@@ -17,9 +17,10 @@ import pytest
 
 from bridge.core.errors import ExitCode
 from tests.integration.conftest import SiteEnv, run_bridge, ssh_masters, stop_ssh_masters
-from tests.integration.test_ssh_resilience import counter_lines, start_bridge, wait_for
+from tests.integration.test_ssh_resilience import counter_lines, start_bridge
 from tests.support.site_toml import write_site_toml
 from tests.support.sshd import Sshd, forced_command, keygen
+from tests.support.waiting import wait_for
 
 
 def site_block(

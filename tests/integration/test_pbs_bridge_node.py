@@ -14,7 +14,8 @@ import psutil
 
 from bridge.core.errors import ExitCode
 from tests.integration.conftest import SiteEnv
-from tests.integration.test_ssh_resilience import counter_lines, wait_for
+from tests.integration.test_ssh_resilience import counter_lines
+from tests.support.waiting import wait_for
 
 
 def pbs_env(tmp_path: Path, walltime: int = 600) -> dict[str, str]:

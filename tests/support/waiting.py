@@ -27,3 +27,9 @@ def native_id(work_base: Path, job_id: str) -> str:
     """The scheduler's id the site recorded for a job, or '' before it has one."""
     path = work_base / job_id / ".mint-bridge" / "native_id"
     return path.read_text().strip() if path.exists() else ""
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0,
+             what: str = "condition") -> None:  # fmt: skip
+    """`wait_until` with the argument order of the SSH tests' calls."""
+    wait_until(condition, what, limit=timeout)
