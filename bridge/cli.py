@@ -247,7 +247,7 @@ def site() -> None:
 
 
 def _release_commands() -> None:
-    from bridge.site.release_cli import held_command, reject_command, release_command
+    from bridge.release_cli import held_command, reject_command, release_command
 
     for command in (release_command, reject_command, held_command):
         site.add_command(command)
