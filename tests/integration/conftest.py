@@ -20,7 +20,7 @@ import pytest
 from tests.support.broker import BrokerFactory, BrokerProcess, BrokerUnavailable, start_broker
 from tests.support.services import unavailable
 from tests.support.sites import write_site_config
-from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
+from tests.support.sshd import Sshd, start_sshd_for_test
 
 
 @dataclass
@@ -45,11 +45,7 @@ def site_env(tmp_path_factory: pytest.TempPathFactory) -> SiteEnv:
 
 @pytest.fixture(scope="session")
 def sshd(site_env: SiteEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    try:
-        server = start_sshd(tmp_path_factory.mktemp("sshd"), site_env.site_config)
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
-        raise
+    server = start_sshd_for_test(tmp_path_factory.mktemp("sshd"), site_env.site_config)
     yield server
     server.stop()
 

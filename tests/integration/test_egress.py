@@ -26,9 +26,8 @@ from bridge.client.node_config import EXAMPLES_DIR
 from bridge.site.audit_chain import log_files
 from tests.support.broker import BrokerProcess
 from tests.support.pull import Agent, ClientApi, bridge_config
-from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
-from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
+from tests.support.sshd import Sshd, start_sshd_for_test
 
 PROG = Path(__file__).parent / "programs" / "egress_prog.py"
 MARKER = "CONFIDENTIAL-MODEL-MARKER"
@@ -117,11 +116,7 @@ def pipes_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def egress_sshd(pipes_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     python = " ".join([*NO_DAC, sys.executable])
-    try:
-        server = start_sshd(tmp_path_factory.mktemp("egress-sshd"), pipes_site, python=python)
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
-        raise
+    server = start_sshd_for_test(tmp_path_factory.mktemp("egress-sshd"), pipes_site, python=python)
     yield server
     server.stop()
 

@@ -22,9 +22,8 @@ from schedulers.base import JobHandle, JobSpec, SchedulerOptions
 from schedulers.login_host import LoginHost, exit_argv
 from schedulers.slurm import SlurmScheduler
 from tests.support.net import free_port
-from tests.support.services import unavailable
 from tests.support.slurm import SlurmCluster
-from tests.support.sshd import Sshd, SshdUnavailable, keygen, start_sshd
+from tests.support.sshd import Sshd, keygen, start_sshd_for_test
 
 pytest_plugins = ["tests.integration.slurm_fixtures"]
 
@@ -32,10 +31,7 @@ pytest_plugins = ["tests.integration.slurm_fixtures"]
 @pytest.fixture(scope="module")
 def login_node(slurm: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     root = tmp_path_factory.mktemp("login")
-    try:
-        sshd = start_sshd(root / "sshd", root / "unused-site.toml")
-    except (SshdUnavailable, OSError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
+    sshd = start_sshd_for_test(root / "sshd", root / "unused-site.toml")
     keygen(root / "sshd" / "login_key")
     pub = (root / "sshd" / "login_key.pub").read_text().strip()
     wrapper = f'SLURM_CONF={slurm.env["SLURM_CONF"]} exec /bin/sh -c \\"$SSH_ORIGINAL_COMMAND\\"'

@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 
 from bridge.site.audit_chain import log_files
-from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
-from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
+from tests.support.sshd import Sshd, start_sshd_for_test
 
 PROG = Path(__file__).parent / "programs" / "egress_prog.py"
 OK = b"a result that may leave\n"
@@ -45,11 +44,7 @@ def site_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def release_sshd(site_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    try:
-        server = start_sshd(tmp_path_factory.mktemp("release-sshd"), site_root / "site.toml")
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
-        raise
+    server = start_sshd_for_test(tmp_path_factory.mktemp("release-sshd"), site_root / "site.toml")
     yield server
     server.stop()
 

@@ -32,7 +32,7 @@ from node_setup import authorized_keys as ak
 from node_setup import host_keys
 from tests.integration.conftest import ssh_masters, stop_ssh_masters
 from tests.support.services import unavailable
-from tests.support.sshd import Sshd, SshdUnavailable, keygen, start_sshd
+from tests.support.sshd import Sshd, keygen, start_sshd_for_test
 from tests.support.tls import make_ca
 
 MINT_BRIDGE = str(Path(sys.executable).parent / "mint-bridge")
@@ -71,11 +71,7 @@ def fingerprint_of(public_key_file: Path) -> str:
 
 
 def sshd_or_skip(root: Path, site_config: Path) -> Sshd:
-    try:
-        return start_sshd(root, site_config)
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
-        raise
+    return start_sshd_for_test(root, site_config)
 
 
 @dataclass

@@ -21,9 +21,8 @@ import pytest
 
 from bridge.core.errors import ExitCode
 from tests.integration.conftest import run_bridge
-from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
-from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
+from tests.support.sshd import Sshd, start_sshd_for_test
 
 CLIENTS = ("paramiko", "openssh")
 
@@ -55,11 +54,7 @@ def open_dir() -> Path:
 
 
 def start(root: Path, site_config: Path, python: str | None = None) -> Sshd:
-    try:
-        return start_sshd(root, site_config, python=python)
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
-        raise
+    return start_sshd_for_test(root, site_config, python=python)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ import pytest
 
 from bridge.core.protocol import PROTOCOL_VERSION
 from bridge.site.session import EXIT_IDLE
-from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
-from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
+from tests.support.sshd import Sshd, start_sshd_for_test
 
 
 @pytest.fixture()
@@ -27,11 +26,7 @@ def idle_sshd(tmp_path: Path) -> Iterator[Sshd]:
         },
         commands={"echo": {"program": "/bin/echo", "args": ["hi"]}},
     )  # fmt: skip
-    try:
-        server = start_sshd(tmp_path / "sshd", config)
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
-        raise
+    server = start_sshd_for_test(tmp_path / "sshd", config)
     yield server
     server.stop()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -33,10 +32,9 @@ from tests.resilience.test_ssh_faults import (
 )
 from tests.support.fault_proxy import FaultProxy
 from tests.support.pull import wait_until
-from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
 from tests.support.slurm import SlurmCluster
-from tests.support.sshd import SshdUnavailable, start_sshd
+from tests.support.sshd import start_sshd_for_test
 
 pytest_plugins = ["tests.integration.slurm_fixtures"]
 
@@ -60,10 +58,7 @@ def rig(slurm: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )  # fmt: skip
     # sshd gives a forced command a bare environment: the entry must still reach this cluster.
     python = f"env SLURM_CONF={shlex.quote(slurm.env['SLURM_CONF'])} {sys.executable}"
-    try:
-        sshd = start_sshd(root / "sshd", site, python=python)
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
+    sshd = start_sshd_for_test(root / "sshd", site, python=python)
     proxy = FaultProxy(sshd.port)
     yield SshRig(root, sshd, proxy, _write_bridge(root, sshd, proxy), root / "work",
                  root / "counter.txt")  # fmt: skip

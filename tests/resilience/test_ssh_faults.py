@@ -29,9 +29,8 @@ import pytest
 
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.pull import wait_until
-from tests.support.services import unavailable
 from tests.support.site_toml import write_site_toml
-from tests.support.sshd import Sshd, SshdUnavailable, start_sshd
+from tests.support.sshd import Sshd, start_sshd_for_test
 
 SOLVER = Path(__file__).parent / "programs" / "solver.py"
 LEASE = 10  # seconds: the pull path's lease; the same bound keeps both suites comparable
@@ -118,10 +117,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshRig]:
     root = tmp_path_factory.mktemp("ssh-resilience")
     (root / "work").mkdir()
     site = _write_site(root)
-    try:
-        sshd = start_sshd(root / "sshd", site)
-    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
-        unavailable(f"cannot start sshd: {exc}")
+    sshd = start_sshd_for_test(root / "sshd", site)
     proxy = FaultProxy(sshd.port)
     yield SshRig(root, sshd, proxy, _write_bridge(root, sshd, proxy), root / "work",
                  root / "counter.txt")  # fmt: skip

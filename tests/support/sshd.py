@@ -22,10 +22,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from tests.support.net import free_port
+from tests.support.services import unavailable
 
 SSHD = "/usr/sbin/sshd"
 
@@ -98,6 +100,15 @@ class Sshd:
             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", *options, "127.0.0.1", *command,
         ]  # fmt: skip
+
+
+def start_sshd_for_test(root: Path, site_config: Path, **options: Any) -> Sshd:
+    """``start_sshd`` for a fixture: an sshd that cannot start fails the test under CI=true
+    and skips it elsewhere (``unavailable``), naming why."""
+    try:
+        return start_sshd(root, site_config, **options)
+    except (SshdUnavailable, OSError, subprocess.CalledProcessError) as exc:
+        unavailable(f"cannot start sshd: {exc}")
 
 
 def start_sshd(
