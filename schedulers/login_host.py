@@ -36,22 +36,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.core.errors import SchedulerError
+from bridge.core.openssh_messages import AUTH, CONFIG, HOST_KEY, SSH_FAILURE, found
 
 log = logging.getLogger(__name__)
 
-SSH_FAILURE = 255  # ssh's own exit status (the remote command's otherwise)
 COMMAND_NOT_FOUND = 127  # a POSIX shell's status for a command it cannot find
-
-# OpenSSH client messages (stable across releases) and what they mean here.
-_HOST_KEY = (
-    "Host key verification failed",
-    "REMOTE HOST IDENTIFICATION HAS CHANGED",
-    "host key is known for",
-    "No matching host key type",
-)
-_AUTH = ("Permission denied", "Too many authentication failures", "no more authentication methods")
-_CONFIG = ("Bad configuration option", "Can't open user config file", "Bad owner or permissions",
-           "no argument after keyword")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -188,14 +177,14 @@ def classify(login: LoginHost, code: int, stderr: str, program: str) -> Schedule
         )
     if code != SSH_FAILURE:
         return None
-    if any(pattern in text for pattern in _HOST_KEY):
+    if found(HOST_KEY, text):
         return SchedulerError(
             f"host key of login host {login.where} is not pinned in {login.known_hosts}{said}; "
             f"fetch it with `ssh-keyscan {_keyscan_args(login)}`, compare `ssh-keygen -lf` of "
             "that output with the fingerprint the cluster's admins publish, then add the line "
             f"to {login.known_hosts}"
         )
-    if any(pattern in text for pattern in _AUTH):
+    if found(AUTH, text):
         key = login.identity_file or "the keys of ~/.ssh/config"
         return SchedulerError(
             f"login host {login.where} refused the login with {key}{said}; add the public key "
@@ -206,7 +195,7 @@ def classify(login: LoginHost, code: int, stderr: str, program: str) -> Schedule
             f"the control socket path for login host {login.where} is too long{said}; set "
             "[scheduler] login_control_dir to a shorter private directory"
         )
-    if any(pattern in text for pattern in _CONFIG):
+    if found(CONFIG, text):
         return SchedulerError(f"ssh cannot use its configuration for login host {login.where}"
                               f"{said}; fix the SSH config it names")  # fmt: skip
     return SchedulerError(

@@ -56,33 +56,25 @@ from bridge.core.errors import (
     SshSetupInvalid,
     TransportError,
 )
+from bridge.core.openssh_messages import AUTH, CONFIG, HOST_KEY, SSH_FAILURE
 
 log = logging.getLogger(__name__)
 
-SSH_FAILURE = 255  # ssh's own exit status for its failures (the remote command's otherwise)
 _STDERR_KEEP = 64  # lines of the child's stderr kept for error messages
 
-# Messages of OpenSSH's client (stable for many releases) and what they mean for us. The first
-# pattern found in the child's stderr decides; anything else with status 255 is "unreachable".
-_HOST_KEY = (
-    "Host key verification failed",
-    "REMOTE HOST IDENTIFICATION HAS CHANGED",
-    "host key is known for",
-    "No matching host key type",
-)
+# More of OpenSSH's client messages (host key, refused login and config ones are shared in
+# bridge.core.openssh_messages). The first pattern found in the child's stderr decides;
+# anything else with status 255 is "unreachable".
 # A key ssh could not use: it goes on without it, and the site then refuses the login.
 _KEY_FILE = ("not accessible:", "Load key ")
 # What sshd (through PAM) or the account's shell says about an account that cannot log in;
 # banners like these reach our stderr only at LogLevel INFO.
 _ACCOUNT = ("Your account has expired", "account has expired", "Your password has expired",
             "This account is currently not available")  # fmt: skip
-_AUTH = ("Permission denied", "Too many authentication failures", "no more authentication methods")
 _UNREACHABLE = ("Could not resolve hostname", "Connection refused", "Connection timed out",
                 "No route to host", "Network is unreachable", "Connection closed",
                 "Connection reset", "kex_exchange_identification", "banner exchange",
                 "Broken pipe", "Timeout, server")  # fmt: skip
-_CONFIG = ("Bad configuration option", "Can't open user config file", "Bad owner or permissions",
-           "no argument after keyword", "terminating, ")  # fmt: skip
 
 
 def openssh_argv(site: SshSite, control_dir: str | None) -> list[str]:
@@ -256,7 +248,7 @@ def classify_failure(site: SshSite, code: int, stderr: list[str]) -> BridgeError
 
 def _ssh_failure(site: SshSite, where: str, text: str) -> BridgeError:
     said = f" (ssh: {text})" if text else ""
-    if any(pattern in text for pattern in _HOST_KEY):
+    if any(pattern in text for pattern in HOST_KEY):
         return HostKeyRejected(
             f"host key of {where} is not the one pinned in {site.known_hosts}{said}; confirm "
             "the fingerprint with the site admin and pin it with `mint-bridge setup "
@@ -276,13 +268,13 @@ def _ssh_failure(site: SshSite, where: str, text: str) -> BridgeError:
             f"the site admin to renew or unlock it (`usermod -U -e '' {user}`, `chage -l "
             f"{user}` shows why)"
         )
-    if any(pattern in text for pattern in _AUTH):
+    if any(pattern in text for pattern in AUTH):
         keys = site.identity_file or "(keys from the SSH config)"
         # ssh names the account it tried: "mint@host: Permission denied (publickey)."
         named = re.search(r"(\S+)@\S+: Permission denied", text)
         user = site.user or (named.group(1) if named else "the account")
         return AuthenticationFailed(refused_message(where, keys, user) + said)
-    if any(pattern in text for pattern in _CONFIG) and not any(
+    if any(pattern in text for pattern in CONFIG) and not any(
         pattern in text for pattern in _UNREACHABLE
     ):
         return ConfigError(f"ssh cannot use its configuration for site {site.name}{said}",
