@@ -21,10 +21,9 @@ from typing import Any
 import pytest
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from bridge import __version__
@@ -152,12 +151,19 @@ def jobs(broker: BrokerProcess, api: Api, agent: Agent) -> Jobs:
 
 
 def click(browser: webdriver.Chrome, element: WebElement) -> None:
-    """Click what leads to another page, and wait until that page has replaced this one."""
-    old = browser.find_element(By.TAG_NAME, "html")
+    """Click what leads to another page, and wait until that page has replaced this one.
+
+    The old page is marked with a window property that a new document does not have. Waiting
+    for its <html> element to go stale instead races Chromium: asking about a node of a
+    document being torn down can fail with an inspector error rather than a stale element.
+    """
+    browser.execute_script("window.__mintBridgeOldPage = true;")
     element.click()
-    WebDriverWait(browser, 30).until(staleness_of(old))
-    WebDriverWait(browser, 30).until(
-        lambda b: b.execute_script("return document.readyState") == "complete")
+    # A script run while the old document unloads may fail; that is not yet the new page.
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda b: b.execute_script(
+            "return window.__mintBridgeOldPage === undefined"
+            " && document.readyState === 'complete'"))
 
 
 def log_in(browser: webdriver.Chrome, broker: BrokerProcess, token: str) -> None:
