@@ -32,7 +32,7 @@ from broker import auth
 from broker.cert_expiry import not_after
 from broker.runtime import Broker, current
 from broker.status import site_statuses
-from broker.store import ExpiryReport, Scope, State
+from broker.store import ExpiryReport, Scope, State, timing
 
 EXTENSION = "mint_broker_metrics"
 PREFIX = "mint_bridge_broker_"
@@ -235,7 +235,19 @@ def render(broker: Broker, metrics: Metrics) -> str:
                           "When the broker's TLS certificate ([server] cert) expires (Unix time).")
         out.sample(name, [], expires)
     _counters(out, metrics)
+    _store_times(out, broker)
     return out.text()
+
+
+def _store_times(out: _Exposition, broker: Broker) -> None:
+    name = out.family("store_transaction_seconds", "histogram",
+                      "Time of one store transaction, waiting for its lock or connection "
+                      "included, by store operation and kind (write, read).")  # fmt: skip
+    _histograms(out, name, {
+        (("operation", operation), ("kind", kind)):
+            _Histogram(timing.BUCKETS, series.buckets, series.count, series.total)
+        for (operation, kind), series in broker.store.transaction_times.snapshot().items()
+    })  # fmt: skip
 
 
 def _store_gauges(out: _Exposition, broker: Broker, now: float) -> None:

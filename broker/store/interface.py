@@ -36,6 +36,7 @@ from broker.store.records import (
     State,
     TokenRecord,
 )
+from broker.store.timing import TransactionTimes
 
 # Called after a commit with the job ids that changed and the sites that got claimable work,
 # each with the commands of that work (None: any claim of the site; ``records.Claimable``).
@@ -47,6 +48,8 @@ class Store(abc.ABC):
 
     def __init__(self, listener: ChangeListener | None = None) -> None:
         self.listener = listener
+        # Filled by each backend's transaction helper; read by /metrics.
+        self.transaction_times = TransactionTimes()
 
     # --- jobs -------------------------------------------------------------------------
 

@@ -53,8 +53,8 @@ class MemoryStore(Store):
         pass  # nothing to release; the tables go with the object
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Tx]:
-        with self._lock:
+    def _transaction(self, operation: str = "other") -> Iterator[Tx]:
+        with self.transaction_times.measure(operation, "write"), self._lock:
             tx = Tx(self._tables.copy())
             yield tx
             # Reached only when the write raised nothing: its copy becomes the store's tables.
@@ -63,14 +63,14 @@ class MemoryStore(Store):
             self.listener(tx.jobs, tx.sites)
 
     @contextlib.contextmanager
-    def _snapshot(self) -> Iterator[Tx]:
-        with self._lock:
+    def _snapshot(self, operation: str = "other") -> Iterator[Tx]:
+        with self.transaction_times.measure(operation, "read"), self._lock:
             yield Tx(self._tables)
 
     # --- jobs -------------------------------------------------------------------------
 
     def create_job(self, spec: NewJob, now: float) -> tuple[JobRecord, bool]:
-        with self._transaction() as tx:
+        with self._transaction("create_job") as tx:
             existing = tx.load(spec.job_id)
             if existing is not None:
                 rules.check_same_request(existing, spec)
@@ -78,7 +78,7 @@ class MemoryStore(Store):
             return tx.insert(spec, now), True
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        with self._snapshot() as tx:
+        with self._snapshot("get_job") as tx:
             return tx.load(job_id)
 
     def list_jobs(
@@ -89,7 +89,7 @@ class MemoryStore(Store):
         state: State | None = None,
         limit: int = 500,
     ) -> list[JobRecord]:
-        with self._snapshot() as tx:
+        with self._snapshot("list_jobs") as tx:
             jobs = tx.select(
                 lambda j: (client is None or j.spec.client == client)
                 and (site is None or j.spec.site == site)
@@ -99,18 +99,18 @@ class MemoryStore(Store):
         return jobs[:limit] if limit >= 0 else jobs  # a negative LIMIT is none in SQL
 
     def page_jobs(self, query: JobQuery, limit: int) -> list[JobRecord]:
-        with self._snapshot() as tx:
+        with self._snapshot("page_jobs") as tx:
             jobs = tx.select(lambda j: matches(j, query))
         jobs.sort(key=lambda j: (j.created_at, j.job_id), reverse=True)
         return jobs[:limit]
 
     def job_events(self, job_id: str) -> list[JobEvent]:
-        with self._snapshot() as tx:
+        with self._snapshot("job_events") as tx:
             return list(tx.tables.events.get(job_id, ()))
 
     def failures_since(self, since: float) -> dict[str, int]:
         failed: dict[str, int] = {}
-        with self._snapshot() as tx:
+        with self._snapshot("failures_since") as tx:
             ended = tx.select(lambda j: j.finished_at is not None and j.finished_at >= since)
         for job in ended:
             if rules.is_failure(job.state, job.outcome):
@@ -120,7 +120,7 @@ class MemoryStore(Store):
     def set_input_received(
         self, job_id: str, name: str, expected: int, received: int, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("set_input_received") as tx:
             job = tx.must_load(job_id)
             record = rules.writable_input(job, name)
             rules.check_offset(record.received, expected)
@@ -132,7 +132,7 @@ class MemoryStore(Store):
             return tx.bump(job_id, now)
 
     def submit(self, job_id: str, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("submit") as tx:
             job = tx.must_load(job_id)
             if job.state is not State.CREATED:
                 return job
@@ -142,7 +142,7 @@ class MemoryStore(Store):
             return tx.bump(job_id, now)
 
     def cancel(self, job_id: str, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("cancel") as tx:
             job = tx.must_load(job_id)
             if rules.cancel_is_done(job):
                 return job
@@ -155,7 +155,7 @@ class MemoryStore(Store):
             return tx.bump(job_id, now)
 
     def ack(self, job_id: str, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("ack") as tx:
             job = tx.must_load(job_id)
             rules.check_ackable(job)
             if job.acked:
@@ -178,7 +178,7 @@ class MemoryStore(Store):
     ) -> Claim | None:
         wanted = None if commands is None else frozenset(commands)
         taken_elsewhere = None if others is None else frozenset(others)
-        with self._transaction() as tx:
+        with self._transaction("claim") as tx:
             if token_id is not None:
                 rules.check_claiming_token(tx.tables.tokens.get(token_id), token_id)
             tx.seen_agent(site, agent_id, now)
@@ -191,11 +191,11 @@ class MemoryStore(Store):
             return Claim(job, job.lease_epoch, job.lease_expires, reattach)
 
     def release_claim(self, job_id: str, epoch: int, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("release_claim") as tx:
             return tx.release(tx.held(job_id, epoch), now)
 
     def renew_lease(self, job_id: str, epoch: int, lease_ttl: float, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("renew_lease") as tx:
             job = tx.held(job_id, epoch)
             tx.seen_agent(job.spec.site, job.agent_id or "", now)
             return tx.renew(job, lease_ttl, now)
@@ -203,7 +203,7 @@ class MemoryStore(Store):
     def mark_running(
         self, job_id: str, epoch: int, native_id: str | None, lease_ttl: float, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("mark_running") as tx:
             job = tx.held(job_id, epoch)
             tx.seen_agent(job.spec.site, job.agent_id or "", now)
             if rules.starts_running(job, native_id):
@@ -213,13 +213,13 @@ class MemoryStore(Store):
             return tx.renew(job, lease_ttl, now)
 
     def check_lease(self, job_id: str, epoch: int) -> JobRecord:
-        with self._snapshot() as tx:
+        with self._snapshot("check_lease") as tx:
             return tx.held(job_id, epoch)
 
     def append_log(
         self, job_id: str, stream: str, epoch: int, expected: int, size: int, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("append_log") as tx:
             job = tx.held(job_id, epoch)
             rules.check_offset(rules.log_size(job, stream), expected, header="Log-Size")
             tx.update(job_id, logs={**job.logs, stream: size})
@@ -228,7 +228,7 @@ class MemoryStore(Store):
     def set_result_upload(
         self, job_id: str, epoch: int, result: ResultRecord, expected: int, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("set_result_upload") as tx:
             job = tx.held(job_id, epoch)
             held = job.result(result.name)
             rules.check_result_declaration(held, result, expected)
@@ -251,7 +251,7 @@ class MemoryStore(Store):
         skipped: Sequence[Mapping[str, Any]],
         now: float,
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("complete") as tx:
             job = tx.must_load(job_id)
             if rules.is_repeated_complete(job, epoch):
                 return job
@@ -268,7 +268,7 @@ class MemoryStore(Store):
             return tx.bump(job_id, now)
 
     def expire(self, now: float, queue_ttl: float) -> ExpiryReport:
-        with self._transaction() as tx:
+        with self._transaction("expire") as tx:
             requeued, cancelled = tx.requeue_expired_claims(now, site=None)
             lost = tx.mark_agents_lost(now)
             expired = tx.select(lambda j: rules.waited_too_long(j, now, queue_ttl))
@@ -283,12 +283,12 @@ class MemoryStore(Store):
         )
 
     def final_jobs_before(self, cutoff: float) -> list[str]:
-        with self._snapshot() as tx:
+        with self._snapshot("final_jobs_before") as tx:
             ended = tx.select(lambda j: j.finished_at is not None and j.finished_at < cutoff)
         return [j.job_id for j in ended]
 
     def delete_job(self, job_id: str) -> None:
-        with self._transaction() as tx:
+        with self._transaction("delete_job") as tx:
             # The job's legacy record goes with it, as SQLite's ON DELETE CASCADE does.
             tx.tables.jobs.pop(job_id, None)
             tx.tables.order.pop(job_id, None)
@@ -298,7 +298,7 @@ class MemoryStore(Store):
 
     def queue_stats(self) -> list[QueueStats]:
         waiting = (State.QUEUED, State.CLAIMED, State.RUNNING)
-        with self._snapshot() as tx:
+        with self._snapshot("queue_stats") as tx:
             jobs = tx.select(lambda j: j.state in waiting)
         stats = []
         for site in sorted({j.spec.site for j in jobs}):
@@ -316,14 +316,14 @@ class MemoryStore(Store):
 
     def count_jobs(self) -> dict[tuple[str, State], int]:
         counts: dict[tuple[str, State], int] = {}
-        with self._snapshot() as tx:
+        with self._snapshot("count_jobs") as tx:
             for job in tx.tables.jobs.values():
                 key = (job.spec.site, job.state)
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
     def agents_seen(self) -> list[AgentSeen]:
-        with self._snapshot() as tx:
+        with self._snapshot("agents_seen") as tx:
             seen = sorted(tx.tables.agents.items())
         return [AgentSeen(site, agent_id, last) for (site, agent_id), last in seen]
 
@@ -332,7 +332,7 @@ class MemoryStore(Store):
     def create_legacy_job(
         self, spec: NewJob, calc_info: Mapping[str, Any], now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("create_legacy_job") as tx:
             if tx.load(spec.job_id) is not None:
                 raise rules.id_taken(spec.job_id)
             job = tx.insert(spec, now)
@@ -340,11 +340,11 @@ class MemoryStore(Store):
             return job
 
     def get_legacy(self, job_id: str) -> LegacyRecord | None:
-        with self._snapshot() as tx:
+        with self._snapshot("get_legacy") as tx:
             return tx.tables.legacy.get(job_id)
 
     def queued_job_ids(self, site: str, limit: int) -> list[str]:
-        with self._snapshot() as tx:
+        with self._snapshot("queued_job_ids") as tx:
             jobs = tx.queue_order(
                 tx.select(lambda j: j.spec.site == site and j.state is State.QUEUED)
             )
@@ -360,7 +360,7 @@ class MemoryStore(Store):
         lease_ttl: float,
         now: float,
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("legacy_claim") as tx:
             # A lapsed lease of another poller frees the job first, as a claim does.
             tx.requeue_expired_claims(now, site=site)
             rules.check_legacy_claimable(tx.must_load(job_id), site)
@@ -387,7 +387,7 @@ class MemoryStore(Store):
         running: bool = False,
         result_types: Mapping[str, tuple[str, str]] | None = None,
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("legacy_step") as tx:
             job = tx.must_load(job_id)
             record = rules.check_legacy_step(job, tx.tables.legacy.get(job_id), poller, expect)
             if running and job.state is State.CLAIMED:
@@ -407,22 +407,22 @@ class MemoryStore(Store):
     # --- tokens -------------------------------------------------------------------------
 
     def create_token(self, record: TokenRecord) -> None:
-        with self._transaction() as tx:
+        with self._transaction("create_token") as tx:
             if record.token_id in tx.tables.tokens:
                 raise rules.token_exists(record.token_id)
             tx.tables.tokens[record.token_id] = record
 
     def get_token(self, token_id: str) -> TokenRecord | None:
-        with self._snapshot() as tx:
+        with self._snapshot("get_token") as tx:
             return tx.tables.tokens.get(token_id)
 
     def list_tokens(self) -> list[TokenRecord]:
-        with self._snapshot() as tx:
+        with self._snapshot("list_tokens") as tx:
             tokens = list(tx.tables.tokens.values())
         return sorted(tokens, key=lambda t: (t.created_at, t.token_id))
 
     def revoke_token(self, token_id: str, now: float) -> bool:
-        with self._transaction() as tx:
+        with self._transaction("revoke_token") as tx:
             token = tx.tables.tokens.get(token_id)
             if token is None or token.revoked:
                 return False
@@ -430,7 +430,7 @@ class MemoryStore(Store):
             return True
 
     def token_used(self, token_id: str, now: float) -> None:
-        with self._transaction() as tx:
+        with self._transaction("token_used") as tx:
             token = tx.tables.tokens.get(token_id)
             if token is not None:
                 tx.tables.tokens[token_id] = dataclasses.replace(token, last_used=now)

@@ -63,8 +63,8 @@ class PostgresStore(SQLStore):
             self._feed.start()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Tx]:
-        with self._db.transaction() as tx:
+    def _transaction(self, operation: str = "other") -> Iterator[Tx]:
+        with self.transaction_times.measure(operation, "write"), self._db.transaction() as tx:
             yield tx
             if tx.jobs or tx.sites:  # delivered by PostgreSQL only if the commit succeeds
                 publish(tx, self._origin, tx.jobs, tx.sites)

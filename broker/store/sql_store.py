@@ -64,12 +64,13 @@ class SQLStore(Store):
         return self._db
 
     def ping(self) -> None:
-        with self._snapshot() as tx:
+        with self._snapshot("ping") as tx:
             tx.execute("SELECT 1").fetchall()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Tx]:
-        with self._db.transaction() as tx:
+    def _transaction(self, operation: str = "other") -> Iterator[Tx]:
+        """The one write path; ``operation`` (the store method) labels its time on /metrics."""
+        with self.transaction_times.measure(operation, "write"), self._db.transaction() as tx:
             yield tx
         # Reached only once the transaction committed: a rolled-back write reports nothing.
         self._changed(tx)
@@ -78,13 +79,15 @@ class SQLStore(Store):
         if self.listener is not None and (tx.jobs or tx.sites):
             self.listener(tx.jobs, tx.sites)
 
-    def _snapshot(self) -> contextlib.AbstractContextManager[Tx]:
-        return self._db.snapshot()
+    @contextlib.contextmanager
+    def _snapshot(self, operation: str = "other") -> Iterator[Tx]:
+        with self.transaction_times.measure(operation, "read"), self._db.snapshot() as tx:
+            yield tx
 
     # --- jobs -------------------------------------------------------------------------
 
     def create_job(self, spec: NewJob, now: float) -> tuple[JobRecord, bool]:
-        with self._transaction() as tx:
+        with self._transaction("create_job") as tx:
             if q.insert_job(tx, spec, now):
                 return q.must_load(tx, spec.job_id), True
             existing = q.must_load(tx, spec.job_id)
@@ -92,7 +95,7 @@ class SQLStore(Store):
             return existing, False
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        with self._snapshot() as tx:
+        with self._snapshot("get_job") as tx:
             return q.load_job(tx, job_id)
 
     def list_jobs(
@@ -103,26 +106,26 @@ class SQLStore(Store):
         state: State | None = None,
         limit: int = 500,
     ) -> list[JobRecord]:
-        with self._snapshot() as tx:
+        with self._snapshot("list_jobs") as tx:
             ids = q.select_job_ids(tx, client=client, site=site, state=state, limit=limit)
             return [q.must_load(tx, job_id) for job_id in ids]
 
     def page_jobs(self, query: JobQuery, limit: int) -> list[JobRecord]:
-        with self._snapshot() as tx:
+        with self._snapshot("page_jobs") as tx:
             return [q.must_load(tx, job_id) for job_id in sql_views.page_ids(tx, query, limit)]
 
     def job_events(self, job_id: str) -> list[JobEvent]:
-        with self._snapshot() as tx:
+        with self._snapshot("job_events") as tx:
             return sql_views.load_events(tx, job_id)
 
     def failures_since(self, since: float) -> dict[str, int]:
-        with self._snapshot() as tx:
+        with self._snapshot("failures_since") as tx:
             return sql_views.failures_since(tx, since)
 
     def set_input_received(
         self, job_id: str, name: str, expected: int, received: int, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("set_input_received") as tx:
             record = rules.writable_input(q.must_load(tx, job_id), name)
             rules.check_offset(record.received, expected)
             tx.execute(
@@ -132,7 +135,7 @@ class SQLStore(Store):
             return q.bump(tx, job_id, now)
 
     def submit(self, job_id: str, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("submit") as tx:
             job = q.must_load(tx, job_id)
             if job.state is not State.CREATED:
                 return job
@@ -142,7 +145,7 @@ class SQLStore(Store):
             return q.bump(tx, job_id, now)
 
     def cancel(self, job_id: str, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("cancel") as tx:
             job = q.must_load(tx, job_id)
             if rules.cancel_is_done(job):
                 return job
@@ -155,7 +158,7 @@ class SQLStore(Store):
             return q.bump(tx, job_id, now)
 
     def ack(self, job_id: str, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("ack") as tx:
             job = q.must_load(tx, job_id)
             rules.check_ackable(job)
             if job.acked:
@@ -178,7 +181,7 @@ class SQLStore(Store):
         commands: Collection[str] | None = None,
         others: Collection[str] | None = None,
     ) -> Claim | None:
-        with self._transaction() as tx:
+        with self._transaction("claim") as tx:
             if token_id is not None:
                 # Inside the write transaction: a revoke by another process (the CLI) either
                 # committed before, and is seen here, or waits until this claim committed.
@@ -195,11 +198,11 @@ class SQLStore(Store):
             return Claim(job, job.lease_epoch, job.lease_expires, reattach)
 
     def release_claim(self, job_id: str, epoch: int, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("release_claim") as tx:
             return q.release(tx, q.held_job(tx, job_id, epoch), now)
 
     def renew_lease(self, job_id: str, epoch: int, lease_ttl: float, now: float) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("renew_lease") as tx:
             job = q.held_job(tx, job_id, epoch)
             q.seen_agent(tx, job.spec.site, job.agent_id or "", now)
             return q.renew(tx, job, lease_ttl, now)
@@ -207,7 +210,7 @@ class SQLStore(Store):
     def mark_running(
         self, job_id: str, epoch: int, native_id: str | None, lease_ttl: float, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("mark_running") as tx:
             job = q.held_job(tx, job_id, epoch)
             q.seen_agent(tx, job.spec.site, job.agent_id or "", now)
             if rules.starts_running(job, native_id):
@@ -221,13 +224,13 @@ class SQLStore(Store):
             return q.renew(tx, job, lease_ttl, now)
 
     def check_lease(self, job_id: str, epoch: int) -> JobRecord:
-        with self._snapshot() as tx:
+        with self._snapshot("check_lease") as tx:
             return q.held_job(tx, job_id, epoch)
 
     def append_log(
         self, job_id: str, stream: str, epoch: int, expected: int, size: int, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("append_log") as tx:
             job = q.held_job(tx, job_id, epoch)
             rules.check_offset(rules.log_size(job, stream), expected, header="Log-Size")
             tx.execute(q.log_update(stream), (size, job_id))
@@ -236,7 +239,7 @@ class SQLStore(Store):
     def set_result_upload(
         self, job_id: str, epoch: int, result: ResultRecord, expected: int, now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("set_result_upload") as tx:
             job = q.held_job(tx, job_id, epoch)
             rules.check_result_declaration(job.result(result.name), result, expected)
             q.upsert_result(tx, job_id, result)
@@ -251,7 +254,7 @@ class SQLStore(Store):
         skipped: Sequence[Mapping[str, Any]],
         now: float,
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("complete") as tx:
             job = q.must_load(tx, job_id)
             if rules.is_repeated_complete(job, epoch):
                 return job
@@ -266,14 +269,14 @@ class SQLStore(Store):
             return q.bump(tx, job_id, now)
 
     def expire(self, now: float, queue_ttl: float) -> ExpiryReport:
-        with self._transaction() as tx:
+        with self._transaction("expire") as tx:
             requeued, cancelled = q.requeue_expired_claims(tx, now, site=None)
             lost = q.mark_agents_lost(tx, now)
             expired = q.expire_waiting(tx, now, queue_ttl)
         return ExpiryReport(tuple(requeued), tuple(lost), tuple(expired), tuple(cancelled))
 
     def final_jobs_before(self, cutoff: float) -> list[str]:
-        with self._snapshot() as tx:
+        with self._snapshot("final_jobs_before") as tx:
             rows = tx.execute(
                 "SELECT job_id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
                 (cutoff,),
@@ -281,21 +284,21 @@ class SQLStore(Store):
         return [str(row["job_id"]) for row in rows]
 
     def delete_job(self, job_id: str) -> None:
-        with self._transaction() as tx:
+        with self._transaction("delete_job") as tx:
             tx.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
             tx.touch(job_id)
 
     def queue_stats(self) -> list[QueueStats]:
-        with self._snapshot() as tx:
+        with self._snapshot("queue_stats") as tx:
             return q.queue_stats(tx)
 
     def count_jobs(self) -> dict[tuple[str, State], int]:
-        with self._snapshot() as tx:
+        with self._snapshot("count_jobs") as tx:
             rows = tx.execute("SELECT site, state, COUNT(*) AS n FROM jobs GROUP BY site, state")
             return {(r["site"], State(r["state"])): r["n"] for r in rows.fetchall()}
 
     def agents_seen(self) -> list[AgentSeen]:
-        with self._snapshot() as tx:
+        with self._snapshot("agents_seen") as tx:
             rows = tx.execute(
                 "SELECT site, agent_id, last_seen FROM agents ORDER BY site, agent_id"
             ).fetchall()
@@ -306,18 +309,18 @@ class SQLStore(Store):
     def create_legacy_job(
         self, spec: NewJob, calc_info: Mapping[str, Any], now: float
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("create_legacy_job") as tx:
             if not q.insert_job(tx, spec, now):
                 raise rules.id_taken(spec.job_id)
             sql_legacy.insert(tx, spec.job_id, calc_info)
             return q.must_load(tx, spec.job_id)
 
     def get_legacy(self, job_id: str) -> LegacyRecord | None:
-        with self._snapshot() as tx:
+        with self._snapshot("get_legacy") as tx:
             return sql_legacy.load(tx, job_id)
 
     def queued_job_ids(self, site: str, limit: int) -> list[str]:
-        with self._snapshot() as tx:
+        with self._snapshot("queued_job_ids") as tx:
             return sql_legacy.queued_ids(tx, site, State.QUEUED.value, limit)
 
     def legacy_claim(
@@ -329,7 +332,7 @@ class SQLStore(Store):
         lease_ttl: float,
         now: float,
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("legacy_claim") as tx:
             # A lapsed lease of another poller frees the job first, as a claim does.
             q.requeue_expired_claims(tx, now, site=site)
             rules.check_legacy_claimable(q.must_load(tx, job_id), site)
@@ -352,7 +355,7 @@ class SQLStore(Store):
         running: bool = False,
         result_types: Mapping[str, tuple[str, str]] | None = None,
     ) -> JobRecord:
-        with self._transaction() as tx:
+        with self._transaction("legacy_step") as tx:
             job = q.must_load(tx, job_id)
             rules.check_legacy_step(job, sql_legacy.load(tx, job_id), poller, expect)
             if running and job.state is State.CLAIMED:
@@ -367,21 +370,21 @@ class SQLStore(Store):
     # --- tokens -------------------------------------------------------------------------
 
     def create_token(self, record: TokenRecord) -> None:
-        with self._transaction() as tx:
+        with self._transaction("create_token") as tx:
             sql_tokens.insert(tx, record)
 
     def get_token(self, token_id: str) -> TokenRecord | None:
-        with self._snapshot() as tx:
+        with self._snapshot("get_token") as tx:
             return sql_tokens.load(tx, token_id)
 
     def list_tokens(self) -> list[TokenRecord]:
-        with self._snapshot() as tx:
+        with self._snapshot("list_tokens") as tx:
             return sql_tokens.load_all(tx)
 
     def revoke_token(self, token_id: str, now: float) -> bool:
-        with self._transaction() as tx:
+        with self._transaction("revoke_token") as tx:
             return sql_tokens.revoke(tx, token_id, now)
 
     def token_used(self, token_id: str, now: float) -> None:
-        with self._transaction() as tx:
+        with self._transaction("token_used") as tx:
             sql_views.token_used(tx, token_id, now)

@@ -218,3 +218,32 @@ def test_dispatch_latency_and_job_duration_are_histograms(app: Flask, clock: Clo
         assert value(samples, f"{name}_sum", **labels) == seconds, name
         assert value(samples, f"{name}_bucket", **labels, le="1") == 0, name
         assert value(samples, f"{name}_bucket", **labels, le="30") == 1, name
+
+
+def test_store_transactions_are_timed_by_operation(app: Flask, clock: Clock) -> None:
+    client = app.test_client()
+    user, agent = auth(app, Scope.CLIENT, "c"), auth(app, Scope.SITE, "site-a")
+    operator = auth(app, Scope.OPERATOR, "p")
+    before = scrape(client, operator)
+    for _ in range(3):
+        create(client, user, "site-a")
+    claim = client.post("/api/v1/agent/claim", json={"agent_id": "a1"}, headers=agent)
+    assert claim.status_code == 200, claim.data
+    after = scrape(client, operator)
+
+    def count(samples: Samples, operation: str, kind: str) -> float:
+        key = ("mint_bridge_broker_store_transaction_seconds_count",
+               (("kind", kind), ("operation", operation)))  # fmt: skip
+        return samples.get(key, 0.0)
+
+    assert count(after, "create_job", "write") - count(before, "create_job", "write") == 3
+    assert count(after, "submit", "write") - count(before, "submit", "write") == 3
+    assert count(after, "claim", "write") - count(before, "claim", "write") == 1
+    assert count(after, "page_jobs", "write") == 0  # a read is never counted as a write
+    labels = {"operation": "create_job", "kind": "write"}
+    total = value(after, "store_transaction_seconds_count", **labels)
+    assert value(after, "store_transaction_seconds_bucket", **labels, le="+Inf") == total
+    assert 0 < value(after, "store_transaction_seconds_sum", **labels) < total * 10
+    buckets = [v for (n, key), v in after.items()
+               if n.endswith("store_transaction_seconds_bucket") and ("operation", "claim") in key]
+    assert buckets == sorted(buckets), "buckets are cumulative"
