@@ -25,7 +25,7 @@ from broker.delivery import client_connected
 from broker.errors import NotFound, RateLimited, StoreError, TooLarge
 from broker.notify import Waiter
 from broker.runtime import current
-from broker.store import JobRecord, postgres_slots
+from broker.store import JobRecord
 from broker.transfers import read_small_body
 from broker.validation import parse_json
 
@@ -88,7 +88,7 @@ def _slot_on_every_instance(owner: str, seconds: float) -> Iterator[None]:
     the token holds it anywhere); one instance's own count is ``broker.notify``'s."""
     broker = current()
     limit, now, poll_id = broker.config.long_polls_per_token, broker.clock(), uuid.uuid4().hex
-    until = now + seconds + postgres_slots.GRACE_SECONDS
+    until = now + seconds + defaults.POLL_SLOT_GRACE
     if not broker.store.hold_poll(poll_id, owner, limit, until, now):
         raise RateLimited(f"this token already holds {limit} long polls on the broker's "
                           "instances together; wait for one to return before starting another",

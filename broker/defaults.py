@@ -81,6 +81,9 @@ UPLOAD_LOCK_WAIT = 30.0
 # (well below common proxy idle timeouts of 60 s).
 MAX_WAIT = 50.0
 MAX_LEASE_WAIT = 20.0
+# A long poll's slot in a shared store outlives the poll's deadline by this much: the poll's
+# last check and its answer run after the deadline, and instances' clocks differ by a little.
+POLL_SLOT_GRACE = 10.0
 
 # How often a waiting long poll looks whether its client is still connected: a poll whose
 # client went away holds its thread (and its place in the token's count) at most this long.

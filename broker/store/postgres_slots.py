@@ -7,7 +7,8 @@ only while fewer than the limit of that token's rows are live, and deletes it wh
 (``end``). Two instances taking the token's last slot at once are serialised by a transaction
 advisory lock keyed by the token, so the count and the insert cannot interleave.
 
-A row carries the moment it lapses (the poll's own deadline plus ``GRACE_SECONDS``): an
+A row carries the moment it lapses (the poll's own deadline plus ``defaults.POLL_SLOT_GRACE``, added
+by the caller): an
 instance killed with ``kill -9`` never deletes its rows, and they stop counting by then, so
 its slots are free again at most one long-poll wait (``defaults.MAX_WAIT``) plus the grace
 after the kill. Lapsed rows are deleted by later holds of the same token. A row holds a token
@@ -18,9 +19,6 @@ from __future__ import annotations
 
 from broker.store.sql_tx import Tx
 
-# A poll's row outlives its deadline by this much: the poll's last check and its answer run
-# after the deadline, and instances' clocks differ by a little.
-GRACE_SECONDS = 10.0
 # Any constant: the advisory lock space of the slots (the token id is hashed into the key).
 _LOCK_SPACE = 0x706F6C6C
 

@@ -19,11 +19,11 @@ from flask import Flask
 from broker.app import create_app
 from broker.auth import new_token
 from broker.config import BrokerConfig
+from broker.defaults import POLL_SLOT_GRACE as GRACE_SECONDS
 from broker.runtime import EXTENSION, Broker
 from broker.store import NewJob, Scope
 from broker.store.locations import open_store, parse_store_url
 from broker.store.postgres import PostgresStore
-from broker.store.postgres_slots import GRACE_SECONDS
 from tests.support.postgres import empty
 
 LIMIT = 3
