@@ -1,7 +1,7 @@
 # ruff: noqa: F811 - the backend fixtures of test_store are imported by name
 """The web console's sessions in the store, on every backend: kept by the hash of their id,
 looked up, touched, ended by time, by their token's revocation and by log-out, and the oldest
-dropped beyond the limit."""
+dropped beyond the limit; and the console's ``SessionTable`` over each backend."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.console.sessions import TOUCH_STEP, SessionTable
 from broker.errors import StateConflict
 from broker.store import Scope, SessionRecord, Store
 from broker.store.sqlite import SQLiteStore
@@ -106,3 +107,32 @@ def test_sqlite_keeps_the_sessions_hash_not_its_id(tmp_path: Path) -> None:
         rows = conn.execute("SELECT * FROM console_sessions").fetchall()
     assert rows == [(key, "tok000000001", "admin", "c", T0, T0, T0 + LIFETIME)]
     assert session_id.encode() not in (tmp_path / "b.sqlite3").read_bytes()
+
+
+# --- the console's table over the store ------------------------------------------------------
+
+
+def test_the_console_table_finds_a_session_by_its_id_and_records_use_to_the_minute(
+    store: Store,
+) -> None:
+    table = SessionTable(store, IDLE, LIFETIME)
+    session_id, made = table.open("tok000000001", Scope.OPERATOR, T0)
+    assert made.session_hash == hashlib.sha256(session_id.encode()).hexdigest() != session_id
+    assert table.get(session_id, T0 + TOUCH_STEP - 1) == made  # no write within the step
+    assert table.get(session_id, T0 + IDLE - 1) == made  # ...then its use is recorded
+    kept = store.get_session(made.session_hash)
+    assert kept is not None and kept.used_at == T0 + IDLE - 1
+    assert table.get("not-a-session", T0) is None
+    assert table.get(session_id, T0 + 2 * IDLE - 1) is None  # idle: ended and deleted
+    assert store.get_session(made.session_hash) is None
+
+
+def test_the_console_table_ends_a_tokens_sessions_and_a_logged_out_one(store: Store) -> None:
+    table = SessionTable(store, IDLE, LIFETIME)
+    first, _ = table.open("tok000000001", Scope.ADMIN, T0)
+    second, _ = table.open("tok000000001", Scope.ADMIN, T0)
+    other, _ = table.open("tok000000002", Scope.ADMIN, T0)
+    assert table.close_token("tok000000001") == 2
+    assert (table.get(first, T0), table.get(second, T0)) == (None, None)
+    assert table.close(other) is True and table.get(other, T0) is None
+    assert table.close(other) is False
