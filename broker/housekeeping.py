@@ -1,9 +1,11 @@
 """The broker's clock-driven work, in one background thread: leases, queue TTL, retention.
 
 Every few seconds: expired leases requeue claimed jobs and mark running ones agent_lost, jobs
-nobody claimed within the queue TTL expire, and jobs that ended longer ago than the retention
-lose their files and records. Waiting requests are woken by the store's change reports, never
-by this thread; it never sleeps in a loop on behalf of a request.
+nobody claimed within the queue TTL expire, jobs that ended longer ago than the retention
+lose their files and records, and the rows of ended console sessions are deleted (each
+instance's housekeeping does it on a shared store: the delete is the same on all). Waiting
+requests are woken by the store's change reports, never by this thread; it never sleeps in a
+loop on behalf of a request.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from broker import defaults
 from broker.errors import BrokerError
 from broker.runtime import Broker
 from broker.store import ExpiryReport
@@ -39,6 +42,9 @@ def run_once(broker: Broker, now: float, on_expiry: ExpiryListener | None = None
         broker.files.remove_job(job_id)
         broker.store.delete_job(job_id)
         log.info("%s: deleted after the retention period", job_id)
+    ended = broker.store.delete_ended_sessions(now, defaults.CONSOLE_SESSION_IDLE)
+    if ended:
+        log.info("console: %d ended sessions removed", ended)
 
 
 class Housekeeper(threading.Thread):

@@ -1,9 +1,10 @@
 """Who may see the console and change things through it: sessions, CSRF and page headers.
 
 Every console request but the log-in page and the stylesheet needs a live session whose token
-is still valid (a revoked or expired token ends its sessions at once). Every POST must carry
-the session's CSRF token in its form (``csrf_token``); the log-in form, made before there is a
-session, carries a random value that must equal the one in a short-lived cookie (a
+is still valid (a revoked or expired token ends its sessions at once). Sessions live in the
+store (``broker.console.sessions``), so any instance on it answers for any of them. Every POST
+must carry the session's CSRF token in its form (``csrf_token``); the log-in form, made before
+there is a session, carries a random value that must equal the one in a short-lived cookie (a
 double-submit check). Cookies are ``__Host-`` prefixed: ``Secure``, ``Path=/``, no domain,
 ``HttpOnly`` and ``SameSite=Strict``.
 
@@ -23,9 +24,10 @@ from flask import Flask, current_app, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from broker import defaults
-from broker.console.sessions import Session, SessionTable
+from broker.console.sessions import Session, SessionTable, live
 from broker.errors import Forbidden
-from broker.runtime import current
+from broker.runtime import EXTENSION as BROKER
+from broker.runtime import Broker, current
 from broker.store import Scope
 
 EXTENSION = "mint_broker_console"
@@ -43,7 +45,9 @@ View = TypeVar("View", bound=Callable[..., Any])
 
 
 def init_app(app: Flask) -> SessionTable:
-    table = SessionTable(defaults.CONSOLE_SESSION_IDLE, defaults.CONSOLE_SESSION_MAX)
+    broker = app.extensions[BROKER]
+    assert isinstance(broker, Broker)
+    table = SessionTable(broker.store, defaults.CONSOLE_SESSION_IDLE, defaults.CONSOLE_SESSION_MAX)
     app.extensions[EXTENSION] = table
     return table
 
@@ -96,14 +100,16 @@ def _live_session() -> Session | None:
         return None
     broker = current()
     now = broker.clock()
-    live = sessions().get(session_id, now)
-    if live is None:
+    found = sessions().get(session_id, now)
+    if found is None:
         return None
-    record = broker.store.get_token(live.token_id)
-    if record is None or record.revoked or record.expired(now):
-        sessions().close_token(live.token_id)
+    # The token is read on every request: a revoke or an expiry on any instance, or by the
+    # CLI, ends the session here at once.
+    token = broker.store.get_token(found.token_id)
+    if token is None or token.revoked or token.expired(now):
+        sessions().close_token(found.token_id)
         return None
-    return live
+    return live(found, token.subject, now)
 
 
 def _next_path() -> str:

@@ -54,8 +54,7 @@ def login() -> BaseResponse:
     except BrokerError as exc:
         log.info("console: log-in refused (%s)", exc.code)
         return _form(exc.message, exc.status)
-    session_id, _ = access.sessions().open(principal.token_id, principal.scope,
-                                           principal.subject, now)  # fmt: skip
+    session_id, _ = access.sessions().open(principal.token_id, principal.scope, now)
     log.info("console: %s logged in", principal)
     response = _redirect(access.safe_next(request.form.get("next")))
     access.set_cookie(response, access.SESSION_COOKIE, session_id, None)

@@ -4,8 +4,8 @@ backends.
 - ``records``: the frozen records a store keeps and returns (``JobRecord``, ``NewJob``, ...);
 - ``interface``: ``Store``, the contract every backend implements;
 - ``rules``: the checks and outcomes every backend applies the same way;
-- ``sql_store`` (with ``sql_tx``, ``sql_jobs``, ``sql_tokens``, ``sql_legacy``): the contract
-  carried out once for the SQL backends, in the SQL they share;
+- ``sql_store`` (with ``sql_tx``, ``sql_jobs``, ``sql_tokens``, ``sql_sessions``,
+  ``sql_legacy``): the contract carried out once for the SQL backends, in the SQL they share;
 - ``migrations``: the ``schema_version`` table and the steps of each SQL backend;
 - ``sqlite`` (with ``sqlite_db``, ``sqlite_schema``): the SQLite backend, the embedded default;
 - ``postgres`` (with ``postgres_db``, ``postgres_schema``): the PostgreSQL backend (psycopg 3
@@ -38,6 +38,7 @@ from broker.store.records import (
     QueueStats,
     ResultRecord,
     Scope,
+    SessionRecord,
     State,
     TokenRecord,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "QueueStats",
     "ResultRecord",
     "Scope",
+    "SessionRecord",
     "State",
     "Store",
     "TokenRecord",

@@ -2,9 +2,11 @@
 between SQLite and PostgreSQL, in one write transaction on the target.
 
 Copied: tokens (hashes only, as stored), agents, jobs with their inputs, results, legacy
-rows and timelines. The row numbers the stores keep in order (``jobs.rowid``, ``job_events.seq``)
-are not copied as such: rows go in their source order and the target numbers them afresh, so
-the queue order and each timeline's order stay the same. The target must be at this code's
+rows and timelines. Not copied: the web console's sessions (``NOT_COPIED``): an operator logs
+in again on the target, whose own sessions are deleted. The row numbers the stores keep in
+order (``jobs.rowid``, ``job_events.seq``) are not copied as such: rows go in their source
+order and the target numbers them afresh, so the queue order and each timeline's order stay
+the same. The target must be at this code's
 schema version (PostgreSQL: ``migrate`` first) and empty, unless ``replace`` says to empty it
 first. A failure rolls the whole copy back: the target is left as it was.
 
@@ -36,6 +38,8 @@ TABLES: tuple[tuple[str, str], ...] = (
     ("legacy_jobs", "job_id"),
     ("job_events", "seq"),
 )
+# Kept by the store but not copied: sessions end with the store they were opened on.
+NOT_COPIED: tuple[str, ...] = ("console_sessions",)
 # The S608 notes below: every name in these statements is a constant of this module or a
 # column name checked against _COLUMN and found in both schemas; values go as parameters.
 _IDENTITY = {"jobs": "rowid", "job_events": "seq"}
@@ -101,7 +105,7 @@ def copy_store(source: Store, target: Store, *, replace: bool = False) -> CopyRe
                 f"the target store is not empty ({held}); copy into a new, migrated store, "
                 "or pass --replace to delete what it holds first"
             )
-        for table, _ in reversed(TABLES):  # children first
+        for table in (*NOT_COPIED, *(t for t, _ in reversed(TABLES))):  # children first
             writing.execute(f"DELETE FROM {table}")  # noqa: S608
         for table, order in TABLES:
             columns = _shared_columns(reading, writing, table)

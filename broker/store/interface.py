@@ -33,6 +33,7 @@ from broker.store.records import (
     NewJob,
     QueueStats,
     ResultRecord,
+    SessionRecord,
     State,
     TokenRecord,
 )
@@ -279,6 +280,34 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def token_used(self, token_id: str, now: float) -> None:
         """Record that a request presented the token at ``now`` (``TokenRecord.last_used``)."""
+
+    # --- console sessions (every instance on the store sees the same ones) -------------------
+
+    @abc.abstractmethod
+    def create_session(self, record: SessionRecord, limit: int) -> None:
+        """Keep a new console session; then, if more than ``limit`` are kept, the oldest go
+        (a flood of log-ins cannot grow the table). A ``session_hash`` held already is a
+        StateConflict."""
+
+    @abc.abstractmethod
+    def get_session(self, session_hash: str) -> SessionRecord | None:
+        """The session kept under this hash, ended or not (the caller applies the times)."""
+
+    @abc.abstractmethod
+    def touch_session(self, session_hash: str, now: float) -> None:
+        """Record a use at ``now`` (``SessionRecord.used_at``); nothing for an unknown hash."""
+
+    @abc.abstractmethod
+    def delete_session(self, session_hash: str) -> bool:
+        """End the session (log-out); True if it was kept."""
+
+    @abc.abstractmethod
+    def delete_token_sessions(self, token_id: str) -> int:
+        """End every session opened with ``token_id``; how many ended."""
+
+    @abc.abstractmethod
+    def delete_ended_sessions(self, now: float, idle: float) -> int:
+        """Remove the sessions ended at ``now`` (``SessionRecord.ended``); how many."""
 
     # --- long polls counted across instances ----------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from broker.store import rules
@@ -38,6 +38,7 @@ from broker.store.records import (
     NewJob,
     QueueStats,
     ResultRecord,
+    SessionRecord,
     State,
     TokenRecord,
 )
@@ -434,6 +435,45 @@ class MemoryStore(Store):
             token = tx.tables.tokens.get(token_id)
             if token is not None:
                 tx.tables.tokens[token_id] = dataclasses.replace(token, last_used=now)
+
+    # --- console sessions -------------------------------------------------------------
+
+    def create_session(self, record: SessionRecord, limit: int) -> None:
+        with self._transaction("create_session") as tx:
+            sessions = tx.tables.sessions
+            if record.session_hash in sessions:
+                raise rules.session_exists()
+            sessions[record.session_hash] = record
+            oldest = sorted(sessions.values(), key=lambda r: (r.created_at, r.session_hash))
+            for old in oldest[: max(0, len(sessions) - limit)]:
+                del sessions[old.session_hash]
+
+    def get_session(self, session_hash: str) -> SessionRecord | None:
+        with self._snapshot("get_session") as tx:
+            return tx.tables.sessions.get(session_hash)
+
+    def touch_session(self, session_hash: str, now: float) -> None:
+        with self._transaction("touch_session") as tx:
+            found = tx.tables.sessions.get(session_hash)
+            if found is not None:
+                tx.tables.sessions[session_hash] = dataclasses.replace(found, used_at=now)
+
+    def delete_session(self, session_hash: str) -> bool:
+        with self._transaction("delete_session") as tx:
+            return tx.tables.sessions.pop(session_hash, None) is not None
+
+    def delete_token_sessions(self, token_id: str) -> int:
+        return self._delete_sessions("delete_token_sessions", lambda r: r.token_id == token_id)
+
+    def delete_ended_sessions(self, now: float, idle: float) -> int:
+        return self._delete_sessions("delete_ended_sessions", lambda r: r.ended(now, idle))
+
+    def _delete_sessions(self, operation: str, which: Callable[[SessionRecord], bool]) -> int:
+        with self._transaction(operation) as tx:
+            gone = [k for k, r in tx.tables.sessions.items() if which(r)]
+            for key in gone:
+                del tx.tables.sessions[key]
+        return len(gone)
 
 
 def matches(job: JobRecord, query: JobQuery) -> bool:

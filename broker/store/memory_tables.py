@@ -23,6 +23,7 @@ from broker.store.records import (
     LegacyRecord,
     NewJob,
     ResultRecord,
+    SessionRecord,
     State,
     TokenRecord,
     note_claimable,
@@ -44,6 +45,8 @@ class Tables:
     agents: dict[tuple[str, str], float] = field(default_factory=dict)
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
     events: dict[str, tuple[JobEvent, ...]] = field(default_factory=dict)
+    # Console sessions by the hash of their id.
+    sessions: dict[str, SessionRecord] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         return Tables(
@@ -54,6 +57,7 @@ class Tables:
             dict(self.agents),
             dict(self.tokens),
             dict(self.events),
+            dict(self.sessions),
         )
 
 

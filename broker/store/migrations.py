@@ -1,7 +1,9 @@
 """Schema versions of the SQL backends: the ``schema_version`` table and the migration steps.
 
 Each backend lists its ``Migration`` steps (``sqlite_schema``, ``postgres_schema``), numbered
-from 1 without gaps; the same number means the same tables on both. ``schema_version`` holds
+from 1 in order; the same number means the same tables on both. A step only one engine needs
+is left out of the other's list (PostgreSQL's step 4, poll_slots, has no SQLite step): a gap
+is skipped, never filled later. ``schema_version`` holds
 one row per step applied. ``pending`` says which steps a database still needs and refuses a
 database newer than this code, which an older broker must never write to.
 

@@ -161,6 +161,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX poll_slots_by_token ON poll_slots (token_id, until)",
         ),
     ),
+    Migration(
+        5,
+        "console_sessions: web console sessions every instance sees",
+        (
+            """
+            CREATE TABLE console_sessions (
+                session_hash TEXT PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                csrf TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                used_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            # Revoking a token ends its sessions; the oldest go first when there are too many.
+            "CREATE INDEX console_sessions_by_token ON console_sessions (token_id)",
+            "CREATE INDEX console_sessions_by_created ON console_sessions (created_at)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)

@@ -1,4 +1,5 @@
-"""The records a broker store keeps and returns: jobs, their uploads, leases and tokens.
+"""The records a broker store keeps and returns: jobs, their uploads, leases, tokens and
+console sessions.
 
 Every record is a frozen dataclass: a backend builds new ones for every change and hands them
 out freely, so no caller can change what the store holds. ``JobRecord.document`` is the job
@@ -276,6 +277,28 @@ class TokenRecord:
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A web console log-in session, as every broker instance on the store sees it.
+
+    ``session_hash`` is the SHA-256 of the session id the browser holds (the id itself is
+    never stored); ``token_id`` is the token it was opened with, so revoking or expiring that
+    token ends it; ``csrf`` is the session's random CSRF secret (``broker.console.sessions``
+    says why it is kept here). ``expires_at`` is the end of its lifetime, whatever its use."""
+
+    session_hash: str
+    token_id: str
+    scope: Scope
+    csrf: str
+    created_at: float
+    used_at: float
+    expires_at: float
+
+    def ended(self, now: float, idle: float) -> bool:
+        """Past its lifetime, or unused for ``idle`` seconds."""
+        return now >= self.expires_at or now - self.used_at >= idle
+
 
 @dataclass(frozen=True)
 class JobEvent:

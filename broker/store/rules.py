@@ -315,6 +315,11 @@ def token_exists(token_id: str) -> StateConflict:
     return StateConflict(f"token id {token_id} exists already")
 
 
+def session_exists() -> StateConflict:
+    # Never names the hash: it is as close to the session id as the store gets.
+    return StateConflict("a console session with this id exists already; log in again")
+
+
 def unknown_token() -> Unauthorized:
     return Unauthorized("the bearer token is not known to this broker")
 

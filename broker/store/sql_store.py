@@ -3,8 +3,8 @@
 Each method is one transaction or read snapshot of the backend's ``Database`` (SQLite's
 ``sqlite_db``, PostgreSQL's ``postgres_db``: they convert the driver's errors to
 ``StoreError``), asks ``broker.store.rules`` whether a change is allowed, and leaves the SQL to
-``sql_jobs``, ``sql_tokens`` and ``sql_legacy``. The change listener is told here, in
-``_changed``, and only after a commit; PostgreSQL also publishes the changes to other
+``sql_jobs``, ``sql_tokens``, ``sql_sessions`` and ``sql_legacy``. The change listener is told
+here, in ``_changed``, and only after a commit; PostgreSQL also publishes the changes to other
 instances inside the transaction (``postgres_notify``).
 
 A backend subclass only opens its database and checks its schema. This module never builds SQL
@@ -18,7 +18,7 @@ import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from broker.store import rules, sql_legacy, sql_tokens, sql_views
+from broker.store import rules, sql_legacy, sql_sessions, sql_tokens, sql_views
 from broker.store import sql_jobs as q
 from broker.store.interface import ChangeListener, Store
 from broker.store.records import (
@@ -32,6 +32,7 @@ from broker.store.records import (
     NewJob,
     QueueStats,
     ResultRecord,
+    SessionRecord,
     State,
     TokenRecord,
 )
@@ -388,3 +389,29 @@ class SQLStore(Store):
     def token_used(self, token_id: str, now: float) -> None:
         with self._transaction("token_used") as tx:
             sql_views.token_used(tx, token_id, now)
+
+    # --- console sessions -------------------------------------------------------------
+
+    def create_session(self, record: SessionRecord, limit: int) -> None:
+        with self._transaction("create_session") as tx:
+            sql_sessions.insert(tx, record, limit)
+
+    def get_session(self, session_hash: str) -> SessionRecord | None:
+        with self._snapshot("get_session") as tx:
+            return sql_sessions.load(tx, session_hash)
+
+    def touch_session(self, session_hash: str, now: float) -> None:
+        with self._transaction("touch_session") as tx:
+            sql_sessions.touch(tx, session_hash, now)
+
+    def delete_session(self, session_hash: str) -> bool:
+        with self._transaction("delete_session") as tx:
+            return sql_sessions.delete(tx, session_hash)
+
+    def delete_token_sessions(self, token_id: str) -> int:
+        with self._transaction("delete_token_sessions") as tx:
+            return sql_sessions.delete_of_token(tx, token_id)
+
+    def delete_ended_sessions(self, now: float, idle: float) -> int:
+        with self._transaction("delete_ended_sessions") as tx:
+            return sql_sessions.delete_ended(tx, now, idle)

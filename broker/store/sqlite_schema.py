@@ -144,6 +144,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL",
         ),
     ),
+    # Step 4 (poll_slots) is PostgreSQL's alone: one SQLite file is served by one instance,
+    # which counts its long polls itself (``broker.notify``).
+    Migration(
+        5,
+        "console_sessions: web console sessions every instance sees",
+        (
+            """
+            CREATE TABLE console_sessions (
+                session_hash TEXT PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                csrf TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                used_at REAL NOT NULL,
+                expires_at REAL NOT NULL
+            )
+            """,
+            # Revoking a token ends its sessions; the oldest go first when there are too many.
+            "CREATE INDEX console_sessions_by_token ON console_sessions (token_id)",
+            "CREATE INDEX console_sessions_by_created ON console_sessions (created_at)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)

@@ -1,7 +1,8 @@
 """``mint-bridge broker copy-store`` as an operator runs it: SQLite -> PostgreSQL -> SQLite,
 every row arriving (tokens, agents, jobs in each state with inputs, results and timelines,
 legacy jobs), a non-empty target refused unless ``--replace``, and a copied store serving the
-same jobs (a claim on the copy takes the same job the original would have).
+same jobs (a claim on the copy takes the same job the original would have). Console sessions
+are not copied, and a replaced target loses its own.
 
 PostgreSQL is a real server (``tests.support.postgres``); with CI=true it must start.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import psycopg
 
 from broker.auth import new_token
-from broker.store import InputSpec, NewJob, ResultRecord, Scope
+from broker.store import InputSpec, NewJob, ResultRecord, Scope, SessionRecord
 from broker.store.copy import TABLES
 from broker.store.locations import migrate, open_store, parse_store_url
 from broker.store.sqlite import SQLiteStore
@@ -66,9 +67,24 @@ def fill(path: Path) -> dict[str, str]:
         legacy = NewJob(job_id=str(uuid.uuid4()), client="node01", site="site-a",
                         command="legacy", params={}, inputs=())  # fmt: skip
         ids["legacy"] = store.create_legacy_job(legacy, {"calc": "info"}, T0 + 4).job_id
+        store.create_session(session("source"), 10)
     finally:
         store.close()
     return ids
+
+
+def session(name: str) -> SessionRecord:
+    key = hashlib.sha256(name.encode()).hexdigest()
+    return SessionRecord(key, "tok000000001", Scope.ADMIN, "csrf", T0, T0, T0 + 3600)
+
+
+def sessions_in(url: str) -> int:
+    store = open_store(parse_store_url(url), pool_size=1)
+    try:
+        return sum(store.get_session(session(n).session_hash) is not None
+                   for n in ("source", "target"))  # fmt: skip
+    finally:
+        store.close()
 
 
 def rows_sqlite(path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -112,19 +128,26 @@ def test_copy_sqlite_to_postgresql_and_back_loses_nothing(
     assert done.returncode == 0, done.stderr
     assert "copied 3 tokens, 1 agents, 5 jobs, 4 inputs" in done.stderr
     assert rows_postgres(pg_url) == before
+    assert sessions_in(f"sqlite://{original}") == 1 and sessions_in(pg_url) == 0
 
     # A second copy into the now full target is refused; --replace makes it whole again.
     again = copy("--from", f"sqlite://{original}", "--to", pg_url)
     assert again.returncode != 0 and "not empty" in again.stderr and "--replace" in again.stderr
     assert rows_postgres(pg_url) == before
+    target = open_store(parse_store_url(pg_url), pool_size=1)
+    target.create_session(session("target"), 10)
+    target.close()
+    assert sessions_in(pg_url) == 1
     replaced = copy("--from", f"sqlite://{original}", "--to", pg_url, "--replace")
     assert replaced.returncode == 0, replaced.stderr
     assert rows_postgres(pg_url) == before
+    assert sessions_in(pg_url) == 0  # the target's own sessions went with its other rows
 
     back = tmp_path / "back.sqlite3"
     home = copy("--from", pg_url, "--to", f"sqlite://{back}")
     assert home.returncode == 0, home.stderr
     assert rows_sqlite(back) == before
+    assert sessions_in(f"sqlite://{back}") == 0
 
     # The copies serve the same queue: the next claim takes the same job on each.
     for location in (parse_store_url(pg_url), parse_store_url(f"sqlite://{back}")):

@@ -33,7 +33,8 @@ from tests.support.services import unavailable
 
 SUPERUSER = "postgres"
 # The broker's tables, emptied between tests that share one migrated database.
-TABLES = "poll_slots, job_events, legacy_jobs, inputs, results, agents, tokens, jobs"
+TABLES = ("console_sessions, poll_slots, job_events, "
+          "legacy_jobs, inputs, results, agents, tokens, jobs")
 
 
 class PostgresUnavailable(RuntimeError):

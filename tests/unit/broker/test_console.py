@@ -15,16 +15,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from broker import defaults
+from broker import defaults, housekeeping
 from broker.app import create_app
 from broker.auth import new_token
 from broker.config import BrokerConfig
 from broker.console import display, filters
 from broker.console.access import LOGIN_COOKIE, SESSION_COOKIE
-from broker.console.sessions import SessionTable
+from broker.console.sessions import session_hash
 from broker.errors import InvalidField
 from broker.runtime import Broker
 from broker.store import NewJob, Scope, State
+from broker.store.sqlite import SQLiteStore
 from tests.unit.broker.test_app import Clock
 
 BASE = "https://localhost"  # the cookies are Secure: the test client sends them over https only
@@ -183,14 +184,53 @@ def test_log_out_ends_the_session_on_the_server(app: Flask) -> None:
     assert replay.get("/console/", base_url=BASE).status_code == 303
 
 
-def test_the_session_table_keeps_no_session_id_in_clear() -> None:
-    table = SessionTable(idle=60, lifetime=600)
-    session_id, session = table.open("abcdefabcdef", Scope.ADMIN, "admin", 0.0)
-    assert session_id not in repr(table.__dict__)
-    assert table.get(session_id, 59.0) == session.__class__(
-        "abcdefabcdef", Scope.ADMIN, "admin", session.csrf, 0.0, 59.0)
-    assert table.get("other", 1.0) is None
-    assert table.close_token("abcdefabcdef") == 1 and len(table) == 0
+def test_the_store_keeps_no_session_id_in_clear(app: Flask, tmp_path: Path) -> None:
+    client = admin_client(app)
+    cookie = client.get_cookie(SESSION_COOKIE, domain="localhost")
+    assert cookie is not None and len(cookie.value) >= 43  # 32 random bytes, URL-safe
+    store = broker_of(app).store
+    assert isinstance(store, SQLiteStore)
+    store.close()  # the WAL folded into the file: every byte the broker wrote is there
+    held = b"".join(p.read_bytes() for p in tmp_path.glob("broker.sqlite3*"))
+    assert cookie.value.encode() not in held
+    assert session_hash(cookie.value).encode() in held
+
+
+def test_a_session_made_by_one_app_is_live_on_another_on_the_same_store(tmp_path: Path,
+                                                                       clock: Clock) -> None:
+    config = BrokerConfig(data_dir=str(tmp_path), tls=False, host="127.0.0.1")
+    first = create_app(config, housekeeping=False, clock=clock)
+    client = admin_client(first)
+    page = client.get("/console/", base_url=BASE).text
+    second = create_app(config, housekeeping=False, clock=clock)  # a restart, or a 2nd instance
+    cookie = client.get_cookie(SESSION_COOKIE, domain="localhost")
+    assert cookie is not None
+    other = client_of(second)
+    other.set_cookie(SESSION_COOKIE, cookie.value, domain="localhost", secure=True)
+    assert other.get("/console/", base_url=BASE).status_code == 200
+    answer = other.post("/console/logout", base_url=BASE, data={"csrf_token": hidden(page)})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console/login"
+    assert client.get("/console/", base_url=BASE).status_code == 303
+
+
+def cookie_hash(client: FlaskClient) -> str:
+    cookie = client.get_cookie(SESSION_COOKIE, domain="localhost")
+    assert cookie is not None
+    return session_hash(cookie.value)
+
+
+def test_housekeeping_removes_the_rows_of_ended_sessions(app: Flask, clock: Clock) -> None:
+    idle, kept = admin_client(app), admin_client(app)
+    store = broker_of(app).store
+    clock.now += defaults.CONSOLE_SESSION_IDLE - 120
+    assert kept.get("/console/", base_url=BASE).status_code == 200  # its use is recorded
+    clock.now += 120
+    housekeeping.run_once(broker_of(app), clock.now)
+    assert store.get_session(cookie_hash(idle)) is None
+    assert store.get_session(cookie_hash(kept)) is not None
+    clock.now += defaults.CONSOLE_SESSION_IDLE
+    housekeeping.run_once(broker_of(app), clock.now)
+    assert store.get_session(cookie_hash(kept)) is None
 
 
 # --- CSRF and who may change what --------------------------------------------------------

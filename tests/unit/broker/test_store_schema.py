@@ -31,9 +31,9 @@ def versions(path: Path) -> tuple[list[int], int]:
 
 def test_a_new_sqlite_database_records_its_version(tmp_path: Path) -> None:
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()
-    assert versions(tmp_path / "b.sqlite3") == ([1, 2, 3], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2, 3, 5], SCHEMA_VERSION)
     SQLiteStore(str(tmp_path / "b.sqlite3")).close()  # opening again changes nothing
-    assert versions(tmp_path / "b.sqlite3") == ([1, 2, 3], SCHEMA_VERSION)
+    assert versions(tmp_path / "b.sqlite3") == ([1, 2, 3, 5], SCHEMA_VERSION)
 
 
 def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
@@ -45,7 +45,7 @@ def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
     store.close()
     with sqlite3.connect(path) as conn:  # what such a broker left: user_version 1 only
         for statement in (
-            "DROP TABLE schema_version", "DROP TABLE job_events",
+            "DROP TABLE schema_version", "DROP TABLE job_events", "DROP TABLE console_sessions",
             "ALTER TABLE tokens DROP COLUMN last_used", "ALTER TABLE tokens DROP COLUMN expires_at",
             "DROP INDEX jobs_by_created",
             "DROP INDEX jobs_by_state_created", "DROP INDEX jobs_by_site_created",
@@ -58,7 +58,7 @@ def test_a_database_of_a_broker_before_schema_version_opens_with_its_jobs(
     store.close()
     assert job is not None and job.state is State.CREATED
     assert events == []  # jobs from before step 3 have no timeline; new changes add to it
-    assert versions(path) == ([1, 2, 3], 3)
+    assert versions(path) == ([1, 2, 3, 5], 5)
 
 
 @pytest.mark.parametrize("how", ["schema_version", "user_version"])
@@ -120,9 +120,9 @@ def test_the_migrate_command_on_sqlite(tmp_path: Path) -> None:
     config = _config(tmp_path)
     first = CliRunner().invoke(cli, ["migrate", "--config", config])
     assert first.exit_code == 0, first.output
-    assert "schema version 0 -> 3" in first.output
+    assert "schema version 0 -> 5" in first.output
     again = CliRunner().invoke(cli, ["migrate", "--config", config])
-    assert again.exit_code == 0 and "schema version 3, nothing to migrate" in again.output
+    assert again.exit_code == 0 and "schema version 5, nothing to migrate" in again.output
     with sqlite3.connect(tmp_path / "d" / "broker.sqlite3") as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'later', 0)")
     newer = CliRunner().invoke(cli, ["migrate", "--config", config])
@@ -161,7 +161,7 @@ def test_a_version_1_sqlite_database_gains_token_expiry_and_keeps_its_tokens(
     store = SQLiteStore(str(path))
     token = store.get_token("t1")
     store.close()
-    assert versions(path) == ([1, 2, 3], 3)
+    assert versions(path) == ([1, 2, 3, 5], 5)
     assert token is not None and token.subject == "c" and token.expires_at is None
 
 
