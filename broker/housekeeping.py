@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from broker.clock import SteadyClock
 from broker.errors import BrokerError
 from broker.runtime import Broker
 from broker.store import ExpiryReport
@@ -51,6 +52,8 @@ class Housekeeper(threading.Thread):
     def run(self) -> None:
         interval = self.broker.config.housekeeping_interval
         while not self.stopping.wait(interval):
+            if isinstance(self.broker.clock, SteadyClock):
+                self.broker.clock.report_step()
             try:
                 run_once(self.broker, self.broker.clock(), self.on_expiry)
             except (BrokerError, OSError) as exc:
