@@ -18,7 +18,7 @@ import pytest
 
 from tests.resilience.test_pull_faults import LEASE, Rig, assert_proven, make_rig, run_solver
 from tests.support.broker import BrokerFactory
-from tests.support.clock_step import ClockStep
+from tests.support.clock_step import ClockStep, hours_stepped
 from tests.support.pull import wait_until
 
 HOUR = 3600.0
@@ -89,8 +89,12 @@ def test_clock_step_while_the_job_runs(rig: Rig, clocks: dict[str, ClockStep],
     got = run_solver(rig, "agent", seconds=6.0, during=jump)
     assert_proven(rig, "agent", got)
     assert _lease_expiries(rig, got.job_id) == [], _broker_log(rig)[-3000:]
+    # The step reached the process: the broker says so; the agent's log lines are an hour apart.
     if where == "broker":
         assert f"the system clock moved {step:+.0f} s from the broker's clock" in _broker_log(rig)
+    else:
+        site_log = (rig.root / "agent" / "site.log").read_text()
+        assert hours_stepped(site_log, got.job_id) == step / HOUR
 
 
 def test_a_dead_agents_lease_lapses_on_time_after_the_broker_clock_steps_back(

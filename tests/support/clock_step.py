@@ -12,6 +12,7 @@ A small shim is compiled with the system C compiler and loaded first: see
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -80,3 +81,13 @@ class ClockStep:
         offset = self.offset
         assert wall0 + offset <= wall <= wall1 + offset, (wall0, wall, wall1, offset)
         return offset, mono0 <= mono <= mono1
+
+
+def hours_stepped(log_text: str, job_id: str) -> int:
+    """Whole hours between the first and the last log line of ``job_id`` in a log whose lines
+    start with their time (``2026-12-03 18:54:16,938 ...``): the step a process's own log shows
+    it took, whatever else the job did in between."""
+    stamps = [dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+              for line in log_text.splitlines() if f"{job_id}:" in line]  # fmt: skip
+    assert stamps, f"no log line of {job_id}"
+    return round((stamps[-1] - stamps[0]).total_seconds() / 3600)
