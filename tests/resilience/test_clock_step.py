@@ -18,7 +18,7 @@ import pytest
 
 from tests.resilience.test_pull_faults import LEASE, Rig, assert_proven, make_rig, run_solver
 from tests.support.broker import BrokerFactory
-from tests.support.clock_step import ClockStep, hours_stepped
+from tests.support.clock_step import ClockStep, hours_stepped, sweep_stale_shared_memory
 from tests.support.pull import wait_until
 
 HOUR = 3600.0
@@ -26,16 +26,18 @@ STEPS = {"forward": HOUR, "back": -HOUR}
 
 
 @pytest.fixture(scope="module")
-def clocks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ClockStep]:
+def clocks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ClockStep]]:
     root = tmp_path_factory.mktemp("clocks")
-    return {name: ClockStep(root / name) for name in ("broker", "agent")}
+    yield {name: ClockStep(root / name) for name in ("broker", "agent")}
+    sweep_stale_shared_memory()  # what the processes killed here left
 
 
 @pytest.fixture(scope="module")
 def rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory,
         clocks: dict[str, ClockStep]) -> Iterator[Rig]:  # fmt: skip
     yield from make_rig(broker_factory, tmp_path_factory, "res-clock",
-                        broker_env=clocks["broker"].env(), agent_env=clocks["agent"].env())
+                        broker_env=clocks["broker"].env(),
+                        agent_env=clocks["agent"].env())  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +103,8 @@ def test_a_dead_agents_lease_lapses_on_time_after_the_broker_clock_steps_back(
     rig: Rig, clocks: dict[str, ClockStep], request: pytest.FixtureRequest
 ) -> None:
     _describe(request, "broker wall clock stepped -3600 s, then kill -9 of the agent",
-              "agent lost within the lease, not an hour later; restart re-attaches; finished")
+              "agent lost within the lease, not an hour later; restart re-attaches; finished",
+              )  # fmt: skip
 
     def jump_then_kill(job_id: str) -> None:
         wait_until(lambda: rig.runs("agent", job_id) > 0, "the solver to start")

@@ -25,7 +25,7 @@ from tests.resilience.test_ssh_faults import (
     assert_proven,
     run_solver,
 )
-from tests.support.clock_step import ClockStep, hours_stepped
+from tests.support.clock_step import ClockStep, hours_stepped, sweep_stale_shared_memory
 from tests.support.fault_proxy import FaultProxy
 from tests.support.pull import wait_until
 from tests.support.site_toml import write_site_toml
@@ -38,8 +38,9 @@ HOUR = 3600.0
 
 
 @pytest.fixture(scope="module")
-def clock(tmp_path_factory: pytest.TempPathFactory) -> ClockStep:
-    return ClockStep(tmp_path_factory.mktemp("slurm-site-clock"))
+def clock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClockStep]:
+    yield ClockStep(tmp_path_factory.mktemp("slurm-site-clock"))
+    sweep_stale_shared_memory()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ A small shim is compiled with the system C compiler and loaded first: see
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -39,10 +40,30 @@ def _compile_shim(directory: Path) -> Path:
     return shim
 
 
+def sweep_stale_shared_memory(shm: Path = Path("/dev/shm")) -> list[str]:
+    """Remove libfaketime's shared memory and semaphore of processes that have ended.
+
+    The first process under libfaketime creates ``faketime_shm_<pid>`` and
+    ``sem.faketime_sem_<pid>`` and removes them when it exits normally; a process killed with
+    SIGKILL (as the proof scenarios do) leaves them, and a later process under libfaketime
+    that gets the same pid then fails to start (``shm_open failed: File exists``)."""
+    removed = []
+    for pattern, prefix in (("faketime_shm_*", "faketime_shm_"),
+                            ("sem.faketime_sem_*", "sem.faketime_sem_")):  # fmt: skip
+        for path in shm.glob(pattern):
+            pid = path.name.removeprefix(prefix)
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path.name)
+    return removed
+
+
 class ClockStep:
     def __init__(self, directory: Path) -> None:
         if not LIBFAKETIME.exists():
             unavailable(f"{LIBFAKETIME} is missing; install the Debian package faketime")
+        sweep_stale_shared_memory()
         directory.mkdir(parents=True, exist_ok=True)
         self.shim = _compile_shim(directory)
         self.file = directory / "faketime.rc"
