@@ -11,7 +11,6 @@ changes arrive through the store.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from flask import Flask
@@ -46,7 +45,7 @@ def create_app(
     config: BrokerConfig,
     *,
     housekeeping: bool = True,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
 ) -> Flask:
     app = Flask("broker", static_folder=None)
     # A result path may not start with '/'; merging "//" would turn "/etc/x" into "etc/x"

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 from broker import defaults
+from broker.clock import SteadyClock
 from broker.errors import BrokerError
 from broker.runtime import Broker
 from broker.store import ExpiryReport
@@ -57,6 +58,8 @@ class Housekeeper(threading.Thread):
     def run(self) -> None:
         interval = self.broker.config.housekeeping_interval
         while not self.stopping.wait(interval):
+            if isinstance(self.broker.clock, SteadyClock):
+                self.broker.clock.report_step()
             try:
                 run_once(self.broker, self.broker.clock(), self.on_expiry)
             except (BrokerError, OSError) as exc:

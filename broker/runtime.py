@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from broker.byte_store import ByteStore
+from broker.clock import SteadyClock
 from broker.config import BrokerConfig
 from broker.files import JobFiles
 from broker.notify import Notifier
@@ -39,7 +40,10 @@ class Broker:
     started_at: float = 0.0
 
     @classmethod
-    def open(cls, config: BrokerConfig, clock: Callable[[], float] = time.time) -> Broker:
+    def open(cls, config: BrokerConfig, clock: Callable[[], float] | None = None) -> Broker:
+        """``clock``: the broker's time (default: a ``SteadyClock``, which a step of the
+        system clock does not move)."""
+        clock = clock or SteadyClock()
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         notifier = Notifier(config.max_long_polls, config.long_polls_per_token)
         store = open_store(config.store, notifier.changed, resync=notifier.wake_all,

@@ -30,6 +30,10 @@ command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 # HAProxy in front of two broker instances for the multi-instance tests (started by the tests).
 [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
+# libfaketime steps one process's wall clock for the clock-step proof scenarios; cc builds the
+# small preload shim they load before it (tests/support/clock_shim.c).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_pkgs+=(faketime)
+command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${need_pkgs[*]}"

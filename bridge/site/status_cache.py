@@ -49,7 +49,11 @@ class SharedStatus:
                 data = json.load(stream)
         except (FileNotFoundError, ValueError):
             return None
-        if time.time() - float(data.get("at", 0)) >= self.scheduler.poll_interval:
+        # Wall-clock time, because site entries on other login nodes share the file. An answer
+        # from the future is one from before a step of the clock back: stale, or it would be
+        # taken as fresh for as long as the step.
+        age = time.time() - float(data.get("at", 0))
+        if not 0 <= age < self.scheduler.poll_interval:
             return None
         entry = data.get("outcomes", {}).get(handle.native_id)
         return JobOutcome.from_message(entry) if isinstance(entry, dict) else None

@@ -47,6 +47,7 @@ class Rig:
     agents: dict[str, Agent]
     configs: dict[str, Path]
     client_settings: str = ""  # extra lines for the client's bridge.toml site table
+    agent_env: dict[str, str] | None = None  # added to each agent's environment
 
     def counter(self, leg: str) -> Path:
         return self.root / leg / "counter.txt"
@@ -60,7 +61,7 @@ class Rig:
         return self.root / leg / "work" / job_id
 
     def restart_agent(self, leg: str) -> None:
-        self.agents[leg] = start_agent(self.configs[leg])
+        self.agents[leg] = start_agent(self.configs[leg], self.agent_env)
 
 
 def _site_config(rig_root: Path, broker: BrokerProcess, leg: str, url: str,
@@ -89,10 +90,12 @@ def rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory)
 
 
 def make_rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory,
-             name: str) -> Iterator[Rig]:  # fmt: skip
+             name: str, broker_env: dict[str, str] | None = None,
+             agent_env: dict[str, str] | None = None) -> Iterator[Rig]:  # fmt: skip
     """One broker; site ``res-client`` whose agent talks to it directly (the client's leg gets
-    the faults), site ``res-agent`` whose agent talks through the agent proxy."""
-    broker = broker_factory(name, jobs=f'lease_ttl = "{LEASE}s"')
+    the faults), site ``res-agent`` whose agent talks through the agent proxy. The ``env``
+    dicts are added to the broker's and the agents' environments."""
+    broker = broker_factory(name, jobs=f'lease_ttl = "{LEASE}s"', env=broker_env)
     root = tmp_path_factory.mktemp("resilience")
     client_proxy, agent_proxy = FaultProxy(broker.port), FaultProxy(broker.port)
     token = root / "client.token"
@@ -102,8 +105,9 @@ def make_rig(broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFac
         "client": _site_config(root, broker, "client", broker.url),
         "agent": _site_config(root, broker, "agent", agent_proxy.url),
     }
-    agents = {leg: start_agent(path) for leg, path in configs.items()}
-    yield Rig(broker, root, token, client_proxy, agent_proxy, agents, configs)
+    agents = {leg: start_agent(path, agent_env) for leg, path in configs.items()}
+    yield Rig(broker, root, token, client_proxy, agent_proxy, agents, configs,
+              agent_env=agent_env)  # fmt: skip
     for agent in agents.values():
         agent.stop()
     client_proxy.close()

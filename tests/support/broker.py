@@ -11,6 +11,7 @@ same port and data dir to test crash safety.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -48,6 +49,7 @@ class BrokerProcess:
     access_log: Path
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
 
     @property
     def url(self) -> str:
@@ -63,7 +65,7 @@ class BrokerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "broker.cli", "serve", "--config", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, env={**os.environ, **self.env},
             )  # fmt: skip
         self._wait_ready(timeout)
 
@@ -153,11 +155,12 @@ class BrokerFactory(Protocol):
 
 def start_broker(root: Path, *, jobs: str = "", limits: str = "", threads: int = 64,
                  extra: str = "", storage: str = "", server: str = "",
-                 data_dir: Path | None = None, start: bool = True) -> BrokerProcess:  # fmt: skip
+                 data_dir: Path | None = None, start: bool = True,
+                 env: dict[str, str] | None = None) -> BrokerProcess:  # fmt: skip
     """``extra`` is appended to broker.toml as it is (e.g. a ``[legacy]`` section), ``storage``
     to its ``[storage]`` section (e.g. a ``store`` URL), ``server`` to ``[server]``;
     ``data_dir`` may be one that several brokers share (default: ``data`` in ``root``);
-    ``start=False`` only writes it all."""
+    ``start=False`` only writes it all; ``env`` is added to the server's environment."""
     root.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(root, not_before_days=-1 / 24, not_after_days=1)
     port = free_port()
@@ -187,7 +190,7 @@ housekeeping_interval = "0.2s"
 """)
     process = BrokerProcess(
         root=root, port=port, config_path=config, data_dir=data_dir or root / "data", ca_bundle=ca,
-        log_path=root / "broker.log", access_log=root / "access.log",
+        log_path=root / "broker.log", access_log=root / "access.log", env=env or {},
     )  # fmt: skip
     if start:
         process.start()

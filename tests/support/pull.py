@@ -9,6 +9,7 @@ agent uses its own site name at the broker, so no other agent can take its jobs.
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -124,7 +125,8 @@ class Agent:
         return self.log.read_text(errors="replace")
 
 
-def start_agent(config: Path) -> Agent:
+def start_agent(config: Path, env: dict[str, str] | None = None) -> Agent:
+    """``env`` is added to the agent's environment."""
     log = config.with_suffix(f".{time.monotonic_ns()}.log")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -133,6 +135,7 @@ def start_agent(config: Path) -> Agent:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     return Agent(proc, log)
 

@@ -4,6 +4,7 @@ that was never written (``broker.delivery``)."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -102,10 +103,23 @@ def test_an_answer_whose_write_failed_is_handed_back() -> None:
     assert handed == ["x"]
 
 
+class _RecordingEvent(threading.Event):
+    """An event that records the timeout of every wait on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        return super().wait(timeout)
+
+
 def test_a_waiter_waits_at_most_the_slice_it_is_given() -> None:
     waiter = Waiter(time.monotonic() + 30)
-    started = time.monotonic()
+    waiter.event = event = _RecordingEvent()
     assert not waiter.wait(0.05)
-    assert time.monotonic() - started < 5 and waiter.remaining() > 20
-    waiter.event.set()
+    assert event.timeouts == [0.05]  # the slice, not the 30 s left to the deadline
+    event.set()
     assert waiter.wait(0.05)
+    assert waiter.wait() and event.timeouts[-1] is not None and event.timeouts[-1] > 0.05

@@ -90,3 +90,16 @@ def test_a_job_nobody_follows_is_settled_by_the_pass_made_for_another(tmp_path: 
     Path(status.path).write_text(json.dumps(cache))
     status.get(followed)
     assert scheduler.calls == [["7", "8"], ["8"]]  # never asked about again
+
+
+def test_an_answer_from_before_a_step_of_the_clock_back_is_stale(tmp_path: Path) -> None:
+    handle = make_job(tmp_path, "7")
+    scheduler = CountingScheduler()
+    status = SharedStatus(str(tmp_path), scheduler)
+    assert status.get(handle).state is JobState.RUNNING
+    cache = json.loads(Path(status.path).read_text())
+    cache["at"] += 3600.0  # written an hour "later": the clock has since been set back an hour
+    Path(status.path).write_text(json.dumps(cache))
+    scheduler.states["7"] = JobState.COMPLETED
+    assert status.get(handle).state is JobState.COMPLETED  # asked again, not cached for an hour
+    assert len(scheduler.calls) == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from node_setup.health.login_shell import (
 )
 from node_setup.health.result import Check, Probe, Status
 from node_setup.health.site import check_site_side
+from tests.support.waiting import wait_until
 
 # Slow only as sshd starts it: the environment and stdin must look like sshd's.
 SLOW_UNDER_SSHD = '#!/bin/sh\n[ -n "$SSH_CLIENT" ] && [ -S /dev/stdin ] && sleep 0.2\nexit 0\n'
@@ -132,10 +132,14 @@ def test_a_failing_shell_fails_with_its_message(tmp_path: Path) -> None:
 
 
 def test_a_hanging_shell_fails_within_the_timeout(tmp_path: Path) -> None:
-    hangs = shell(tmp_path / "bin", "#!/bin/sh\nsleep 30\n")
-    started = time.monotonic()
+    runs, sleeper = tmp_path / "runs", tmp_path / "sleeper"
+    hangs = shell(tmp_path / "bin",
+                  f"#!/bin/sh\necho run >> {runs}\nsleep 30 &\necho $! > {sleeper}\nwait\n")
     found = verdict(account(tmp_path, hangs), timeout=0.5)
-    assert time.monotonic() - started < 5  # one run, killed with its children
+    assert runs.read_text() == "run\n"  # one run
+    # ... killed with its children: the shell's sleep is gone too (reaped by init).
+    wait_until(lambda: not _alive(int(sleeper.read_text())), "the shell's child to be killed",
+               limit=10)  # fmt: skip
     assert (found.status, found.value, found.unit) == (Status.FAIL, 0.5, "s")
     assert found.message == f"`{hangs} -c true` did not finish within 0.5 s as sshd runs it"
 
@@ -196,3 +200,12 @@ def test_a_pull_site_has_no_login_shell_check(
     found = site_checks(site_config(tmp_path, agent))
     assert CHECK not in found
     assert "site.agent" in found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
