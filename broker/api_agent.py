@@ -201,6 +201,9 @@ def _needs_agent(job_id: str, epoch: int) -> JobRecord | None:
 def download_input(job_id: str, name: str) -> BaseResponse:
     job = site_job(job_id)
     record = job.input(input_name(name))
+    if job.acked:
+        # The client's ack deletes the job's files; the counted bytes are gone, not elsewhere.
+        raise NotFound(f"job {job_id} was acknowledged by its client; its inputs are deleted")
     if record is None or not record.complete:
         raise NotFound(f"job {job_id} has no complete input {name!r}")
     if record.size == 0:

@@ -357,6 +357,10 @@ def test_full_lifecycle_moves_exact_bytes_both_ways(broker: BrokerProcess, api: 
     assert acked.status_code == 200 and acked.json()["results_available"] is False
     assert_error(api("GET", f"/api/v1/jobs/{job_id}/results/sub/r.csv", client), 404, "not_found")
     assert not (broker.data_dir / "jobs" / job_id / "results").exists()
+    # The ack deleted the inputs too: an agent asking again is told so, not asked to retry.
+    gone = api("GET", f"/api/v1/agent/jobs/{job_id}/inputs/model.dat", agent)
+    assert_error(gone, 404, "not_found")
+    assert "acknowledged" in gone.json()["error"]["message"]
 
 
 def cut_patch_result(broker: BrokerProcess, token: str, job_id: str, epoch: dict[str, str],
