@@ -4,7 +4,9 @@ The proxy listens on a free loopback port and relays every connection to ``targe
 ``Fault`` rules, armed from the test thread at any time with ``arm``. A fault fires on the first
 connection whose bytes in its direction ("up": client to server, "down": server to client) pass
 ``at``, ``times`` times in all (None: on every such connection); a connection that carries less
-leaves it armed, so an offset inside a large transfer hits that transfer, not a small request:
+leaves it armed, so an offset inside a large transfer hits that transfer, not a small request.
+On a connection already open when the fault is armed (HTTP keep-alive), ``at`` counts from what
+it had carried by then: bytes of an earlier transfer never fire a fault meant for a later one.
 
 - ``cut``: close both sockets with a TCP reset, as a dropped link or a killed peer would;
 - ``truncate``: forward up to ``at`` bytes, then half-close (FIN) and drop the rest;
@@ -41,6 +43,9 @@ class Fault:
     times: int | None = 1  # connections it still applies to; None: every one
     seconds: float = 0.0  # delay
     rate: int = 0  # throttle, bytes per second
+    # What each connection open at arming had carried in ``direction`` (by serial): ``at`` counts
+    # from there on it.
+    carried_before: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -60,11 +65,17 @@ class Fault:
         return cls(action, direction, at, **kwargs)  # type: ignore[arg-type]
 
 
+def _reach(fault: Fault, conn: _Conn, way: Direction, more: int) -> int:
+    """The bytes ``conn`` will have carried in ``way`` with ``more``, counted for ``fault``."""
+    return conn.carried[way] - fault.carried_before.get(conn.serial, 0) + more
+
+
 @dataclass
 class _Conn:
     client: socket.socket
     server: socket.socket
     faults: dict[str, Fault | None]
+    serial: int = 0  # the proxy's count of connections when this one came
     carried: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     closed: bool = False
 
@@ -91,6 +102,10 @@ class FaultProxy:
 
     def arm(self, *faults: Fault) -> None:
         with self.lock:
+            for fault in faults:
+                fault.carried_before = {
+                    conn.serial: conn.carried[fault.direction] for conn in self.conns
+                }
             self.pending.extend(faults)
 
     def disarm(self) -> None:
@@ -104,10 +119,11 @@ class FaultProxy:
         for conn in conns:
             self._close(conn, reset=True)
 
-    def _take(self, direction: Direction, reach: int) -> Fault | None:
-        """The first armed fault in ``direction`` whose offset is below ``reach`` bytes."""
+    def _take(self, conn: _Conn, direction: Direction, more: int) -> Fault | None:
+        """The first armed fault in ``direction`` whose offset on ``conn`` is below what it
+        will have carried with ``more`` bytes."""
         for fault in self.pending:
-            if fault.direction == direction and fault.at < reach:
+            if fault.direction == direction and fault.at < _reach(fault, conn, direction, more):
                 if fault.times is not None:
                     fault.times -= 1
                     if fault.times <= 0:
@@ -129,7 +145,7 @@ class FaultProxy:
                 continue
             with self.lock:
                 self.connections += 1
-                conn = _Conn(client, server, {"up": None, "down": None})
+                conn = _Conn(client, server, {"up": None, "down": None}, self.connections)
                 self.conns.append(conn)
             for way in ("up", "down"):
                 threading.Thread(target=self._pump, args=(conn, way), daemon=True).start()
@@ -141,10 +157,10 @@ class FaultProxy:
             while data := src.recv(65536):
                 if fault is None and not conn.faults[way]:
                     with self.lock:
-                        fault = self._take(way, conn.carried[way] + len(data))
+                        fault = self._take(conn, way, len(data))
                     conn.faults[way] = fault
-                if fault is not None and conn.carried[way] + len(data) > fault.at:
-                    keep = max(0, fault.at - conn.carried[way])
+                if fault is not None and _reach(fault, conn, way, len(data)) > fault.at:
+                    keep = max(0, fault.at - _reach(fault, conn, way, 0))
                     head, data = data[:keep], data[keep:]
                     if head:
                         self._send(conn, dst, way, head)

@@ -131,3 +131,26 @@ def test_cut_all_resets_open_connections(proxy: FaultProxy) -> None:
 def test_bad_fault_names_the_field(fault: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Fault(**fault)  # type: ignore[arg-type]
+
+
+def _echoed(sock: socket.socket, payload: bytes) -> bytes:
+    """Send ``payload`` on an open connection and read back as many bytes (or what came)."""
+    sock.sendall(payload)
+    got = bytearray()
+    with contextlib.suppress(OSError):
+        while len(got) < len(payload) and (data := sock.recv(65536)):
+            got += data
+    return bytes(got)
+
+
+def test_an_offset_counts_from_arming_on_a_connection_already_open(proxy: FaultProxy) -> None:
+    # A keep-alive connection that carried a large transfer before the fault was armed: the
+    # fault must hit the next transfer at its own offset, not the next byte that passes.
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
+        assert _echoed(sock, PAYLOAD) == PAYLOAD
+        proxy.arm(Fault("truncate", "down", at=1000))
+        assert _echoed(sock, b"x" * 500) == b"x" * 500  # below the offset: untouched
+        assert proxy.fired == []
+        back = _echoed(sock, PAYLOAD)
+    assert back == PAYLOAD[:500]  # 500 + 500 = the armed offset of 1000 bytes
+    assert proxy.fired == [("truncate", "down", 1000)]
