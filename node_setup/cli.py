@@ -80,6 +80,22 @@ def setup() -> None:
     help="Absolute path of mint-bridge at this site (default: this installation's).",
 )
 @click.option("--agent-user", default=None, help="Account the agent runs as (default: you).")
+@click.option(
+    "--login-host",
+    default=None,
+    help="The cluster's login node (host or user@host): the scheduler's commands run there.",
+)
+@click.option("--login-user", default=None, help="Account on the login node (with --login-host).")
+@click.option("--login-port", type=click.IntRange(1, 65535), default=None,
+              help="The login node's SSH port (default 22).")  # fmt: skip
+@click.option(
+    "--login-identity-file", default=None, help="Key for the login node (default: ~/.ssh/config's)."
+)
+@click.option(
+    "--login-fingerprint",
+    default=None,
+    help="SHA256:... of the login node's host key, as the cluster publishes it; pinned only then.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Never ask; take every value from flags.")
 @click.option("--force", is_flag=True, help="Replace existing files that differ.")
 @click.option("--dry-run", is_flag=True, help="Show every change; change nothing.")

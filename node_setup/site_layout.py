@@ -34,6 +34,11 @@ class SiteOptions:
     unit_dir: str | None = None  # default: /etc/systemd/system as root, else the config dir
     mint_bridge: str | None = None
     agent_user: str | None = None
+    login_host: str | None = None  # the cluster's login node: the scheduler runs there
+    login_user: str | None = None
+    login_port: int | None = None
+    login_identity_file: str | None = None
+    login_fingerprint: str | None = None  # confirms the login node's host key before pinning
     force: bool = False
     dry_run: bool = False
 

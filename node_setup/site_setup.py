@@ -40,6 +40,12 @@ from node_setup.config_files import read_text
 from node_setup.detect import Detected, detect
 from node_setup.errors import MissingValue, SetupError
 from node_setup.health.login_shell import startup_advice
+from node_setup.login_node_setup import (
+    LoginSetup,
+    login_setup,
+    render_scheduler_table,
+    update_scheduler_table,
+)
 from node_setup.prompt import Prompter, need
 from node_setup.site_config_edit import update_site_config
 from node_setup.site_layout import SiteOptions, SitePaths, site_paths
@@ -74,9 +80,11 @@ def setup_site(options: SiteOptions, prompter: Prompter) -> SiteSetupResult:
     found = detect(paths.work_base)
     _report_detected(found, paths, prompter)
     scheduler = choose_scheduler(
-        options.scheduler, working_schedulers(options.scheduler, found.schedulers, prompter),
+        options.scheduler,
+        working_schedulers(options.scheduler, found.schedulers, prompter),
         prompter,
     )
+    login = login_setup(options, paths.config_dir, prompter)
     mint_bridge = options.mint_bridge or found.mint_bridge
     mint_bridge = need(prompter, mint_bridge, "--mint-bridge", "Path of the mint-bridge command")
     if not os.path.isabs(mint_bridge):
@@ -84,7 +92,7 @@ def setup_site(options: SiteOptions, prompter: Prompter) -> SiteSetupResult:
     broker = _broker_inputs(options, prompter) if options.method == "broker" else None
     plan = changes.Plan()
     _plan_layout(plan, paths)
-    _plan_site_config(plan, options, paths, scheduler, broker)
+    _plan_site_config(plan, options, paths, scheduler, broker, login)
     if broker is None:
         _plan_ssh(plan, options, paths, mint_bridge, prompter)
     else:
@@ -187,15 +195,21 @@ def _plan_site_config(
     paths: SitePaths,
     scheduler: str,
     broker: BrokerInputs | None,
+    login: LoginSetup | None,
 ) -> None:
+    planned = {} if login is None else {login.known_hosts: login.known_hosts_text}
+    for path, content in planned.items():
+        plan.write(path, content, 0o600, edit=True)
     old = read_text(paths.site_config)
     if old and not options.force:
-        _plan_site_update(plan, options, paths, old, scheduler, broker)
+        _plan_site_update(plan, options, paths, old, scheduler, broker, login)
         return
     text = render_site_config(options.site_id, paths, scheduler)
+    if login is not None:
+        text += render_scheduler_table(login)
     if broker is not None:
         text += render_agent_table(paths, broker.url, broker.ca_bundle, broker.allow_http)
-    _validate_site_config(text)
+    _validate_site_config(text, planned)
     plan.write(paths.site_config, text, 0o600)
     plan.write(paths.example_program, EXAMPLE_PROGRAM, 0o700)
 
@@ -207,11 +221,16 @@ def _plan_site_update(
     old: str,
     scheduler: str,
     broker: BrokerInputs | None,
+    login: LoginSetup | None,
 ) -> None:
     """An existing config is the admin's: only the keys setup owns change (diff shown)."""
     agent = None if broker is None else (broker.url, broker.ca_bundle, broker.allow_http)
     text = update_site_config(paths.site_config, old, options.site_id, agent, paths)
-    _validate_site_config(text)
+    planned = {}
+    if login is not None:
+        text = update_scheduler_table(paths.site_config, text, login)
+        planned[login.known_hosts] = login.known_hosts_text
+    _validate_site_config(text, planned)
     plan.write(paths.site_config, text, 0o600, edit=True)
     if options.scheduler and f"scheduler = {toml_str(scheduler)}" not in text:
         plan.note(
@@ -221,9 +240,15 @@ def _plan_site_update(
         )
 
 
-def _validate_site_config(text: str) -> None:
-    """The generated config must load with the same code the site entry uses."""
+def _validate_site_config(text: str, planned: dict[str, str] | None = None) -> None:
+    """The generated config must load with the same code the site entry uses; ``planned``
+    files it names (not written yet) stand in from copies in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="mint-bridge-setup-") as tmp:
+        for index, (planned_path, content) in enumerate((planned or {}).items()):
+            stand_in = os.path.join(tmp, f"planned-{index}")
+            with open(stand_in, "w", encoding="utf-8") as handle:
+                handle.write(content)
+            text = text.replace(toml_str(planned_path), toml_str(stand_in))
         path = os.path.join(tmp, "site.toml")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -3,7 +3,10 @@
     site.config          the site config loads and validates
     site.program.<cmd>   each command's program exists, is a file, is executable (and so is
                          its ``#!`` interpreter)
-    site.scheduler.<s>   each scheduler the commands use answers (``sinfo``, ``qstat -B``)
+    site.scheduler.<s>   each scheduler the commands use answers (``sinfo``, ``qstat -B``),
+                         on the login node when ``[scheduler] login_host`` is set
+    site.login_node      the login node: reachable, pinned, sharing the work dir
+                         (``login_node``)
     site.path_shim       the python3 a program starts through PATH (#!/usr/bin/env) is no
                          pyenv/conda shim (value: what the shim adds to each job, measured)
     site.work_base       the work base exists and this account can create job dirs in it
@@ -29,17 +32,19 @@ from dataclasses import dataclass
 
 import psutil
 
-from bridge.core.errors import BridgeError, ConfigError
+from bridge.core.errors import BridgeError, ConfigError, SchedulerError
 from bridge.core.units import parse_size
 from bridge.site.cleanup import remove_expired
 from bridge.site.config import SiteConfig, load_site_config
 from bridge.site.programs import program_problem
 from node_setup.health.broker import check_broker
 from node_setup.health.broker_access import BrokerTarget
+from node_setup.health.login_node import check_login_node, run_there
 from node_setup.health.login_shell import check_login_shell
 from node_setup.health.path_shims import check_programs_path
 from node_setup.health.result import Probe
 from node_setup.health.runner import Deadline, Job
+from schedulers.login_host import LoginHost
 
 # Node states (sinfo %T, lower case, flags like '*' or '~' stripped) that can run a job.
 SLURM_USABLE = {"idle", "mixed", "allocated", "completing", "planned", "reserved"}
@@ -126,7 +131,9 @@ def check_site_side(
     probe.ok("site.config", config_path, "", f"site {site.name}, commands: {len(site.commands)}")
     check_programs(site, probe)
     check_programs_path(probe, [c.program for c in site.commands.values()])
-    check_schedulers(site, probe, deadline)
+    login = site.scheduler_options.login
+    if login is None or check_login_node(login, site.work_base, probe, deadline.left()):
+        check_schedulers(site, probe, deadline)
     if check_work_base(site, probe):
         check_disk(site.work_base, probe, thresholds)
         check_stale(site, probe)
@@ -168,10 +175,14 @@ _PROBES = {
 def check_schedulers(site: SiteConfig, probe: Probe, deadline: Deadline) -> None:
     used = sorted({c.scheduler for c in site.commands.values()} - {"local"})
     limit = site.scheduler_options.command_timeout
+    login = site.scheduler_options.login
     for name in used:
         check = f"site.scheduler.{name}"
         probe.start(check, f"`{' '.join(_PROBES[name])}` hangs: the scheduler's server is stuck")
         argv = _PROBES[name]
+        if login is not None:  # the commands run there, whatever this machine has on PATH
+            _run_probe(name, argv, probe, min(limit, deadline.left()), login)
+            continue
         program = shutil.which(argv[0])
         if program is None:
             probe.fail(
@@ -186,17 +197,29 @@ def check_schedulers(site: SiteConfig, probe: Probe, deadline: Deadline) -> None
         _run_probe(name, [program, *argv[1:]], probe, min(limit, deadline.left()))
 
 
-def _run_probe(name: str, argv: list[str], probe: Probe, timeout: float) -> None:
+def _run_probe(
+    name: str, argv: list[str], probe: Probe, timeout: float, login: LoginHost | None = None
+) -> None:
     check = f"site.scheduler.{name}"
     shown = " ".join([os.path.basename(argv[0]), *argv[1:]])
+    where = f" on login host {login.where}" if login else ""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if login is not None:
+            proc = run_there(login, argv, timeout)
+        else:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, check=False
+            )
+    except SchedulerError as exc:
+        message, _, fix = exc.message.rpartition("; ")
+        probe.fail(check, shown, "", message or exc.message, fix or "see the message")
+        return
     except subprocess.TimeoutExpired:
         probe.fail(
             check,
             timeout,
             "s",
-            f"`{shown}` gave no answer within {timeout:g} s",
+            f"`{shown}`{where} gave no answer within {timeout:g} s",
             f"the {name} server does not answer: ask the cluster admins",
         )
         return
@@ -209,14 +232,14 @@ def _run_probe(name: str, argv: list[str], probe: Probe, timeout: float) -> None
             check,
             proc.returncode,
             "exit status",
-            f"`{shown}` failed: {said}",
-            f"the {name} client cannot reach its server: check its config and daemons",
+            f"`{shown}`{where} failed: {said}",
+            f"the {name} client{where} cannot reach its server: check its config and daemons",
         )
         return
     if name == "slurm":
         _slurm_states(proc.stdout, probe)
     else:
-        probe.ok(check, "answers", "", f"`{shown}` answered")
+        probe.ok(check, "answers", "", f"`{shown}`{where} answered")
 
 
 def _slurm_states(output: str, probe: Probe) -> None:

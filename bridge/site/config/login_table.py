@@ -30,7 +30,7 @@ KEYS = {
 }  # fmt: skip
 
 # user@host or a bare host/alias: no option-looking or shell-meaningful characters.
-_TARGET = re.compile(r"(?:[A-Za-z0-9._][A-Za-z0-9._-]{0,63}@)?[A-Za-z0-9_][A-Za-z0-9._-]{0,252}")
+TARGET = re.compile(r"(?:[A-Za-z0-9._][A-Za-z0-9._-]{0,63}@)?[A-Za-z0-9_][A-Za-z0-9._-]{0,252}")
 
 
 def load_login_host(sec: Section) -> LoginHost | None:
@@ -44,7 +44,7 @@ def load_login_host(sec: Section) -> LoginHost | None:
             )
         return None
     target = sec.get("login_host", str, "")
-    if not _TARGET.fullmatch(target):
+    if not TARGET.fullmatch(target):
         raise sec.error(
             f"{target!r:.80} is not user@host or a host name, e.g. "
             'login_host = "mint@login.example.org"',
